@@ -1,0 +1,241 @@
+//! The behaviour every [`ComputeBackend`] must show, as plain async functions.
+//!
+//! A backend crate runs them all against its real engine with [`conformance_tests!`]. The
+//! fixture image must provide `/bin/sh` and `python3`. Each check cleans up the runs it made.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+
+use crate::{BackendError, ComputeBackend, JobSpec, Limits, Mount, RunState};
+
+/// The uid:gid conformance runs use: not root, and not the uid of whoever runs the tests.
+pub const NOBODY: &str = "65534:65534";
+/// Bound on every wait, so that a broken backend fails the suite instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A fresh job id per call: suites may run in parallel against one engine.
+pub fn unique_job_id(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}{:x}{:x}{:x}", std::process::id(), nanos & 0xffff_ffff, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A spec with the secure defaults the engine uses, running `argv` in `image`.
+pub fn spec(image: &str, argv: &[&str]) -> JobSpec {
+    JobSpec {
+        job_id: unique_job_id("conf"),
+        image: image.to_string(),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        mounts: vec![],
+        working_dir: None,
+        user: NOBODY.to_string(),
+        network: false,
+        limits: Limits::default(),
+    }
+}
+
+fn sh(image: &str, script: &str) -> JobSpec {
+    spec(image, &["/bin/sh", "-c", script])
+}
+
+async fn run_to_end(b: &dyn ComputeBackend, spec: &JobSpec) -> (i64, bool, String) {
+    b.start(spec).await.unwrap_or_else(|e| panic!("start failed: {e}"));
+    let exit = tokio::time::timeout(PATIENCE, b.wait(&spec.job_id))
+        .await
+        .expect("run did not end in time")
+        .unwrap_or_else(|e| panic!("wait failed: {e}"));
+    let logs = collect_logs(b, &spec.job_id).await;
+    b.remove(&spec.job_id).await.expect("remove failed");
+    (exit.exit_code, exit.oom_killed, logs)
+}
+
+async fn collect_logs(b: &dyn ComputeBackend, job_id: &str) -> String {
+    let mut out = Vec::new();
+    let mut stream = b.logs(job_id);
+    while let Some(chunk) = tokio::time::timeout(PATIENCE, stream.next()).await.expect("logs did not end") {
+        out.extend_from_slice(&chunk.expect("log stream failed"));
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+pub async fn reports_exit_code(b: &dyn ComputeBackend, image: &str) {
+    let (code, oom, _) = run_to_end(b, &sh(image, "exit 3")).await;
+    assert_eq!((code, oom), (3, false));
+    let (code, _, _) = run_to_end(b, &sh(image, "true")).await;
+    assert_eq!(code, 0);
+}
+
+pub async fn streams_stdout_and_stderr(b: &dyn ComputeBackend, image: &str) {
+    let (_, _, logs) = run_to_end(b, &sh(image, "echo to-stdout; echo to-stderr >&2; sleep 0.3; echo after-a-pause")).await;
+    for needle in ["to-stdout", "to-stderr", "after-a-pause"] {
+        assert!(logs.contains(needle), "logs lack {needle:?}: {logs:?}");
+    }
+}
+
+pub async fn passes_environment(b: &dyn ComputeBackend, image: &str) {
+    let mut s = sh(image, "echo \"value=$BRIZO_CONFORMANCE\"");
+    s.env.push(("BRIZO_CONFORMANCE".into(), "forty two".into()));
+    let (_, _, logs) = run_to_end(b, &s).await;
+    assert!(logs.contains("value=forty two"), "{logs:?}");
+}
+
+pub async fn start_is_idempotent(b: &dyn ComputeBackend, image: &str) {
+    let s = sh(image, "sleep 30");
+    let first = b.start(&s).await.unwrap();
+    let second = b.start(&s).await.unwrap();
+    assert_eq!(first.run_id, second.run_id, "a second start must reuse the run");
+    assert!(first.image_digest.starts_with("sha256:"), "image digest {:?}", first.image_digest);
+    let runs = b.list_runs().await.unwrap();
+    assert_eq!(runs.iter().filter(|id| **id == s.job_id).count(), 1, "{runs:?}");
+    b.stop(&s.job_id).await.unwrap();
+    b.remove(&s.job_id).await.unwrap();
+}
+
+pub async fn stop_kills_a_running_run(b: &dyn ComputeBackend, image: &str) {
+    let s = sh(image, "sleep 300");
+    b.start(&s).await.unwrap();
+    assert_eq!(b.state(&s.job_id).await.unwrap(), RunState::Running);
+    b.stop(&s.job_id).await.unwrap();
+    let exit = tokio::time::timeout(PATIENCE, b.wait(&s.job_id)).await.expect("stop did not end the run").unwrap();
+    assert_ne!(exit.exit_code, 0);
+    assert!(!exit.oom_killed);
+    // Stopping what already ended is not an error.
+    b.stop(&s.job_id).await.unwrap();
+    b.remove(&s.job_id).await.unwrap();
+}
+
+pub async fn remove_leaves_nothing(b: &dyn ComputeBackend, image: &str) {
+    let s = sh(image, "true");
+    b.start(&s).await.unwrap();
+    b.wait(&s.job_id).await.unwrap();
+    b.remove(&s.job_id).await.unwrap();
+    assert_eq!(b.state(&s.job_id).await.unwrap(), RunState::NotFound);
+    assert!(!b.list_runs().await.unwrap().contains(&s.job_id));
+    b.remove(&s.job_id).await.expect("a second remove is not an error");
+    assert!(matches!(b.wait(&s.job_id).await, Err(BackendError::NotFound(_))));
+}
+
+pub async fn missing_image_is_reported(b: &dyn ComputeBackend, _image: &str) {
+    let s = sh("brizo-conformance/no-such-image:never", "true");
+    match b.start(&s).await {
+        Err(BackendError::ImageNotFound(name)) => assert!(name.contains("no-such-image")),
+        other => panic!("expected ImageNotFound, got {other:?}"),
+    }
+    assert_eq!(b.state(&s.job_id).await.unwrap(), RunState::NotFound);
+}
+
+/// Inputs are readable and cannot be changed; the output mount is writable and what the run
+/// writes there appears on the host.
+pub async fn mounts_honour_read_only(b: &dyn ComputeBackend, image: &str) {
+    let input = shared_dir();
+    std::fs::write(input.path().join("data.txt"), "input-bytes").unwrap();
+    std::fs::set_permissions(input.path().join("data.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = shared_dir();
+    let mut s = sh(
+        image,
+        "cat /in/data.txt; \
+         if echo x > /in/data.txt 2>/dev/null || touch /in/new 2>/dev/null; then echo INPUT-WRITABLE; fi; \
+         echo result > /out/result.txt",
+    );
+    s.mounts = vec![
+        Mount { source: input.path().into(), target: "/in".into(), read_only: true },
+        Mount { source: output.path().into(), target: "/out".into(), read_only: false },
+    ];
+    let (code, _, logs) = run_to_end(b, &s).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("input-bytes"), "{logs:?}");
+    assert!(!logs.contains("INPUT-WRITABLE"), "a read-only mount was writable");
+    assert_eq!(std::fs::read_to_string(input.path().join("data.txt")).unwrap(), "input-bytes");
+    assert_eq!(std::fs::read_to_string(output.path().join("result.txt")).unwrap(), "result\n");
+}
+
+pub async fn isolation_defaults(b: &dyn ComputeBackend, image: &str) {
+    let script = "echo uid=$(id -u); \
+        echo nets=$(ls /sys/class/net | tr '\\n' ' '); \
+        grep CapEff /proc/self/status; \
+        if touch /rootfs-probe 2>/dev/null; then echo ROOTFS-WRITABLE; fi; \
+        touch /tmp/ok && echo tmp-writable";
+    let (code, _, logs) = run_to_end(b, &sh(image, script)).await;
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("uid=65534"), "not running as the requested uid: {logs}");
+    assert!(logs.contains("nets=lo \n") || logs.contains("nets=lo\n"), "network interfaces besides loopback: {logs}");
+    assert!(logs.contains("0000000000000000"), "capabilities not dropped: {logs}");
+    assert!(!logs.contains("ROOTFS-WRITABLE"), "root filesystem is writable");
+    assert!(logs.contains("tmp-writable"), "/tmp is not writable: {logs}");
+}
+
+pub async fn enforces_pids_limit(b: &dyn ComputeBackend, image: &str) {
+    let mut s = spec(image, &["python3", "-c", PIDS_PROBE]);
+    s.limits.pids = 16;
+    let (code, _, logs) = run_to_end(b, &s).await;
+    assert!(logs.contains("fork refused after"), "pids limit not enforced: {logs}");
+    assert_eq!(code, 0, "{logs}");
+}
+
+const PIDS_PROBE: &str = r#"
+import os, sys, time
+n = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            time.sleep(20); os._exit(0)
+        n += 1
+except OSError:
+    print("fork refused after", n); sys.stdout.flush(); os._exit(0)
+print("no limit:", n); sys.stdout.flush(); os._exit(1)
+"#;
+
+pub async fn reports_out_of_memory(b: &dyn ComputeBackend, image: &str) {
+    let mut s = spec(image, &["python3", "-c", "x = bytearray(512 << 20); print('allocated', len(x))"]);
+    s.limits.memory_bytes = 64 << 20;
+    let (code, oom, logs) = run_to_end(b, &s).await;
+    assert!(oom, "memory limit not reported as OOM (exit {code}): {logs}");
+    assert_ne!(code, 0);
+    assert!(!logs.contains("allocated"));
+}
+
+/// A run survives its observer: logs and exit are still there on a second look.
+pub async fn second_look_after_exit(b: &dyn ComputeBackend, image: &str) {
+    let s = sh(image, "echo once; exit 5");
+    b.start(&s).await.unwrap();
+    let first = b.wait(&s.job_id).await.unwrap();
+    let again = b.wait(&s.job_id).await.unwrap();
+    assert_eq!(first, again);
+    assert!(matches!(b.state(&s.job_id).await.unwrap(), RunState::Exited(e) if e.exit_code == 5));
+    assert!(collect_logs(b, &s.job_id).await.contains("once"));
+    assert!(collect_logs(b, &s.job_id).await.contains("once"));
+    b.remove(&s.job_id).await.unwrap();
+}
+
+/// Runs every check against one backend: `conformance_tests!(make_backend().await, "image:tag");`
+/// The first argument is an async expression building the backend.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr, $image:expr) => {
+        $crate::conformance_tests!(@each $make, $image;
+            reports_exit_code, streams_stdout_and_stderr, passes_environment, start_is_idempotent,
+            stop_kills_a_running_run, remove_leaves_nothing, missing_image_is_reported,
+            mounts_honour_read_only, isolation_defaults, enforces_pids_limit, reports_out_of_memory,
+            second_look_after_exit);
+    };
+    (@each $make:expr, $image:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let backend = $make;
+                $crate::conformance::$name(&backend, $image).await;
+            }
+        )*
+    };
+}
+

@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+/// Everything a backend needs to run one job, already resolved by the engine:
+/// no URLs, no templates, only what goes into the isolated environment.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The engine's job id; backends label what they create with it so that a restart
+    /// (or a second look) finds the same run again.
+    pub job_id: String,
+    /// Image reference, `name:tag` (or a digest). Never pulled implicitly by the engine.
+    pub image: String,
+    /// argv of the process to run; no shell is involved unless argv names one.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub working_dir: Option<String>,
+    /// `uid:gid` the process runs as.
+    pub user: String,
+    /// Whether the run may reach any network at all.
+    pub network: bool,
+    pub limits: Limits,
+}
+
+/// A host path bound into the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Resource ceilings. The wall-clock timeout is not here: the engine keeps the deadline
+/// itself so that it survives restarts and means the same on every backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// Fractional CPUs (1.5 = one and a half cores).
+    pub cpus: f64,
+    pub pids: i64,
+    /// Size of the writable in-memory `/tmp`.
+    pub tmpfs_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 512 << 20, cpus: 1.0, pids: 128, tmpfs_bytes: 64 << 20 }
+    }
+}

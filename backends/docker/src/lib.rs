@@ -1,0 +1,244 @@
+//! Runs brizo jobs as containers on the local Docker engine (bollard).
+//!
+//! One container per job, named `brizo-<job id>` and labelled with the job id and the brizo
+//! instance, so a restarted service finds its runs again and never touches another instance's.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount as DockerMount, MountType};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, JobSpec, RunInfo, RunState};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+
+pub const LABEL_JOB: &str = "brizo.job-id";
+pub const LABEL_INSTANCE: &str = "brizo.instance";
+
+#[derive(Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    instance: String,
+}
+
+impl DockerBackend {
+    /// Connects to the engine at `socket` (a unix socket path; `None` for the usual
+    /// `DOCKER_HOST` / `/var/run/docker.sock`) and agrees on an API version with it.
+    /// `instance` scopes everything this backend lists and cleans up.
+    pub async fn connect(socket: Option<&str>, instance: &str) -> Result<Self, BackendError> {
+        let docker = match socket {
+            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(unavailable)?;
+        // The engine may be older than bollard's default API version (Debian's 20.10 speaks 1.41).
+        let docker = docker.negotiate_version().await.map_err(unavailable)?;
+        Ok(Self { docker, instance: instance.to_string() })
+    }
+
+    pub fn container_name(job_id: &str) -> String {
+        format!("brizo-{job_id}")
+    }
+
+    async fn inspect(&self, job_id: &str) -> Result<Option<bollard::models::ContainerInspectResponse>, BackendError> {
+        match self.docker.inspect_container(&Self::container_name(job_id), None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e, job_id)),
+        }
+    }
+
+    fn create_body(&self, spec: &JobSpec) -> ContainerCreateBody {
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(|m| DockerMount {
+                target: Some(m.target.clone()),
+                source: Some(m.source.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let host_config = HostConfig {
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}", spec.limits.tmpfs_bytes),
+            )])),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            memory: Some(spec.limits.memory_bytes as i64),
+            // Equal to memory: no swap, so the memory limit is a real ceiling and OOM is visible.
+            memory_swap: Some(spec.limits.memory_bytes as i64),
+            nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
+            pids_limit: Some(spec.limits.pids),
+            mounts: Some(mounts),
+            ..Default::default()
+        };
+        let labels = HashMap::from([
+            (LABEL_JOB.to_string(), spec.job_id.clone()),
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+        ]);
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // Our argv replaces the image's entrypoint and command entirely.
+            entrypoint: Some(spec.command.clone()),
+            cmd: None,
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            user: Some(spec.user.clone()),
+            working_dir: spec.working_dir.clone(),
+            network_disabled: Some(!spec.network),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait]
+impl ComputeBackend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.docker.ping().await.map(|_| ()).map_err(unavailable)
+    }
+
+    async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
+        let name = Self::container_name(&spec.job_id);
+        let existing = match self.inspect(&spec.job_id).await? {
+            Some(c) => c,
+            None => {
+                match self.docker.inspect_image(&spec.image).await {
+                    Ok(_) => {}
+                    Err(e) if status_of(&e) == Some(404) => return Err(BackendError::ImageNotFound(spec.image.clone())),
+                    Err(e) => return Err(classify(e, &spec.job_id)),
+                }
+                let options = CreateContainerOptionsBuilder::default().name(&name).build();
+                match self.docker.create_container(Some(options), self.create_body(spec)).await {
+                    Ok(_) => {}
+                    // A concurrent start created it first: use that one.
+                    Err(e) if status_of(&e) == Some(409) => {}
+                    Err(e) if status_of(&e) == Some(400) => return Err(BackendError::InvalidSpec(message_of(&e))),
+                    Err(e) => return Err(classify(e, &spec.job_id)),
+                }
+                self.inspect(&spec.job_id).await?.ok_or_else(|| BackendError::NotFound(spec.job_id.clone()))?
+            }
+        };
+        let status = existing.state.as_ref().and_then(|s| s.status);
+        if status == Some(ContainerStateStatusEnum::CREATED) {
+            match self.docker.start_container(&name, None).await {
+                Ok(()) => {}
+                // 304: already started by a concurrent call.
+                Err(e) if status_of(&e) == Some(304) => {}
+                Err(e) => return Err(classify(e, &spec.job_id)),
+            }
+        }
+        Ok(RunInfo { run_id: existing.id.unwrap_or_default(), image_digest: existing.image.unwrap_or_default() })
+    }
+
+    async fn state(&self, job_id: &str) -> Result<RunState, BackendError> {
+        let Some(c) = self.inspect(job_id).await? else { return Ok(RunState::NotFound) };
+        let state = c.state.unwrap_or_default();
+        Ok(match state.status {
+            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+            Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => RunState::Exited(ExitInfo {
+                exit_code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed.unwrap_or(false),
+            }),
+            _ => RunState::Running,
+        })
+    }
+
+    async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
+        let name = Self::container_name(job_id);
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut waiter = self.docker.wait_container(&name, Some(options));
+        while let Some(item) = waiter.next().await {
+            match item {
+                Ok(_) => {}
+                // bollard reports a non-zero exit as an error; the exit itself is what we wait for.
+                Err(DockerError::DockerContainerWaitError { .. }) => {}
+                Err(e) => return Err(classify(e, job_id)),
+            }
+        }
+        // Inspect for the facts (exit code, OOM): the wait response has no OOM flag.
+        match self.state(job_id).await? {
+            RunState::Exited(info) => Ok(info),
+            RunState::NotFound => Err(BackendError::NotFound(job_id.to_string())),
+            other => Err(BackendError::Other(format!("wait ended while the container is {other:?}"))),
+        }
+    }
+
+    fn logs(&self, job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>> {
+        let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        let job = job_id.to_string();
+        self.docker
+            .logs(&Self::container_name(job_id), Some(options))
+            .map(move |item| item.map(|out| out.into_bytes()).map_err(|e| classify(e, &job)))
+            .boxed()
+    }
+
+    async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        match self.docker.kill_container(&Self::container_name(job_id), Some(options)).await {
+            // 404: no container; 409: not running. Either way it is stopped.
+            Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
+            other => other.map_err(|e| classify(e, job_id)),
+        }
+    }
+
+    async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(&Self::container_name(job_id), Some(options)).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            // 409: removal already in progress (a concurrent remove).
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            other => other.map_err(|e| classify(e, job_id)),
+        }
+    }
+
+    async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = self.docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_JOB)))
+            .collect())
+    }
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn message_of(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unavailable(e: DockerError) -> BackendError {
+    BackendError::Unavailable(format!("{e} (is dockerd running? `scripts/dockerd.sh start` starts it)"))
+}
+
+fn classify(e: DockerError, job_id: &str) -> BackendError {
+    match status_of(&e) {
+        Some(404) => BackendError::NotFound(job_id.to_string()),
+        Some(_) => BackendError::Other(message_of(&e)),
+        None => unavailable(e),
+    }
+}

@@ -1,0 +1,21 @@
+# Shared helpers for the project's scripts. Sourced, not run.
+# Every step is idempotent: it checks before it installs or starts anything.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${BRIZO_STATE_DIR:-$ROOT/.state}"
+mkdir -p "$STATE_DIR"
+
+say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+warn() { printf '\033[1;33m!! \033[0m %s\n' "$*" >&2; }
+die()  { printf '\033[1;31mxx \033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  # apt_install PKG... : installs the Debian packages that are missing.
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  if [ ! -f "$STATE_DIR/apt-updated" ]; then apt-get update -qq && touch "$STATE_DIR/apt-updated"; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

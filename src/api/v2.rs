@@ -1,0 +1,254 @@
+//! The native operator API, `/api/v2`: bearer-token protected, described by OpenAPI at
+//! `/api/v2/openapi.json` with a docs page at `/api/v2/docs/`.
+
+use std::time::Duration;
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa::{OpenApi, ToSchema};
+
+use super::auth::Operator;
+use crate::error::{ApiError, ErrorBody};
+use crate::jobs::model::{AlgorithmSource, InputSource, PhaseTimings};
+use crate::jobs::{Engine, Job, JobRequest, Outcome, OutputFile, Phase};
+
+/// Jobs created through v2 belong to the operator.
+pub const OPERATOR: &str = "operator";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, stop_job, delete_job, super::health::health),
+    components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_job)
+        .service(list_jobs)
+        .service(get_job)
+        .service(job_logs)
+        .service(job_output)
+        .service(stop_job)
+        .service(delete_job)
+        .service(openapi_json)
+        .service(utoipa_swagger_ui::SwaggerUi::new("/api/v2/docs/{_:.*}").url("/api/v2/docs/openapi.json", ApiDoc::openapi()));
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCreated {
+    pub job_id: String,
+}
+
+/// A job as the operator sees it.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    pub job_id: String,
+    /// Brizo status code: 10 started, 20 configuring volumes, 30 provisioned, 31/32
+    /// provisioning failed, 40 running, 50 filtering, 60 publishing, 70 finished.
+    pub status: i64,
+    pub status_text: String,
+    pub phase: Phase,
+    /// Set once the algorithm has ended (or the job ended without running it).
+    pub outcome: Option<Outcome>,
+    pub exit_code: Option<i64>,
+    /// Why the job failed, stopped or timed out, for people.
+    pub error: Option<String>,
+    pub image: String,
+    /// Content digest of the image that ran.
+    pub image_digest: Option<String>,
+    pub timeout_seconds: u64,
+    pub stop_requested: bool,
+    pub date_created: f64,
+    pub date_started: Option<f64>,
+    pub date_finished: Option<f64>,
+    /// Published outputs (present once the job finished).
+    pub outputs: Vec<OutputFile>,
+    pub timings: PhaseTimings,
+}
+
+impl From<Job> for JobStatus {
+    fn from(job: Job) -> Self {
+        let published = job.phase.is_terminal();
+        JobStatus {
+            status: job.phase.code(),
+            status_text: job.phase.text().to_string(),
+            phase: job.phase,
+            outcome: job.outcome,
+            exit_code: job.exit_code,
+            error: job.error,
+            image: job.request.image,
+            image_digest: job.image_digest,
+            timeout_seconds: job.timeout_secs,
+            stop_requested: job.stop_requested,
+            date_created: job.date_created,
+            date_started: job.date_started,
+            date_finished: job.date_finished,
+            outputs: if published { job.outputs } else { vec![] },
+            timings: job.timings,
+            job_id: job.id,
+        }
+    }
+}
+
+/// Submit a job. Everything is checked before it is recorded: a refused request leaves nothing.
+#[utoipa::path(request_body = JobRequest, responses(
+    (status = 201, body = JobCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[post("/api/v2/jobs")]
+async fn create_job(_: Operator, engine: web::Data<Engine>, body: web::Json<JobRequest>) -> Result<HttpResponse, ApiError> {
+    let job = engine.submit(OPERATOR, body.into_inner()).await?;
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v2/jobs/{}", job.id))).json(JobCreated { job_id: job.id }))
+}
+
+/// All jobs, newest first (at most 1000).
+#[utoipa::path(responses((status = 200, body = Vec<JobStatus>), (status = 401, body = ErrorBody)))]
+#[get("/api/v2/jobs")]
+async fn list_jobs(_: Operator, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
+    let jobs: Vec<JobStatus> = engine.list(None).await?.into_iter().map(JobStatus::from).collect();
+    Ok(HttpResponse::Ok().json(jobs))
+}
+
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[get("/api/v2/jobs/{id}")]
+async fn get_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(JobStatus::from(engine.get(&id, None).await?)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct LogsQuery {
+    /// Keep the response open and send new lines until the job ends.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The algorithm's stdout and stderr, readable while it runs.
+#[utoipa::path(params(("id" = String, Path), LogsQuery), responses(
+    (status = 200, content_type = "text/plain", description = "log text"), (status = 404, body = ErrorBody)))]
+#[get("/api/v2/jobs/{id}/logs")]
+async fn job_logs(_: Operator, engine: web::Data<Engine>, id: web::Path<String>, q: web::Query<LogsQuery>) -> Result<HttpResponse, ApiError> {
+    let job = engine.get(&id, None).await?;
+    let path = engine.log_path(&job.id);
+    if !q.follow {
+        let text = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(ApiError::Internal(format!("reading the log: {e}"))),
+        };
+        return Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").streaming(follow_log(engine.into_inner(), job.id, path)))
+}
+
+/// Tails the log file until the job has left the running phase and the file is drained.
+fn follow_log(
+    engine: std::sync::Arc<Engine>,
+    id: String,
+    path: std::path::PathBuf,
+) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> {
+    struct Tail {
+        engine: std::sync::Arc<Engine>,
+        id: String,
+        path: std::path::PathBuf,
+        offset: u64,
+        done: bool,
+    }
+    futures::stream::unfold(Tail { engine, id, path, offset: 0, done: false }, |mut t| async move {
+        loop {
+            if t.done {
+                return None;
+            }
+            let mut chunk = vec![];
+            if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
+                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                if len < t.offset {
+                    // Rewritten from the start after a re-attach: the beginning was sent already.
+                    t.offset = len;
+                }
+                if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
+                    let _ = f.take(256 * 1024).read_to_end(&mut chunk).await;
+                }
+            }
+            if !chunk.is_empty() {
+                t.offset += chunk.len() as u64;
+                return Some((Ok(Bytes::from(chunk)), t));
+            }
+            let running = match t.engine.get(&t.id, None).await {
+                Ok(job) => matches!(job.phase, Phase::Queued | Phase::Staging | Phase::Provisioned | Phase::Running),
+                Err(_) => false,
+            };
+            if !running {
+                // One last read after the run ended catches lines written meanwhile.
+                t.done = true;
+                let mut rest = vec![];
+                if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
+                    if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
+                        let _ = f.read_to_end(&mut rest).await;
+                    }
+                }
+                if rest.is_empty() {
+                    return None;
+                }
+                return Some((Ok(Bytes::from(rest)), t));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// One published output file, streamed from the results store.
+#[utoipa::path(params(("id" = String, Path), ("name" = String, Path, description = "path relative to /data/outputs")), responses(
+    (status = 200, content_type = "application/octet-stream", description = "the file"), (status = 404, body = ErrorBody)))]
+#[get("/api/v2/jobs/{id}/outputs/{name:.*}")]
+async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (id, name) = path.into_inner();
+    let job = engine.get(&id, None).await?;
+    if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
+        return Err(ApiError::NotFound(format!("job {id} has no published output {name:?}")));
+    }
+    let got = engine
+        .results
+        .get(&id, &format!("outputs/{name}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
+        .ok_or_else(|| ApiError::Internal(format!("output {name} of job {id} is recorded but missing from the results store")))?;
+    let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
+    Ok(HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+}
+
+/// Kill the job's run; the job ends as `stopped` (its logs and partial outputs are kept).
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 200, body = JobStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already finished")))]
+#[post("/api/v2/jobs/{id}/stop")]
+async fn stop_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(JobStatus::from(engine.stop(&id, None).await?)))
+}
+
+/// Stop the job if it runs and remove its container, folder, logs and results.
+#[utoipa::path(params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[delete("/api/v2/jobs/{id}")]
+async fn delete_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    engine.remove(&id, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[get("/api/v2/openapi.json")]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,89 @@
+//! Wiring: config → store, backend, results store → engine → HTTP server and reconcile loop.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use brizo_backend_core::ComputeBackend;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::jobs::store::JobStore;
+use crate::jobs::Engine;
+use crate::storage::ResultsStore;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate_for_serving().map_err(anyhow::Error::msg)?;
+    let config = Arc::new(config);
+    for dir in [config.data_dir.clone(), config.jobs_dir(), config.logs_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for root in &config.inputs.dataset_roots {
+        let _ = std::fs::create_dir_all(root);
+    }
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        .expect("buckets are valid")
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let store = JobStore::open(&config.database_path()).await.context("opening the job store")?;
+    let backend = backend(&config).await?;
+    let results = ResultsStore::open(&config.outputs.results_url)?;
+    let engine = Engine::new(config.clone(), store.clone(), backend, results);
+
+    let shutdown = CancellationToken::new();
+    let reconcile = tokio::spawn(engine.clone().run(shutdown.clone()));
+    let data = web::Data::from(engine.clone());
+    let metrics = web::Data::new(metrics);
+    info!(bind = %config.bind, data_dir = %config.data_dir.display(), instance = %config.instance, "brizo serving");
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(metrics.clone())
+            .configure(crate::api::extractor_config)
+            .wrap_fn(|req, srv| {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    metrics::histogram!("brizo_http_request_duration_seconds",
+                        "method" => method, "route" => route, "status" => res.status().as_u16().to_string())
+                    .record(started.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
+            .configure(crate::api::health::configure)
+            .configure(crate::api::v2::configure)
+            .default_service(web::to(crate::api::not_found))
+    })
+    .bind(config.bind)
+    .with_context(|| format!("binding {}", config.bind))?
+    .run();
+    server.await?;
+    shutdown.cancel();
+    let _ = reconcile.await;
+    store.close().await;
+    info!("brizo stopped; running containers are re-attached at the next start");
+    Ok(())
+}
+
+async fn backend(config: &Config) -> anyhow::Result<Arc<dyn ComputeBackend>> {
+    match config.backend.as_str() {
+        #[cfg(feature = "docker")]
+        "docker" => {
+            let socket = (!config.docker.socket.is_empty()).then_some(config.docker.socket.as_str());
+            let backend = brizo_backend_docker::DockerBackend::connect(socket, &config.instance).await?;
+            backend.ping().await?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(not(feature = "docker"))]
+        "docker" => anyhow::bail!("backend \"docker\" is not compiled in: build with `--features docker`"),
+        other => anyhow::bail!("unknown backend {other:?}; this build knows: docker"),
+    }
+}

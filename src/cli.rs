@@ -1,0 +1,264 @@
+//! The command line: `brizo serve` for publishers, `brizo job ...` for people driving jobs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt;
+
+use crate::client::Client;
+use crate::config::{Config, Overrides};
+use crate::jobs::model::{AlgorithmSource, InputSource};
+use crate::jobs::{JobRequest, Outcome};
+
+#[derive(Parser)]
+#[command(name = "brizo", version, about = "Compute-to-data: run algorithms next to a publisher's data")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: HTTP API and the job engine.
+    Serve(ServeArgs),
+    /// Drive jobs on a running service.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file layered over the embedded defaults.
+    #[arg(long, env = "BRIZO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8030].
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    /// Store, job folders, logs and results [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// URL of the brizo service.
+    #[arg(long, env = "BRIZO_SERVER", default_value = "http://127.0.0.1:8030", global = true)]
+    server: String,
+    /// Operator token.
+    #[arg(long, env = "BRIZO_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Submit a job, follow it (phase and logs) and say where its outputs are.
+    Run(RunArgs),
+    /// Show a job.
+    Status { id: String, #[command(flatten)] server: ServerArgs },
+    /// Print a job's log (--follow: until it ends).
+    Logs { id: String, #[arg(long, short)] follow: bool, #[command(flatten)] server: ServerArgs },
+    /// Kill a job's run.
+    Stop { id: String, #[command(flatten)] server: ServerArgs },
+    /// Stop a job and remove all it left.
+    Delete { id: String, #[command(flatten)] server: ServerArgs },
+    /// List jobs.
+    List { #[command(flatten)] server: ServerArgs },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Container image, name:tag.
+    #[arg(long)]
+    image: String,
+    /// Command line; $ALGO becomes the algorithm's path.
+    #[arg(long, default_value = "python3 $ALGO")]
+    entrypoint: String,
+    /// File holding the algorithm's code.
+    #[arg(long, conflicts_with = "algorithm_url", required_unless_present = "algorithm_url")]
+    algorithm: Option<PathBuf>,
+    /// URL of the algorithm's code.
+    #[arg(long)]
+    algorithm_url: Option<String>,
+    /// An input, `URL` or `NAME=URL` (repeatable).
+    #[arg(long = "input")]
+    inputs: Vec<String>,
+    /// Wall-clock limit in seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Save the outputs into this folder when the job ends.
+    #[arg(long)]
+    download: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            let config = Config::load(args.config.as_deref(), Overrides { bind: args.bind, data_dir: args.data_dir })?;
+            // The engine shares actix's system runtime; make it multi-threaded so drivers,
+            // log copies and staging run beside the HTTP server's main loop.
+            actix_web::rt::System::with_tokio_rt(runtime).block_on(crate::app::serve(config))
+        }
+        Command::Job(cmd) => runtime().block_on(job(cmd)),
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BRIZO_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn client(server: &ServerArgs) -> anyhow::Result<Client> {
+    let token = server.token.clone().context("no operator token: pass --token or set BRIZO_ADMIN_TOKEN")?;
+    Ok(Client::new(&server.server, &token))
+}
+
+async fn job(cmd: JobCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Run(args) => run_job(args).await,
+        JobCommand::Status { id, server } => {
+            println!("{}", serde_json::to_string_pretty(&client(&server)?.status(&id).await?)?);
+            Ok(())
+        }
+        JobCommand::Logs { id, follow, server } => {
+            let mut body = client(&server)?.logs(&id, follow).await?.bytes_stream();
+            let mut out = tokio::io::stdout();
+            while let Some(chunk) = body.next().await {
+                out.write_all(&chunk?).await?;
+                out.flush().await?;
+            }
+            Ok(())
+        }
+        JobCommand::Stop { id, server } => {
+            let status = client(&server)?.stop(&id).await?;
+            println!("stop requested for {}; it is {}", status.job_id, status.status_text);
+            Ok(())
+        }
+        JobCommand::Delete { id, server } => {
+            client(&server)?.delete(&id).await?;
+            println!("job {id} deleted");
+            Ok(())
+        }
+        JobCommand::List { server } => {
+            for j in client(&server)?.list().await? {
+                let outcome = j.outcome.map(|o| o.as_str()).unwrap_or("-");
+                println!("{}  {:>2} {:<24} {:<14} {}", j.job_id, j.status, j.status_text, outcome, j.image);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn parse_input(spec: &str) -> InputSource {
+    // NAME=URL, but a URL itself may hold '=' (queries): only a plain name counts as one.
+    match spec.split_once('=') {
+        Some((name, url)) if !name.contains(':') && !name.contains('/') => InputSource { url: url.into(), name: Some(name.into()) },
+        _ => InputSource { url: spec.into(), name: None },
+    }
+}
+
+async fn run_job(args: RunArgs) -> anyhow::Result<()> {
+    let client = client(&args.server)?;
+    let algorithm = match (&args.algorithm, &args.algorithm_url) {
+        (Some(path), _) => AlgorithmSource {
+            rawcode: Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+            url: None,
+            did: None,
+        },
+        (None, url) => AlgorithmSource { rawcode: None, url: url.clone(), did: None },
+    };
+    let request = JobRequest {
+        image: args.image.clone(),
+        entrypoint: args.entrypoint.clone(),
+        algorithm,
+        inputs: args.inputs.iter().map(|s| parse_input(s)).collect(),
+        timeout_seconds: args.timeout,
+    };
+    let id = client.submit(&request).await?;
+    eprintln!("job {id} submitted");
+
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("template is valid"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    // Logs stream above the spinner while the job runs.
+    let log_task = {
+        let (client, id, bar) = (client.clone(), id.clone(), bar.clone());
+        tokio::spawn(async move {
+            let Ok(res) = client.logs(&id, true).await else { return };
+            let mut body = res.bytes_stream();
+            let mut pending = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                pending.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(pos) = pending.find('\n') {
+                    bar.println(format!("  | {}", &pending[..pos]));
+                    pending.drain(..=pos);
+                }
+            }
+            if !pending.is_empty() {
+                bar.println(format!("  | {pending}"));
+            }
+        })
+    };
+    let status = loop {
+        let status = client.status(&id).await?;
+        bar.set_message(format!("{} ({})", status.status_text, status.status));
+        if status.phase.is_terminal() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), log_task).await;
+    bar.finish_and_clear();
+
+    let outcome = status.outcome.unwrap_or(Outcome::Failed);
+    println!("job {id}: {} ({})", outcome.as_str(), status.status_text);
+    if let Some(code) = status.exit_code {
+        println!("  exit code: {code}");
+    }
+    if let Some(error) = &status.error {
+        println!("  reason: {error}");
+    }
+    if status.outputs.is_empty() {
+        println!("  no outputs");
+    }
+    for o in &status.outputs {
+        println!("  output {} ({} bytes, sha256 {})", o.name, o.size, o.sha256);
+        println!("    {}", client.output_url(&id, &o.name));
+    }
+    if let Some(dir) = &args.download {
+        for o in &status.outputs {
+            let dest = dir.join(&o.name);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            let bytes = client.output(&id, &o.name).await?.bytes().await?;
+            tokio::fs::write(&dest, &bytes).await?;
+            println!("  saved {}", dest.display());
+        }
+    }
+    if outcome != Outcome::Succeeded {
+        anyhow::bail!("job {id} did not succeed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_take_an_optional_name() {
+        assert_eq!(parse_input("census=file:///d/c.csv").name.as_deref(), Some("census"));
+        assert_eq!(parse_input("census=file:///d/c.csv").url, "file:///d/c.csv");
+        let signed = parse_input("https://host/x?sig=abc");
+        assert_eq!((signed.name, signed.url.as_str()), (None, "https://host/x?sig=abc"));
+    }
+}

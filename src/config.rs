@@ -1,0 +1,172 @@
+//! Layered configuration: embedded `config/default.toml` < `--config FILE` < `BRIZO_*`
+//! environment (`__` separates nested keys) < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub backend: String,
+    pub instance: String,
+    pub max_running_jobs: usize,
+    pub max_staging_jobs: usize,
+    pub reconcile_interval_ms: u64,
+    pub docker: DockerConfig,
+    pub limits: LimitsConfig,
+    pub inputs: InputsConfig,
+    pub outputs: OutputsConfig,
+    pub images: ImagesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DockerConfig {
+    pub socket: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LimitsConfig {
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids: i64,
+    pub tmpfs_mb: u64,
+    pub user: String,
+    pub default_timeout_secs: u64,
+    pub max_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct InputsConfig {
+    pub dataset_roots: Vec<PathBuf>,
+    pub max_input_mb: u64,
+    pub max_algorithm_kb: u64,
+    pub allow_private_addresses: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct OutputsConfig {
+    pub max_output_mb: u64,
+    pub max_log_kb: u64,
+    pub results_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ImagesConfig {
+    pub allowed: Vec<String>,
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(figment::Error::from(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let mut config: Config = figment
+            .merge(Env::prefixed("BRIZO_").split("__"))
+            .merge(Serialized::defaults(overrides))
+            .extract()?;
+        config.fill_derived_defaults();
+        Ok(config)
+    }
+
+    /// Defaults that depend on other values (the data dir), filled once after loading.
+    fn fill_derived_defaults(&mut self) {
+        if self.data_dir.is_relative() {
+            if let Ok(cwd) = std::env::current_dir() {
+                self.data_dir = cwd.join(&self.data_dir);
+            }
+        }
+        if self.inputs.dataset_roots.is_empty() {
+            self.inputs.dataset_roots = vec![self.data_dir.join("datasets")];
+        }
+        if self.outputs.results_url.is_empty() {
+            self.outputs.results_url = format!("file://{}", self.data_dir.join("results").display());
+        }
+        if self.instance.is_empty() {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(self.data_dir.to_string_lossy().as_bytes());
+            self.instance = hex::encode(&digest[..6]);
+        }
+    }
+
+    /// Problems that make serving pointless, each with what to do about it.
+    pub fn validate_for_serving(&self) -> Result<(), String> {
+        if self.admin_token.len() < 16 {
+            return Err("no operator token: set BRIZO_ADMIN_TOKEN (16 characters or more) or admin_token in the config file".into());
+        }
+        if self.max_running_jobs == 0 || self.max_staging_jobs == 0 {
+            return Err("max_running_jobs and max_staging_jobs must be at least 1".into());
+        }
+        if self.limits.default_timeout_secs > self.limits.max_timeout_secs {
+            return Err("limits.default_timeout_secs is larger than limits.max_timeout_secs".into());
+        }
+        Ok(())
+    }
+
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.data_dir.join("jobs")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("brizo.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("brizo.toml", "max_running_jobs = 7\n[limits]\nmemory_mb = 100\npids = 9")?;
+            jail.set_env("BRIZO_LIMITS__MEMORY_MB", "200");
+            jail.set_env("BRIZO_ADMIN_TOKEN", "from-the-environment");
+            let overrides = Overrides { bind: Some("127.0.0.1:9999".parse().unwrap()), data_dir: Some("/srv/brizo".into()) };
+            let c = Config::load(Some(Path::new("brizo.toml")), overrides).unwrap();
+            assert_eq!(c.max_running_jobs, 7, "file beats defaults");
+            assert_eq!(c.limits.pids, 9);
+            assert_eq!(c.limits.memory_mb, 200, "environment beats file");
+            assert_eq!(c.admin_token, "from-the-environment");
+            assert_eq!(c.bind.port(), 9999, "flags beat everything");
+            assert_eq!(c.inputs.dataset_roots, vec![PathBuf::from("/srv/brizo/datasets")]);
+            assert_eq!(c.outputs.results_url, "file:///srv/brizo/results");
+            assert_eq!(c.instance.len(), 12);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/brizo.toml")), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn serving_needs_a_token() {
+        let c = Config::load(None, Overrides::default()).unwrap();
+        assert!(c.validate_for_serving().unwrap_err().contains("BRIZO_ADMIN_TOKEN"));
+    }
+}

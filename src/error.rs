@@ -1,0 +1,66 @@
+//! The one error type of the HTTP boundary: every failure becomes a status and
+//! `{"error": "..."}`, with a message that says what to do.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::jobs::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::Unavailable(_) = self {
+            response.insert_header(("Retry-After", "5"));
+        }
+        if let ApiError::Internal(message) = self {
+            tracing::error!("internal error: {message}");
+        }
+        response.json(ErrorBody { error: self.to_string() })
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => ApiError::BadRequest(m),
+            EngineError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! The reconcile loop: drives every unfinished job through its phases, apart from the
+//! request path. Each step reads the job from the store, acts, and writes the next phase
+//! before going on, so after a crash the loop picks every job up where it stood. Every step
+//! is idempotent: staging starts from an empty folder, the backend reuses a run it already
+//! has, publishing overwrites.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::model::{new_job_id, now_epoch, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings};
+use super::store::{JobStore, StoreError, Transition};
+use super::workspace::{self, place_inputs, PlacedInput, Workspace};
+use crate::config::Config;
+use crate::storage::{self, ResultsStore, StorageError};
+
+/// Errors the request path reports; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no job {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a drive step stopped short.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// Something outside us is down (backend, results store, disk full); the job stays where
+    /// it is and the loop retries it later.
+    #[error("{0}")]
+    Retry(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<BackendError> for StepError {
+    fn from(e: BackendError) -> Self {
+        StepError::Retry(e.to_string())
+    }
+}
+
+pub struct Engine {
+    pub store: JobStore,
+    pub backend: Arc<dyn ComputeBackend>,
+    pub results: ResultsStore,
+    config: Arc<Config>,
+    active: Mutex<HashMap<String, CancellationToken>>,
+    retry_at: Mutex<HashMap<String, (Instant, u32)>>,
+    staging_slots: Arc<Semaphore>,
+    run_slots: Arc<Semaphore>,
+    wake: Notify,
+}
+
+const MAX_LIST: i64 = 1000;
+
+impl Engine {
+    pub fn new(config: Arc<Config>, store: JobStore, backend: Arc<dyn ComputeBackend>, results: ResultsStore) -> Arc<Self> {
+        Arc::new(Self {
+            staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
+            run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
+            store,
+            backend,
+            results,
+            config,
+            active: Mutex::default(),
+            retry_at: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- request path -------------------------------------------------------------------
+
+    /// Checks a request completely, then records it: a job that is accepted can run, and a
+    /// request that is refused leaves nothing behind.
+    pub async fn submit(&self, owner: &str, mut request: JobRequest) -> Result<Job, EngineError> {
+        self.validate(&mut request).await?;
+        let timeout_secs = request.timeout_seconds.unwrap_or(self.config.limits.default_timeout_secs).min(self.config.limits.max_timeout_secs);
+        let job = Job {
+            id: new_job_id(),
+            owner: owner.to_string(),
+            request,
+            phase: Phase::Queued,
+            outcome: None,
+            error: None,
+            exit_code: None,
+            image_digest: None,
+            timeout_secs,
+            stop_requested: false,
+            removed: false,
+            date_created: now_epoch(),
+            date_started: None,
+            date_finished: None,
+            outputs: vec![],
+            timings: PhaseTimings::default(),
+        };
+        self.store.insert(&job).await?;
+        metrics::counter!("brizo_jobs_submitted_total").increment(1);
+        info!(job = %job.id, image = %job.request.image, "job accepted");
+        self.wake.notify_one();
+        Ok(job)
+    }
+
+    async fn validate(&self, r: &mut JobRequest) -> Result<(), EngineError> {
+        let invalid = |m: String| Err(EngineError::Invalid(m));
+        let image = r.image.trim();
+        if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid("image must be a reference like \"name:tag\"".into());
+        }
+        if !self.image_allowed(image) {
+            return invalid(format!("image {image} is not one this publisher supports (images.allowed)"));
+        }
+        r.image = image.to_string();
+        workspace::command_line(&r.entrypoint).map_err(EngineError::Invalid)?;
+        match (&r.algorithm.rawcode, &r.algorithm.url) {
+            (Some(code), None) => {
+                if code.len() as u64 > self.config.inputs.max_algorithm_kb * 1024 {
+                    return invalid(format!("algorithm.rawcode is larger than {} KiB", self.config.inputs.max_algorithm_kb));
+                }
+            }
+            (None, Some(url)) => {
+                storage::vet_remote_url(url, self.config.inputs.allow_private_addresses)
+                    .await
+                    .map_err(|e| EngineError::Invalid(format!("algorithm.url: {e}")))?;
+            }
+            _ => return invalid("algorithm needs exactly one of rawcode or url".into()),
+        }
+        if r.timeout_seconds == Some(0) {
+            return invalid("timeoutSeconds must be at least 1".into());
+        }
+        for (i, input) in r.inputs.iter().enumerate() {
+            if let Some(name) = &input.name {
+                if !workspace::valid_input_name(name) {
+                    return invalid(format!("inputs[{i}].name {name:?}: use letters, digits and . _ : - only"));
+                }
+            }
+            if input.url.starts_with("file:") {
+                workspace::resolve_dataset_path(&input.url, &self.config.inputs.dataset_roots)
+                    .map_err(|e| EngineError::Invalid(format!("inputs[{i}]: {e}")))?;
+            } else {
+                storage::vet_remote_url(&input.url, self.config.inputs.allow_private_addresses)
+                    .await
+                    .map_err(|e| EngineError::Invalid(format!("inputs[{i}]: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn image_allowed(&self, image: &str) -> bool {
+        let allowed = &self.config.images.allowed;
+        allowed.is_empty()
+            || allowed.iter().any(|a| match a.strip_suffix(":*") {
+                Some(repo) => image.rsplit_once(':').is_some_and(|(r, _)| r == repo),
+                None => a == image,
+            })
+    }
+
+    /// A job visible to `owner` (`None`: the operator, who sees all).
+    pub async fn get(&self, id: &str, owner: Option<&str>) -> Result<Job, EngineError> {
+        match self.store.get(id).await? {
+            Some(job) if !job.removed && owner.is_none_or(|o| o == job.owner) => Ok(job),
+            _ => Err(EngineError::NotFound(id.to_string())),
+        }
+    }
+
+    pub async fn list(&self, owner: Option<&str>) -> Result<Vec<Job>, EngineError> {
+        Ok(self.store.list(owner, MAX_LIST).await?)
+    }
+
+    pub async fn stop(&self, id: &str, owner: Option<&str>) -> Result<Job, EngineError> {
+        let job = self.get(id, owner).await?;
+        if job.is_finished() {
+            return Err(EngineError::Conflict(format!("job {id} already finished ({})", job.phase.text())));
+        }
+        self.store.request_stop(id).await?;
+        self.interrupt(id);
+        Ok(self.get(id, owner).await?)
+    }
+
+    /// Stops the job if it runs and removes everything it left: container, folder, logs,
+    /// published results. The record stays, marked removed, so the id is never reused.
+    pub async fn remove(&self, id: &str, owner: Option<&str>) -> Result<(), EngineError> {
+        let job = self.get(id, owner).await?;
+        self.store.mark_removed(id).await?;
+        if job.is_finished() {
+            self.clear_leftovers(&job).await.map_err(|e| EngineError::Conflict(format!("job {id} removed, but its files remain: {e}")))?;
+        } else {
+            // The driver sees the mark, stops the run and clears everything itself.
+            self.interrupt(id);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn interrupt(&self, id: &str) {
+        if let Some(token) = self.active.lock().unwrap().get(id) {
+            token.cancel();
+        }
+    }
+
+    /// Where a finished job's log lives on this machine.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.config.logs_dir().join(format!("{id}.log"))
+    }
+
+    // ---- reconcile loop -----------------------------------------------------------------
+
+    /// Runs until `shutdown`. Unfinished jobs are picked up at once when submitted and, for
+    /// anything missed (restarts, retries), on every tick.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = Duration::from_millis(self.config.reconcile_interval_ms.max(10));
+        self.sweep_orphans().await;
+        let mut ticks = 0u64;
+        loop {
+            if let Err(e) = self.reconcile_once().await {
+                warn!("reconcile: {e}");
+            }
+            ticks += 1;
+            if ticks % 60 == 0 {
+                self.sweep_orphans().await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        // Drivers end with the runtime; their containers go on and are re-attached next start.
+        for token in self.active.lock().unwrap().values() {
+            token.cancel();
+        }
+    }
+
+    async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
+        let jobs = self.store.unfinished().await?;
+        let now = Instant::now();
+        let mut queued = 0;
+        for job in jobs {
+            if matches!(job.phase, Phase::Queued | Phase::Provisioned) {
+                queued += 1;
+            }
+            if self.active.lock().unwrap().contains_key(&job.id) {
+                continue;
+            }
+            if self.retry_at.lock().unwrap().get(&job.id).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            let token = CancellationToken::new();
+            self.active.lock().unwrap().insert(job.id.clone(), token.clone());
+            let engine = self.clone();
+            tokio::spawn(async move { engine.drive(job.id, token).await });
+        }
+        metrics::gauge!("brizo_jobs_queued").set(queued as f64);
+        metrics::gauge!("brizo_jobs_active").set(self.active.lock().unwrap().len() as f64);
+        Ok(())
+    }
+
+    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken) {
+        let result = self.drive_steps(&id, &cancel).await;
+        self.active.lock().unwrap().remove(&id);
+        match result {
+            Ok(()) => {
+                self.retry_at.lock().unwrap().remove(&id);
+            }
+            Err(StepError::Retry(reason)) => {
+                let mut retries = self.retry_at.lock().unwrap();
+                let attempts = retries.get(&id).map(|(_, n)| n + 1).unwrap_or(1);
+                let delay = Duration::from_millis(500u64.saturating_mul(1 << attempts.min(6)));
+                warn!(job = %id, attempt = attempts, "will retry in {delay:?}: {reason}");
+                retries.insert(id.clone(), (Instant::now() + delay, attempts));
+            }
+            Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
+        }
+        self.wake.notify_one();
+    }
+
+    async fn drive_steps(&self, id: &str, cancel: &CancellationToken) -> Result<(), StepError> {
+        let mut run_permit: Option<OwnedSemaphorePermit> = None;
+        loop {
+            let Some(job) = self.store.get(id).await? else { return Ok(()) };
+            if job.is_finished() {
+                if job.removed {
+                    self.clear_leftovers(&job).await.map_err(|e| StepError::Retry(e.to_string()))?;
+                } else {
+                    self.clean_run(&job).await?;
+                }
+                return Ok(());
+            }
+            // A stop before the algorithm ran ends the job at once.
+            if job.stop_requested && matches!(job.phase, Phase::Queued | Phase::Staging | Phase::Provisioned) {
+                let reason = if job.removed { "removed before it ran" } else { "stopped before it ran" };
+                self.finish(&job, Outcome::Stopped, Some(reason.into()), Phase::Finished).await?;
+                continue;
+            }
+            let started = Instant::now();
+            let mut timings = job.timings.clone();
+            match job.phase {
+                Phase::Queued => {
+                    let _slot = self.staging_slots.clone().acquire_owned().await.expect("semaphore open");
+                    timings.queued_ms = Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+                    self.store.transition(id, Phase::Staging, Transition { timings: Some(timings), ..Default::default() }).await?;
+                    // Stage while holding the slot, in this same turn.
+                    let job = self.store.get(id).await?.expect("job exists");
+                    self.stage(&job, started).await?;
+                }
+                Phase::Staging => {
+                    let _slot = self.staging_slots.clone().acquire_owned().await.expect("semaphore open");
+                    self.stage(&job, started).await?;
+                }
+                Phase::Provisioned => {
+                    if run_permit.is_none() {
+                        tokio::select! {
+                            permit = self.run_slots.clone().acquire_owned() => run_permit = Some(permit.expect("semaphore open")),
+                            _ = cancel.cancelled() => continue,
+                        }
+                    }
+                    self.start_run(&job, started).await?;
+                }
+                Phase::Running => {
+                    // A job re-attached after a restart takes a slot when one is free, but
+                    // never waits for one: its container already runs.
+                    let _slot = run_permit.take().or_else(|| self.run_slots.clone().try_acquire_owned().ok());
+                    self.follow_run(&job, cancel, started).await?;
+                }
+                Phase::Filtering => self.filter_outputs(&job, started).await?,
+                Phase::Publishing => self.publish(&job, started).await?,
+                Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed => unreachable!(),
+            }
+            metrics::histogram!("brizo_job_phase_seconds", "phase" => job.phase.name()).record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Phase 20: an empty workspace, the algorithm, the remote inputs.
+    async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        ws.create(&self.config.limits.user).await.map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
+        if let Err(reason) = self.stage_algorithm(job, &ws).await {
+            return self.finish(job, Outcome::Failed, Some(reason), Phase::AlgorithmProvisioningFailed).await;
+        }
+        for placed in place_inputs(&job.request.inputs) {
+            if let Err(reason) = self.stage_input(&ws, &placed).await {
+                return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await;
+            }
+        }
+        let mut timings = job.timings.clone();
+        timings.staging_ms = Some(started.elapsed().as_millis() as u64);
+        self.store.transition(&job.id, Phase::Provisioned, Transition { timings: Some(timings), ..Default::default() }).await?;
+        Ok(())
+    }
+
+    async fn stage_algorithm(&self, job: &Job, ws: &Workspace) -> Result<(), String> {
+        let dest = ws.algorithm();
+        match (&job.request.algorithm.rawcode, &job.request.algorithm.url) {
+            (Some(code), _) => tokio::fs::write(&dest, code).await.map_err(|e| format!("writing the algorithm: {e}"))?,
+            (None, Some(url)) => {
+                let url = storage::vet_remote_url(url, self.config.inputs.allow_private_addresses).await.map_err(|e| e.to_string())?;
+                storage::fetch_to_file(&url, &dest, self.config.inputs.max_algorithm_kb * 1024)
+                    .await
+                    .map_err(|e| format!("fetching the algorithm: {e}"))?;
+            }
+            (None, None) => return Err("the job names no algorithm".into()),
+        }
+        set_mode(&dest, 0o644).map_err(|e| e.to_string())
+    }
+
+    async fn stage_input(&self, ws: &Workspace, placed: &PlacedInput) -> Result<(), String> {
+        let dir = ws.inputs().join(&placed.name);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+        set_mode(&dir, 0o755).map_err(|e| e.to_string())?;
+        let dest = dir.join(placed.index.to_string());
+        if placed.url.starts_with("file:") {
+            // Bind-mounted, not copied: only a mount point is made here.
+            let host = workspace::resolve_dataset_path(&placed.url, &self.config.inputs.dataset_roots)?;
+            if host.is_dir() {
+                tokio::fs::create_dir_all(&dest).await.map_err(|e| e.to_string())?;
+            } else {
+                tokio::fs::write(&dest, b"").await.map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        let url = storage::vet_remote_url(&placed.url, self.config.inputs.allow_private_addresses).await.map_err(|e| e.to_string())?;
+        storage::fetch_to_file(&url, &dest, self.config.inputs.max_input_mb << 20).await.map_err(|e| format!("input {}: {e}", placed.rel()))?;
+        set_mode(&dest, 0o644).map_err(|e| e.to_string())
+    }
+
+    fn file_inputs(&self, job: &Job) -> Result<Vec<(PlacedInput, PathBuf)>, String> {
+        place_inputs(&job.request.inputs)
+            .into_iter()
+            .filter(|p| p.url.starts_with("file:"))
+            .map(|p| workspace::resolve_dataset_path(&p.url, &self.config.inputs.dataset_roots).map(|host| (p, host)))
+            .collect()
+    }
+
+    /// Phase 30 → 40: the container starts.
+    async fn start_run(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        let spec = self.file_inputs(job).and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs));
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
+        };
+        let info = match self.backend.start(&spec).await {
+            Ok(info) => info,
+            Err(e @ (BackendError::ImageNotFound(_) | BackendError::InvalidSpec(_))) => {
+                return self.finish(job, Outcome::Failed, Some(e.to_string()), Phase::AlgorithmProvisioningFailed).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut timings = job.timings.clone();
+        timings.starting_ms = Some(started.elapsed().as_millis() as u64);
+        self.store
+            .transition(
+                &job.id,
+                Phase::Running,
+                Transition { image_digest: Some(info.image_digest), date_started: Some(now_epoch()), timings: Some(timings), ..Default::default() },
+            )
+            .await?;
+        debug!(job = %job.id, container = %info.run_id, "started");
+        Ok(())
+    }
+
+    /// Phase 40: logs to disk while the run lasts; the deadline and stop requests enforced.
+    async fn follow_run(&self, job: &Job, cancel: &CancellationToken, started: Instant) -> Result<(), StepError> {
+        let logs = tokio::spawn(copy_logs(self.backend.logs(&job.id), self.log_path(&job.id), self.config.outputs.max_log_kb * 1024));
+        let deadline_epoch = job.date_started.unwrap_or_else(now_epoch) + job.timeout_secs as f64;
+        let remaining = Duration::from_secs_f64((deadline_epoch - now_epoch()).max(0.0));
+        let (stop_requested, _) = self.store.stop_requested(&job.id).await?;
+        let ended = if stop_requested {
+            None
+        } else {
+            tokio::select! {
+                exit = self.backend.wait(&job.id) => Some(Ok(exit)),
+                _ = tokio::time::sleep(remaining) => Some(Err(Outcome::TimedOut)),
+                _ = cancel.cancelled() => None,
+            }
+        };
+        let (outcome, exit, reason) = match ended {
+            Some(Ok(Ok(exit))) => {
+                let (outcome, reason) = judge_exit(exit, self.config.limits.memory_mb);
+                (outcome, Some(exit), reason)
+            }
+            Some(Ok(Err(BackendError::NotFound(_)))) => {
+                (Outcome::Failed, None, Some("the container disappeared while the job ran (removed outside brizo?)".to_string()))
+            }
+            Some(Ok(Err(e))) => {
+                logs.abort();
+                return Err(e.into());
+            }
+            Some(Err(timed_out)) => {
+                self.backend.stop(&job.id).await?;
+                let exit = self.backend.wait(&job.id).await.ok();
+                (timed_out, exit, Some(format!("the algorithm ran longer than its {} s limit and was killed", job.timeout_secs)))
+            }
+            None => {
+                // Stop or removal requested (the token fires for both; the store says which).
+                self.backend.stop(&job.id).await?;
+                let exit = self.backend.wait(&job.id).await.ok();
+                (Outcome::Stopped, exit, Some("stopped on request".to_string()))
+            }
+        };
+        // The log stream ends with the run; wait for the last lines, but not forever.
+        let _ = tokio::time::timeout(Duration::from_secs(10), logs).await;
+        let mut timings = job.timings.clone();
+        timings.running_ms = Some(started.elapsed().as_millis() as u64);
+        self.store
+            .transition(
+                &job.id,
+                Phase::Filtering,
+                Transition { outcome: Some(outcome), error: reason, exit_code: exit.map(|e| e.exit_code), timings: Some(timings), ..Default::default() },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Phase 50: lists outputs (regular files only: a symlink could point at the host) and
+    /// applies the publisher's cap.
+    async fn filter_outputs(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        let outputs_dir = ws.outputs();
+        let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir)).await.expect("listing does not panic");
+        let mut outputs = listed.map_err(|e| StepError::Retry(format!("listing outputs: {e}")))?;
+        let total: u64 = outputs.iter().map(|o| o.size).sum();
+        let cap = self.config.outputs.max_output_mb << 20;
+        let mut transition = Transition::default();
+        if total > cap {
+            outputs.clear();
+            transition.outcome = Some(Outcome::Failed);
+            transition.error = Some(format!(
+                "outputs total {total} bytes, over the publisher's cap of {cap} bytes (outputs.max_output_mb); nothing was published"
+            ));
+        }
+        let mut timings = job.timings.clone();
+        timings.filtering_ms = Some(started.elapsed().as_millis() as u64);
+        transition.outputs = Some(outputs);
+        transition.timings = Some(timings);
+        self.store.transition(&job.id, Phase::Publishing, transition).await?;
+        Ok(())
+    }
+
+    /// Phase 60 → 70: outputs and the log to the results store, with sizes and hashes of what
+    /// was actually stored; then the container and the job folder go.
+    async fn publish(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        let mut published = Vec::with_capacity(job.outputs.len());
+        for output in &job.outputs {
+            let (size, sha256) = self
+                .results
+                .put_file(&job.id, &format!("outputs/{}", output.name), &ws.outputs().join(&output.name))
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
+            published.push(OutputFile { name: output.name.clone(), size, sha256 });
+        }
+        let log = self.log_path(&job.id);
+        if log.exists() {
+            self.results.put_file(&job.id, "logs/algorithm.log", &log).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        }
+        let mut timings = job.timings.clone();
+        timings.publishing_ms = Some(started.elapsed().as_millis() as u64);
+        let outcome = job.outcome.unwrap_or(Outcome::Failed);
+        self.store
+            .transition(
+                &job.id,
+                Phase::Finished,
+                Transition { outputs: Some(published), date_finished: Some(now_epoch()), timings: Some(timings), ..Default::default() },
+            )
+            .await?;
+        self.record_finish(job, outcome);
+        Ok(())
+    }
+
+    /// Ends a job that did not get to run (or whose run cannot be judged).
+    async fn finish(&self, job: &Job, outcome: Outcome, error: Option<String>, phase: Phase) -> Result<(), StepError> {
+        info!(job = %job.id, outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "job ends in phase {}", phase.code());
+        self.store
+            .transition(&job.id, phase, Transition { outcome: Some(outcome), error, date_finished: Some(now_epoch()), ..Default::default() })
+            .await?;
+        self.record_finish(job, outcome);
+        Ok(())
+    }
+
+    fn record_finish(&self, job: &Job, outcome: Outcome) {
+        metrics::counter!("brizo_jobs_finished_total", "outcome" => outcome.as_str()).increment(1);
+        metrics::histogram!("brizo_job_duration_seconds").record((now_epoch() - job.date_created).max(0.0));
+        info!(job = %job.id, outcome = outcome.as_str(), "job finished");
+    }
+
+    /// A finished job keeps its record, log and results; its container and folder go.
+    async fn clean_run(&self, job: &Job) -> Result<(), StepError> {
+        let started = Instant::now();
+        self.backend.remove(&job.id).await?;
+        Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| StepError::Retry(e.to_string()))?;
+        if job.timings.cleanup_ms.is_none() {
+            let mut timings = job.timings.clone();
+            timings.cleanup_ms = Some(started.elapsed().as_millis() as u64);
+            self.store.transition(&job.id, job.phase, Transition { timings: Some(timings), ..Default::default() }).await?;
+        }
+        Ok(())
+    }
+
+    /// Everything a removed job left, gone.
+    async fn clear_leftovers(&self, job: &Job) -> Result<(), String> {
+        self.backend.remove(&job.id).await.map_err(|e| e.to_string())?;
+        Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| e.to_string())?;
+        match tokio::fs::remove_file(self.log_path(&job.id)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+            _ => {}
+        }
+        self.results.delete_job(&job.id).await.map_err(|e: StorageError| e.to_string())
+    }
+
+    /// Removes containers and job folders that belong to no unfinished job of this instance
+    /// (left by a crash between finishing and cleaning, or by a deleted database).
+    pub async fn sweep_orphans(&self) {
+        let runs = match self.backend.list_runs().await {
+            Ok(runs) => runs,
+            Err(e) => return warn!("orphan sweep: {e}"),
+        };
+        let mut folders = vec![];
+        if let Ok(mut dir) = tokio::fs::read_dir(self.config.jobs_dir()).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                folders.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for id in runs.iter().chain(folders.iter()) {
+            if self.active.lock().unwrap().contains_key(id) {
+                continue;
+            }
+            match self.store.is_settled(id).await {
+                Ok(true) => {
+                    info!(job = %id, "removing what a finished or unknown job left");
+                    if let Err(e) = self.backend.remove(id).await {
+                        warn!(job = %id, "orphan container: {e}");
+                    }
+                    let _ = Workspace::new(&self.config.jobs_dir(), id).remove().await;
+                }
+                Ok(false) => {}
+                Err(e) => warn!("orphan sweep: {e}"),
+            }
+        }
+    }
+}
+
+fn judge_exit(exit: ExitInfo, memory_mb: u64) -> (Outcome, Option<String>) {
+    if exit.oom_killed {
+        (Outcome::OutOfMemory, Some(format!("the algorithm ran out of memory (limit {memory_mb} MiB) and was killed")))
+    } else if exit.exit_code == 0 {
+        (Outcome::Succeeded, None)
+    } else {
+        (Outcome::Failed, Some(format!("the algorithm exited with code {}", exit.exit_code)))
+    }
+}
+
+/// Writes the run's log from its beginning (so a re-attach after a restart rewrites it whole),
+/// cutting it at `cap` bytes with a marker.
+async fn copy_logs(
+    mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, BackendError>>,
+    path: PathBuf,
+    cap: u64,
+) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut file = tokio::fs::File::create(&path).await?;
+    let mut written = 0u64;
+    let mut cut = false;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        if cut {
+            continue;
+        }
+        let room = cap.saturating_sub(written) as usize;
+        if chunk.len() > room {
+            file.write_all(&chunk[..room]).await?;
+            file.write_all(b"\n[brizo: log cut here, over the publisher's limit (outputs.max_log_kb)]\n").await?;
+            cut = true;
+        } else {
+            file.write_all(&chunk).await?;
+        }
+        written += chunk.len() as u64;
+        // Readers follow the file while it grows.
+        file.flush().await?;
+    }
+    file.flush().await
+}
+
+fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
+    let mut out = vec![];
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+        out.push(OutputFile { name: rel, size: entry.metadata().map_err(std::io::Error::other)?.len(), sha256: String::new() });
+    }
+    Ok(out)
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}

@@ -1,0 +1,9 @@
+//! Jobs: the model, the durable store, the workspace layout, and the engine that drives them.
+
+pub mod engine;
+pub mod model;
+pub mod store;
+pub mod workspace;
+
+pub use engine::{Engine, EngineError};
+pub use model::{Job, JobRequest, Outcome, OutputFile, Phase};

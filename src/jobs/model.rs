@@ -1,0 +1,261 @@
+//! What a job is: the request it came from, where it stands, how it ended.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job stands. The numbers are the Brizo status codes Squid clients know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// 10: accepted, waiting for a staging slot.
+    Queued,
+    /// 20: inputs and the algorithm are being put in place.
+    Staging,
+    /// 30: staged, waiting for a run slot or starting.
+    Provisioned,
+    /// 40: the algorithm runs.
+    Running,
+    /// 50: outputs are listed, measured and checked against the caps.
+    Filtering,
+    /// 60: outputs and logs go to the results store.
+    Publishing,
+    /// 70: done; see the outcome.
+    Finished,
+    /// 31: an input could not be staged.
+    DataProvisioningFailed,
+    /// 32: the algorithm or its image could not be provisioned.
+    AlgorithmProvisioningFailed,
+}
+
+impl Phase {
+    pub fn code(self) -> i64 {
+        match self {
+            Phase::Queued => 10,
+            Phase::Staging => 20,
+            Phase::Provisioned => 30,
+            Phase::DataProvisioningFailed => 31,
+            Phase::AlgorithmProvisioningFailed => 32,
+            Phase::Running => 40,
+            Phase::Filtering => 50,
+            Phase::Publishing => 60,
+            Phase::Finished => 70,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Phase> {
+        Some(match code {
+            10 => Phase::Queued,
+            20 => Phase::Staging,
+            30 => Phase::Provisioned,
+            31 => Phase::DataProvisioningFailed,
+            32 => Phase::AlgorithmProvisioningFailed,
+            40 => Phase::Running,
+            50 => Phase::Filtering,
+            60 => Phase::Publishing,
+            70 => Phase::Finished,
+            _ => return None,
+        })
+    }
+
+    /// The Brizo status text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Phase::Queued => "Job started",
+            Phase::Staging => "Configuring volumes",
+            Phase::Provisioned => "Provisioning success",
+            Phase::DataProvisioningFailed => "Data provisioning failed",
+            Phase::AlgorithmProvisioningFailed => "Algorithm provisioning failed",
+            Phase::Running => "Running algorithm",
+            Phase::Filtering => "Filtering results",
+            Phase::Publishing => "Publishing results",
+            Phase::Finished => "Job finished",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed)
+    }
+
+    /// Metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Staging => "staging",
+            Phase::Provisioned => "provisioned",
+            Phase::Running => "running",
+            Phase::Filtering => "filtering",
+            Phase::Publishing => "publishing",
+            Phase::Finished => "finished",
+            Phase::DataProvisioningFailed => "data_provisioning_failed",
+            Phase::AlgorithmProvisioningFailed => "algorithm_provisioning_failed",
+        }
+    }
+}
+
+/// How a finished job ended, for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Stopped,
+    TimedOut,
+    OutOfMemory,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Stopped => "stopped",
+            Outcome::TimedOut => "timed_out",
+            Outcome::OutOfMemory => "out_of_memory",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [Outcome::Succeeded, Outcome::Failed, Outcome::Stopped, Outcome::TimedOut, Outcome::OutOfMemory]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// Where an algorithm's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlgorithmSource {
+    /// The code itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rawcode: Option<String>,
+    /// Where to fetch the code (http(s)://, s3://, az://, gs://).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// DID of the algorithm asset, when it came from one (passed as TRANSFORMATION_DID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub did: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputSource {
+    /// file:// under a dataset root (bind-mounted read-only), or s3://, az://, gs://, http(s)://
+    /// (streamed to disk).
+    pub url: String,
+    /// Folder under /data/inputs (a dataset name or DID); inputs sharing a name are numbered
+    /// 0, 1, ... inside it. Default: "input".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What a client asks to run; stored with the job so that a restart can redo any step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRequest {
+    /// Container image, `name:tag`, present on the engine.
+    pub image: String,
+    /// Command line; `$ALGO` becomes the path of the algorithm inside the container.
+    pub entrypoint: String,
+    pub algorithm: AlgorithmSource,
+    #[serde(default)]
+    pub inputs: Vec<InputSource>,
+    /// Wall-clock limit; capped by the publisher's `limits.max_timeout_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// One published output file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutputFile {
+    /// Path relative to /data/outputs.
+    pub name: String,
+    pub size: u64,
+    /// Hex sha256 of the content.
+    pub sha256: String,
+}
+
+/// Milliseconds spent in each phase, filled as the job moves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTimings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtering_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publishing_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_ms: Option<u64>,
+}
+
+/// A job as the store holds it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub owner: String,
+    pub request: JobRequest,
+    pub phase: Phase,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub image_digest: Option<String>,
+    pub timeout_secs: u64,
+    pub stop_requested: bool,
+    pub removed: bool,
+    /// Epoch seconds.
+    pub date_created: f64,
+    pub date_started: Option<f64>,
+    pub date_finished: Option<f64>,
+    pub outputs: Vec<OutputFile>,
+    pub timings: PhaseTimings,
+}
+
+impl Job {
+    pub fn is_finished(&self) -> bool {
+        self.phase.is_terminal()
+    }
+}
+
+pub fn now_epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// 32 hex characters, as Brizo job ids are.
+pub fn new_job_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in [10, 20, 30, 31, 32, 40, 50, 60, 70] {
+            assert_eq!(Phase::from_code(code).unwrap().code(), code);
+        }
+        assert_eq!(Phase::from_code(11), None);
+        assert!(Phase::AlgorithmProvisioningFailed.is_terminal());
+        assert!(!Phase::Publishing.is_terminal());
+    }
+
+    #[test]
+    fn request_rejects_unknown_fields() {
+        let bad = r#"{"image":"a:b","entrypoint":"x","algorithm":{"rawcode":"1"},"imagee":"typo"}"#;
+        assert!(serde_json::from_str::<JobRequest>(bad).is_err());
+    }
+
+    #[test]
+    fn job_ids_are_32_hex() {
+        let id = new_job_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(id, new_job_id());
+    }
+}

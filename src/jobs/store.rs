@@ -1,0 +1,199 @@
+//! Durable job records in SQLite. Every phase change is written here before the engine acts
+//! on it, so a restart knows exactly where each job stood.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::model::{Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("job store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("job store holds a record it cannot read ({0}); was it written by a newer brizo?")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct JobStore {
+    pool: SqlitePool,
+}
+
+/// The fields a phase change writes.
+#[derive(Debug, Default)]
+pub struct Transition {
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+    pub exit_code: Option<i64>,
+    pub image_digest: Option<String>,
+    pub date_started: Option<f64>,
+    pub date_finished: Option<f64>,
+    pub outputs: Option<Vec<OutputFile>>,
+    pub timings: Option<PhaseTimings>,
+}
+
+impl JobStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a process crash (kill -9) without losing committed rows.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(&job.owner)
+        .bind(serde_json::to_string(&job.request).expect("request serializes"))
+        .bind(job.phase.code())
+        .bind(job.timeout_secs as i64)
+        .bind(job.date_created)
+        .bind(serde_json::to_string(&job.timings).expect("timings serialize"))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| job_from_row(&r)).transpose()
+    }
+
+    /// Jobs visible to `owner` (all owners when `None`), newest first, removed ones left out.
+    pub async fn list(&self, owner: Option<&str>, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE removed = 0 AND (?1 IS NULL OR owner = ?1)
+             ORDER BY date_created DESC LIMIT ?2",
+        )
+        .bind(owner)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Every job the engine still has to drive, oldest first.
+    pub async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Ids of jobs whose runs and folders must be gone: finished or removed.
+    pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT status, removed FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            None => true,
+            Some(r) => {
+                let status: i64 = r.try_get("status")?;
+                Phase::from_code(status).is_none_or(|p| p.is_terminal())
+            }
+        })
+    }
+
+    pub async fn count_in_phase(&self, phase: Phase) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = ?")
+            .bind(phase.code())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Moves a job to `phase`, writing the given fields alongside (others stay as they are).
+    pub async fn transition(&self, id: &str, phase: Phase, t: Transition) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?,
+                outcome = COALESCE(?, outcome), error = COALESCE(?, error),
+                exit_code = COALESCE(?, exit_code), image_digest = COALESCE(?, image_digest),
+                date_started = COALESCE(?, date_started), date_finished = COALESCE(?, date_finished),
+                outputs = COALESCE(?, outputs), timings = COALESCE(?, timings)
+             WHERE id = ?",
+        )
+        .bind(phase.code())
+        .bind(t.outcome.map(|o| o.as_str()))
+        .bind(t.error)
+        .bind(t.exit_code)
+        .bind(t.image_digest)
+        .bind(t.date_started)
+        .bind(t.date_finished)
+        .bind(t.outputs.map(|o| serde_json::to_string(&o).expect("outputs serialize")))
+        .bind(t.timings.map(|o| serde_json::to_string(&o).expect("timings serialize")))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Marks a job removed (and stopping, if it still runs); the engine clears what it left.
+    pub async fn mark_removed(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET removed = 1, stop_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn stop_requested(&self, id: &str) -> Result<(bool, bool), StoreError> {
+        let row = sqlx::query("SELECT stop_requested, removed FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => (r.try_get::<i64, _>("stop_requested")? != 0, r.try_get::<i64, _>("removed")? != 0),
+            None => (true, true),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let status: i64 = r.try_get("status")?;
+    let request: String = r.try_get("request")?;
+    let outputs: String = r.try_get("outputs")?;
+    let timings: String = r.try_get("timings")?;
+    let outcome: Option<String> = r.try_get("outcome")?;
+    Ok(Job {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        request: serde_json::from_str::<JobRequest>(&request).map_err(|e| corrupt("request", &e))?,
+        phase: Phase::from_code(status).ok_or_else(|| corrupt("status", &status))?,
+        outcome: match outcome {
+            Some(o) => Some(Outcome::parse(&o).ok_or_else(|| corrupt("outcome", &o))?),
+            None => None,
+        },
+        error: r.try_get("error")?,
+        exit_code: r.try_get("exit_code")?,
+        image_digest: r.try_get("image_digest")?,
+        timeout_secs: r.try_get::<i64, _>("timeout_secs")? as u64,
+        stop_requested: r.try_get::<i64, _>("stop_requested")? != 0,
+        removed: r.try_get::<i64, _>("removed")? != 0,
+        date_created: r.try_get("date_created")?,
+        date_started: r.try_get("date_started")?,
+        date_finished: r.try_get("date_finished")?,
+        outputs: serde_json::from_str(&outputs).map_err(|e| corrupt("outputs", &e))?,
+        timings: serde_json::from_str(&timings).map_err(|e| corrupt("timings", &e))?,
+    })
+}

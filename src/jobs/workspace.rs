@@ -1,0 +1,224 @@
+//! A job's folder on the host and the container layout algorithms already know:
+//! `/data/inputs/<name>/<n>` (read-only), `/data/transformations/algorithm` (read-only),
+//! `/data/outputs` and `/data/logs` (writable).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use brizo_backend_core::{JobSpec, Limits, Mount};
+
+use super::model::{InputSource, Job};
+use crate::config::Config;
+
+pub const VOLUME: &str = "/data";
+pub const ALGO_PATH: &str = "/data/transformations/algorithm";
+pub const DEFAULT_INPUT_NAME: &str = "input";
+
+/// An input with its place inside the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedInput {
+    pub name: String,
+    pub index: usize,
+    pub url: String,
+}
+
+impl PlacedInput {
+    pub fn rel(&self) -> String {
+        format!("{}/{}", self.name, self.index)
+    }
+}
+
+/// Numbers inputs that share a name 0, 1, 2... in request order.
+pub fn place_inputs(inputs: &[InputSource]) -> Vec<PlacedInput> {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    inputs
+        .iter()
+        .map(|i| {
+            let name = i.name.clone().unwrap_or_else(|| DEFAULT_INPUT_NAME.to_string());
+            let n = counts.entry(name.clone()).or_default();
+            let placed = PlacedInput { name, index: *n, url: i.url.clone() };
+            *n += 1;
+            placed
+        })
+        .collect()
+}
+
+pub struct Workspace {
+    pub root: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(jobs_dir: &Path, job_id: &str) -> Self {
+        Self { root: jobs_dir.join(job_id) }
+    }
+    pub fn inputs(&self) -> PathBuf {
+        self.root.join("inputs")
+    }
+    pub fn algorithm(&self) -> PathBuf {
+        self.root.join("transformations").join("algorithm")
+    }
+    pub fn outputs(&self) -> PathBuf {
+        self.root.join("outputs")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Lays out an empty workspace, wiping whatever an interrupted attempt left.
+    pub async fn create(&self, run_as: &str) -> std::io::Result<()> {
+        if self.root.exists() {
+            tokio::fs::remove_dir_all(&self.root).await?;
+        }
+        for dir in [self.inputs(), self.root.join("transformations"), self.outputs(), self.logs()] {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
+        }
+        tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755)).await?;
+        // The algorithm runs as another uid: give it the folders it writes to.
+        for dir in [self.outputs(), self.logs()] {
+            give_to(&dir, run_as)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove(&self) -> std::io::Result<()> {
+        match tokio::fs::remove_dir_all(&self.root).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// chown to `uid:gid` when we may (root); otherwise open the folder to everyone.
+fn give_to(dir: &Path, run_as: &str) -> std::io::Result<()> {
+    let mut parts = run_as.split(':').map(|p| p.parse::<u32>().ok());
+    let (uid, gid) = (parts.next().flatten(), parts.next().flatten());
+    if std::os::unix::fs::chown(dir, uid, gid.or(uid)).is_err() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
+    }
+    Ok(())
+}
+
+/// The container the job runs in. `file_inputs` are the host paths of file:// inputs
+/// (already checked to lie under a dataset root), keyed by their place.
+pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(PlacedInput, PathBuf)]) -> Result<JobSpec, String> {
+    let command = command_line(&job.request.entrypoint)?;
+    let mut mounts = vec![
+        Mount { source: ws.inputs(), target: format!("{VOLUME}/inputs"), read_only: true },
+        Mount { source: ws.root.join("transformations"), target: format!("{VOLUME}/transformations"), read_only: true },
+        Mount { source: ws.outputs(), target: format!("{VOLUME}/outputs"), read_only: false },
+        Mount { source: ws.logs(), target: format!("{VOLUME}/logs"), read_only: false },
+    ];
+    for (placed, host) in file_inputs {
+        mounts.push(Mount { source: host.clone(), target: format!("{VOLUME}/inputs/{}", placed.rel()), read_only: true });
+    }
+    let mut names: Vec<String> = place_inputs(&job.request.inputs).into_iter().map(|p| p.name).collect();
+    names.dedup();
+    let env = vec![
+        ("DIDS".to_string(), serde_json::to_string(&names).expect("names serialize")),
+        ("TRANSFORMATION_DID".to_string(), job.request.algorithm.did.clone().unwrap_or_default()),
+        ("VOLUME".to_string(), VOLUME.to_string()),
+        ("INPUTS".to_string(), format!("{VOLUME}/inputs")),
+        ("OUTPUTS".to_string(), format!("{VOLUME}/outputs")),
+        ("LOGS".to_string(), format!("{VOLUME}/logs")),
+        ("ALGO".to_string(), ALGO_PATH.to_string()),
+        // Read-only root filesystem: tools that want a home get the writable /tmp.
+        ("HOME".to_string(), "/tmp".to_string()),
+    ];
+    Ok(JobSpec {
+        job_id: job.id.clone(),
+        image: job.request.image.clone(),
+        command,
+        env,
+        mounts,
+        working_dir: Some("/tmp".to_string()),
+        user: config.limits.user.clone(),
+        network: false,
+        limits: Limits {
+            memory_bytes: config.limits.memory_mb << 20,
+            cpus: config.limits.cpus,
+            pids: config.limits.pids,
+            tmpfs_bytes: config.limits.tmpfs_mb << 20,
+        },
+    })
+}
+
+/// argv from the entrypoint: `$ALGO` becomes the algorithm's path; words split as a shell
+/// would, but no shell runs (the image need not have one).
+pub fn command_line(entrypoint: &str) -> Result<Vec<String>, String> {
+    let expanded = entrypoint.replace("${ALGO}", ALGO_PATH).replace("$ALGO", ALGO_PATH);
+    let argv = shell_words::split(&expanded).map_err(|e| format!("entrypoint {entrypoint:?}: {e}"))?;
+    if argv.is_empty() {
+        return Err("entrypoint is empty; give the command that runs the algorithm, e.g. \"python3 $ALGO\"".into());
+    }
+    Ok(argv)
+}
+
+/// Resolves a file:// input to a host path under one of `roots`, or says why not.
+pub fn resolve_dataset_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: not a URL ({e})"))?;
+    let path = parsed.to_file_path().map_err(|_| format!("{url}: not a local file path"))?;
+    let real = path.canonicalize().map_err(|e| format!("{url}: {e}"))?;
+    let inside = roots.iter().filter_map(|r| r.canonicalize().ok()).any(|root| real.starts_with(&root) && real != root);
+    if !inside {
+        let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(format!("{url}: file inputs must lie under a dataset root ({})", shown.join(", ")));
+    }
+    Ok(real)
+}
+
+/// A folder name under /data/inputs: a dataset name or a DID, nothing that climbs out.
+pub fn valid_input_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entrypoint_expands_algo_and_splits_words() {
+        assert_eq!(command_line("python3 $ALGO --flag 'two words'").unwrap(), vec!["python3", ALGO_PATH, "--flag", "two words"]);
+        assert_eq!(command_line("node ${ALGO}").unwrap(), vec!["node", ALGO_PATH]);
+        assert!(command_line("   ").is_err());
+        assert!(command_line("python3 'unclosed").is_err());
+    }
+
+    #[test]
+    fn inputs_sharing_a_name_are_numbered() {
+        let i = |url: &str, name: Option<&str>| InputSource { url: url.into(), name: name.map(Into::into) };
+        let placed = place_inputs(&[i("a", None), i("b", Some("d1")), i("c", None), i("d", Some("d1"))]);
+        let rels: Vec<String> = placed.iter().map(|p| p.rel()).collect();
+        assert_eq!(rels, vec!["input/0", "d1/0", "input/1", "d1/1"]);
+    }
+
+    #[test]
+    fn dataset_paths_stay_under_their_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("ok.csv"), "1").unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link")).unwrap();
+        let roots = vec![root.path().to_path_buf()];
+        let url = |p: &Path| format!("file://{}", p.display());
+        assert!(resolve_dataset_path(&url(&root.path().join("ok.csv")), &roots).is_ok());
+        assert!(resolve_dataset_path(&url(&outside.path().join("secret")), &roots).is_err());
+        assert!(resolve_dataset_path(&url(&root.path().join("link")), &roots).is_err(), "symlinks out are refused");
+        assert!(resolve_dataset_path(&format!("{}/../{}", url(root.path()), "x"), &roots).is_err());
+        assert!(resolve_dataset_path(&url(root.path()), &roots).is_err(), "the root itself is not an input");
+        assert!(resolve_dataset_path(&url(&root.path().join("missing")), &roots).is_err());
+    }
+
+    #[test]
+    fn input_names_cannot_climb_out() {
+        assert!(valid_input_name("did:op:0123abc"));
+        assert!(valid_input_name("census-2020.v1"));
+        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+            assert!(!valid_input_name(bad), "{bad:?}");
+        }
+    }
+}

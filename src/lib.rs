@@ -1,0 +1,10 @@
+//! brizo: a publisher's compute-to-data agent. See README.md.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod storage;

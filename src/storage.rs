@@ -1,0 +1,260 @@
+//! object_store wiring: fetching remote inputs on a user's behalf, and the results store.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{url}: larger than the limit of {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("results store: {0}")]
+    Results(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Schemes fetched through object_store.
+pub const REMOTE_SCHEMES: &[&str] = &["s3", "az", "abfs", "gs", "http", "https"];
+
+/// Parses and vets a URL a user asked us to fetch. For http(s) the host must not resolve to
+/// loopback, private or link-local addresses unless `allow_private` (a user must not be able to
+/// make the publisher's machine read its own network).
+pub async fn vet_remote_url(raw: &str, allow_private: bool) -> Result<Url, StorageError> {
+    let url = Url::parse(raw).map_err(|e| StorageError::Refused(format!("{raw}: not a URL ({e})")))?;
+    if !REMOTE_SCHEMES.contains(&url.scheme()) {
+        return Err(StorageError::Refused(format!(
+            "{raw}: scheme {:?} is not supported (use file://, s3://, az://, gs://, http:// or https://)",
+            url.scheme()
+        )));
+    }
+    if matches!(url.scheme(), "http" | "https") && !allow_private {
+        let host = url.host_str().ok_or_else(|| StorageError::Refused(format!("{raw}: no host")))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| StorageError::Fetch { url: raw.into(), message: format!("cannot resolve host: {e}") })?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if let Some(bad) = addrs.iter().find(|ip| !is_public(ip)) {
+            return Err(StorageError::Refused(format!(
+                "{raw}: resolves to {bad}, a loopback, private or link-local address; \
+                 the publisher can allow it with inputs.allow_private_addresses"
+            )));
+        }
+    }
+    Ok(url)
+}
+
+fn is_public(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10 carrier NAT
+                || v4.octets()[0] == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(&IpAddr::V4(v4));
+            }
+            let seg0 = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg0 & 0xfe00) == 0xfc00 // unique local
+                || (seg0 & 0xffc0) == 0xfe80) // link local
+        }
+    }
+}
+
+/// Streams `url` into `dest`, stopping with an error once more than `limit` bytes arrive.
+/// Credentials for s3/az/gs come from the publisher's environment (AWS_*, AZURE_*, GOOGLE_*).
+pub async fn fetch_to_file(url: &Url, dest: &Path, limit: u64) -> Result<u64, StorageError> {
+    let fetch_err = |message: String| StorageError::Fetch { url: redact(url), message };
+    let (store, path) = object_store::parse_url_opts(url, std::env::vars()).map_err(|e| fetch_err(e.to_string()))?;
+    let result = store.get(&path).await.map_err(|e| fetch_err(e.to_string()))?;
+    let mut stream = result.into_stream();
+    let mut file = tokio::fs::File::create(dest).await?;
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| fetch_err(e.to_string()))?;
+        written += chunk.len() as u64;
+        if written > limit {
+            drop(file);
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(StorageError::TooLarge { url: redact(url), limit });
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(written)
+}
+
+/// A URL as it may appear in logs and errors: no user info, no query (signed URLs carry secrets).
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
+}
+
+/// Where outputs and logs are published: `<job id>/outputs/<name>` and `<job id>/logs/algorithm.log`.
+#[derive(Clone)]
+pub struct ResultsStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    url: String,
+}
+
+impl ResultsStore {
+    pub fn open(url: &str) -> Result<Self, StorageError> {
+        let parsed = Url::parse(url).map_err(|e| StorageError::Results(format!("outputs.results_url {url:?}: {e}")))?;
+        if parsed.scheme() == "file" {
+            std::fs::create_dir_all(parsed.path())?;
+        }
+        let (store, prefix) = object_store::parse_url_opts(&parsed, std::env::vars())
+            .map_err(|e| StorageError::Results(format!("outputs.results_url {url:?}: {e}")))?;
+        Ok(Self { store: Arc::from(store), prefix, url: url.trim_end_matches('/').to_string() })
+    }
+
+    fn key(&self, job_id: &str, rel: &str) -> StorePath {
+        let mut key = self.prefix.clone();
+        for part in job_id.split('/').chain(rel.split('/')).filter(|p| !p.is_empty()) {
+            key = key.join(part);
+        }
+        key
+    }
+
+    /// Copies a local file into the store and returns its size and hex sha256, both computed
+    /// from the bytes actually sent.
+    pub async fn put_file(&self, job_id: &str, rel: &str, file: &Path) -> Result<(u64, String), StorageError> {
+        use tokio::io::AsyncReadExt;
+        let key = self.key(job_id, rel);
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), key);
+        let mut reader = tokio::fs::File::open(file).await?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = reader.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+            if let Err(e) = writer.write_all(&buf[..n]).await {
+                let _ = writer.abort().await;
+                return Err(StorageError::Results(e.to_string()));
+            }
+        }
+        writer.shutdown().await.map_err(|e| StorageError::Results(e.to_string()))?;
+        Ok((size, hex::encode(hasher.finalize())))
+    }
+
+    pub async fn get(&self, job_id: &str, rel: &str) -> Result<Option<object_store::GetResult>, StorageError> {
+        match self.store.get(&self.key(job_id, rel)).await {
+            Ok(r) => Ok(Some(r)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StorageError::Results(e.to_string())),
+        }
+    }
+
+    /// Deletes everything published for a job.
+    pub async fn delete_job(&self, job_id: &str) -> Result<(), StorageError> {
+        let prefix = self.key(job_id, "");
+        let locations = self.store.list(Some(&prefix)).map(|m| m.map(|m| m.location)).boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StorageError::Results(e.to_string())),
+            }
+        }
+        if self.url.starts_with("file://") {
+            // The local store leaves empty folders behind.
+            let dir = Path::new(self.url.trim_start_matches("file://")).join(job_id);
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        Ok(())
+    }
+
+    /// Where a published object lives, for people (never carries credentials).
+    pub fn location(&self, job_id: &str, rel: &str) -> String {
+        format!("{}/{job_id}/{rel}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn private_addresses_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1/x",
+            "http://localhost:8030/x",
+            "http://10.1.2.3/x",
+            "http://192.168.0.1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x",
+            "http://[fe80::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://0.0.0.0/x",
+        ] {
+            let err = vet_remote_url(url, false).await.unwrap_err();
+            assert!(matches!(err, StorageError::Refused(_)), "{url}: {err}");
+        }
+        assert!(vet_remote_url("http://127.0.0.1/x", true).await.is_ok());
+        assert!(vet_remote_url("http://8.8.8.8/x", false).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused() {
+        for url in ["ftp://example.com/x", "gopher://x", "not a url", "file:///etc/passwd"] {
+            assert!(matches!(vet_remote_url(url, true).await, Err(StorageError::Refused(_))), "{url}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_credentials_and_signatures() {
+        let url = Url::parse("https://user:secret@example.com/data.csv?X-Amz-Signature=abc").unwrap();
+        let shown = redact(&url);
+        assert!(!shown.contains("secret") && !shown.contains("abc"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn results_round_trip_on_local_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ResultsStore::open(&format!("file://{}", dir.path().display())).unwrap();
+        let src = dir.path().join("src.txt");
+        std::fs::write(&src, b"hello").unwrap();
+        let (size, sha) = store.put_file("job1", "outputs/a/b.txt", &src).await.unwrap();
+        assert_eq!(size, 5);
+        assert_eq!(sha, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        let got = store.get("job1", "outputs/a/b.txt").await.unwrap().unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"hello");
+        store.delete_job("job1").await.unwrap();
+        assert!(store.get("job1", "outputs/a/b.txt").await.unwrap().is_none());
+        assert!(!dir.path().join("job1").exists());
+    }
+}

@@ -1,0 +1,260 @@
+//! Every endpoint of the operator API and its errors, against a real service and Docker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{python_job, Service, IMAGE};
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn a_job_runs_end_to_end_with_inputs_outputs_and_logs() {
+    let svc = Service::start().await;
+    let data = svc.dataset("numbers/values.txt", "3\n4\n5\n");
+    let code = r#"
+import json, os, pathlib
+inputs = pathlib.Path(os.environ["INPUTS"])
+values = [int(x) for x in (inputs / "numbers" / "0").read_text().split()]
+print("dids", os.environ["DIDS"], "algo", os.environ["ALGO"], flush=True)
+out = pathlib.Path(os.environ["OUTPUTS"])
+(out / "sum.json").write_text(json.dumps({"sum": sum(values)}))
+(out / "nested").mkdir()
+(out / "nested" / "twice.txt").write_text(str(2 * sum(values)))
+print("done", flush=True)
+"#;
+    let mut body = python_job(code);
+    body["inputs"] = json!([{"url": data, "name": "numbers"}]);
+    let id = svc.submit(body).await;
+    assert_eq!(id.len(), 32);
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["status"], 70, "{job}");
+    assert_eq!(job["statusText"], "Job finished");
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.logs(&id).await);
+    assert_eq!(job["exitCode"], 0);
+    assert!(job["imageDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(job["dateFinished"].as_f64().unwrap() >= job["dateCreated"].as_f64().unwrap());
+
+    let outputs = job["outputs"].as_array().unwrap();
+    let names: Vec<&str> = outputs.iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["nested/twice.txt", "sum.json"]);
+    let sum = &outputs[1];
+    assert_eq!(sum["size"], 10);
+    assert_eq!(sum["sha256"], sha256_hex(br#"{"sum": 12}"#).as_str());
+
+    let got = svc.get(&format!("/api/v2/jobs/{id}/outputs/sum.json")).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await.unwrap(), r#"{"sum": 12}"#);
+    let nested = svc.get(&format!("/api/v2/jobs/{id}/outputs/nested/twice.txt")).send().await.unwrap();
+    assert_eq!(nested.text().await.unwrap(), "24");
+
+    let logs = svc.logs(&id).await;
+    assert!(logs.contains(r#"dids ["numbers"] algo /data/transformations/algorithm"#), "{logs}");
+    assert!(logs.contains("done"));
+    // Published under the results store too.
+    let results = svc.data_dir().join("results").join(&id);
+    assert_eq!(std::fs::read_to_string(results.join("outputs/sum.json")).unwrap(), r#"{"sum": 12}"#);
+    assert!(std::fs::read_to_string(results.join("logs/algorithm.log")).unwrap().contains("done"));
+    // The container and the job folder are gone; the results stay.
+    assert!(common::containers_of(&svc.instance()).is_empty());
+    assert!(!svc.data_dir().join("jobs").join(&id).exists());
+
+    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(list.iter().any(|j| j["jobId"] == id.as_str()));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn logs_can_be_followed_while_the_job_runs() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("import time\nfor i in range(4):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n")).await;
+    svc.wait_status(&id, 40, PATIENCE).await;
+    let res = svc.get(&format!("/api/v2/jobs/{id}/logs?follow=true")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The response ends by itself when the job does, and holds every line.
+    let text = tokio::time::timeout(PATIENCE, res.text()).await.expect("follow ends with the job").unwrap();
+    for i in 0..4 {
+        assert!(text.contains(&format!("tick {i}")), "{text:?}");
+    }
+    assert_eq!(svc.job(&id).await["outcome"], "succeeded");
+}
+
+#[tokio::test]
+async fn stop_kills_a_running_job_and_keeps_its_logs() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("import time\nprint('started', flush=True)\ntime.sleep(300)\n")).await;
+    svc.wait_status(&id, 40, PATIENCE).await;
+    let res = svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "stopped", "{job}");
+    assert_eq!(job["stopRequested"], true);
+    assert_eq!(job["error"], "stopped on request");
+    assert!(svc.logs(&id).await.contains("started"));
+    // A finished job cannot be stopped again.
+    let again = svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert!(again.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("already finished"));
+    assert!(common::containers_of(&svc.instance()).is_empty());
+}
+
+#[tokio::test]
+async fn delete_removes_a_running_job_and_everything_it_left() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("import time\ntime.sleep(300)\n")).await;
+    svc.wait_status(&id, 40, PATIENCE).await;
+    let res = svc.delete(&format!("/api/v2/jobs/{id}")).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(svc.get(&format!("/api/v2/jobs/{id}")).send().await.unwrap().status(), 404);
+    // The engine stops the run and clears container, folder, log.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !common::containers_of(&svc.instance()).is_empty() || svc.data_dir().join("jobs").join(&id).exists() {
+        assert!(std::time::Instant::now() < deadline, "leftovers of a deleted job remain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!svc.data_dir().join("logs").join(format!("{id}.log")).exists());
+    assert_eq!(svc.delete(&format!("/api/v2/jobs/{id}")).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn delete_of_a_finished_job_removes_its_results() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("open('/data/outputs/r.txt','w').write('x')")).await;
+    assert_eq!(svc.wait_finished(&id, PATIENCE).await["outcome"], "succeeded");
+    let results = svc.data_dir().join("results").join(&id);
+    assert!(results.exists());
+    assert_eq!(svc.delete(&format!("/api/v2/jobs/{id}")).send().await.unwrap().status(), 204);
+    assert!(!results.exists());
+    assert!(!svc.data_dir().join("logs").join(format!("{id}.log")).exists());
+    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(!list.iter().any(|j| j["jobId"] == id.as_str()));
+}
+
+async fn expect_error(res: reqwest::Response, status: u16, needle: &str) {
+    assert_eq!(res.status().as_u16(), status);
+    let body: Value = res.json().await.expect("errors are JSON");
+    let message = body["error"].as_str().expect("errors have an \"error\" string");
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+}
+
+#[tokio::test]
+async fn every_error_is_json_with_the_right_status() {
+    let svc = Service::start().await;
+    let jobs = svc.url("/api/v2/jobs");
+    // 401: no token, wrong token.
+    expect_error(svc.http.get(&jobs).send().await.unwrap(), 401, "missing operator token").await;
+    expect_error(svc.http.get(&jobs).bearer_auth("wrong").send().await.unwrap(), 401, "wrong operator token").await;
+    expect_error(svc.http.post(&jobs).json(&python_job("1")).send().await.unwrap(), 401, "token").await;
+    // 400: malformed or incomplete bodies.
+    expect_error(svc.post("/api/v2/jobs").body("{not json").header("content-type", "application/json").send().await.unwrap(), 400, "request body").await;
+    expect_error(svc.post("/api/v2/jobs").json(&json!({"image": IMAGE})).send().await.unwrap(), 400, "missing field").await;
+    let mut typo = python_job("1");
+    typo["timeout"] = json!(5);
+    expect_error(svc.post("/api/v2/jobs").json(&typo).send().await.unwrap(), 400, "unknown field").await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"image": "", "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}}), "image"),
+        (json!({"image": IMAGE, "entrypoint": "  ", "algorithm": {"rawcode": "1"}}), "entrypoint is empty"),
+        (json!({"image": IMAGE, "entrypoint": "python3 'open", "algorithm": {"rawcode": "1"}}), "entrypoint"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {}}), "exactly one of rawcode or url"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1", "url": "https://example.com/a.py"}}), "exactly one"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"url": "http://127.0.0.1:9/a.py"}}), "loopback, private or link-local"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}, "timeoutSeconds": 0}), "timeoutSeconds"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}, "inputs": [{"url": "file:///etc/passwd"}]}), "dataset root"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}, "inputs": [{"url": "ftp://example.com/x"}]}), "not supported"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}, "inputs": [{"url": "http://169.254.169.254/latest"}]}), "link-local"),
+        (json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}, "inputs": [{"url": "https://example.com/x", "name": "../up"}]}), "name"),
+    ];
+    for (body, needle) in cases {
+        expect_error(svc.post("/api/v2/jobs").json(&body).send().await.unwrap(), 400, needle).await;
+    }
+    // Nothing refused was recorded.
+    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(list.is_empty(), "a refused request left a job: {list:?}");
+    // 404: unknown job, unknown output, unknown route.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    expect_error(svc.get(&format!("/api/v2/jobs/{unknown}")).send().await.unwrap(), 404, "no job").await;
+    expect_error(svc.get(&format!("/api/v2/jobs/{unknown}/logs")).send().await.unwrap(), 404, "no job").await;
+    expect_error(svc.post(&format!("/api/v2/jobs/{unknown}/stop")).send().await.unwrap(), 404, "no job").await;
+    expect_error(svc.delete(&format!("/api/v2/jobs/{unknown}")).send().await.unwrap(), 404, "no job").await;
+    expect_error(svc.get("/api/v2/nothing-here").send().await.unwrap(), 404, "no route").await;
+    let id = svc.submit(python_job("print('hi')")).await;
+    svc.wait_finished(&id, PATIENCE).await;
+    expect_error(svc.get(&format!("/api/v2/jobs/{id}/outputs/missing.txt")).send().await.unwrap(), 404, "no published output").await;
+    expect_error(svc.get(&format!("/api/v2/jobs/{id}/outputs/../../etc/passwd")).send().await.unwrap(), 404, "").await;
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_job_with_the_reason_and_keeps_it() {
+    let svc = Service::start().await;
+    let mut body = python_job("print(1)");
+    body["image"] = json!("brizo-test/not-built-here:1");
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["status"], 32, "{job}");
+    assert_eq!(job["statusText"], "Algorithm provisioning failed");
+    assert_eq!(job["outcome"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("brizo-test/not-built-here:1"), "{job}");
+}
+
+#[tokio::test]
+async fn a_failing_algorithm_reports_its_exit_code() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("import sys\nprint('about to fail', flush=True)\nsys.exit(7)")).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!((job["status"].as_i64(), job["outcome"].as_str(), job["exitCode"].as_i64()), (Some(70), Some("failed"), Some(7)));
+    assert_eq!(job["error"], "the algorithm exited with code 7");
+    assert!(svc.logs(&id).await.contains("about to fail"));
+}
+
+#[tokio::test]
+async fn outputs_over_the_cap_are_not_published() {
+    let svc = Service::start_with(&[("BRIZO_OUTPUTS__MAX_OUTPUT_MB", "1")]).await;
+    let id = svc.submit(python_job("open('/data/outputs/big.bin','wb').write(b'x' * (2 << 20))")).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("over the publisher's cap"), "{job}");
+    assert_eq!(job["outputs"], json!([]));
+    assert!(!svc.data_dir().join("results").join(&id).join("outputs").exists());
+}
+
+#[tokio::test]
+async fn symlinks_in_outputs_are_not_followed() {
+    let svc = Service::start().await;
+    let id = svc.submit(python_job("import os\nos.symlink('/etc/shadow', '/data/outputs/leak')\nopen('/data/outputs/ok.txt','w').write('ok')")).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}");
+    let names: Vec<&str> = job["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["ok.txt"]);
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let svc = Service::start().await;
+    let health: Value = svc.http.get(svc.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["backend"]["name"], "docker");
+    let id = svc.submit(python_job("print(1)")).await;
+    svc.wait_finished(&id, PATIENCE).await;
+    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in [
+        "brizo_jobs_finished_total{outcome=\"succeeded\"} 1",
+        "brizo_job_phase_seconds_bucket{phase=\"running\"",
+        "brizo_jobs_queued",
+        "brizo_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v2/jobs\",status=\"201\"",
+    ] {
+        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+    }
+    let spec: Value = svc.http.get(svc.url("/api/v2/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/api/v2/jobs", "/api/v2/jobs/{id}", "/api/v2/jobs/{id}/logs", "/api/v2/jobs/{id}/outputs/{name}", "/api/v2/jobs/{id}/stop"] {
+        assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+    let docs = svc.http.get(svc.url("/api/v2/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"), "docs page");
+}

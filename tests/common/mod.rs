@@ -1,0 +1,237 @@
+//! Starts a real `brizo serve` (the binary cargo built) against the real Docker engine, on a
+//! free port with its own data folder, and stops it by PID when dropped.
+//! Needs dockerd and the base image: `scripts/dockerd.sh start && scripts/base-image.sh`
+//! (`make test` does both).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const IMAGE: &str = "brizo/python:3.11-bookworm";
+pub const TOKEN: &str = "test-operator-token-0123456789";
+
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+    port: u16,
+    pub http: reqwest::Client,
+}
+
+impl Service {
+    pub async fn start() -> Service {
+        Self::start_with(&[]).await
+    }
+
+    /// `env`: extra BRIZO_* settings, e.g. `("BRIZO_MAX_RUNNING_JOBS", "2")`.
+    pub async fn start_with(env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
+        let port = free_port();
+        let mut service = Service {
+            dir,
+            base: format!("http://127.0.0.1:{port}"),
+            child: None,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            port,
+            http: reqwest::Client::new(),
+        };
+        service.spawn().await;
+        service
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (again) the service process on the same port and data folder.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("service.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brizo"));
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port), "--data-dir"])
+            .arg(self.dir.path())
+            .env("BRIZO_ADMIN_TOKEN", TOKEN)
+            .env("BRIZO_RECONCILE_INTERVAL_MS", "200")
+            .env("BRIZO_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn brizo");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("brizo serve exited with {status}; its log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "brizo serve did not become healthy; is dockerd running? log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the process gets no chance to clean up, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    pub fn instance(&self) -> String {
+        // Mirrors Config: the first 6 bytes of sha256(data dir), hex.
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.dir.path().to_string_lossy().as_bytes());
+        hex::encode(&digest[..6])
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(TOKEN)
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(TOKEN)
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(TOKEN)
+    }
+
+    /// Submits and returns the job id, failing the test on anything but 201.
+    pub async fn submit(&self, body: Value) -> String {
+        let res = self.post("/api/v2/jobs").json(&body).send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 201, "submit answered {status}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()["jobId"].as_str().unwrap().to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/api/v2/jobs/{id}")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Polls until the job reaches a terminal status (31, 32 or 70).
+    pub async fn wait_finished(&self, id: &str, patience: Duration) -> Value {
+        let deadline = Instant::now() + patience;
+        loop {
+            let job = self.job(id).await;
+            if matches!(job["status"].as_i64(), Some(31 | 32 | 70)) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish in {patience:?}: {job}\nservice log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: i64, patience: Duration) -> Value {
+        let deadline = Instant::now() + patience;
+        loop {
+            let job = self.job(id).await;
+            if job["status"].as_i64() == Some(status) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never reached status {status}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A dataset file under the service's dataset root, readable by the algorithm's uid.
+    pub fn dataset(&self, rel: &str, content: &str) -> String {
+        let path = self.dir.path().join("datasets").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        make_readable(self.dir.path());
+        format!("file://{}", path.display())
+    }
+
+    pub async fn logs(&self, id: &str) -> String {
+        self.get(&format!("/api/v2/jobs/{id}/logs")).send().await.unwrap().text().await.unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Containers this test's service left (there should be none) go with it.
+        let _ = Command::new("/usr/bin/docker")
+            .args(["ps", "-aq", "--filter", &format!("label=brizo.instance={}", self.instance())])
+            .output()
+            .map(|out| {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("/usr/bin/docker").args(["rm", "-f", id]).output();
+                }
+            });
+    }
+}
+
+/// Every folder from the temp dir down must be traversable by the algorithm's uid.
+pub fn make_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walk(dir) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        let _ = std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                if p.file_name().is_some_and(|n| n == "jobs" || n == "logs" || n == "results") {
+                    continue;
+                }
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A python job: `code` runs as the algorithm.
+pub fn python_job(code: &str) -> Value {
+    json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": code}, "timeoutSeconds": 120})
+}
+
+/// Containers on the engine labelled with this service's instance.
+pub fn containers_of(instance: &str) -> Vec<String> {
+    let out = Command::new("/usr/bin/docker")
+        .args(["ps", "-aq", "--filter", &format!("label=brizo.instance={instance}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+}
