@@ -40,7 +40,7 @@ print("done", flush=True)
     let names: Vec<&str> = outputs.iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["nested/twice.txt", "sum.json"]);
     let sum = &outputs[1];
-    assert_eq!(sum["size"], 10);
+    assert_eq!(sum["size"], 11);
     assert_eq!(sum["sha256"], sha256_hex(br#"{"sum": 12}"#).as_str());
 
     let got = svc.get(&format!("/api/v2/jobs/{id}/outputs/sum.json")).send().await.unwrap();

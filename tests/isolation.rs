@@ -90,7 +90,7 @@ async fn timeout_kills_the_job() {
 
 #[tokio::test]
 async fn requested_timeouts_are_capped_by_the_publisher() {
-    let svc = Service::start_with(&[("BRIZO_LIMITS__MAX_TIMEOUT_SECS", "30")]).await;
+    let svc = Service::start_with(&[("BRIZO_LIMITS__MAX_TIMEOUT_SECS", "30"), ("BRIZO_LIMITS__DEFAULT_TIMEOUT_SECS", "20")]).await;
     let mut body = python_job("print(1)");
     body["timeoutSeconds"] = json!(86400);
     let id = svc.submit(body).await;

@@ -197,13 +197,22 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
-        let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        match self.docker.remove_container(&Self::container_name(job_id), Some(options)).await {
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            // 409: removal already in progress (a concurrent remove).
-            Err(e) if status_of(&e) == Some(409) => Ok(()),
-            other => other.map_err(|e| classify(e, job_id)),
+        // By label, not by name: the labels are what ties a container to a job, whoever made it.
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{LABEL_INSTANCE}={}", self.instance), format!("{LABEL_JOB}={job_id}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = self.docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            match self.docker.remove_container(&id, Some(options)).await {
+                // 404: already gone; 409: removal already in progress (a concurrent remove).
+                Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => {}
+                other => other.map_err(|e| classify(e, job_id))?,
+            }
         }
+        Ok(())
     }
 
     async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
