@@ -157,6 +157,15 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A line above the spinner, or on stdout when there is no terminal to draw one on.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn parse_input(spec: &str) -> InputSource {
     // NAME=URL, but a URL itself may hold '=' (queries): only a plain name counts as one.
     match spec.split_once('=') {
@@ -198,18 +207,24 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
             while let Some(Ok(chunk)) = body.next().await {
                 pending.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(pos) = pending.find('\n') {
-                    bar.println(format!("  | {}", &pending[..pos]));
+                    say(&bar, format!("  | {}", &pending[..pos]));
                     pending.drain(..=pos);
                 }
             }
             if !pending.is_empty() {
-                bar.println(format!("  | {pending}"));
+                say(&bar, format!("  | {pending}"));
             }
         })
     };
+    let mut last_status = 0;
     let status = loop {
         let status = client.status(&id).await?;
         bar.set_message(format!("{} ({})", status.status_text, status.status));
+        if status.status != last_status && bar.is_hidden() {
+            // No terminal (CI, a pipe): phases as plain lines instead of a spinner.
+            say(&bar, format!("  phase {}: {}", status.status, status.status_text));
+        }
+        last_status = status.status;
         if status.phase.is_terminal() {
             break status;
         }
