@@ -79,7 +79,11 @@ async fn backend(config: &Config) -> anyhow::Result<Arc<dyn ComputeBackend>> {
         "docker" => {
             let socket = (!config.docker.socket.is_empty()).then_some(config.docker.socket.as_str());
             let backend = brizo_backend_docker::DockerBackend::connect(socket, &config.instance).await?;
-            backend.ping().await?;
+            if let Err(e) = backend.ping().await {
+                // Serve anyway: /health says what is down, submissions answer 503, and queued
+                // jobs go on when the engine is back.
+                tracing::warn!("{e}");
+            }
             Ok(Arc::new(backend))
         }
         #[cfg(not(feature = "docker"))]

@@ -166,7 +166,14 @@ mod tests {
 
     #[test]
     fn serving_needs_a_token() {
-        let c = Config::load(None, Overrides::default()).unwrap();
-        assert!(c.validate_for_serving().unwrap_err().contains("BRIZO_ADMIN_TOKEN"));
+        // Inside a Jail: it serializes with the other env-setting test and restores the env.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BRIZO_ADMIN_TOKEN", "");
+            let c = Config::load(None, Overrides::default()).unwrap();
+            assert!(c.validate_for_serving().unwrap_err().contains("BRIZO_ADMIN_TOKEN"));
+            jail.set_env("BRIZO_ADMIN_TOKEN", "long-enough-operator-token");
+            assert!(Config::load(None, Overrides::default()).unwrap().validate_for_serving().is_ok());
+            Ok(())
+        });
     }
 }

@@ -60,6 +60,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(m) => ApiError::BadRequest(m),
             EngineError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }

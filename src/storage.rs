@@ -1,6 +1,7 @@
 //! object_store wiring: fetching remote inputs on a user's behalf, and the results store.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,26 +40,36 @@ pub async fn vet_remote_url(raw: &str, allow_private: bool) -> Result<Url, Stora
             url.scheme()
         )));
     }
-    if matches!(url.scheme(), "http" | "https") && !allow_private {
-        let host = url.host_str().ok_or_else(|| StorageError::Refused(format!("{raw}: no host")))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|e| StorageError::Fetch { url: raw.into(), message: format!("cannot resolve host: {e}") })?
-                .map(|a| a.ip())
-                .collect(),
-        };
-        if let Some(bad) = addrs.iter().find(|ip| !is_public(ip)) {
+    if matches!(url.scheme(), "http" | "https") {
+        resolve_vetted(&url, allow_private).await?;
+    }
+    Ok(url)
+}
+
+/// The addresses an http(s) URL's host resolves to, all of them public unless `allow_private`.
+/// The fetch then connects to exactly these (no second lookup a DNS rebinding could change).
+async fn resolve_vetted(url: &Url, allow_private: bool) -> Result<Vec<SocketAddr>, StorageError> {
+    let shown = redact(url);
+    let host = url.host_str().ok_or_else(|| StorageError::Refused(format!("{shown}: no host")))?;
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| StorageError::Fetch { url: shown.clone(), message: format!("cannot resolve host: {e}") })?
+            .collect(),
+    };
+    if !allow_private {
+        if let Some(bad) = addrs.iter().find(|a| !is_public(&a.ip())) {
             return Err(StorageError::Refused(format!(
-                "{raw}: resolves to {bad}, a loopback, private or link-local address; \
-                 the publisher can allow it with inputs.allow_private_addresses"
+                "{shown}: resolves to {}, a loopback, private or link-local address; \
+                 the publisher can allow it with inputs.allow_private_addresses",
+                bad.ip()
             )));
         }
     }
-    Ok(url)
+    Ok(addrs)
 }
 
 fn is_public(ip: &IpAddr) -> bool {
@@ -87,20 +98,59 @@ fn is_public(ip: &IpAddr) -> bool {
 }
 
 /// Streams `url` into `dest`, stopping with an error once more than `limit` bytes arrive.
-/// Credentials for s3/az/gs come from the publisher's environment (AWS_*, AZURE_*, GOOGLE_*).
-pub async fn fetch_to_file(url: &Url, dest: &Path, limit: u64) -> Result<u64, StorageError> {
+/// http(s) goes to the vetted addresses only and follows no redirect (a public URL must not
+/// bounce the fetch into the publisher's network). s3/az/gs go through object_store with the
+/// publisher's credentials from the environment (AWS_*, AZURE_*, GOOGLE_*).
+pub async fn fetch_to_file(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> Result<u64, StorageError> {
+    let result = fetch_into(url, dest, limit, allow_private).await;
+    if result.is_err() {
+        // Nothing half-written (or left from an earlier attempt) may pass for the input.
+        let _ = tokio::fs::remove_file(dest).await;
+    }
+    result
+}
+
+async fn fetch_into(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> Result<u64, StorageError> {
     let fetch_err = |message: String| StorageError::Fetch { url: redact(url), message };
-    let (store, path) = object_store::parse_url_opts(url, std::env::vars()).map_err(|e| fetch_err(e.to_string()))?;
-    let result = store.get(&path).await.map_err(|e| fetch_err(e.to_string()))?;
-    let mut stream = result.into_stream();
+    let mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>> = if matches!(url.scheme(), "http" | "https") {
+        let addrs = resolve_vetted(url, allow_private).await?;
+        let mut client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
+        if let Some(host) = url.host_str().filter(|h| h.parse::<IpAddr>().is_err() && !h.starts_with('[')) {
+            client = client.resolve_to_addrs(host, &addrs);
+        }
+        let client = client.build().map_err(|e| fetch_err(e.to_string()))?;
+        let res = client.get(url.clone()).send().await.map_err(|e| fetch_err(e.without_url().to_string()))?;
+        if res.status().is_redirection() {
+            let to = res
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .map(|l| redact(&l))
+                .unwrap_or_else(|| "elsewhere".into());
+            return Err(fetch_err(format!("redirects to {to}; redirects are not followed, give the final URL")));
+        }
+        if !res.status().is_success() {
+            return Err(fetch_err(format!("answered {}", res.status())));
+        }
+        if res.content_length().is_some_and(|n| n > limit) {
+            return Err(StorageError::TooLarge { url: redact(url), limit });
+        }
+        res.bytes_stream().map(|r| r.map_err(|e| e.without_url().to_string())).boxed()
+    } else {
+        let (store, path) = object_store::parse_url_opts(url, std::env::vars()).map_err(|e| fetch_err(e.to_string()))?;
+        let result = store.get(&path).await.map_err(|e| fetch_err(e.to_string()))?;
+        result.into_stream().map(|r| r.map_err(|e| e.to_string())).boxed()
+    };
     let mut file = tokio::fs::File::create(dest).await?;
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| fetch_err(e.to_string()))?;
+        let chunk = chunk.map_err(fetch_err)?;
         written += chunk.len() as u64;
         if written > limit {
-            drop(file);
-            let _ = tokio::fs::remove_file(dest).await;
             return Err(StorageError::TooLarge { url: redact(url), limit });
         }
         file.write_all(&chunk).await?;
@@ -240,6 +290,55 @@ mod tests {
         let url = Url::parse("https://user:secret@example.com/data.csv?X-Amz-Signature=abc").unwrap();
         let shown = redact(&url);
         assert!(!shown.contains("secret") && !shown.contains("abc"), "{shown}");
+    }
+
+    /// A minimal HTTP/1.1 server on loopback: `/data` answers a body, `/redirect` a 302 to
+    /// `/data`. It is the remote data source itself, not a stand-in for part of brizo.
+    async fn http_server(body: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let response = if request.starts_with("GET /redirect") {
+                        format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/data\r\nContent-Length: 0\r\n\r\n").into_bytes()
+                    } else if request.starts_with("GET /data") {
+                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                        r.extend_from_slice(body);
+                        r
+                    } else {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+                    };
+                    let _ = sock.write_all(&response).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_fetches_stream_with_a_cap_and_follow_no_redirect() {
+        let addr = http_server(b"0123456789").await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("got");
+        let url = |p: &str| Url::parse(&format!("http://{addr}{p}")).unwrap();
+        assert_eq!(fetch_to_file(&url("/data"), &dest, 100, true).await.unwrap(), 10);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"0123456789");
+        let too_large = fetch_to_file(&url("/data"), &dest, 5, true).await.unwrap_err();
+        assert!(matches!(too_large, StorageError::TooLarge { .. }), "{too_large}");
+        assert!(!dest.exists(), "a refused download leaves no partial file");
+        let redirect = fetch_to_file(&url("/redirect"), &dest, 100, true).await.unwrap_err();
+        assert!(redirect.to_string().contains("redirects are not followed"), "{redirect}");
+        let missing = fetch_to_file(&url("/nothing"), &dest, 100, true).await.unwrap_err();
+        assert!(missing.to_string().contains("404"), "{missing}");
+        // Without the publisher's permission, loopback is refused at fetch time too.
+        let refused = fetch_to_file(&url("/data"), &dest, 100, false).await.unwrap_err();
+        assert!(matches!(refused, StorageError::Refused(_)), "{refused}");
     }
 
     #[tokio::test]

@@ -258,3 +258,59 @@ async fn health_metrics_and_openapi() {
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"), "docs page");
 }
+
+#[tokio::test]
+async fn remote_inputs_and_algorithms_are_fetched_over_http() {
+    // Loopback is refused by default; this publisher allows it so the test server is reachable.
+    let svc = Service::start_with(&[("BRIZO_INPUTS__ALLOW_PRIVATE_ADDRESSES", "true"), ("BRIZO_INPUTS__MAX_INPUT_MB", "1")]).await;
+    let algorithm = b"import pathlib\nfor p in sorted(pathlib.Path('/data/inputs').rglob('*')):\n    print(p, p.read_text().strip() if p.is_file() else '', flush=True)\n".to_vec();
+    let addr = common::http_files(vec![
+        ("algo.py", algorithm),
+        ("a.csv", b"alpha".to_vec()),
+        ("b.csv", b"beta".to_vec()),
+        ("big.bin", vec![b'x'; 2 << 20]),
+    ])
+    .await;
+    let body = json!({"image": IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"url": format!("http://{addr}/algo.py")},
+        "inputs": [{"url": format!("http://{addr}/a.csv"), "name": "remote"}, {"url": format!("http://{addr}/b.csv"), "name": "remote"}]});
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    let logs = svc.logs(&id).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{logs}");
+    assert!(logs.contains("/data/inputs/remote/0 alpha") && logs.contains("/data/inputs/remote/1 beta"), "{logs}");
+
+    // An input over the cap, and one that is not there: data provisioning fails, with the reason.
+    for (file, needle) in [("big.bin", "larger than the limit"), ("absent.csv", "404")] {
+        let mut body = python_job("print(1)");
+        body["inputs"] = json!([{"url": format!("http://{addr}/{file}")}]);
+        let id = svc.submit(body).await;
+        let job = svc.wait_finished(&id, PATIENCE).await;
+        assert_eq!(job["status"], 31, "{job}");
+        assert_eq!(job["statusText"], "Data provisioning failed");
+        assert!(job["error"].as_str().unwrap().contains(needle), "{job}");
+    }
+    // An algorithm that cannot be fetched: algorithm provisioning fails.
+    let body = json!({"image": IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"url": format!("http://{addr}/missing.py")}});
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["status"], 32, "{job}");
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_gives_503_and_records_nothing() {
+    // The service starts even when its engine is down (here: a socket nobody listens on).
+    let socket = tempfile::tempdir().unwrap();
+    let path = socket.path().join("docker.sock");
+    let svc = Service::start_with_health(&[("BRIZO_DOCKER__SOCKET", path.to_str().unwrap())], 503).await;
+    let health: Value = svc.http.get(svc.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert!(health["backend"]["status"].as_str().unwrap().contains("unavailable"), "{health}");
+    let res = svc.post("/api/v2/jobs").json(&python_job("print(1)")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("try again later"), "{body}");
+    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(list.is_empty());
+}

@@ -31,6 +31,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The compute backend does not answer; retrying later can help.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,6 +94,8 @@ impl Engine {
     /// request that is refused leaves nothing behind.
     pub async fn submit(&self, owner: &str, mut request: JobRequest) -> Result<Job, EngineError> {
         self.validate(&mut request).await?;
+        // Refuse now rather than queue behind an engine that is down: the client can retry.
+        self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))?;
         let timeout_secs = request.timeout_seconds.unwrap_or(self.config.limits.default_timeout_secs).min(self.config.limits.max_timeout_secs);
         let job = Job {
             id: new_job_id(),
@@ -241,10 +246,8 @@ impl Engine {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        // Drivers end with the runtime; their containers go on and are re-attached next start.
-        for token in self.active.lock().unwrap().values() {
-            token.cancel();
-        }
+        // Drivers end with the runtime, without stopping anything: their containers go on and
+        // are re-attached at the next start. (Cancelling their tokens would mean "stop the job".)
     }
 
     async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
@@ -309,19 +312,21 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            let mut timings = job.timings.clone();
-            match job.phase {
-                Phase::Queued => {
-                    let _slot = self.staging_slots.clone().acquire_owned().await.expect("semaphore open");
-                    timings.queued_ms = Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
-                    self.store.transition(id, Phase::Staging, Transition { timings: Some(timings), ..Default::default() }).await?;
-                    // Stage while holding the slot, in this same turn.
-                    let job = self.store.get(id).await?.expect("job exists");
-                    self.stage(&job, started).await?;
-                }
-                Phase::Staging => {
-                    let _slot = self.staging_slots.clone().acquire_owned().await.expect("semaphore open");
-                    self.stage(&job, started).await?;
+            let phase = job.phase;
+            match phase {
+                Phase::Queued | Phase::Staging => {
+                    // A stop while waiting for a slot ends the wait (the loop then finishes the job).
+                    let _slot = tokio::select! {
+                        slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
+                        _ = cancel.cancelled() => continue,
+                    };
+                    let mut job = job;
+                    if job.phase == Phase::Queued {
+                        job.timings.queued_ms = Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+                        let transition = Transition { timings: Some(job.timings.clone()), ..Default::default() };
+                        self.store.transition(id, Phase::Staging, transition).await?;
+                    }
+                    self.stage(&job, Instant::now()).await?;
                 }
                 Phase::Provisioned => {
                     if run_permit.is_none() {
@@ -342,7 +347,7 @@ impl Engine {
                 Phase::Publishing => self.publish(&job, started).await?,
                 Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed => unreachable!(),
             }
-            metrics::histogram!("brizo_job_phase_seconds", "phase" => job.phase.name()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("brizo_job_phase_seconds", "phase" => phase.name()).record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -369,8 +374,9 @@ impl Engine {
         match (&job.request.algorithm.rawcode, &job.request.algorithm.url) {
             (Some(code), _) => tokio::fs::write(&dest, code).await.map_err(|e| format!("writing the algorithm: {e}"))?,
             (None, Some(url)) => {
-                let url = storage::vet_remote_url(url, self.config.inputs.allow_private_addresses).await.map_err(|e| e.to_string())?;
-                storage::fetch_to_file(&url, &dest, self.config.inputs.max_algorithm_kb * 1024)
+                let allow_private = self.config.inputs.allow_private_addresses;
+                let url = storage::vet_remote_url(url, allow_private).await.map_err(|e| e.to_string())?;
+                storage::fetch_to_file(&url, &dest, self.config.inputs.max_algorithm_kb * 1024, allow_private)
                     .await
                     .map_err(|e| format!("fetching the algorithm: {e}"))?;
             }
@@ -394,8 +400,9 @@ impl Engine {
             }
             return Ok(());
         }
-        let url = storage::vet_remote_url(&placed.url, self.config.inputs.allow_private_addresses).await.map_err(|e| e.to_string())?;
-        storage::fetch_to_file(&url, &dest, self.config.inputs.max_input_mb << 20).await.map_err(|e| format!("input {}: {e}", placed.rel()))?;
+        let allow_private = self.config.inputs.allow_private_addresses;
+        let url = storage::vet_remote_url(&placed.url, allow_private).await.map_err(|e| e.to_string())?;
+        storage::fetch_to_file(&url, &dest, self.config.inputs.max_input_mb << 20, allow_private).await.map_err(|e| format!("input {}: {e}", placed.rel()))?;
         set_mode(&dest, 0o644).map_err(|e| e.to_string())
     }
 

@@ -20,6 +20,7 @@ pub struct Service {
     pub child: Option<Child>,
     extra_env: Vec<(String, String)>,
     port: u16,
+    ready_health: u16,
     pub http: reqwest::Client,
 }
 
@@ -30,6 +31,11 @@ impl Service {
 
     /// `env`: extra BRIZO_* settings, e.g. `("BRIZO_MAX_RUNNING_JOBS", "2")`.
     pub async fn start_with(env: &[(&str, &str)]) -> Service {
+        Self::start_with_health(env, 200).await
+    }
+
+    /// Like `start_with`, but ready once /health answers `health` (503 for a degraded start).
+    pub async fn start_with_health(env: &[(&str, &str)], health: u16) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
         let port = free_port();
@@ -40,6 +46,7 @@ impl Service {
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             port,
             http: reqwest::Client::new(),
+            ready_health: health,
         };
         service.spawn().await;
         service
@@ -67,7 +74,7 @@ impl Service {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
-                if r.status().is_success() {
+                if r.status().as_u16() == self.ready_health {
                     break;
                 }
             }
@@ -234,4 +241,35 @@ pub fn containers_of(instance: &str) -> Vec<String> {
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+}
+
+/// A minimal HTTP/1.1 file server on loopback, the remote data source of http(s) inputs:
+/// `GET /<name>` answers `files[name]`, anything else 404.
+pub async fn http_files(files: Vec<(&'static str, Vec<u8>)>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files = std::sync::Arc::new(files);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                let response = match files.iter().find(|(name, _)| *name == path) {
+                    Some((_, body)) => {
+                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                        r.extend_from_slice(body);
+                        r
+                    }
+                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                };
+                let _ = sock.write_all(&response).await;
+            });
+        }
+    });
+    addr
 }

@@ -4,6 +4,7 @@
 //! instance, so a restarted service finds its runs again and never touches another instance's.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -20,25 +21,48 @@ use futures::stream::{BoxStream, StreamExt};
 pub const LABEL_JOB: &str = "brizo.job-id";
 pub const LABEL_INSTANCE: &str = "brizo.instance";
 
-#[derive(Clone)]
 pub struct DockerBackend {
-    docker: Docker,
+    engine: Arc<Engine>,
     instance: String,
 }
 
-impl DockerBackend {
-    /// Connects to the engine at `socket` (a unix socket path; `None` for the usual
-    /// `DOCKER_HOST` / `/var/run/docker.sock`) and agrees on an API version with it.
-    /// `instance` scopes everything this backend lists and cleans up.
-    pub async fn connect(socket: Option<&str>, instance: &str) -> Result<Self, BackendError> {
-        let docker = match socket {
-            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
-            None => Docker::connect_with_local_defaults(),
+/// The connection to dockerd, made (and its API version agreed) on first use and kept once it
+/// worked: the service starts while the engine is down and uses it as soon as it is up.
+struct Engine {
+    socket: String,
+    client: tokio::sync::Mutex<Option<Docker>>,
+}
+
+impl Engine {
+    async fn client(&self) -> Result<Docker, BackendError> {
+        let mut client = self.client.lock().await;
+        if let Some(docker) = client.as_ref() {
+            return Ok(docker.clone());
         }
-        .map_err(unavailable)?;
+        let docker = Docker::connect_with_unix(&self.socket, 120, bollard::API_DEFAULT_VERSION).map_err(unavailable)?;
         // The engine may be older than bollard's default API version (Debian's 20.10 speaks 1.41).
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
-        Ok(Self { docker, instance: instance.to_string() })
+        *client = Some(docker.clone());
+        Ok(docker)
+    }
+}
+
+impl DockerBackend {
+    /// A backend for the engine at `socket` (a unix socket path; `None` for `DOCKER_HOST` when
+    /// it names a unix socket, else `/var/run/docker.sock`). Connecting is tried at once, but an
+    /// engine that is down is not an error here: `ping` and every call report it until it is up.
+    /// `instance` scopes everything this backend lists and cleans up.
+    pub async fn connect(socket: Option<&str>, instance: &str) -> Result<Self, BackendError> {
+        let host = std::env::var("DOCKER_HOST").ok();
+        let socket = socket
+            .map(str::to_string)
+            .or_else(|| host.as_deref().and_then(|h| h.strip_prefix("unix://")).map(str::to_string))
+            .unwrap_or_else(|| "/var/run/docker.sock".to_string());
+        let backend = Self { engine: Arc::new(Engine { socket, client: Default::default() }), instance: instance.to_string() };
+        if let Err(e) = backend.engine.client().await {
+            tracing::warn!("{e}");
+        }
+        Ok(backend)
     }
 
     pub fn container_name(job_id: &str) -> String {
@@ -46,7 +70,7 @@ impl DockerBackend {
     }
 
     async fn inspect(&self, job_id: &str) -> Result<Option<bollard::models::ContainerInspectResponse>, BackendError> {
-        match self.docker.inspect_container(&Self::container_name(job_id), None).await {
+        match self.engine.client().await?.inspect_container(&Self::container_name(job_id), None).await {
             Ok(c) => Ok(Some(c)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(classify(e, job_id)),
@@ -109,21 +133,22 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
-        self.docker.ping().await.map(|_| ()).map_err(unavailable)
+        self.engine.client().await?.ping().await.map(|_| ()).map_err(unavailable)
     }
 
     async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
+        let docker = self.engine.client().await?;
         let name = Self::container_name(&spec.job_id);
         let existing = match self.inspect(&spec.job_id).await? {
             Some(c) => c,
             None => {
-                match self.docker.inspect_image(&spec.image).await {
+                match docker.inspect_image(&spec.image).await {
                     Ok(_) => {}
                     Err(e) if status_of(&e) == Some(404) => return Err(BackendError::ImageNotFound(spec.image.clone())),
                     Err(e) => return Err(classify(e, &spec.job_id)),
                 }
                 let options = CreateContainerOptionsBuilder::default().name(&name).build();
-                match self.docker.create_container(Some(options), self.create_body(spec)).await {
+                match docker.create_container(Some(options), self.create_body(spec)).await {
                     Ok(_) => {}
                     // A concurrent start created it first: use that one.
                     Err(e) if status_of(&e) == Some(409) => {}
@@ -135,7 +160,7 @@ impl ComputeBackend for DockerBackend {
         };
         let status = existing.state.as_ref().and_then(|s| s.status);
         if status == Some(ContainerStateStatusEnum::CREATED) {
-            match self.docker.start_container(&name, None).await {
+            match docker.start_container(&name, None).await {
                 Ok(()) => {}
                 // 304: already started by a concurrent call.
                 Err(e) if status_of(&e) == Some(304) => {}
@@ -159,9 +184,10 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
+        let docker = self.engine.client().await?;
         let name = Self::container_name(job_id);
         let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
-        let mut waiter = self.docker.wait_container(&name, Some(options));
+        let mut waiter = docker.wait_container(&name, Some(options));
         while let Some(item) = waiter.next().await {
             match item {
                 Ok(_) => {}
@@ -181,15 +207,25 @@ impl ComputeBackend for DockerBackend {
     fn logs(&self, job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>> {
         let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
         let job = job_id.to_string();
-        self.docker
-            .logs(&Self::container_name(job_id), Some(options))
-            .map(move |item| item.map(|out| out.into_bytes()).map_err(|e| classify(e, &job)))
+        let engine = self.engine.clone();
+        futures::stream::once(async move { engine.client().await })
+            .flat_map(move |client| match client {
+                Ok(docker) => {
+                    let job = job.clone();
+                    docker
+                        .logs(&Self::container_name(&job), Some(options.clone()))
+                        .map(move |item| item.map(|out| out.into_bytes()).map_err(|e| classify(e, &job)))
+                        .boxed()
+                }
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
             .boxed()
     }
 
     async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
+        let docker = self.engine.client().await?;
         let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-        match self.docker.kill_container(&Self::container_name(job_id), Some(options)).await {
+        match docker.kill_container(&Self::container_name(job_id), Some(options)).await {
             // 404: no container; 409: not running. Either way it is stopped.
             Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
             other => other.map_err(|e| classify(e, job_id)),
@@ -197,16 +233,17 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
+        let docker = self.engine.client().await?;
         // By label, not by name: the labels are what ties a container to a job, whoever made it.
         let filters = HashMap::from([(
             "label",
             vec![format!("{LABEL_INSTANCE}={}", self.instance), format!("{LABEL_JOB}={job_id}")],
         )]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = self.docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        let containers = docker.list_containers(Some(options)).await.map_err(unavailable)?;
         for id in containers.into_iter().filter_map(|c| c.id) {
             let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-            match self.docker.remove_container(&id, Some(options)).await {
+            match docker.remove_container(&id, Some(options)).await {
                 // 404: already gone; 409: removal already in progress (a concurrent remove).
                 Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => {}
                 other => other.map_err(|e| classify(e, job_id))?,
@@ -216,9 +253,10 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
+        let docker = self.engine.client().await?;
         let filters = HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)])]);
         let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = self.docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        let containers = docker.list_containers(Some(options)).await.map_err(unavailable)?;
         Ok(containers
             .into_iter()
             .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_JOB)))

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond `make demo`: moto (a real S3 server, from PyPI) for the
+# object-store input and results tests. Idempotent.
+source "$(dirname "$0")/lib.sh"
+if ! command -v moto_server >/dev/null 2>&1; then
+  command -v pip3 >/dev/null 2>&1 || apt_install python3-pip
+  say "installing moto (S3 server for the tests) from PyPI"
+  pip3 install -q 'moto[server]>=5,<6' || die "pip could not install moto[server]"
+  hash -r
+fi
+command -v moto_server >/dev/null 2>&1 || die "moto_server is not on PATH after installing moto[server]"
