@@ -100,17 +100,7 @@ async fn requested_timeouts_are_capped_by_the_publisher() {
 #[tokio::test]
 async fn pids_limit_stops_fork_bombs() {
     let svc = Service::start_with(&[("BRIZO_LIMITS__PIDS", "20")]).await;
-    let code = r#"
-import os, time
-n = 0
-try:
-    for _ in range(500):
-        if os.fork() == 0:
-            time.sleep(30); os._exit(0)
-        n += 1
-except OSError:
-    print("fork refused after", n, flush=True)
-"#;
+    let code = brizo_backend_core::conformance::PIDS_PROBE;
     let id = svc.submit(python_job(code)).await;
     let job = svc.wait_finished(&id, PATIENCE).await;
     let logs = svc.logs(&id).await;

@@ -182,7 +182,8 @@ pub async fn enforces_pids_limit(b: &dyn ComputeBackend, image: &str) {
     assert_eq!(code, 0, "{logs}");
 }
 
-const PIDS_PROBE: &str = r#"
+/// Forks until refused; prints "fork refused after N" when a pids limit stops it.
+pub const PIDS_PROBE: &str = r#"
 import os, sys, time
 n = 0
 try:
