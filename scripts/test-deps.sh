@@ -9,3 +9,5 @@ if ! command -v moto_server >/dev/null 2>&1; then
   hash -r
 fi
 command -v moto_server >/dev/null 2>&1 || die "moto_server is not on PATH after installing moto[server]"
+# anvil and the keeper-contracts 0.13.2 artifacts, for the chain tests.
+bash "$ROOT/scripts/chain-deps.sh"

@@ -1,0 +1,3 @@
+//! Who is asking: Ethereum signatures of Squid clients.
+
+pub mod signature;
