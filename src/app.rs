@@ -33,7 +33,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = JobStore::open(&config.database_path()).await.context("opening the job store")?;
     let backend = backend(&config).await?;
     let results = ResultsStore::open(&config.outputs.results_url)?;
-    let engine = Engine::new(config.clone(), store.clone(), backend, results);
+    let keeper = crate::chain::keeper::Keeper::connect(&config.chain)?.map(Arc::new);
+    if let Some(k) = &keeper {
+        match k.chain_id().await {
+            Ok(id) => info!(keeper = %k.url, chain_id = id, provider = %k.address, "keeper connected"),
+            // Serve anyway: v1 requests answer 503 until the node is back; jobs go on.
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    let metadata = crate::assets::metadata::MetadataStore::new(store.pool());
+    let chain_context = web::Data::new(crate::authorize::ChainContext::new(&config, keeper.clone(), metadata)?);
+    let engine = Engine::new(config.clone(), store.clone(), backend, results, keeper);
 
     let shutdown = CancellationToken::new();
     let reconcile = tokio::spawn(engine.clone().run(shutdown.clone()));
@@ -44,6 +54,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         App::new()
             .app_data(data.clone())
             .app_data(metrics.clone())
+            .app_data(chain_context.clone())
             .configure(crate::api::extractor_config)
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
@@ -60,6 +71,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             })
             .configure(crate::api::health::configure)
             .configure(crate::api::v2::configure)
+            .configure(crate::api::v1::configure)
             .default_service(web::to(crate::api::not_found))
     })
     .bind(config.bind)

@@ -66,6 +66,12 @@ struct ServeArgs {
     /// Store, job folders, logs and results [default: ./data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Ethereum node with the Ocean keeper contracts (enables the v1 Squid API).
+    #[arg(long)]
+    keeper_url: Option<String>,
+    /// Ocean-style artifacts of the keeper deployment (`<Contract>.<network>.json`).
+    #[arg(long)]
+    artifacts_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -126,7 +132,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing();
-            let config = Config::load(args.config.as_deref(), Overrides { bind: args.bind, data_dir: args.data_dir })?;
+            let chain = (args.keeper_url.is_some() || args.artifacts_dir.is_some())
+                .then(|| crate::config::ChainOverrides { keeper_url: args.keeper_url, artifacts_dir: args.artifacts_dir });
+            let config = Config::load(args.config.as_deref(), Overrides { bind: args.bind, data_dir: args.data_dir, chain })?;
             // The engine shares actix's system runtime; make it multi-threaded so drivers,
             // log copies and staging run beside the HTTP server's main loop.
             actix_web::rt::System::with_tokio_rt(runtime).block_on(crate::app::serve(config))
@@ -252,6 +260,7 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
         algorithm,
         inputs: args.inputs.iter().map(|s| parse_input(s)).collect(),
         timeout_seconds: args.timeout,
+        network: false,
     };
     let id = client.submit(&request).await?;
     eprintln!("job {id} submitted");

@@ -25,6 +25,20 @@ pub struct Config {
     pub inputs: InputsConfig,
     pub outputs: OutputsConfig,
     pub images: ImagesConfig,
+    pub chain: ChainConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChainConfig {
+    pub keeper_url: String,
+    pub artifacts_dir: PathBuf,
+    pub network: String,
+    pub keystore_file: PathBuf,
+    pub publishers: Vec<String>,
+    pub public_url: String,
+    pub ddo_timeout_secs: u64,
+    pub ddo_max_kb: u64,
+    pub ddo_cache_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -41,6 +55,7 @@ pub struct LimitsConfig {
     pub user: String,
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
+    pub allow_network: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,6 +85,16 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainOverrides>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ChainOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keeper_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -101,6 +126,9 @@ impl Config {
         }
         if self.outputs.results_url.is_empty() {
             self.outputs.results_url = format!("file://{}", self.data_dir.join("results").display());
+        }
+        if self.chain.public_url.is_empty() {
+            self.chain.public_url = format!("http://{}", self.bind);
         }
         if self.instance.is_empty() {
             use sha2::Digest;
@@ -144,7 +172,7 @@ mod tests {
             jail.create_file("brizo.toml", "max_running_jobs = 7\n[limits]\nmemory_mb = 100\npids = 9")?;
             jail.set_env("BRIZO_LIMITS__MEMORY_MB", "200");
             jail.set_env("BRIZO_ADMIN_TOKEN", "from-the-environment");
-            let overrides = Overrides { bind: Some("127.0.0.1:9999".parse().unwrap()), data_dir: Some("/srv/brizo".into()) };
+            let overrides = Overrides { bind: Some("127.0.0.1:9999".parse().unwrap()), data_dir: Some("/srv/brizo".into()), chain: None };
             let c = Config::load(Some(Path::new("brizo.toml")), overrides).unwrap();
             assert_eq!(c.max_running_jobs, 7, "file beats defaults");
             assert_eq!(c.limits.pids, 9);

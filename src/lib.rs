@@ -2,11 +2,14 @@
 
 pub mod api;
 pub mod app;
+pub mod assets;
 pub mod auth;
+pub mod authorize;
 pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod squid;
 pub mod storage;

@@ -110,9 +110,13 @@ pub async fn fetch_to_file(url: &Url, dest: &Path, limit: u64, allow_private: bo
     result
 }
 
-async fn fetch_into(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> Result<u64, StorageError> {
+type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>;
+
+/// Opens `url` for reading: http(s) to the vetted addresses only, without redirects; the rest
+/// through object_store. Fails early when the size is known to exceed `limit`.
+async fn open_stream(url: &Url, limit: u64, allow_private: bool) -> Result<ByteStream, StorageError> {
     let fetch_err = |message: String| StorageError::Fetch { url: redact(url), message };
-    let mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>> = if matches!(url.scheme(), "http" | "https") {
+    let stream: ByteStream = if matches!(url.scheme(), "http" | "https") {
         let addrs = resolve_vetted(url, allow_private).await?;
         let mut client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -145,6 +149,12 @@ async fn fetch_into(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> 
         let result = store.get(&path).await.map_err(|e| fetch_err(e.to_string()))?;
         result.into_stream().map(|r| r.map_err(|e| e.to_string())).boxed()
     };
+    Ok(stream)
+}
+
+async fn fetch_into(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> Result<u64, StorageError> {
+    let fetch_err = |message: String| StorageError::Fetch { url: redact(url), message };
+    let mut stream = open_stream(url, limit, allow_private).await?;
     let mut file = tokio::fs::File::create(dest).await?;
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -157,6 +167,25 @@ async fn fetch_into(url: &Url, dest: &Path, limit: u64, allow_private: bool) -> 
     }
     file.flush().await?;
     Ok(written)
+}
+
+/// Reads `url` into memory, at most `limit` bytes, within `timeout`.
+pub async fn fetch_bytes(url: &Url, limit: u64, allow_private: bool, timeout: Duration) -> Result<Vec<u8>, StorageError> {
+    let read = async {
+        let mut stream = open_stream(url, limit, allow_private).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|message| StorageError::Fetch { url: redact(url), message })?;
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(StorageError::TooLarge { url: redact(url), limit });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| StorageError::Fetch { url: redact(url), message: format!("no answer within {timeout:?}") })?
 }
 
 /// A URL as it may appear in logs and errors: no user info, no query (signed URLs carry secrets).

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod v1;
 pub mod v2;
 
 use actix_web::web;

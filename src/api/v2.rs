@@ -112,6 +112,9 @@ impl From<Job> for JobStatus {
     (status = 201, body = JobCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 #[post("/api/v2/jobs")]
 async fn create_job(_: Operator, engine: web::Data<Engine>, body: web::Json<JobRequest>) -> Result<HttpResponse, ApiError> {
+    if body.network && !engine.config().limits.allow_network {
+        return Err(ApiError::BadRequest("network access for jobs is off on this service (limits.allow_network)".into()));
+    }
     let job = engine.submit(OPERATOR, body.into_inner()).await?;
     Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v2/jobs/{}", job.id))).json(JobCreated { job_id: job.id }))
 }

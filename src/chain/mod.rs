@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod contracts;
 pub mod deploy;
 pub mod dev;
+pub mod keeper;
 
 use std::time::Duration;
 

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::model::{new_job_id, now_epoch, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings};
+use super::model::{new_job_id, now_epoch, AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement};
+use crate::chain::keeper::Keeper;
 use super::store::{JobStore, StoreError, Transition};
 use super::workspace::{self, place_inputs, PlacedInput, Workspace};
 use crate::config::Config;
@@ -57,6 +58,8 @@ impl From<BackendError> for StepError {
 
 pub struct Engine {
     pub store: JobStore,
+    /// The keeper deployment, when the service runs with a chain (v1 jobs settle through it).
+    pub keeper: Option<Arc<Keeper>>,
     pub backend: Arc<dyn ComputeBackend>,
     pub results: ResultsStore,
     config: Arc<Config>,
@@ -70,8 +73,9 @@ pub struct Engine {
 const MAX_LIST: i64 = 1000;
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: JobStore, backend: Arc<dyn ComputeBackend>, results: ResultsStore) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, store: JobStore, backend: Arc<dyn ComputeBackend>, results: ResultsStore, keeper: Option<Arc<Keeper>>) -> Arc<Self> {
         Arc::new(Self {
+            keeper,
             staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
             run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
             store,
@@ -92,7 +96,12 @@ impl Engine {
 
     /// Checks a request completely, then records it: a job that is accepted can run, and a
     /// request that is refused leaves nothing behind.
-    pub async fn submit(&self, owner: &str, mut request: JobRequest) -> Result<Job, EngineError> {
+    pub async fn submit(&self, owner: &str, request: JobRequest) -> Result<Job, EngineError> {
+        self.submit_under(owner, request, None).await
+    }
+
+    /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends).
+    pub async fn submit_under(&self, owner: &str, mut request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
         self.validate(&mut request).await?;
         // Refuse now rather than queue behind an engine that is down: the client can retry.
         self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))?;
@@ -114,6 +123,8 @@ impl Engine {
             date_finished: None,
             outputs: vec![],
             timings: PhaseTimings::default(),
+            agreement,
+            settlement: None,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);
@@ -138,6 +149,9 @@ impl Engine {
                 if code.len() as u64 > self.config.inputs.max_algorithm_kb * 1024 {
                     return invalid(format!("algorithm.rawcode is larger than {} KiB", self.config.inputs.max_algorithm_kb));
                 }
+            }
+            (None, Some(url)) if url.starts_with("file:") => {
+                workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots).map_err(|e| EngineError::Invalid(format!("algorithm.url: {e}")))?;
             }
             (None, Some(url)) => {
                 storage::vet_remote_url(url, self.config.inputs.allow_private_addresses)
@@ -251,7 +265,9 @@ impl Engine {
     }
 
     async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
-        let jobs = self.store.unfinished().await?;
+        let mut jobs = self.store.unfinished().await?;
+        // Finished jobs whose agreement is not settled yet (the chain was down) come back too.
+        jobs.extend(self.store.unsettled().await?);
         let now = Instant::now();
         let mut queued = 0;
         for job in jobs {
@@ -298,6 +314,9 @@ impl Engine {
         loop {
             let Some(job) = self.store.get(id).await? else { return Ok(()) };
             if job.is_finished() {
+                if job.agreement.is_some() && job.settlement.is_none() {
+                    self.settle(&job).await?;
+                }
                 if job.removed {
                     self.clear_leftovers(&job).await.map_err(|e| StepError::Retry(e.to_string()))?;
                 } else {
@@ -373,6 +392,14 @@ impl Engine {
         let dest = ws.algorithm();
         match (&job.request.algorithm.rawcode, &job.request.algorithm.url) {
             (Some(code), _) => tokio::fs::write(&dest, code).await.map_err(|e| format!("writing the algorithm: {e}"))?,
+            (None, Some(url)) if url.starts_with("file:") => {
+                let source = workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots)?;
+                let size = tokio::fs::metadata(&source).await.map_err(|e| format!("algorithm {url}: {e}"))?.len();
+                if size > self.config.inputs.max_algorithm_kb * 1024 {
+                    return Err(format!("algorithm {url} is larger than {} KiB", self.config.inputs.max_algorithm_kb));
+                }
+                tokio::fs::copy(&source, &dest).await.map_err(|e| format!("copying the algorithm: {e}"))?;
+            }
             (None, Some(url)) => {
                 let allow_private = self.config.inputs.allow_private_addresses;
                 let url = storage::vet_remote_url(url, allow_private).await.map_err(|e| e.to_string())?;
@@ -548,6 +575,33 @@ impl Engine {
             )
             .await?;
         self.record_finish(job, outcome);
+        Ok(())
+    }
+
+    /// A job under an agreement pays the publisher once its algorithm ran (whatever its exit:
+    /// the provider did the work). A job that ended before the algorithm ran, through no fault
+    /// of the consumer's, leaves the reward in escrow: after the agreement's time out the
+    /// consumer gets it back (ComputeExecutionCondition.abortByTimeOut, then EscrowReward).
+    /// Idempotent: the on-chain state is read before anything is sent.
+    async fn settle(&self, job: &Job) -> Result<(), StepError> {
+        let record = job.agreement.as_ref().expect("settle is called for agreement jobs");
+        let Some(keeper) = &self.keeper else {
+            return Err(StepError::Retry("the job runs under an agreement but the service has no chain configured".into()));
+        };
+        let (terms, ids) = crate::authorize::terms_of(record).map_err(StepError::Retry)?;
+        let ran = job.exit_code.is_some() || job.outcome == Some(Outcome::TimedOut);
+        let settlement = if ran {
+            let tx = keeper.release_reward(&terms, &ids).await.map_err(|e| StepError::Retry(e.to_string()))?;
+            Settlement { state: "paid".into(), tx: tx.map(|t| t.to_string()), reason: "the algorithm ran; the reward went to the publisher".into() }
+        } else {
+            Settlement {
+                state: "not_paid".into(),
+                tx: None,
+                reason: "the job ended before the algorithm ran; the reward stays in escrow and returns to the consumer once the agreement times out".into(),
+            }
+        };
+        info!(job = %job.id, state = %settlement.state, "agreement settled");
+        self.store.set_settlement(&job.id, &settlement).await?;
         Ok(())
     }
 

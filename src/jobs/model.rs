@@ -160,6 +160,44 @@ pub struct JobRequest {
     /// Wall-clock limit; capped by the publisher's `limits.max_timeout_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Give the algorithm a network. Off by default; the operator API allows it only when
+    /// `limits.allow_network` is set, the v1 API when the dataset's DDO allows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
+}
+
+/// The Service Agreement a job runs under (v1), as settlement needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgreementRecord {
+    /// 0x-prefixed 32 bytes.
+    pub agreement_id: String,
+    /// did:op:...
+    pub did: String,
+    /// Price in the token's smallest unit, decimal.
+    pub price: String,
+    pub publisher: String,
+    pub consumer: String,
+    pub lock_id: String,
+    pub compute_id: String,
+    pub escrow_id: String,
+    /// Transaction that fulfilled the compute condition (none when it already was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_tx: Option<String>,
+    /// The `output` section of the request, kept for publishing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+}
+
+/// How the agreement was settled once the job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Settlement {
+    /// `paid`: the reward went to the publisher; `not_paid`: left in escrow for a refund.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    pub reason: String,
 }
 
 /// One published output file.
@@ -212,6 +250,8 @@ pub struct Job {
     pub date_finished: Option<f64>,
     pub outputs: Vec<OutputFile>,
     pub timings: PhaseTimings,
+    pub agreement: Option<AgreementRecord>,
+    pub settlement: Option<Settlement>,
 }
 
 impl Job {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::model::{Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings};
+use super::model::{AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,10 +51,15 @@ impl JobStore {
         Ok(Self { pool })
     }
 
+    /// The database, for the other stores that live in it.
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
+    }
+
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&job.id)
         .bind(&job.owner)
@@ -63,6 +68,7 @@ impl JobStore {
         .bind(job.timeout_secs as i64)
         .bind(job.date_created)
         .bind(serde_json::to_string(&job.timings).expect("timings serialize"))
+        .bind(job.agreement.as_ref().map(|a| serde_json::to_string(a).expect("agreement serializes")))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -139,6 +145,34 @@ impl JobStore {
         Ok(())
     }
 
+    pub async fn set_settlement(&self, id: &str, settlement: &Settlement) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET settlement = ? WHERE id = ?")
+            .bind(serde_json::to_string(settlement).expect("settlement serializes"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Jobs of `owner` under `agreement_id` (v1 lists), oldest first, removed ones included
+    /// (a v1 client sees `removed: 1`).
+    pub async fn by_agreement(&self, owner: &str, agreement_id: &str) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE owner = ? AND json_extract(agreement, '$.agreementId') = ? ORDER BY date_created")
+            .bind(owner)
+            .bind(agreement_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Finished jobs under an agreement whose settlement is still to be done.
+    pub async fn unsettled(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE status IN (31, 32, 70) AND agreement IS NOT NULL AND settlement IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
         Ok(())
@@ -175,6 +209,8 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     let outputs: String = r.try_get("outputs")?;
     let timings: String = r.try_get("timings")?;
     let outcome: Option<String> = r.try_get("outcome")?;
+    let agreement: Option<String> = r.try_get("agreement")?;
+    let settlement: Option<String> = r.try_get("settlement")?;
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -195,5 +231,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         date_finished: r.try_get("date_finished")?,
         outputs: serde_json::from_str(&outputs).map_err(|e| corrupt("outputs", &e))?,
         timings: serde_json::from_str(&timings).map_err(|e| corrupt("timings", &e))?,
+        agreement: agreement.map(|a| serde_json::from_str::<AgreementRecord>(&a)).transpose().map_err(|e| corrupt("agreement", &e))?,
+        settlement: settlement.map(|s| serde_json::from_str::<Settlement>(&s)).transpose().map_err(|e| corrupt("settlement", &e))?,
     })
 }

@@ -133,7 +133,7 @@ pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(Pl
         mounts,
         working_dir: Some("/tmp".to_string()),
         user: config.limits.user.clone(),
-        network: false,
+        network: job.request.network,
         limits: Limits {
             memory_bytes: config.limits.memory_mb << 20,
             cpus: config.limits.cpus,

@@ -1,0 +1,227 @@
+//! The v1 API, wire-compatible with Squid clients (`/api/v1/brizo`), and the embedded
+//! metadata store on Aquarius' paths (`/api/v1/aquarius/assets/ddo`). Jobs started here run
+//! in the same engine as v2 jobs, owned by the consumer's address.
+
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::authorize::{self, required, ChainContext, StartRequest};
+use crate::error::ApiError;
+use crate::jobs::{Engine, Job, Outcome};
+
+pub const BASE: &str = "/api/v1/brizo";
+pub const COMPUTE: &str = "/api/v1/brizo/services/compute";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(info)
+        .service(start_compute)
+        .service(compute_status)
+        .service(stop_compute)
+        .service(delete_compute)
+        .service(result_output)
+        .service(result_log)
+        .service(encrypt)
+        .service(publish_ddo)
+        .service(get_ddo);
+}
+
+#[get("/api/v1/brizo")]
+async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
+    let mut body = json!({"software": "brizo-rs", "version": env!("CARGO_PKG_VERSION"), "keeper-version": "0.13.2"});
+    if let Some(keeper) = &ctx.keeper {
+        body["keeper-url"] = json!(keeper.url);
+        body["network"] = json!(keeper.network);
+        body["contracts"] = json!(keeper.addresses.0);
+        body["provider-address"] = json!(keeper.address.to_string());
+    }
+    HttpResponse::Ok().json(body)
+}
+
+#[post("/api/v1/brizo/services/compute")]
+async fn start_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, body: web::Json<StartRequest>) -> Result<HttpResponse, ApiError> {
+    let (request, record) = authorize::authorize_start(&ctx, &body).await?;
+    let owner = record.consumer.to_lowercase();
+    let job = engine.submit_under(&owner, request, Some(record)).await?;
+    Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))
+}
+
+/// The query of GET/PUT/DELETE, as Squid sends it (jobId may be absent or empty).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobQuery {
+    signature: Option<String>,
+    service_agreement_id: Option<String>,
+    consumer_address: Option<String>,
+    job_id: Option<String>,
+}
+
+struct Caller {
+    owner: String,
+    agreement_id: String,
+    job_id: Option<String>,
+}
+
+/// Signature over `consumerAddress + jobId + serviceAgreementId` (jobId empty when absent).
+fn authenticate(q: &JobQuery) -> Result<Caller, ApiError> {
+    let signature = required(&q.signature, "signature")?;
+    let agreement_text = required(&q.service_agreement_id, "serviceAgreementId")?;
+    let consumer_text = required(&q.consumer_address, "consumerAddress")?;
+    let consumer = authorize::parse_address(consumer_text)?;
+    let agreement_id = authorize::parse_agreement_id(agreement_text)?;
+    let job_id = q.job_id.as_deref().map(str::trim).filter(|j| !j.is_empty());
+    authorize::check_signature(consumer, &format!("{consumer_text}{}{agreement_text}", job_id.unwrap_or("")), signature)?;
+    Ok(Caller { owner: consumer.to_string().to_lowercase(), agreement_id: agreement_id.to_string(), job_id: job_id.map(str::to_string) })
+}
+
+/// The caller's jobs under the agreement (one, when a job id is given). Another consumer's
+/// job, or one under another agreement, is "not found".
+async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError> {
+    let jobs = engine.store.by_agreement(&caller.owner, &caller.agreement_id).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    match &caller.job_id {
+        None => Ok(jobs),
+        Some(id) => {
+            let found: Vec<Job> = jobs.into_iter().filter(|j| &j.id == id).collect();
+            if found.is_empty() {
+                return Err(ApiError::NotFound(format!("no job {id} of this consumer under this agreement")));
+            }
+            Ok(found)
+        }
+    }
+}
+
+fn status_objects(engine: &Engine, jobs: &[Job]) -> Value {
+    let base = engine.config().chain.public_url.trim_end_matches('/').to_string();
+    Value::Array(jobs.iter().map(|j| status_object(&base, j)).collect())
+}
+
+/// The status object Squid clients read.
+pub fn status_object(base: &str, job: &Job) -> Value {
+    let agreement = job.agreement.as_ref();
+    let results: Vec<String> = if job.phase.is_terminal() && !job.removed {
+        job.outputs.iter().map(|o| format!("{base}{COMPUTE}/results/{}/outputs/{}", job.id, o.name)).collect()
+    } else {
+        vec![]
+    };
+    let log_url = if job.date_started.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/logs", job.id) } else { String::new() };
+    let stopreq = match (job.stop_requested, job.outcome) {
+        (_, Some(Outcome::TimedOut)) => 2,
+        (true, _) => 1,
+        _ => 0,
+    };
+    json!({
+        "agreementId": agreement.map(|a| a.agreement_id.trim_start_matches("0x").to_string()).unwrap_or_default(),
+        "jobId": job.id,
+        "owner": agreement.map(|a| a.consumer.clone()).unwrap_or_else(|| job.owner.clone()),
+        "status": job.phase.code(),
+        "statusText": job.phase.text(),
+        "dateCreated": job.date_created,
+        "dateFinished": job.date_finished,
+        "algorithmLogUrl": log_url,
+        "resultsUrl": results.first().cloned().unwrap_or_default(),
+        "resultsUrls": results,
+        "resultsDid": "",
+        "stopreq": stopreq,
+        "removed": if job.removed { 1 } else { 0 },
+        "outcome": job.outcome.map(|o| o.as_str()),
+        "error": job.error,
+        "settlement": job.settlement,
+    })
+}
+
+#[get("/api/v1/brizo/services/compute")]
+async fn compute_status(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&q)?;
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+}
+
+#[put("/api/v1/brizo/services/compute")]
+async fn stop_compute(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&q)?;
+    for job in jobs_of(&engine, &caller).await? {
+        if !job.is_finished() && !job.removed {
+            engine.stop(&job.id, Some(&caller.owner)).await?;
+        }
+    }
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+}
+
+#[delete("/api/v1/brizo/services/compute")]
+async fn delete_compute(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&q)?;
+    for job in jobs_of(&engine, &caller).await? {
+        if !job.removed {
+            engine.remove(&job.id, Some(&caller.owner)).await?;
+        }
+    }
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+}
+
+/// Downloads for the job's consumer only: `consumerAddress` and a signature of
+/// `consumerAddress + jobId` (either signature form).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DownloadQuery {
+    signature: Option<String>,
+    consumer_address: Option<String>,
+}
+
+async fn consumer_job(engine: &Engine, job_id: &str, q: &DownloadQuery) -> Result<Job, ApiError> {
+    let signature = required(&q.signature, "signature")?;
+    let consumer_text = required(&q.consumer_address, "consumerAddress")?;
+    let consumer = authorize::parse_address(consumer_text)?;
+    authorize::check_signature(consumer, &format!("{consumer_text}{job_id}"), signature)?;
+    Ok(engine.get(job_id, Some(&consumer.to_string().to_lowercase())).await?)
+}
+
+#[get("/api/v1/brizo/services/compute/results/{job_id}/outputs/{name:.*}")]
+async fn result_output(engine: web::Data<Engine>, path: web::Path<(String, String)>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+    let (job_id, name) = path.into_inner();
+    let job = consumer_job(&engine, &job_id, &q).await?;
+    if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
+        return Err(ApiError::NotFound(format!("job {job_id} has no published output {name:?}")));
+    }
+    let got = engine
+        .results
+        .get(&job_id, &format!("outputs/{name}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
+        .ok_or_else(|| ApiError::Internal(format!("output {name} of job {job_id} is missing from the results store")))?;
+    let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
+    Ok(HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+}
+
+#[get("/api/v1/brizo/services/compute/results/{job_id}/logs")]
+async fn result_log(engine: web::Data<Engine>, path: web::Path<String>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+    let job = consumer_job(&engine, &path, &q).await?;
+    let text = tokio::fs::read(engine.log_path(&job.id)).await.unwrap_or_default();
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text))
+}
+
+/// Encrypts a document (a dataset's files list) to the provider's key, for `encryptedFiles`.
+#[post("/api/v1/brizo/services/encrypt")]
+async fn encrypt(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let (keeper, _) = ctx.chain()?;
+    let document = match body.get("document") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) if !other.is_null() => other.to_string(),
+        _ => return Err(ApiError::BadRequest("document is required (the files list to encrypt)".into())),
+    };
+    let cipher = keeper.encrypt(document.as_bytes())?;
+    Ok(HttpResponse::Ok().json(json!({"encryptedDocument": format!("0x{}", hex::encode(cipher)), "providerAddress": keeper.address.to_string()})))
+}
+
+#[post("/api/v1/aquarius/assets/ddo")]
+async fn publish_ddo(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+    let did = ctx.metadata.publish(&body).await?;
+    Ok(HttpResponse::Created().json(json!({"id": did})))
+}
+
+#[get("/api/v1/aquarius/assets/ddo/{did}")]
+async fn get_ddo(ctx: web::Data<ChainContext>, did: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    match ctx.metadata.get(&did).await? {
+        Some(ddo) => Ok(HttpResponse::Ok().json(ddo)),
+        None => Err(ApiError::NotFound(format!("no DDO for {did}"))),
+    }
+}

@@ -1,0 +1,111 @@
+//! Publishing an asset the Ocean way, as a publisher's tool does it: the file list encrypted
+//! to the provider (`services/encrypt`), the DDO signed and stored in the metadata store, the
+//! DID registered on chain with the provider and the DDO's URL.
+
+use alloy::primitives::{keccak256, Address, B256, U256};
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use serde_json::{json, Value};
+
+use super::did;
+use super::resolver::DDO_PATH;
+use crate::chain::artifacts::Addresses;
+
+/// What the publisher states about a dataset's compute service.
+#[derive(Debug, Clone)]
+pub struct DatasetTerms {
+    pub name: String,
+    /// File locations (file:// under the provider's dataset roots, s3://, https://, ...):
+    /// encrypted, never public.
+    pub files: Vec<String>,
+    pub price: U256,
+    pub timeout_secs: u64,
+    pub allow_raw_algorithm: bool,
+    pub trusted_algorithms: Vec<String>,
+    pub allow_network_access: bool,
+    /// `(image, tag)`.
+    pub containers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlgorithmTerms {
+    pub name: String,
+    pub file: String,
+    pub image: String,
+    pub tag: String,
+    pub entrypoint: String,
+}
+
+pub enum Asset {
+    Dataset(DatasetTerms),
+    Algorithm(AlgorithmTerms),
+}
+
+/// Publishes through the service at `service` (its metadata store and encrypt endpoint) and
+/// registers the DID on chain with `publisher`'s key. Returns the DID.
+pub async fn publish(
+    service: &str,
+    chain: &DynProvider,
+    addresses: &Addresses,
+    publisher: &PrivateKeySigner,
+    asset: &Asset,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let service = service.trim_end_matches('/');
+    let info: Value = http.get(format!("{service}/api/v1/brizo")).send().await?.error_for_status()?.json().await?;
+    let provider: Address = info["provider-address"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{service} runs without a chain; start it with --keeper-url and --artifacts-dir"))?
+        .parse()?;
+    let id = B256::from(rand::random::<[u8; 32]>());
+    let did_text = did::format(&id);
+    let files: Vec<&str> = match asset {
+        Asset::Dataset(d) => d.files.iter().map(String::as_str).collect(),
+        Asset::Algorithm(a) => vec![a.file.as_str()],
+    };
+    let list: Vec<Value> = files.iter().enumerate().map(|(i, url)| json!({"index": i, "url": url})).collect();
+    let encrypted: Value = http
+        .post(format!("{service}/api/v1/brizo/services/encrypt"))
+        .json(&json!({"documentId": did_text, "document": Value::Array(list).to_string(), "publisherAddress": publisher.address().to_string()}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let encrypted_files = encrypted["encryptedDocument"].as_str().unwrap_or_default().to_string();
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ddo_url = format!("{service}{DDO_PATH}/{did_text}");
+    let mut services = vec![];
+    let main = match asset {
+        Asset::Dataset(d) => {
+            services.push(json!({"type": "compute", "index": 1, "serviceEndpoint": format!("{service}/api/v1/brizo/services/compute"),
+                "attributes": {"main": {
+                    "name": format!("compute on {}", d.name), "creator": publisher.address().to_string(), "datePublished": now,
+                    "price": d.price.to_string(), "timeout": d.timeout_secs,
+                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access},
+                    "provider": {"type": "Azure", "environment": {"cluster": {"type": "docker"},
+                        "supportedContainers": d.containers.iter().map(|(i, t)| json!({"image": i, "tag": t})).collect::<Vec<_>>(),
+                        "supportedServers": []}}}}}));
+            json!({"type": "dataset", "name": d.name, "author": publisher.address().to_string(), "dateCreated": now,
+                   "files": (0..d.files.len()).map(|i| json!({"index": i})).collect::<Vec<_>>()})
+        }
+        Asset::Algorithm(a) => json!({"type": "algorithm", "name": a.name, "author": publisher.address().to_string(), "dateCreated": now,
+            "files": [{"index": 0}],
+            "algorithm": {"language": "", "format": "", "version": "", "container": {"entrypoint": a.entrypoint, "image": a.image, "tag": a.tag}}}),
+    };
+    services.insert(0, json!({"type": "metadata", "index": 0, "serviceEndpoint": ddo_url, "attributes": {"main": main, "encryptedFiles": encrypted_files}}));
+    let signature = publisher.sign_message_sync(did_text.as_bytes())?.to_string();
+    let ddo = json!({
+        "@context": "https://w3id.org/did/v1",
+        "id": did_text,
+        "created": now,
+        "publicKey": [{"id": did_text, "type": "EthereumECDSAKey", "owner": publisher.address().to_string()}],
+        "service": services,
+        "proof": {"type": "DDOIntegritySignature", "created": now, "creator": publisher.address().to_string(), "signatureValue": signature},
+    });
+    http.post(format!("{service}{DDO_PATH}")).json(&ddo).send().await?.error_for_status()?;
+    let checksum = keccak256(ddo.to_string());
+    crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url).await?;
+    Ok(did_text)
+}

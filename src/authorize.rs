@@ -1,0 +1,246 @@
+//! The Authorizer: turns a signed Squid compute request into a job the engine can run, or a
+//! refusal that says why. Everything is checked before anything runs: the signature, the
+//! agreement on chain (consumer, dataset, template, price locked, not expired), the dataset's
+//! owner (a publisher this service serves) and its policy (raw code, trusted algorithms,
+//! containers, network).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, U256};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::assets::ddo::{self, ComputePolicy};
+use crate::assets::metadata::MetadataStore;
+use crate::assets::resolver::Resolver;
+use crate::assets::{did, AssetError};
+use crate::chain::agreement::{ConditionIds, Refusal, Terms};
+use crate::chain::keeper::Keeper;
+use crate::chain::ChainError;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::jobs::model::{AgreementRecord, AlgorithmSource, InputSource};
+use crate::jobs::JobRequest;
+
+/// What the chain side of the service needs; `keeper` and `resolver` are absent without a chain.
+pub struct ChainContext {
+    pub keeper: Option<Arc<Keeper>>,
+    pub resolver: Option<Resolver>,
+    pub metadata: MetadataStore,
+    /// Dataset owners this service computes for.
+    pub publishers: Vec<Address>,
+}
+
+impl ChainContext {
+    pub fn new(config: &Config, keeper: Option<Arc<Keeper>>, metadata: MetadataStore) -> Result<Self, ChainError> {
+        let mut publishers = config
+            .chain
+            .publishers
+            .iter()
+            .map(|p| Address::from_str(p).map_err(|_| ChainError::Config(format!("chain.publishers: {p:?} is not an address"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if publishers.is_empty() {
+            publishers.extend(keeper.as_ref().map(|k| k.address));
+        }
+        let resolver = keeper.clone().map(|k| Resolver::new(config, k, metadata.clone()));
+        Ok(Self { keeper, resolver, metadata, publishers })
+    }
+
+    pub fn chain(&self) -> Result<(&Arc<Keeper>, &Resolver), ApiError> {
+        match (&self.keeper, &self.resolver) {
+            (Some(k), Some(r)) => Ok((k, r)),
+            _ => Err(ApiError::Unavailable("this service runs without a chain (chain.keeper_url / --keeper-url); the v1 API needs one".into())),
+        }
+    }
+}
+
+/// The body of `POST /api/v1/brizo/services/compute`, as Squid clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    pub signature: Option<String>,
+    pub service_agreement_id: Option<String>,
+    pub consumer_address: Option<String>,
+    #[serde(rename = "algorithmDID", alias = "algorithmDid")]
+    pub algorithm_did: Option<String>,
+    pub algorithm_meta: Option<Value>,
+    pub output: Option<Value>,
+    #[serde(rename = "jobId")]
+    pub _job_id: Option<String>,
+}
+
+pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
+}
+
+pub fn parse_address(text: &str) -> Result<Address, ApiError> {
+    Address::from_str(text.trim()).map_err(|_| ApiError::BadRequest(format!("consumerAddress {text:?} is not an Ethereum address")))
+}
+
+pub fn parse_agreement_id(text: &str) -> Result<B256, ApiError> {
+    did::parse_id(text).ok_or_else(|| ApiError::BadRequest(format!("serviceAgreementId {text:?} is not 32 bytes of hex")))
+}
+
+pub fn check_signature(consumer: Address, message: &str, signature: &str) -> Result<(), ApiError> {
+    crate::auth::signature::verify(consumer, message, signature, crate::jobs::model::now_epoch() as u64)
+        .map_err(|e| ApiError::Unauthorized(format!("invalid signature: {e}")))
+}
+
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Unreachable(m) => ApiError::Unavailable(format!("chain node unreachable ({m}); try again")),
+            ChainError::Transaction { what, message } => ApiError::Unavailable(format!("{what} failed on chain: {message}; try again")),
+            ChainError::Config(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<AssetError> for ApiError {
+    fn from(e: AssetError) -> Self {
+        match e {
+            AssetError::Invalid(m) => ApiError::BadRequest(m),
+            AssetError::NotFound(did) => ApiError::NotFound(format!("{did} is not registered")),
+            AssetError::Chain(c) => c.into(),
+            e @ AssetError::Fetch { .. } => ApiError::Unavailable(e.to_string()),
+            AssetError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::UnknownAgreement(_) => ApiError::NotFound(r.to_string()),
+        other => ApiError::Forbidden(other.to_string()),
+    }
+}
+
+/// Checks a start request completely and, when everything holds, fulfils the compute
+/// condition and returns the job to run and the agreement it runs under.
+pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<(JobRequest, AgreementRecord), ApiError> {
+    let signature = required(&req.signature, "signature")?;
+    let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
+    let consumer_text = required(&req.consumer_address, "consumerAddress")?;
+    let consumer = parse_address(consumer_text)?;
+    let agreement_id = parse_agreement_id(agreement_text)?;
+    if req.algorithm_did.as_deref().is_none_or(|d| d.trim().is_empty()) && req.algorithm_meta.is_none() {
+        return Err(ApiError::BadRequest("algorithmDID or algorithmMeta is required".into()));
+    }
+    // The message is the strings as the client sent them (Squid signs exactly these).
+    check_signature(consumer, &format!("{consumer_text}{agreement_text}"), signature)?;
+
+    let (keeper, resolver) = ctx.chain()?;
+    let Some(on_chain) = crate::chain::agreement::get(&keeper.provider, &keeper.addresses, agreement_id).await? else {
+        return Err(ApiError::NotFound(format!("unknown agreement {agreement_id}")));
+    };
+    let dataset = resolver.resolve(&did::format(&on_chain.did)).await?;
+    if !ctx.publishers.contains(&dataset.owner) {
+        return Err(ApiError::Forbidden(format!("{} belongs to {}, not to a publisher this service computes for", dataset.did, dataset.owner)));
+    }
+    let policy = ddo::compute_policy(&dataset.ddo)?;
+    let terms = Terms { agreement_id, did: on_chain.did, price: policy.price, publisher: dataset.owner, consumer };
+    let ids = keeper.check(&terms).await?.map_err(refusal)?;
+
+    let (algorithm, container) = algorithm_of(ctx, resolver, &policy, req).await?;
+    let image = format!("{}:{}", container.image, container.tag);
+    if !policy.supported_containers.is_empty() && !policy.supported_containers.contains(&image) {
+        return Err(ApiError::Forbidden(format!("image {image} is not one the dataset supports ({})", policy.supported_containers.join(", "))));
+    }
+    let inputs = dataset_inputs(keeper, &dataset.ddo, &on_chain.did)?;
+    let request = JobRequest {
+        image,
+        entrypoint: container.entrypoint,
+        algorithm,
+        inputs,
+        timeout_seconds: (policy.timeout_secs > 0).then_some(policy.timeout_secs),
+        network: policy.allow_network_access,
+    };
+    // Only now, with every check passed, does the chain learn the compute was triggered.
+    let compute_tx = keeper.fulfill_compute(&terms, &ids).await?;
+    let record = AgreementRecord {
+        agreement_id: agreement_id.to_string(),
+        did: dataset.did,
+        price: terms.price.to_string(),
+        publisher: terms.publisher.to_string(),
+        consumer: consumer.to_string(),
+        lock_id: ids.lock.to_string(),
+        compute_id: ids.compute.to_string(),
+        escrow_id: ids.escrow.to_string(),
+        compute_tx: compute_tx.map(|t| t.to_string()),
+        output: req.output.clone(),
+    };
+    Ok((request, record))
+}
+
+async fn algorithm_of(
+    ctx: &ChainContext,
+    resolver: &Resolver,
+    policy: &ComputePolicy,
+    req: &StartRequest,
+) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), ApiError> {
+    if let Some(algorithm_did) = req.algorithm_did.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        let resolved = resolver.resolve(algorithm_did).await?;
+        if !policy.trusted_algorithms.is_empty() && !policy.trusted_algorithms.contains(&resolved.did.to_lowercase()) {
+            return Err(ApiError::Forbidden(format!("algorithm {} is not trusted by this dataset", resolved.did)));
+        }
+        let info = ddo::algorithm_info(&resolved.ddo)?;
+        let url = match ddo::encrypted_files(&resolved.ddo) {
+            Some(hex_files) => {
+                let keeper = ctx.keeper.as_ref().expect("chain checked");
+                let plain = keeper.decrypt(&decode_hex(hex_files)?)?;
+                ddo::file_urls(&plain)?.into_iter().next()
+            }
+            None => ddo::main(&resolved.ddo)
+                .and_then(|m| m.pointer("/files/0/url"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+        .ok_or_else(|| ApiError::BadRequest(format!("algorithm {} names no file", resolved.did)))?;
+        // A local file is only taken from an algorithm a served publisher owns.
+        if url.starts_with("file:") && !ctx.publishers.contains(&resolved.owner) {
+            return Err(ApiError::Forbidden(format!("algorithm {} points at a local file but is not owned by a served publisher", resolved.did)));
+        }
+        return Ok((AlgorithmSource { rawcode: None, url: Some(url), did: Some(resolved.did) }, info));
+    }
+    let meta = req.algorithm_meta.as_ref().expect("checked above");
+    if !policy.allow_raw_algorithm {
+        return Err(ApiError::Forbidden("this dataset does not allow raw algorithms (privacy.allowRawAlgorithm); use a published, trusted algorithm".into()));
+    }
+    let info = ddo::container_info(meta.get("container").ok_or_else(|| ApiError::BadRequest("algorithmMeta.container is required".into()))?)?;
+    let rawcode = meta.get("rawcode").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
+    let url = meta.get("url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
+    if rawcode.is_none() && url.is_none() {
+        return Err(ApiError::BadRequest("algorithmMeta needs rawcode or url".into()));
+    }
+    if url.as_deref().is_some_and(|u| u.starts_with("file:")) {
+        return Err(ApiError::BadRequest("algorithmMeta.url cannot be a local file".into()));
+    }
+    Ok((AlgorithmSource { url: if rawcode.is_some() { None } else { url }, rawcode, did: None }, info))
+}
+
+/// The dataset's files, decrypted: each becomes `/data/inputs/<did hex>/<n>`.
+fn dataset_inputs(keeper: &Keeper, ddo_doc: &Value, did_bytes: &B256) -> Result<Vec<InputSource>, ApiError> {
+    let hex_files = ddo::encrypted_files(ddo_doc).ok_or_else(|| ApiError::BadRequest("the dataset has no encryptedFiles".into()))?;
+    let plain = keeper.decrypt(&decode_hex(hex_files)?).map_err(|e| ApiError::Internal(format!("dataset files: {e}")))?;
+    let name = hex::encode(did_bytes);
+    Ok(ddo::file_urls(&plain)?.into_iter().map(|url| InputSource { url, name: Some(name.clone()) }).collect())
+}
+
+fn decode_hex(text: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(text.trim().trim_start_matches("0x")).map_err(|_| ApiError::BadRequest("encryptedFiles is not hex".into()))
+}
+
+/// Terms and condition ids back from a stored agreement record (for settlement).
+pub fn terms_of(record: &AgreementRecord) -> Result<(Terms, ConditionIds), String> {
+    let b = |s: &str| B256::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not 32 bytes"));
+    let a = |s: &str| Address::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not an address"));
+    let terms = Terms {
+        agreement_id: b(&record.agreement_id)?,
+        did: did::parse(&record.did).ok_or_else(|| format!("stored agreement: bad DID {}", record.did))?,
+        price: U256::from_str(&record.price).map_err(|_| "stored agreement: bad price".to_string())?,
+        publisher: a(&record.publisher)?,
+        consumer: a(&record.consumer)?,
+    };
+    Ok((terms, ConditionIds { lock: b(&record.lock_id)?, compute: b(&record.compute_id)?, escrow: b(&record.escrow_id)? }))
+}
