@@ -33,7 +33,9 @@ async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
     if let Some(keeper) = &ctx.keeper {
         body["keeper-url"] = json!(keeper.url);
         body["network"] = json!(keeper.network);
-        body["contracts"] = json!(keeper.addresses.0);
+        // Checksummed, as Ocean tooling prints them.
+        let contracts: serde_json::Map<String, Value> = keeper.addresses.0.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect();
+        body["contracts"] = Value::Object(contracts);
         body["provider-address"] = json!(keeper.address.to_string());
     }
     HttpResponse::Ok().json(body)

@@ -1,0 +1,323 @@
+//! The Squid-compatible v1 API end to end: a real local chain with the keeper contracts
+//! 0.13.2 (anvil), the real service and Docker; signatures made with the development keys.
+//! Needs `scripts/chain-deps.sh` and the Docker setup (`make test` does both).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use brizo::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
+use brizo::chain::agreement::{self, Terms};
+use brizo::chain::contracts::ConditionState;
+use brizo::chain::dev::{DevChain, DevOptions, DEV_KEYS};
+use brizo::chain::signing_provider;
+use brizo::squid::{Algorithm, Consumer};
+use common::{Service, IMAGE};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+struct World {
+    chain: DevChain,
+    dir: tempfile::TempDir,
+    svc: Service,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = DevChain::start(&DevOptions::new(common::free_port(), dir.path().join("artifacts")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(install the chain tools with scripts/chain-deps.sh)"));
+    let svc = service(&chain, &dir, &chain.url.clone()).await;
+    World { chain, dir, svc }
+}
+
+async fn service(chain: &DevChain, dir: &tempfile::TempDir, keeper_url: &str) -> Service {
+    let _ = chain;
+    let artifacts = dir.path().join("artifacts");
+    Service::start_with(&[
+        ("BRIZO_CHAIN__KEEPER_URL", keeper_url),
+        ("BRIZO_CHAIN__ARTIFACTS_DIR", artifacts.to_str().unwrap()),
+        ("BRIZO_PROVIDER_KEY", DEV_KEYS[2]),
+    ])
+    .await
+}
+
+impl World {
+    fn publisher(&self) -> PrivateKeySigner {
+        DEV_KEYS[2].parse().unwrap()
+    }
+
+    fn consumer(&self, index: usize) -> Consumer {
+        let (chain, _) = signing_provider(&self.chain.url, DEV_KEYS[index]).unwrap();
+        Consumer { http: reqwest::Client::new(), service: self.svc.base.clone(), signer: DEV_KEYS[index].parse().unwrap(), chain, addresses: self.chain.addresses.clone() }
+    }
+
+    async fn publish(&self, asset: Asset) -> String {
+        let (chain, _) = signing_provider(&self.chain.url, DEV_KEYS[2]).unwrap();
+        publish::publish(&self.svc.base, &chain, &self.chain.addresses, &self.publisher(), &asset).await.unwrap()
+    }
+
+    /// A dataset of three numbers, and optionally its policy changed by `tweak`.
+    async fn dataset(&self, tweak: impl FnOnce(&mut DatasetTerms)) -> String {
+        let url = self.svc.dataset("numbers/values.txt", "3\n4\n5\n");
+        let (image, tag) = IMAGE.split_once(':').unwrap();
+        let mut terms = DatasetTerms {
+            name: "numbers".into(),
+            files: vec![url],
+            price: U256::from(7u64) * U256::from(10u64).pow(U256::from(18u64)),
+            timeout_secs: 120,
+            allow_raw_algorithm: false,
+            trusted_algorithms: vec![],
+            allow_network_access: false,
+            containers: vec![(image.into(), tag.into())],
+        };
+        tweak(&mut terms);
+        self.publish(Asset::Dataset(terms)).await
+    }
+
+    async fn algorithm(&self) -> String {
+        let url = self.svc.dataset(
+            "algorithms/sum.py",
+            "import os, pathlib\nfiles = [p for p in pathlib.Path('/data/inputs').rglob('*') if p.is_file()]\n\
+             total = sum(int(x) for p in files for x in p.read_text().split())\nprint('sum', total, 'of', len(files), 'file(s)', flush=True)\n\
+             pathlib.Path('/data/outputs/sum.txt').write_text(str(total))\n",
+        );
+        let (image, tag) = IMAGE.split_once(':').unwrap();
+        self.publish(Asset::Algorithm(AlgorithmTerms { name: "sum".into(), file: url, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() })).await
+    }
+
+    async fn wait_finished(&self, consumer: &Consumer, terms: &Terms, job: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let list = consumer.call(Method::GET, terms.agreement_id, Some(job)).await.unwrap();
+            let status = &list[0];
+            if status["status"] == 70 && !status["settlement"].is_null() || matches!(status["status"].as_i64(), Some(31 | 32)) && !status["settlement"].is_null() {
+                return status.clone();
+            }
+            assert!(Instant::now() < deadline, "job {job} did not finish and settle: {status}\n{}", self.svc.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn post_start(svc: &Service, body: &Value) -> (u16, Value) {
+    let res = svc.http.post(svc.url("/api/v1/brizo/services/compute")).json(body).send().await.unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let mut body: Value = res.json().await.unwrap_or(Value::Null);
+    if let Some(r) = retry_after {
+        body["retryAfter"] = json!(r);
+    }
+    (status, body)
+}
+
+fn start_body(consumer: &Consumer, agreement: &str, algorithm_did: &str) -> Value {
+    let address = consumer.address().to_string();
+    json!({"consumerAddress": address, "serviceAgreementId": agreement, "algorithmDID": algorithm_did,
+           "signature": consumer.sign(&format!("{address}{agreement}"))})
+}
+
+#[tokio::test]
+async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
+    let w = world().await;
+    let info: Value = w.svc.http.get(w.svc.url("/api/v1/brizo")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["provider-address"], w.chain.accounts[2].address.to_string());
+    assert_eq!(info["contracts"]["DIDRegistry"], w.chain.addresses.get("DIDRegistry").unwrap().to_string());
+
+    let dataset = w.dataset(|_| {}).await;
+    let algorithm = w.algorithm().await;
+    // The DDO in the metadata store never shows where the data is.
+    let ddo: Value = w.svc.http.get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{dataset}"))).send().await.unwrap().json().await.unwrap();
+    assert!(!ddo.to_string().contains("values.txt"), "a file location leaked into the public DDO: {ddo}");
+
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let publisher_before = consumer.balance(terms.publisher).await.unwrap();
+    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap();
+    assert_eq!(job.len(), 32);
+
+    let status = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(status["statusText"], "Job finished", "{status}");
+    assert_eq!(status["outcome"], "succeeded", "{status}");
+    assert_eq!(status["jobId"], job.as_str());
+    assert_eq!(status["owner"], consumer.address().to_string());
+    assert_eq!(status["agreementId"], hex::encode(terms.agreement_id));
+    assert_eq!(status["stopreq"], 0);
+    assert_eq!(status["removed"], 0);
+    assert_eq!(status["settlement"]["state"], "paid", "{status}");
+
+    // Results and the log, for this consumer only.
+    let url = status["resultsUrls"][0].as_str().unwrap();
+    assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
+    let log = consumer.download(status["algorithmLogUrl"].as_str().unwrap(), &job).await.unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("sum 12 of 1 file(s)"));
+    let stranger = w.consumer(4);
+    assert!(stranger.download(url, &job).await.is_err(), "another consumer downloaded the results");
+    let res = w.svc.http.get(url).send().await.unwrap();
+    assert_eq!(res.status(), 400, "unsigned download must be refused");
+
+    // Settlement on chain: every condition fulfilled, the publisher paid the price.
+    let provider = brizo::chain::provider(&w.chain.url).unwrap();
+    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms).await.unwrap();
+    for id in [ids.lock, ids.compute, ids.escrow] {
+        assert_eq!(agreement::condition(&provider, &w.chain.addresses, id).await.unwrap().state, ConditionState::Fulfilled);
+    }
+    assert_eq!(consumer.balance(terms.publisher).await.unwrap() - publisher_before, terms.price);
+
+    // Listing without a job id; another consumer sees nothing of it.
+    assert_eq!(consumer.call(Method::GET, terms.agreement_id, None).await.unwrap().len(), 1);
+    let err = stranger.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    // Delete: the job is marked removed and its results go.
+    let after = consumer.call(Method::DELETE, terms.agreement_id, Some(&job)).await.unwrap();
+    assert_eq!(after[0]["removed"], 1);
+    assert!(consumer.download(url, &job).await.is_err());
+}
+
+#[tokio::test]
+async fn requests_are_refused_with_the_reason() {
+    let w = world().await;
+    let dataset = w.dataset(|_| {}).await;
+    let algorithm = w.algorithm().await;
+    let untrusting = w.dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))]).await;
+    let raw_ok = w.dataset(|d| d.allow_raw_algorithm = true).await;
+    let consumer = w.consumer(3);
+    let other = w.consumer(4);
+    let paid = consumer.order(&dataset, 0).await.unwrap();
+    let agreement = paid.agreement_id.to_string();
+
+    let mut cases: Vec<(&str, Value, u16, &str)> = vec![];
+    // Signed by someone else than the consumer it names.
+    let mut forged = start_body(&consumer, &agreement, &algorithm);
+    forged["signature"] = json!(other.sign(&format!("{}{agreement}", consumer.address())));
+    cases.push(("wrong signer", forged, 401, "signature"));
+    // Another consumer, correctly signed, on someone else's agreement.
+    cases.push(("other consumer", start_body(&other, &agreement, &algorithm), 403, "not the consumer"));
+    // Auth tokens: tampered, stale.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = |ts: u64| format!("{}-{ts}", consumer.sign(&format!("Ocean Protocol Authentication\n{ts}")));
+    let mut tampered = start_body(&consumer, &agreement, &algorithm);
+    tampered["signature"] = json!(token(now - 10).replace(&format!("-{}", now - 10), &format!("-{}", now - 5)));
+    cases.push(("tampered token", tampered, 401, "signature"));
+    let mut stale = start_body(&consumer, &agreement, &algorithm);
+    stale["signature"] = json!(token(now - 25 * 3600));
+    cases.push(("stale token", stale, 401, "expired"));
+    // A valid token is accepted as a signature (checked by the success below).
+    // Raw code on a dataset that does not allow it.
+    let mut raw = start_body(&consumer, &agreement, "");
+    raw.as_object_mut().unwrap().remove("algorithmDID");
+    raw["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
+    cases.push(("raw code not allowed", raw, 403, "raw algorithms"));
+    // Unknown agreement; malformed fields.
+    cases.push(("unknown agreement", start_body(&consumer, &format!("0x{}", "12".repeat(32)), &algorithm), 404, "unknown agreement"));
+    cases.push(("missing signature", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": agreement, "algorithmDID": algorithm}), 400, "signature is required"));
+    cases.push(("bad address", json!({"consumerAddress": "0x123", "serviceAgreementId": agreement, "algorithmDID": algorithm, "signature": "0x00"}), 400, "not an Ethereum address"));
+    cases.push(("bad agreement id", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": "xyz", "algorithmDID": algorithm, "signature": "0x00"}), 400, "32 bytes"));
+
+    // Created but not paid.
+    let unpaid = Terms { agreement_id: alloy::primitives::B256::from(rand::random::<[u8; 32]>()), ..paid };
+    let provider_address = w.chain.accounts[2].address;
+    agreement::create(&consumer.chain, &w.chain.addresses, &unpaid, provider_address, [0, 0, 0]).await.unwrap();
+    cases.push(("lock not fulfilled", start_body(&consumer, &unpaid.agreement_id.to_string(), &algorithm), 403, "not locked"));
+    // Expired: the compute condition times out after 2 blocks.
+    let expiring = consumer.order(&dataset, 2).await.unwrap();
+    let _: Value = consumer.chain.raw_request("anvil_mine".into(), (U256::from(5u64),)).await.unwrap();
+    cases.push(("expired agreement", start_body(&consumer, &expiring.agreement_id.to_string(), &algorithm), 403, "expired"));
+    // An algorithm the dataset does not trust.
+    let untrusted = consumer.order(&untrusting, 0).await.unwrap();
+    cases.push(("untrusted algorithm", start_body(&consumer, &untrusted.agreement_id.to_string(), &algorithm), 403, "not trusted"));
+    // Raw code allowed, but in an image the dataset does not support.
+    let raw_order = consumer.order(&raw_ok, 0).await.unwrap();
+    let mut wrong_image = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
+    wrong_image.as_object_mut().unwrap().remove("algorithmDID");
+    wrong_image["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "debian", "tag": "bookworm", "entrypoint": "python3 $ALGO"}});
+    cases.push(("unsupported image", wrong_image, 403, "not one the dataset supports"));
+
+    for (name, body, status, needle) in cases {
+        let (got, answer) = post_start(&w.svc, &body).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_else(|| panic!("{name}: no error message: {answer}"));
+        assert!(message.contains(needle), "{name}: {message:?} lacks {needle:?}");
+    }
+    // None of the refused requests started a job.
+    let list: Vec<Value> = w.svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert!(list.is_empty(), "{list:?}");
+
+    // The same agreement with a valid auth token and lower-case address is accepted; raw code
+    // runs where the dataset allows it.
+    let mut with_token = start_body(&consumer, &agreement.trim_start_matches("0x"), &algorithm);
+    with_token["consumerAddress"] = json!(consumer.address().to_string().to_lowercase());
+    with_token["signature"] = json!(token(now));
+    with_token["algorithmDid"] = with_token.as_object_mut().unwrap().remove("algorithmDID").unwrap();
+    let (got, answer) = post_start(&w.svc, &with_token).await;
+    assert_eq!(got, 200, "{answer}");
+    let mut raw_run = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
+    raw_run.as_object_mut().unwrap().remove("algorithmDID");
+    raw_run["algorithmMeta"] = json!({"rawcode": "print('raw ran')", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
+    let (got, answer) = post_start(&w.svc, &raw_run).await;
+    assert_eq!(got, 200, "{answer}");
+    let status = w.wait_finished(&consumer, &raw_order, answer["jobId"].as_str().unwrap()).await;
+    assert_eq!(status["outcome"], "succeeded", "{status}");
+}
+
+#[tokio::test]
+async fn an_unreachable_chain_answers_503_and_running_jobs_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Deploy, keep the artifacts, stop the node.
+    let chain = DevChain::start(&DevOptions::new(common::free_port(), dir.path().join("artifacts"))).await.unwrap();
+    let dead_url = chain.url.clone();
+    let consumer_address = chain.accounts[3].address.to_string();
+    drop(chain);
+    let svc = Service::start_with(&[
+        ("BRIZO_CHAIN__KEEPER_URL", dead_url.as_str()),
+        ("BRIZO_CHAIN__ARTIFACTS_DIR", dir.path().join("artifacts").to_str().unwrap()),
+        ("BRIZO_PROVIDER_KEY", DEV_KEYS[3]),
+    ])
+    .await;
+    let consumer: PrivateKeySigner = DEV_KEYS[3].parse().unwrap();
+    let agreement = format!("0x{}", "34".repeat(32));
+    let body = json!({"consumerAddress": consumer_address, "serviceAgreementId": agreement, "algorithmDID": format!("did:op:{}", "56".repeat(32)),
+        "signature": consumer.sign_message_sync(format!("{consumer_address}{agreement}").as_bytes()).unwrap().to_string()});
+    let (status, answer) = post_start(&svc, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["retryAfter"], "5");
+    assert!(answer["error"].as_str().unwrap().contains("unreachable"), "{answer}");
+    // The engine is not held up by the chain.
+    let id = svc.submit(common::python_job("print('still running')")).await;
+    assert_eq!(svc.wait_finished(&id, PATIENCE).await["outcome"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
+    let mut w = world().await;
+    let dataset = w.dataset(|_| {}).await;
+    let slow = {
+        let url = w.svc.dataset("algorithms/slow.py", "import time\ntime.sleep(2)\nprint('done', flush=True)\n");
+        let (image, tag) = IMAGE.split_once(':').unwrap();
+        w.publish(Asset::Algorithm(AlgorithmTerms { name: "slow".into(), file: url, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() })).await
+    };
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let provider_address = w.chain.accounts[2].address;
+    let job = consumer.start(terms.agreement_id, &Algorithm::Did(slow)).await.unwrap();
+    // The compute condition was fulfilled by the start: one transaction so far.
+    let after_start = consumer.chain.get_transaction_count(provider_address).await.unwrap();
+    w.svc.wait_status(&job, 40, PATIENCE).await;
+    w.svc.kill9();
+    w.svc.spawn().await;
+    let status = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(status["settlement"]["state"], "paid", "{status}");
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 1, "exactly one more transaction: the reward");
+    // Another restart after settlement sends nothing.
+    w.svc.kill9();
+    w.svc.spawn().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 1);
+    let _ = &w.dir;
+}
