@@ -116,9 +116,18 @@ fn refusal(r: Refusal) -> ApiError {
     }
 }
 
-/// Checks a start request completely and, when everything holds, fulfils the compute
-/// condition and returns the job to run and the agreement it runs under.
-pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<(JobRequest, AgreementRecord), ApiError> {
+/// A start request that passed every check: the job to run, the agreement it runs under, and
+/// what fulfilling the compute condition needs.
+pub struct Authorized {
+    pub request: JobRequest,
+    pub record: AgreementRecord,
+    pub terms: Terms,
+    pub ids: ConditionIds,
+}
+
+/// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
+/// the compute condition once the job itself is known to be acceptable.
+pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<Authorized, ApiError> {
     let signature = required(&req.signature, "signature")?;
     let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
     let consumer_text = required(&req.consumer_address, "consumerAddress")?;
@@ -156,8 +165,6 @@ pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<(
         timeout_seconds: (policy.timeout_secs > 0).then_some(policy.timeout_secs),
         network: policy.allow_network_access,
     };
-    // Only now, with every check passed, does the chain learn the compute was triggered.
-    let compute_tx = keeper.fulfill_compute(&terms, &ids).await?;
     let record = AgreementRecord {
         agreement_id: agreement_id.to_string(),
         did: dataset.did,
@@ -167,10 +174,10 @@ pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<(
         lock_id: ids.lock.to_string(),
         compute_id: ids.compute.to_string(),
         escrow_id: ids.escrow.to_string(),
-        compute_tx: compute_tx.map(|t| t.to_string()),
+        compute_tx: None,
         output: req.output.clone(),
     };
-    Ok((request, record))
+    Ok(Authorized { request, record, terms, ids })
 }
 
 async fn algorithm_of(

@@ -29,23 +29,23 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(&[]).await
+}
+
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let chain = DevChain::start(&DevOptions::new(common::free_port(), dir.path().join("artifacts")))
         .await
         .unwrap_or_else(|e| panic!("{e}\n(install the chain tools with scripts/chain-deps.sh)"));
-    let svc = service(&chain, &dir, &chain.url.clone()).await;
-    World { chain, dir, svc }
-}
-
-async fn service(chain: &DevChain, dir: &tempfile::TempDir, keeper_url: &str) -> Service {
-    let _ = chain;
     let artifacts = dir.path().join("artifacts");
-    Service::start_with(&[
-        ("BRIZO_CHAIN__KEEPER_URL", keeper_url),
+    let mut env = vec![
+        ("BRIZO_CHAIN__KEEPER_URL", chain.url.as_str()),
         ("BRIZO_CHAIN__ARTIFACTS_DIR", artifacts.to_str().unwrap()),
         ("BRIZO_PROVIDER_KEY", DEV_KEYS[2]),
-    ])
-    .await
+    ];
+    env.extend_from_slice(extra);
+    let svc = Service::start_with(&env).await;
+    World { chain, dir, svc }
 }
 
 impl World {
@@ -186,7 +186,11 @@ async fn requests_are_refused_with_the_reason() {
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;
     let untrusting = w.dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))]).await;
-    let raw_ok = w.dataset(|d| d.allow_raw_algorithm = true).await;
+    let raw_ok = w.dataset(|d| {
+        d.allow_raw_algorithm = true;
+        d.allow_network_access = true;
+    })
+    .await;
     let consumer = w.consumer(3);
     let other = w.consumer(4);
     let paid = consumer.order(&dataset, 0).await.unwrap();
@@ -259,11 +263,18 @@ async fn requests_are_refused_with_the_reason() {
     assert_eq!(got, 200, "{answer}");
     let mut raw_run = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
     raw_run.as_object_mut().unwrap().remove("algorithmDID");
-    raw_run["algorithmMeta"] = json!({"rawcode": "print('raw ran')", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
+    raw_run["algorithmMeta"] = json!({"rawcode": "import os\nprint('raw ran; nets', sorted(os.listdir('/sys/class/net')), flush=True)",
+        "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
     let (got, answer) = post_start(&w.svc, &raw_run).await;
     assert_eq!(got, 200, "{answer}");
-    let status = w.wait_finished(&consumer, &raw_order, answer["jobId"].as_str().unwrap()).await;
+    let job = answer["jobId"].as_str().unwrap();
+    let status = w.wait_finished(&consumer, &raw_order, job).await;
     assert_eq!(status["outcome"], "succeeded", "{status}");
+    // This dataset allows network access: the container got one (it has none by default).
+    let log = String::from_utf8_lossy(&consumer.download(status["algorithmLogUrl"].as_str().unwrap(), job).await.unwrap()).to_string();
+    assert!(log.contains("raw ran") && log.contains("eth0"), "{log}");
+    // The provider key never reaches the service's log.
+    assert!(!w.svc.log().contains(DEV_KEYS[2].trim_start_matches("0x")), "the provider key was logged");
 }
 
 #[tokio::test]
@@ -320,4 +331,38 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 1);
     let _ = &w.dir;
+}
+
+#[tokio::test]
+async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
+    // The dataset's file sits on a server that answers 404: data provisioning fails, through
+    // no fault of the consumer's. (Loopback is allowed here so the test server is reachable.)
+    let w = world_with(&[("BRIZO_INPUTS__ALLOW_PRIVATE_ADDRESSES", "true")]).await;
+    let server = common::http_files(vec![]).await;
+    let (image, tag) = IMAGE.split_once(':').unwrap();
+    let dataset = w
+        .publish(Asset::Dataset(DatasetTerms {
+            name: "gone".into(),
+            files: vec![format!("http://{server}/gone.csv")],
+            price: U256::from(5u64),
+            timeout_secs: 60,
+            allow_raw_algorithm: false,
+            trusted_algorithms: vec![],
+            allow_network_access: false,
+            containers: vec![(image.into(), tag.into())],
+        }))
+        .await;
+    let algorithm = w.algorithm().await;
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let before = consumer.balance(terms.publisher).await.unwrap();
+    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm)).await.unwrap();
+    let status = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(status["status"], 31, "{status}");
+    assert_eq!(status["settlement"]["state"], "not_paid", "{status}");
+    assert!(status["settlement"]["reason"].as_str().unwrap().contains("returns to the consumer"));
+    let provider = brizo::chain::provider(&w.chain.url).unwrap();
+    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms).await.unwrap();
+    assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.escrow).await.unwrap().state, ConditionState::Unfulfilled);
+    assert_eq!(consumer.balance(terms.publisher).await.unwrap(), before, "the publisher was paid for a job that never ran");
 }

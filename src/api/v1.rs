@@ -43,7 +43,12 @@ async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
 
 #[post("/api/v1/brizo/services/compute")]
 async fn start_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, body: web::Json<StartRequest>) -> Result<HttpResponse, ApiError> {
-    let (request, record) = authorize::authorize_start(&ctx, &body).await?;
+    let authorize::Authorized { mut request, mut record, terms, ids } = authorize::authorize_start(&ctx, &body).await?;
+    // The job must be acceptable before the chain hears of it...
+    engine.check(&mut request).await?;
+    // ...and only then is the compute condition fulfilled (idempotent: a retry sends nothing).
+    let (keeper, _) = ctx.chain()?;
+    record.compute_tx = keeper.fulfill_compute(&terms, &ids).await?.map(|t| t.to_string());
     let owner = record.consumer.to_lowercase();
     let job = engine.submit_under(&owner, request, Some(record)).await?;
     Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))

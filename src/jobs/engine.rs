@@ -133,6 +133,12 @@ impl Engine {
         Ok(job)
     }
 
+    /// Checks (and normalizes) a request as `submit` will, without recording anything.
+    pub async fn check(&self, r: &mut JobRequest) -> Result<(), EngineError> {
+        self.validate(r).await?;
+        self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))
+    }
+
     async fn validate(&self, r: &mut JobRequest) -> Result<(), EngineError> {
         let invalid = |m: String| Err(EngineError::Invalid(m));
         let image = r.image.trim();
