@@ -31,6 +31,104 @@ enum Command {
     /// A local chain with the Ocean keeper contracts.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Publish assets (datasets, algorithms) as their publisher.
+    #[command(subcommand)]
+    Asset(AssetCommand),
+    /// Use a dataset as a data scientist: order compute, run, fetch the results (v1 API).
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+}
+
+#[derive(Args, Clone)]
+struct ChainArgs {
+    /// URL of the brizo service.
+    #[arg(long, env = "BRIZO_SERVER", default_value = "http://127.0.0.1:8030")]
+    server: String,
+    /// Ethereum node with the keeper contracts.
+    #[arg(long, env = "BRIZO_KEEPER_URL", default_value = "http://127.0.0.1:8545")]
+    keeper_url: String,
+    /// Ocean-style artifacts of the deployment.
+    #[arg(long, env = "BRIZO_ARTIFACTS_DIR", default_value = "artifacts")]
+    artifacts_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AssetCommand {
+    /// Publish a DDO (metadata store + DIDRegistry) and print its DID. The key is
+    /// BRIZO_PUBLISHER_KEY.
+    #[command(subcommand)]
+    Publish(PublishCommand),
+}
+
+#[derive(Subcommand)]
+enum PublishCommand {
+    /// A dataset with a compute service; its file locations are encrypted to the provider.
+    Dataset {
+        #[arg(long)]
+        name: String,
+        /// A file location (file:// under the provider's dataset roots, s3://, https://...); repeatable.
+        #[arg(long = "file", required = true)]
+        files: Vec<String>,
+        /// Price of one compute job, in OCEAN (18 decimals).
+        #[arg(long)]
+        price: String,
+        /// Longest a job may run, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Allow raw code (algorithmMeta), not only published algorithms.
+        #[arg(long)]
+        allow_raw: bool,
+        /// Only these algorithm DIDs may run (repeatable; none: any published algorithm).
+        #[arg(long = "trusted")]
+        trusted: Vec<String>,
+        /// Give jobs on this dataset a network.
+        #[arg(long)]
+        allow_network: bool,
+        /// A supported image, image:tag (repeatable; none: any the engine has).
+        #[arg(long = "container")]
+        containers: Vec<String>,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// An algorithm: its code's location and the container it runs in.
+    Algorithm {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: String,
+        /// image:tag
+        #[arg(long)]
+        container: String,
+        #[arg(long, default_value = "python3 $ALGO")]
+        entrypoint: String,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsumerCommand {
+    /// Order compute on a dataset (agreement + locked price), run an algorithm through the v1
+    /// API with signed requests, follow it, download the results. The key is BRIZO_CONSUMER_KEY.
+    Compute {
+        #[arg(long)]
+        dataset: String,
+        /// A published algorithm.
+        #[arg(long, conflicts_with = "rawcode", required_unless_present = "rawcode")]
+        algorithm: Option<String>,
+        /// A file of raw code (if the dataset allows it), run in --container.
+        #[arg(long, requires = "container")]
+        rawcode: Option<PathBuf>,
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long, default_value = "python3 $ALGO")]
+        entrypoint: String,
+        /// Save the results here.
+        #[arg(long)]
+        download: Option<PathBuf>,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +238,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             actix_web::rt::System::with_tokio_rt(runtime).block_on(crate::app::serve(config))
         }
         Command::Job(cmd) => runtime().block_on(job(cmd)),
+        Command::Asset(AssetCommand::Publish(cmd)) => runtime().block_on(publish_asset(cmd)),
+        Command::Consumer(cmd) => runtime().block_on(consumer(cmd)),
         Command::Chain(ChainCommand::Dev { port, artifacts_dir, anvil, keeper_contracts, summary }) => {
             let mut options = crate::chain::dev::DevOptions::new(port, artifacts_dir);
             options.anvil = anvil.unwrap_or(options.anvil);
@@ -147,6 +247,107 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime().block_on(chain_dev(options, summary))
         }
     }
+}
+
+fn key_from_env(var: &str) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
+    let key = std::env::var(var).with_context(|| format!("set {var} to the account's private key (hex)"))?;
+    key.trim().parse().map_err(|_| anyhow::anyhow!("{var} is not a valid private key"))
+}
+
+fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_string(), tag.to_string()),
+        _ => (image.to_string(), "latest".to_string()),
+    }
+}
+
+async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
+    use crate::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
+    let (asset, chain) = match cmd {
+        PublishCommand::Dataset { name, files, price, timeout, allow_raw, trusted, allow_network, containers, chain } => {
+            let price = alloy::primitives::utils::parse_units(&price, 18).with_context(|| format!("--price {price:?}"))?.get_absolute();
+            let containers = containers.iter().map(|c| split_image(c)).collect();
+            let terms = DatasetTerms { name, files, price, timeout_secs: timeout, allow_raw_algorithm: allow_raw, trusted_algorithms: trusted, allow_network_access: allow_network, containers };
+            (Asset::Dataset(terms), chain)
+        }
+        PublishCommand::Algorithm { name, file, container, entrypoint, chain } => {
+            let (image, tag) = split_image(&container);
+            (Asset::Algorithm(AlgorithmTerms { name, file, image, tag, entrypoint }), chain)
+        }
+    };
+    let publisher = key_from_env("BRIZO_PUBLISHER_KEY")?;
+    let (provider, _) = crate::chain::signing_provider(&chain.keeper_url, &hex::encode(publisher.to_bytes()))?;
+    let addresses = crate::chain::artifacts::Addresses::load(&chain.artifacts_dir, "development")?;
+    let did = publish::publish(&chain.server, &provider, &addresses, &publisher, &asset).await?;
+    println!("{did}");
+    Ok(())
+}
+
+async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
+    use crate::squid::{Algorithm, Consumer};
+    let ConsumerCommand::Compute { dataset, algorithm, rawcode, container, entrypoint, download, chain } = cmd;
+    let signer = key_from_env("BRIZO_CONSUMER_KEY")?;
+    let (provider, _) = crate::chain::signing_provider(&chain.keeper_url, &hex::encode(signer.to_bytes()))?;
+    let addresses = crate::chain::artifacts::Addresses::load(&chain.artifacts_dir, "development")?;
+    let consumer = Consumer { http: reqwest::Client::new(), service: chain.server.trim_end_matches('/').to_string(), signer, chain: provider, addresses };
+    println!("consumer {}", consumer.address());
+    let terms = consumer.order(&dataset, 0).await?;
+    println!("  agreement {} created; {} OCEAN locked in escrow", terms.agreement_id, alloy::primitives::utils::format_units(terms.price, 18)?);
+    let choice = match (algorithm, rawcode) {
+        (Some(did), _) => Algorithm::Did(did),
+        (None, Some(path)) => {
+            let (image, tag) = split_image(container.as_deref().unwrap_or_default());
+            let code = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Algorithm::Meta(serde_json::json!({"rawcode": code, "container": {"image": image, "tag": tag, "entrypoint": entrypoint}}))
+        }
+        (None, None) => anyhow::bail!("give --algorithm DID or --rawcode FILE"),
+    };
+    let job = consumer.start(terms.agreement_id, &choice).await?;
+    println!("  compute started over the v1 API (signed request): job {job}");
+    let mut last = 0;
+    let status = loop {
+        let list = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await?;
+        let status = list.into_iter().next().context("the service lists no such job")?;
+        let code = status["status"].as_i64().unwrap_or(0);
+        if code != last {
+            println!("  status {code}: {}", status["statusText"].as_str().unwrap_or(""));
+            last = code;
+        }
+        if matches!(code, 31 | 32 | 70) && !status["settlement"].is_null() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    if let Some(url) = status["algorithmLogUrl"].as_str().filter(|u| !u.is_empty()) {
+        let log = consumer.download(url, &job).await?;
+        for line in String::from_utf8_lossy(&log).lines() {
+            println!("  | {line}");
+        }
+    }
+    println!("  outcome: {}", status["outcome"].as_str().unwrap_or("?"));
+    if let Some(error) = status["error"].as_str() {
+        println!("  reason: {error}");
+    }
+    println!("  settlement: {} ({})", status["settlement"]["state"].as_str().unwrap_or("?"), status["settlement"]["reason"].as_str().unwrap_or(""));
+    if let Some(tx) = status["settlement"]["tx"].as_str() {
+        println!("  reward transaction: {tx}");
+    }
+    for url in status["resultsUrls"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
+        println!("  result: {url}");
+        if let Some(dir) = &download {
+            let name = url.rsplit("/outputs/").next().unwrap_or("output");
+            let dest = dir.join(name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&dest, consumer.download(url, &job).await?)?;
+            println!("    saved {}", dest.display());
+        }
+    }
+    if status["outcome"] != "succeeded" {
+        anyhow::bail!("job {job} did not succeed");
+    }
+    Ok(())
 }
 
 async fn chain_dev(options: crate::chain::dev::DevOptions, summary: Option<PathBuf>) -> anyhow::Result<()> {

@@ -33,8 +33,13 @@ pub const FUNDING: u128 = 1_000 * 10u128.pow(18);
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DevAccount {
     pub role: &'static str,
+    #[serde(serialize_with = "checksummed")]
     pub address: Address,
     pub private_key: &'static str,
+}
+
+fn checksummed<S: serde::Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&a.to_string())
 }
 
 pub fn dev_accounts() -> Vec<DevAccount> {
