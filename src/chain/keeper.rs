@@ -33,7 +33,7 @@ impl Keeper {
             return Err(ChainError::Config("chain.keeper_url is set but chain.artifacts_dir is not (--artifacts-dir)".into()));
         }
         let addresses = Addresses::load(&config.artifacts_dir, &config.network)?;
-        let signer = load_key(&config.keystore_file)?;
+        let signer = load_key(std::env::var("BRIZO_PROVIDER_KEY").ok(), &config.keystore_file, std::env::var("BRIZO_PROVIDER_KEY_PASSWORD").ok())?;
         let key = hex::encode(signer.to_bytes());
         let (provider, address) = super::signing_provider(&config.keeper_url, &key)?;
         Ok(Some(Keeper {
@@ -92,15 +92,48 @@ impl Keeper {
 
 /// The provider key: `BRIZO_PROVIDER_KEY` (hex), else the keystore file decrypted with
 /// `BRIZO_PROVIDER_KEY_PASSWORD`. Errors never include the key.
-fn load_key(keystore: &Path) -> Result<PrivateKeySigner, ChainError> {
-    if let Ok(hex_key) = std::env::var("BRIZO_PROVIDER_KEY") {
+fn load_key(env_key: Option<String>, keystore: &Path, password: Option<String>) -> Result<PrivateKeySigner, ChainError> {
+    if let Some(hex_key) = env_key {
         return hex_key.trim().parse().map_err(|_| ChainError::Config("BRIZO_PROVIDER_KEY is not a valid private key (32 bytes of hex)".into()));
     }
     if keystore.as_os_str().is_empty() {
         return Err(ChainError::Config("no provider key: set BRIZO_PROVIDER_KEY, or chain.keystore_file and BRIZO_PROVIDER_KEY_PASSWORD".into()));
     }
-    let password = std::env::var("BRIZO_PROVIDER_KEY_PASSWORD")
-        .map_err(|_| ChainError::Config("chain.keystore_file is set but BRIZO_PROVIDER_KEY_PASSWORD is not".into()))?;
+    let password = password.ok_or_else(|| ChainError::Config("chain.keystore_file is set but BRIZO_PROVIDER_KEY_PASSWORD is not".into()))?;
     PrivateKeySigner::decrypt_keystore(keystore, password)
         .map_err(|e| ChainError::Config(format!("keystore {}: {e}", keystore.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+
+    #[test]
+    fn keys_come_from_the_environment_or_an_encrypted_keystore() {
+        let from_env = load_key(Some(format!("0x{KEY}")), Path::new(""), None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (_, name) = PrivateKeySigner::encrypt_keystore(dir.path(), &mut rand08::thread_rng(), hex::decode(KEY).unwrap(), "pass phrase", None).unwrap();
+        let file = dir.path().join(name);
+        let from_keystore = load_key(None, &file, Some("pass phrase".into())).unwrap();
+        assert_eq!(from_env.address(), from_keystore.address());
+        let wrong = load_key(None, &file, Some("wrong".into())).unwrap_err().to_string();
+        assert!(wrong.contains("keystore") && !wrong.contains(KEY), "{wrong}");
+        let bad = load_key(Some("0xnot-a-key".into()), Path::new(""), None).unwrap_err().to_string();
+        assert!(bad.contains("BRIZO_PROVIDER_KEY") && !bad.contains("not-a-key"), "{bad}");
+        assert!(load_key(None, &file, None).unwrap_err().to_string().contains("BRIZO_PROVIDER_KEY_PASSWORD"));
+        assert!(load_key(None, Path::new(""), None).unwrap_err().to_string().contains("no provider key"));
+    }
+
+    #[test]
+    fn what_is_encrypted_to_the_provider_only_it_decrypts() {
+        let signer: PrivateKeySigner = KEY.parse().unwrap();
+        let public = signer.credential().verifying_key().to_encoded_point(false).as_bytes().to_vec();
+        let cipher = ecies::encrypt(&public, b"[{\"url\": \"file:///secret.csv\"}]").unwrap();
+        assert!(!String::from_utf8_lossy(&cipher).contains("secret"));
+        assert_eq!(ecies::decrypt(&signer.to_bytes().0, &cipher).unwrap(), b"[{\"url\": \"file:///secret.csv\"}]");
+        let other = PrivateKeySigner::random();
+        assert!(ecies::decrypt(&other.to_bytes().0, &cipher).is_err());
+    }
 }
