@@ -11,5 +11,6 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod jobs;
+pub mod proof;
 pub mod squid;
 pub mod storage;

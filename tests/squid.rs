@@ -170,6 +170,46 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     }
     assert_eq!(consumer.balance(terms.publisher).await.unwrap() - publisher_before, terms.price);
 
+    // The receipt: issued after settlement, anchored on chain, served to the consumer.
+    let deadline = Instant::now() + PATIENCE;
+    let receipt_url = loop {
+        let status = &consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0];
+        if let Some(url) = status["receiptUrl"].as_str().filter(|u| !u.is_empty()) {
+            break url.to_string();
+        }
+        assert!(Instant::now() < deadline, "no receipt: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let signed: Value = serde_json::from_slice(&consumer.download(&receipt_url, &job).await.unwrap()).unwrap();
+    let r = &signed["receipt"];
+    assert_eq!(r["agreementId"], terms.agreement_id.to_string());
+    assert_eq!(r["consumer"], consumer.address().to_string());
+    assert_eq!(r["provider"], w.chain.accounts[2].address.to_string());
+    assert_eq!(r["chainId"], w.chain.chain_id);
+    assert_eq!(r["inputs"][0]["did"], dataset.as_str());
+    assert!(r["inputs"][0]["source"].is_null(), "a dataset's file location leaked into its receipt");
+    assert_eq!(r["algorithm"]["did"], algorithm.as_str());
+    assert_eq!(r["settlement"]["state"], "paid");
+    assert!(r["settlement"]["computeTx"].is_string() && r["settlement"]["rewardTx"].is_string(), "{r}");
+    let dir = tempfile::tempdir().unwrap();
+    let receipt_file = dir.path().join("receipt.json");
+    std::fs::write(&receipt_file, serde_json::to_string(&signed).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brizo"))
+        .args(["proof", "verify"])
+        .arg(&receipt_file)
+        .args(["--keeper-url", &w.chain.url, "--provider", &w.chain.accounts[2].address.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("anchored on chain"), "{text}");
+    // The anchor holds this receipt's hash and no other.
+    let mut other: brizo::proof::receipt::SignedReceipt = serde_json::from_value(signed.clone()).unwrap();
+    other.hash = format!("0x{}", "ab".repeat(32));
+    let registry = w.chain.addresses.get("DIDRegistry").unwrap();
+    let provider_chain = brizo::chain::provider(&w.chain.url).unwrap();
+    let err = brizo::proof::verify::check_anchor(&other, &provider_chain, registry).await.unwrap_err();
+    assert!(err.to_string().contains("anchor mismatch"), "{err}");
+
     // Listing without a job id; another consumer sees nothing of it.
     assert_eq!(consumer.call(Method::GET, terms.agreement_id, None).await.unwrap().len(), 1);
     let err = stranger.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap_err();
@@ -324,12 +364,18 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
     w.svc.spawn().await;
     let status = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(status["settlement"]["state"], "paid", "{status}");
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 1, "exactly one more transaction: the reward");
+    let deadline = Instant::now() + PATIENCE;
+    while consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0]["receiptUrl"] == "" {
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Exactly two more transactions: the reward, and the receipt's anchor.
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 2);
     // Another restart after settlement sends nothing.
     w.svc.kill9();
     w.svc.spawn().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 1);
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 2);
     let _ = &w.dir;
 }
 

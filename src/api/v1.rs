@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(delete_compute)
         .service(result_output)
         .service(result_log)
+        .service(result_receipt)
         .service(encrypt)
         .service(publish_ddo)
         .service(get_ddo);
@@ -129,6 +130,7 @@ pub fn status_object(base: &str, job: &Job) -> Value {
         "resultsUrl": results.first().cloned().unwrap_or_default(),
         "resultsUrls": results,
         "resultsDid": "",
+        "receiptUrl": if job.receipt.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/receipt", job.id) } else { String::new() },
         "stopreq": stopreq,
         "removed": if job.removed { 1 } else { 0 },
         "outcome": job.outcome.map(|o| o.as_str()),
@@ -204,6 +206,13 @@ async fn result_log(engine: web::Data<Engine>, path: web::Path<String>, q: web::
     let job = consumer_job(&engine, &path, &q).await?;
     let text = tokio::fs::read(engine.log_path(&job.id)).await.unwrap_or_default();
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text))
+}
+
+#[get("/api/v1/brizo/services/compute/results/{job_id}/receipt")]
+async fn result_receipt(engine: web::Data<Engine>, path: web::Path<String>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+    let job = consumer_job(&engine, &path, &q).await?;
+    let receipt = job.receipt.ok_or_else(|| ApiError::NotFound(format!("job {} has no receipt yet", job.id)))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(receipt))
 }
 
 /// Encrypts a document (a dataset's files list) to the provider's key, for `encryptedFiles`.

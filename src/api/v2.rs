@@ -21,7 +21,7 @@ pub const OPERATOR: &str = "operator";
 #[derive(OpenApi)]
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
-    paths(create_job, list_jobs, get_job, job_logs, job_output, stop_job, delete_job, super::health::health),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, stop_job, delete_job, super::health::health),
     components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -45,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(job_output)
         .service(stop_job)
         .service(delete_job)
+        .service(job_receipt)
         .service(openapi_json)
         .service(utoipa_swagger_ui::SwaggerUi::new("/api/v2/docs/{_:.*}").url("/api/v2/docs/openapi.json", ApiDoc::openapi()));
 }
@@ -81,6 +82,8 @@ pub struct JobStatus {
     /// Published outputs (present once the job finished).
     pub outputs: Vec<OutputFile>,
     pub timings: PhaseTimings,
+    /// Hash of the signed receipt, once issued (`GET /api/v2/jobs/{id}/receipt`).
+    pub receipt_hash: Option<String>,
 }
 
 impl From<Job> for JobStatus {
@@ -102,6 +105,11 @@ impl From<Job> for JobStatus {
             date_finished: job.date_finished,
             outputs: if published { job.outputs } else { vec![] },
             timings: job.timings,
+            receipt_hash: job
+                .receipt
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                .and_then(|v| v["hash"].as_str().map(str::to_string)),
             job_id: job.id,
         }
     }
@@ -233,6 +241,16 @@ async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(Str
         .ok_or_else(|| ApiError::Internal(format!("output {name} of job {id} is recorded but missing from the results store")))?;
     let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
     Ok(HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+}
+
+/// The job's signed receipt (proof of computation), once the job finished.
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 200, content_type = "application/json", description = "the signed receipt (docs/receipt.md)"), (status = 404, body = ErrorBody)))]
+#[get("/api/v2/jobs/{id}/receipt")]
+async fn job_receipt(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let job = engine.get(&id, None).await?;
+    let receipt = job.receipt.ok_or_else(|| ApiError::NotFound(format!("job {id} has no receipt yet (it is issued once the job finished)")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(receipt))
 }
 
 /// Kill the job's run; the job ends as `stopped` (its logs and partial outputs are kept).

@@ -84,6 +84,17 @@ impl Keeper {
         agreement::release_reward(&self.provider, &self.addresses, terms, ids).await
     }
 
+    /// Registers `did` with `checksum` unless it already carries it (receipt anchors).
+    pub async fn anchor(&self, did: B256, checksum: B256, url: &str) -> Result<Option<B256>, ChainError> {
+        let _one_at_a_time = self.transactions.lock().await;
+        let registry = super::contracts::DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.provider);
+        let current = registry.getDIDRegister(did).call().await.map_err(|e| call_error("reading the anchor", e))?;
+        if current.lastChecksum == checksum {
+            return Ok(None);
+        }
+        agreement::register_did(&self.provider, &self.addresses, did, checksum, vec![self.address], url).await.map(Some)
+    }
+
     pub async fn register_did(&self, did: B256, checksum: B256, url: &str) -> Result<B256, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
         agreement::register_did(&self.provider, &self.addresses, did, checksum, vec![self.address], url).await

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::model::{new_job_id, now_epoch, AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement};
+use super::model::{new_job_id, now_epoch, AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement, StagedDigests};
+use crate::proof::digest;
 use crate::chain::keeper::Keeper;
 use super::store::{JobStore, StoreError, Transition};
 use super::workspace::{self, place_inputs, PlacedInput, Workspace};
@@ -125,6 +126,8 @@ impl Engine {
             timings: PhaseTimings::default(),
             agreement,
             settlement: None,
+            staged: None,
+            receipt: None,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);
@@ -322,6 +325,10 @@ impl Engine {
             if job.is_finished() {
                 if job.agreement.is_some() && job.settlement.is_none() {
                     self.settle(&job).await?;
+                    continue;
+                }
+                if job.receipt.is_none() && !job.removed {
+                    self.issue_receipt(&job).await?;
                 }
                 if job.removed {
                     self.clear_leftovers(&job).await.map_err(|e| StepError::Retry(e.to_string()))?;
@@ -383,11 +390,17 @@ impl Engine {
         if let Err(reason) = self.stage_algorithm(job, &ws).await {
             return self.finish(job, Outcome::Failed, Some(reason), Phase::AlgorithmProvisioningFailed).await;
         }
+        let mut staged = StagedDigests::default();
+        let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
+        staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
         for placed in place_inputs(&job.request.inputs) {
-            if let Err(reason) = self.stage_input(&ws, &placed).await {
-                return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await;
+            match self.stage_input(&ws, &placed).await {
+                Ok(path) => staged.inputs.push(digest::path_async(path).await.map_err(io)?),
+                Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
             }
         }
+        // Digests are taken as the data is handed to the job, for its receipt.
+        self.store.set_staged(&job.id, &staged).await?;
         let mut timings = job.timings.clone();
         timings.staging_ms = Some(started.elapsed().as_millis() as u64);
         self.store.transition(&job.id, Phase::Provisioned, Transition { timings: Some(timings), ..Default::default() }).await?;
@@ -418,7 +431,8 @@ impl Engine {
         set_mode(&dest, 0o644).map_err(|e| e.to_string())
     }
 
-    async fn stage_input(&self, ws: &Workspace, placed: &PlacedInput) -> Result<(), String> {
+    /// Puts one input in place; returns the path whose content the job sees.
+    async fn stage_input(&self, ws: &Workspace, placed: &PlacedInput) -> Result<PathBuf, String> {
         let dir = ws.inputs().join(&placed.name);
         tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
         set_mode(&dir, 0o755).map_err(|e| e.to_string())?;
@@ -431,12 +445,13 @@ impl Engine {
             } else {
                 tokio::fs::write(&dest, b"").await.map_err(|e| e.to_string())?;
             }
-            return Ok(());
+            return Ok(host);
         }
         let allow_private = self.config.inputs.allow_private_addresses;
         let url = storage::vet_remote_url(&placed.url, allow_private).await.map_err(|e| e.to_string())?;
         storage::fetch_to_file(&url, &dest, self.config.inputs.max_input_mb << 20, allow_private).await.map_err(|e| format!("input {}: {e}", placed.rel()))?;
-        set_mode(&dest, 0o644).map_err(|e| e.to_string())
+        set_mode(&dest, 0o644).map_err(|e| e.to_string())?;
+        Ok(dest)
     }
 
     fn file_inputs(&self, job: &Job) -> Result<Vec<(PlacedInput, PathBuf)>, String> {
@@ -608,6 +623,40 @@ impl Engine {
         };
         info!(job = %job.id, state = %settlement.state, "agreement settled");
         self.store.set_settlement(&job.id, &settlement).await?;
+        Ok(())
+    }
+
+    /// Signs the job's receipt, anchors its hash on chain when there is one, and publishes it
+    /// beside the results. Idempotent: the same job gives the same receipt (ECDSA signatures
+    /// here are deterministic), and an anchor already holding the hash is not sent again.
+    async fn issue_receipt(&self, job: &Job) -> Result<(), StepError> {
+        let log = self.log_path(&job.id);
+        let logs = if log.exists() { Some(digest::path_async(log).await.map_err(|e| StepError::Retry(e.to_string()))?) } else { None };
+        let chain_id = match &self.keeper {
+            Some(k) => Some(k.chain_id().await.map_err(|e| StepError::Retry(e.to_string()))?),
+            None => None,
+        };
+        let receipt = crate::proof::build::receipt(&self.config, job, self.keeper.as_deref(), chain_id, logs);
+        let key = match &self.keeper {
+            Some(k) => k.signer().clone(),
+            None => crate::proof::build::node_key(&self.config.data_dir).map_err(|e| StepError::Retry(format!("node key: {e}")))?,
+        };
+        let mut signed = crate::proof::receipt::sign(receipt, &key);
+        if let Some(keeper) = &self.keeper {
+            let did = crate::proof::receipt::anchor_did(&job.id);
+            let url = format!("{}/api/v1/brizo/services/compute/results/{}/receipt", self.config.chain.public_url.trim_end_matches('/'), job.id);
+            let hash: alloy::primitives::B256 = signed.hash.parse().expect("hash is 32 bytes");
+            let tx = keeper.anchor(did, hash, &url).await.map_err(|e| StepError::Retry(e.to_string()))?;
+            signed.anchor = Some(crate::proof::receipt::Anchor { did: crate::assets::did::format(&did), tx: tx.map(|t| t.to_string()) });
+        }
+        let text = serde_json::to_string_pretty(&signed).expect("receipt serializes");
+        let dir = self.config.data_dir.join("receipts");
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        let file = dir.join(format!("{}.json", job.id));
+        tokio::fs::write(&file, &text).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        self.results.put_file(&job.id, "receipt.json", &file).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        self.store.set_receipt(&job.id, &text).await?;
+        info!(job = %job.id, hash = %signed.hash, "receipt issued");
         Ok(())
     }
 

@@ -252,6 +252,18 @@ pub struct Job {
     pub timings: PhaseTimings,
     pub agreement: Option<AgreementRecord>,
     pub settlement: Option<Settlement>,
+    pub staged: Option<StagedDigests>,
+    /// The signed receipt (JSON), once issued.
+    pub receipt: Option<String>,
+}
+
+/// Digests of what was staged, for the receipt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedDigests {
+    pub algorithm: Option<crate::proof::digest::Digest>,
+    /// In the order of the request's inputs.
+    pub inputs: Vec<crate::proof::digest::Digest>,
 }
 
 impl Job {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::model::{AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement};
+use super::model::{AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement, StagedDigests};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,6 +145,20 @@ impl JobStore {
         Ok(())
     }
 
+    pub async fn set_staged(&self, id: &str, staged: &StagedDigests) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET staged = ? WHERE id = ?")
+            .bind(serde_json::to_string(staged).expect("digests serialize"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_receipt(&self, id: &str, receipt: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ?").bind(receipt).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_settlement(&self, id: &str, settlement: &Settlement) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET settlement = ? WHERE id = ?")
             .bind(serde_json::to_string(settlement).expect("settlement serializes"))
@@ -165,9 +179,12 @@ impl JobStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Finished jobs under an agreement whose settlement is still to be done.
+    /// Finished jobs with work left: an agreement to settle or a receipt to issue.
     pub async fn unsettled(&self) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE status IN (31, 32, 70) AND agreement IS NOT NULL AND settlement IS NULL")
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE status IN (31, 32, 70) AND removed = 0
+             AND ((agreement IS NOT NULL AND settlement IS NULL) OR receipt IS NULL)",
+        )
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(job_from_row).collect()
@@ -211,6 +228,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     let outcome: Option<String> = r.try_get("outcome")?;
     let agreement: Option<String> = r.try_get("agreement")?;
     let settlement: Option<String> = r.try_get("settlement")?;
+    let staged: Option<String> = r.try_get("staged")?;
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -233,5 +251,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         timings: serde_json::from_str(&timings).map_err(|e| corrupt("timings", &e))?,
         agreement: agreement.map(|a| serde_json::from_str::<AgreementRecord>(&a)).transpose().map_err(|e| corrupt("agreement", &e))?,
         settlement: settlement.map(|s| serde_json::from_str::<Settlement>(&s)).transpose().map_err(|e| corrupt("settlement", &e))?,
+        staged: staged.map(|s| serde_json::from_str::<StagedDigests>(&s)).transpose().map_err(|e| corrupt("staged", &e))?,
+        receipt: r.try_get("receipt")?,
     })
 }

@@ -1,0 +1,103 @@
+//! A job's receipt from its record: what was asked, what was staged (digests), what ran
+//! (image digest), how it ended, and how the agreement was settled.
+
+use std::path::Path;
+
+use alloy::signers::local::PrivateKeySigner;
+
+use super::digest::Digest;
+use super::receipt::{rfc3339, Receipt, ReceiptAlgorithm, ReceiptInput, ReceiptLimits, ReceiptSettlement, FORMAT};
+use crate::chain::keeper::Keeper;
+use crate::config::Config;
+use crate::jobs::workspace::place_inputs;
+use crate::jobs::Job;
+
+/// The contracts a verifier needs to find the agreement and the anchor.
+const CONTRACTS: [&str; 5] = ["AgreementStoreManager", "ComputeExecutionCondition", "DIDRegistry", "EscrowReward", "LockRewardCondition"];
+
+pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Option<u64>, logs: Option<Digest>) -> Receipt {
+    let staged = job.staged.clone().unwrap_or_default();
+    let agreement = job.agreement.as_ref();
+    let inputs = place_inputs(&job.request.inputs)
+        .into_iter()
+        .enumerate()
+        .map(|(i, placed)| {
+            let digest = staged.inputs.get(i);
+            ReceiptInput {
+                // Inputs of an agreement job are the dataset's (encrypted) files: named by DID only.
+                did: agreement.map(|a| a.did.clone()),
+                source: match agreement {
+                    Some(_) => None,
+                    None => url::Url::parse(&placed.url).ok().map(|u| crate::storage::redact(&u)),
+                },
+                name: placed.name,
+                index: placed.index,
+                size: digest.map(|d| d.size),
+                sha256: digest.map(|d| d.sha256.clone()),
+            }
+        })
+        .collect();
+    let contracts = keeper
+        .map(|k| CONTRACTS.iter().filter_map(|c| k.addresses.get(c).ok().map(|a| (c.to_string(), a.to_string()))).collect())
+        .unwrap_or_default();
+    let provider = match keeper {
+        Some(k) => k.address.to_string(),
+        None => node_key(&config.data_dir).map(|k| k.address().to_string()).unwrap_or_default(),
+    };
+    Receipt {
+        format: FORMAT.to_string(),
+        job_id: job.id.clone(),
+        agreement_id: agreement.map(|a| a.agreement_id.clone()),
+        chain_id,
+        contracts,
+        provider,
+        consumer: agreement.map(|a| a.consumer.clone()),
+        inputs,
+        algorithm: ReceiptAlgorithm {
+            did: job.request.algorithm.did.clone(),
+            raw: job.request.algorithm.rawcode.is_some(),
+            size: staged.algorithm.as_ref().map(|d| d.size),
+            sha256: staged.algorithm.as_ref().map(|d| d.sha256.clone()),
+        },
+        image: job.request.image.clone(),
+        image_digest: job.image_digest.clone(),
+        entrypoint: job.request.entrypoint.clone(),
+        limits: ReceiptLimits {
+            memory_mb: config.limits.memory_mb,
+            millicpus: (config.limits.cpus * 1000.0).round() as u64,
+            pids: config.limits.pids,
+            tmpfs_mb: config.limits.tmpfs_mb,
+            timeout_seconds: job.timeout_secs,
+        },
+        network: job.request.network,
+        user: config.limits.user.clone(),
+        started: job.date_started.map(rfc3339),
+        finished: job.date_finished.map(rfc3339),
+        exit_code: job.exit_code,
+        outcome: job.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "failed".into()),
+        outputs: job.outputs.clone(),
+        logs,
+        settlement: ReceiptSettlement {
+            compute_tx: agreement.and_then(|a| a.compute_tx.clone()),
+            state: job.settlement.as_ref().map(|s| s.state.clone()),
+            reward_tx: job.settlement.as_ref().and_then(|s| s.tx.clone()),
+        },
+    }
+}
+
+/// The key that signs receipts when the service runs without a chain: made once, kept in the
+/// data folder (mode 0600).
+pub fn node_key(data_dir: &Path) -> std::io::Result<PrivateKeySigner> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("node.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return text.trim().parse().map_err(|_| std::io::Error::other(format!("{} is not a private key", path.display())));
+    }
+    let key = PrivateKeySigner::random();
+    std::fs::create_dir_all(data_dir)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, hex::encode(key.to_bytes()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
+}

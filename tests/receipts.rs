@@ -1,0 +1,108 @@
+//! Proofs of computation for operator jobs (no chain): the receipt is issued, verifies with
+//! `brizo proof verify`, and any change to it, to an output or to the log is named.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{python_job, Service};
+use serde_json::{json, Value};
+
+async fn receipt_of(svc: &Service, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = svc.job(id).await;
+        if job["receiptHash"].is_string() {
+            return svc.get(&format!("/api/v2/jobs/{id}/receipt")).send().await.unwrap().json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no receipt: {job}\n{}", svc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn verify(receipt: &Value, dir: &Path, extra: &[&str]) -> (bool, String) {
+    let path = dir.join(format!("receipt-{}.json", rand::random::<u32>()));
+    std::fs::write(&path, serde_json::to_string_pretty(receipt).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brizo")).args(["proof", "verify"]).arg(&path).args(extra).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn a_receipt_verifies_and_every_change_is_named() {
+    let svc = Service::start().await;
+    let data = svc.dataset("r/values.txt", "1 2 3\n");
+    let mut body = python_job("import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\nprint('n', len(v))\npathlib.Path('/data/outputs/out.txt').write_text(str(sum(map(int, v))))\n");
+    body["inputs"] = json!([{"url": data}]);
+    let id = svc.submit(body).await;
+    assert_eq!(svc.wait_finished(&id, Duration::from_secs(120)).await["outcome"], "succeeded");
+    let signed = receipt_of(&svc, &id).await;
+    let r = &signed["receipt"];
+    assert_eq!(r["format"], "brizo-receipt/1");
+    assert_eq!(r["jobId"], id.as_str());
+    assert_eq!(r["outcome"], "succeeded");
+    assert_eq!(r["exitCode"], 0);
+    assert!(r["imageDigest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(r["inputs"][0]["sha256"], sha256(b"1 2 3\n").as_str());
+    assert_eq!(r["inputs"][0]["size"], 6);
+    assert_eq!(r["algorithm"]["raw"], true);
+    assert_eq!(r["outputs"][0]["name"], "out.txt");
+    assert_eq!(r["limits"]["memoryMb"], 512);
+    assert_eq!(r["network"], false);
+    assert!(signed["anchor"].is_null(), "no chain, no anchor");
+
+    // What the verifier checks against: the outputs and the log as one would download them.
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = dir.path().join("outputs");
+    std::fs::create_dir(&outputs).unwrap();
+    let got = svc.get(&format!("/api/v2/jobs/{id}/outputs/out.txt")).send().await.unwrap().bytes().await.unwrap();
+    std::fs::write(outputs.join("out.txt"), &got).unwrap();
+    std::fs::write(dir.path().join("log.txt"), svc.logs(&id).await).unwrap();
+    let log = dir.path().join("log.txt");
+    let args = ["--outputs", outputs.to_str().unwrap(), "--logs", log.to_str().unwrap()];
+    let (ok, text) = verify(&signed, dir.path(), &args);
+    assert!(ok, "{text}");
+    assert!(text.contains("ok  hash") && text.contains("output(s)") && text.contains("the log matches"), "{text}");
+
+    // Any change to a field breaks the hash.
+    for (pointer, value) in [("/receipt/exitCode", json!(1)), ("/receipt/outcome", json!("failed")), ("/receipt/imageDigest", json!("sha256:00")),
+                             ("/receipt/outputs/0/sha256", json!("00")), ("/receipt/inputs/0/size", json!(7))] {
+        let mut tampered = signed.clone();
+        *tampered.pointer_mut(pointer).unwrap() = value;
+        let (ok, text) = verify(&tampered, dir.path(), &[]);
+        assert!(!ok && text.contains("hash mismatch"), "{pointer}: {text}");
+    }
+    // A re-hashed receipt signed by someone else: the signature says so.
+    let mut resigned = signed.clone();
+    resigned["receipt"]["exitCode"] = json!(1);
+    let receipt: brizo::proof::receipt::Receipt = serde_json::from_value(resigned["receipt"].clone()).unwrap();
+    let forged = brizo::proof::receipt::sign(receipt, &alloy::signers::local::PrivateKeySigner::random());
+    let (ok, text) = verify(&serde_json::to_value(&forged).unwrap(), dir.path(), &[]);
+    assert!(!ok && text.contains("signature mismatch"), "{text}");
+    let mut bad_signature = signed.clone();
+    bad_signature["signature"] = json!(format!("0x{}", "11".repeat(65)));
+    let (ok, text) = verify(&bad_signature, dir.path(), &[]);
+    assert!(!ok && text.contains("signature"), "{text}");
+    // A changed output byte, a missing or an extra output, a changed log.
+    std::fs::write(outputs.join("out.txt"), b"7").unwrap();
+    let (ok, text) = verify(&signed, dir.path(), &args);
+    assert!(!ok && text.contains("output out.txt: sha256 differs"), "{text}");
+    std::fs::write(outputs.join("out.txt"), &got).unwrap();
+    std::fs::write(outputs.join("extra.txt"), b"x").unwrap();
+    let (ok, text) = verify(&signed, dir.path(), &args);
+    assert!(!ok && text.contains("extra.txt is in the outputs folder but not in the receipt"), "{text}");
+    std::fs::remove_file(outputs.join("extra.txt")).unwrap();
+    std::fs::remove_file(outputs.join("out.txt")).unwrap();
+    let (ok, text) = verify(&signed, dir.path(), &args);
+    assert!(!ok && text.contains("output out.txt is missing"), "{text}");
+    std::fs::write(outputs.join("out.txt"), &got).unwrap();
+    std::fs::write(&log, "forged log\n").unwrap();
+    let (ok, text) = verify(&signed, dir.path(), &args);
+    assert!(!ok && text.contains("logs differ"), "{text}");
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
