@@ -65,10 +65,15 @@ impl Consumer {
 
     /// `POST services/compute`, signed over `consumerAddress + serviceAgreementId`.
     pub async fn start(&self, agreement_id: B256, algorithm: &Algorithm) -> anyhow::Result<String> {
+        self.start_with(agreement_id, algorithm, serde_json::json!({"publishOutput": 0, "publishAlgorithmLog": 1})).await
+    }
+
+    /// `start` with an `output` section (publishOutput, publishAlgorithmLog, whitelist).
+    pub async fn start_with(&self, agreement_id: B256, algorithm: &Algorithm, output: Value) -> anyhow::Result<String> {
         let consumer = self.address().to_string();
         let agreement = agreement_id.to_string();
         let mut body = serde_json::json!({"consumerAddress": consumer, "serviceAgreementId": agreement,
-            "signature": self.sign(&format!("{consumer}{agreement}")), "output": {"publishOutput": 0, "publishAlgorithmLog": 1}});
+            "signature": self.sign(&format!("{consumer}{agreement}")), "output": output});
         match algorithm {
             Algorithm::Did(d) => body["algorithmDID"] = Value::String(d.clone()),
             Algorithm::Meta(m) => body["algorithmMeta"] = m.clone(),

@@ -412,3 +412,52 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
     assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.escrow).await.unwrap().state, ConditionState::Unfulfilled);
     assert_eq!(consumer.balance(terms.publisher).await.unwrap(), before, "the publisher was paid for a job that never ran");
 }
+
+#[tokio::test]
+async fn results_become_an_asset_owned_by_the_consumer() {
+    let w = world().await;
+    let dataset = w.dataset(|_| {}).await;
+    let algorithm = w.algorithm().await;
+    let consumer = w.consumer(3);
+    let friend = w.consumer(4);
+    let stranger = w.consumer(5);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let output = json!({"publishOutput": 1, "publishAlgorithmLog": 0, "whitelist": [friend.address().to_string()]});
+    let job = consumer.start_with(terms.agreement_id, &Algorithm::Did(algorithm.clone()), output).await.unwrap();
+    w.wait_finished(&consumer, &terms, &job).await;
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        let status = consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap().remove(0);
+        if status["resultsDid"] != "" && status["receiptUrl"] != "" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no results asset: {status}\n{}", w.svc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let results_did = status["resultsDid"].as_str().unwrap();
+    // Owned by the consumer on chain, its DDO in the metadata store with its provenance.
+    let provider = brizo::chain::provider(&w.chain.url).unwrap();
+    let registry = brizo::chain::contracts::DIDRegistry::new(w.chain.addresses.get("DIDRegistry").unwrap(), &provider);
+    let id = brizo::assets::did::parse(results_did).unwrap();
+    assert_eq!(registry.getDIDOwner(id).call().await.unwrap(), consumer.address());
+    let ddo: Value = w.svc.http.get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{results_did}"))).send().await.unwrap().json().await.unwrap();
+    let provenance = &ddo["service"][0]["attributes"]["additionalInformation"]["provenance"];
+    assert_eq!(provenance["sourceDatasets"][0], dataset.as_str());
+    assert_eq!(provenance["algorithm"]["did"], algorithm.as_str());
+    assert_eq!(provenance["jobId"], job.as_str());
+    assert_eq!(provenance["agreementId"], terms.agreement_id.to_string());
+    assert_eq!(ddo["publicKey"][0]["owner"], consumer.address().to_string());
+    assert!(!ddo.to_string().contains("/results/"), "result locations must stay encrypted: {ddo}");
+    // The receipt names it.
+    let signed: Value = serde_json::from_slice(&consumer.download(status["receiptUrl"].as_str().unwrap(), &job).await.unwrap()).unwrap();
+    assert_eq!(signed["receipt"]["resultsDid"], results_did);
+    // The log is not published (publishAlgorithmLog 0); results go to the consumer and the
+    // whitelisted address only.
+    assert_eq!(status["algorithmLogUrl"], "");
+    let log_url = format!("{}/api/v1/brizo/services/compute/results/{job}/logs", w.svc.base);
+    assert!(consumer.download(&log_url, &job).await.is_err());
+    let url = status["resultsUrls"][0].as_str().unwrap();
+    assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
+    assert_eq!(&friend.download(url, &job).await.unwrap()[..], b"12");
+    assert!(stranger.download(url, &job).await.is_err());
+}

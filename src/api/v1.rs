@@ -112,7 +112,7 @@ pub fn status_object(base: &str, job: &Job) -> Value {
     } else {
         vec![]
     };
-    let log_url = if job.date_started.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/logs", job.id) } else { String::new() };
+    let log_url = if job.date_started.is_some() && !job.removed && job.publishes_log() { format!("{base}{COMPUTE}/results/{}/logs", job.id) } else { String::new() };
     let stopreq = match (job.stop_requested, job.outcome) {
         (_, Some(Outcome::TimedOut)) => 2,
         (true, _) => 1,
@@ -129,7 +129,7 @@ pub fn status_object(base: &str, job: &Job) -> Value {
         "algorithmLogUrl": log_url,
         "resultsUrl": results.first().cloned().unwrap_or_default(),
         "resultsUrls": results,
-        "resultsDid": "",
+        "resultsDid": job.results_did.clone().unwrap_or_default(),
         "receiptUrl": if job.receipt.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/receipt", job.id) } else { String::new() },
         "stopreq": stopreq,
         "removed": if job.removed { 1 } else { 0 },
@@ -181,7 +181,13 @@ async fn consumer_job(engine: &Engine, job_id: &str, q: &DownloadQuery) -> Resul
     let consumer_text = required(&q.consumer_address, "consumerAddress")?;
     let consumer = authorize::parse_address(consumer_text)?;
     authorize::check_signature(consumer, &format!("{consumer_text}{job_id}"), signature)?;
-    Ok(engine.get(job_id, Some(&consumer.to_string().to_lowercase())).await?)
+    // The consumer, or an address the consumer whitelisted (`output.whitelist`).
+    let caller = consumer.to_string().to_lowercase();
+    let job = engine.get(job_id, None).await?;
+    if job.owner != caller && !job.whitelist().contains(&caller) {
+        return Err(ApiError::NotFound(format!("no job {job_id}")));
+    }
+    Ok(job)
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/outputs/{name:.*}")]
@@ -204,6 +210,9 @@ async fn result_output(engine: web::Data<Engine>, path: web::Path<(String, Strin
 #[get("/api/v1/brizo/services/compute/results/{job_id}/logs")]
 async fn result_log(engine: web::Data<Engine>, path: web::Path<String>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
     let job = consumer_job(&engine, &path, &q).await?;
+    if !job.publishes_log() {
+        return Err(ApiError::NotFound(format!("job {} does not publish its log (output.publishAlgorithmLog)", job.id)));
+    }
     let text = tokio::fs::read(engine.log_path(&job.id)).await.unwrap_or_default();
     Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text))
 }

@@ -84,6 +84,8 @@ pub struct JobStatus {
     pub timings: PhaseTimings,
     /// Hash of the signed receipt, once issued (`GET /api/v2/jobs/{id}/receipt`).
     pub receipt_hash: Option<String>,
+    /// The results' own asset, when published as one (v1 jobs with `output.publishOutput`).
+    pub results_did: Option<String>,
 }
 
 impl From<Job> for JobStatus {
@@ -110,6 +112,7 @@ impl From<Job> for JobStatus {
                 .as_deref()
                 .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
                 .and_then(|v| v["hash"].as_str().map(str::to_string)),
+            results_did: job.results_did,
             job_id: job.id,
         }
     }

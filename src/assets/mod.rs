@@ -5,6 +5,7 @@ pub mod did;
 pub mod metadata;
 pub mod publish;
 pub mod resolver;
+pub mod results;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {

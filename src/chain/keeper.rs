@@ -95,6 +95,13 @@ impl Keeper {
         agreement::register_did(&self.provider, &self.addresses, did, checksum, vec![self.address], url).await.map(Some)
     }
 
+    pub async fn transfer_did(&self, did: B256, to: Address) -> Result<B256, ChainError> {
+        let _one_at_a_time = self.transactions.lock().await;
+        let registry = super::contracts::DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.provider);
+        let receipt = crate::send_tx!(registry.transferDIDOwnership(did, to), "transferring the results DID");
+        Ok(receipt.transaction_hash)
+    }
+
     pub async fn register_did(&self, did: B256, checksum: B256, url: &str) -> Result<B256, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
         agreement::register_did(&self.provider, &self.addresses, did, checksum, vec![self.address], url).await

@@ -59,6 +59,7 @@ impl From<BackendError> for StepError {
 
 pub struct Engine {
     pub store: JobStore,
+    pub metadata: crate::assets::metadata::MetadataStore,
     /// The keeper deployment, when the service runs with a chain (v1 jobs settle through it).
     pub keeper: Option<Arc<Keeper>>,
     pub backend: Arc<dyn ComputeBackend>,
@@ -76,6 +77,7 @@ const MAX_LIST: i64 = 1000;
 impl Engine {
     pub fn new(config: Arc<Config>, store: JobStore, backend: Arc<dyn ComputeBackend>, results: ResultsStore, keeper: Option<Arc<Keeper>>) -> Arc<Self> {
         Arc::new(Self {
+            metadata: crate::assets::metadata::MetadataStore::new(store.pool()),
             keeper,
             staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
             run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
@@ -128,6 +130,7 @@ impl Engine {
             settlement: None,
             staged: None,
             receipt: None,
+            results_did: None,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);
@@ -325,6 +328,10 @@ impl Engine {
             if job.is_finished() {
                 if job.agreement.is_some() && job.settlement.is_none() {
                     self.settle(&job).await?;
+                    continue;
+                }
+                if job.wants_results_asset() && job.results_did.is_none() && job.outcome == Some(Outcome::Succeeded) && !job.removed {
+                    self.publish_results_asset(&job).await?;
                     continue;
                 }
                 if job.receipt.is_none() && !job.removed {
@@ -623,6 +630,21 @@ impl Engine {
         };
         info!(job = %job.id, state = %settlement.state, "agreement settled");
         self.store.set_settlement(&job.id, &settlement).await?;
+        Ok(())
+    }
+
+    /// Publishes a succeeded job's outputs as a new asset owned by the consumer: a DDO with
+    /// its provenance in the metadata store (its file locations encrypted to the provider),
+    /// registered in DIDRegistry, its ownership then transferred to the consumer.
+    async fn publish_results_asset(&self, job: &Job) -> Result<(), StepError> {
+        let Some(keeper) = &self.keeper else {
+            return Err(StepError::Retry("publishing results needs a chain".into()));
+        };
+        let did = crate::assets::results::publish(&self.config, keeper, &self.metadata, &self.results, job)
+            .await
+            .map_err(|e| StepError::Retry(format!("publishing the results asset: {e}")))?;
+        info!(job = %job.id, did = %did, "results published as a new asset");
+        self.store.set_results_did(&job.id, &did).await?;
         Ok(())
     }
 

@@ -255,6 +255,8 @@ pub struct Job {
     pub staged: Option<StagedDigests>,
     /// The signed receipt (JSON), once issued.
     pub receipt: Option<String>,
+    /// The results published as a new asset owned by the consumer (`output.publishOutput`).
+    pub results_did: Option<String>,
 }
 
 /// Digests of what was staged, for the receipt.
@@ -269,6 +271,37 @@ pub struct StagedDigests {
 impl Job {
     pub fn is_finished(&self) -> bool {
         self.phase.is_terminal()
+    }
+
+    fn output_flag(&self, name: &str, default: bool) -> bool {
+        let value = self.agreement.as_ref().and_then(|a| a.output.as_ref()).and_then(|o| o.get(name));
+        match value {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::Number(n)) => n.as_i64() != Some(0),
+            Some(serde_json::Value::String(s)) => !matches!(s.as_str(), "0" | "false" | ""),
+            _ => default,
+        }
+    }
+
+    /// `output.publishOutput`: publish the results as a new asset owned by the consumer.
+    pub fn wants_results_asset(&self) -> bool {
+        self.output_flag("publishOutput", false)
+    }
+
+    /// `output.publishAlgorithmLog`: let the consumer read the algorithm's log (default yes).
+    pub fn publishes_log(&self) -> bool {
+        self.output_flag("publishAlgorithmLog", true)
+    }
+
+    /// Who may download the results besides the consumer (`output.whitelist`).
+    pub fn whitelist(&self) -> Vec<String> {
+        self.agreement
+            .as_ref()
+            .and_then(|a| a.output.as_ref())
+            .and_then(|o| o.get("whitelist"))
+            .and_then(|w| w.as_array())
+            .map(|l| l.iter().filter_map(|a| a.as_str()).map(|a| a.to_lowercase()).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -154,6 +154,11 @@ impl JobStore {
         Ok(())
     }
 
+    pub async fn set_results_did(&self, id: &str, did: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ?").bind(did).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_receipt(&self, id: &str, receipt: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ?").bind(receipt).bind(id).execute(&self.pool).await?;
         Ok(())
@@ -183,7 +188,9 @@ impl JobStore {
     pub async fn unsettled(&self) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM jobs WHERE status IN (31, 32, 70) AND removed = 0
-             AND ((agreement IS NOT NULL AND settlement IS NULL) OR receipt IS NULL)",
+             AND ((agreement IS NOT NULL AND settlement IS NULL) OR receipt IS NULL
+                  OR (status = 70 AND outcome = 'succeeded' AND results_did IS NULL
+                      AND json_extract(agreement, '$.output.publishOutput') IN (1, '1', 'true')))",
         )
             .fetch_all(&self.pool)
             .await?;
@@ -253,5 +260,6 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         settlement: settlement.map(|s| serde_json::from_str::<Settlement>(&s)).transpose().map_err(|e| corrupt("settlement", &e))?,
         staged: staged.map(|s| serde_json::from_str::<StagedDigests>(&s)).transpose().map_err(|e| corrupt("staged", &e))?,
         receipt: r.try_get("receipt")?,
+        results_did: r.try_get("results_did")?,
     })
 }

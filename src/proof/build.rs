@@ -77,6 +77,7 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
         outcome: job.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "failed".into()),
         outputs: job.outputs.clone(),
         logs,
+        results_did: job.results_did.clone(),
         settlement: ReceiptSettlement {
             compute_tx: agreement.and_then(|a| a.compute_tx.clone()),
             state: job.settlement.as_ref().map(|s| s.state.clone()),

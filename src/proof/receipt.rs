@@ -41,6 +41,8 @@ pub struct Receipt {
     pub outcome: String,
     pub outputs: Vec<OutputFile>,
     pub logs: Option<Digest>,
+    /// The results' own asset, when they were published as one.
+    pub results_did: Option<String>,
     pub settlement: ReceiptSettlement,
 }
 
