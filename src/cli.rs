@@ -221,6 +221,10 @@ enum JobCommand {
     Delete { id: String, #[command(flatten)] server: ServerArgs },
     /// List jobs.
     List { #[command(flatten)] server: ServerArgs },
+    /// Run the job a receipt describes again (same algorithm and inputs, the image pinned to
+    /// the digest that ran) and report whether the outputs' hashes match. Exits non-zero when
+    /// they do not.
+    Rerun { receipt: PathBuf, #[command(flatten)] server: ServerArgs },
 }
 
 #[derive(Args)]
@@ -274,6 +278,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             options.keeper_contracts = keeper_contracts.unwrap_or(options.keeper_contracts);
             runtime().block_on(chain_dev(options, summary))
         }
+    }
+}
+
+async fn rerun(path: PathBuf, client: Client) -> anyhow::Result<()> {
+    use crate::proof::receipt::SignedReceipt;
+    let original: SignedReceipt = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{} is not a brizo receipt", path.display()))?;
+    crate::proof::verify::check_signature(&original, None).map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
+    let old = &original.receipt;
+    let id = client.rerun(&old.job_id).await?;
+    println!("rerunning job {} as job {id} in {}", old.job_id, old.image_digest.as_deref().unwrap_or(&old.image));
+    let rerun = loop {
+        let status = client.status(&id).await?;
+        if status.phase.is_terminal() && status.receipt_hash.is_some() {
+            break client.receipt(&id).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let new = &rerun.receipt;
+    let mut same = true;
+    let mut line = |what: &str, a: String, b: String| {
+        let ok = a == b;
+        same &= ok;
+        println!("  {} {what}: {}", if ok { "same     " } else { "DIFFERENT" }, if ok { a } else { format!("{a} then, {b} now") });
+    };
+    line("image digest", format!("{:?}", old.image_digest), format!("{:?}", new.image_digest));
+    line("algorithm sha256", format!("{:?}", old.algorithm.sha256), format!("{:?}", new.algorithm.sha256));
+    for (a, b) in old.inputs.iter().zip(&new.inputs) {
+        line(&format!("input {}/{}", a.name, a.index), format!("{:?}", a.sha256), format!("{:?}", b.sha256));
+    }
+    line("exit code", format!("{:?}", old.exit_code), format!("{:?}", new.exit_code));
+    let names = |r: &crate::proof::receipt::Receipt| r.outputs.iter().map(|o| o.name.clone()).collect::<Vec<_>>().join(", ");
+    line("outputs", names(old), names(new));
+    for (a, b) in old.outputs.iter().zip(&new.outputs) {
+        line(&format!("output {}", a.name), a.sha256.clone(), b.sha256.clone());
+    }
+    if same {
+        println!("the rerun reproduces the receipt's outputs");
+        Ok(())
+    } else {
+        anyhow::bail!("the rerun does not reproduce the receipt (a non-deterministic algorithm, or changed inputs)")
     }
 }
 
@@ -480,6 +525,7 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             println!("job {id} deleted");
             Ok(())
         }
+        JobCommand::Rerun { receipt, server } => rerun(receipt, client(&server)?).await,
         JobCommand::List { server } => {
             for j in client(&server)?.list().await? {
                 let outcome = j.outcome.map(|o| o.as_str()).unwrap_or("-");

@@ -50,6 +50,15 @@ impl Client {
         Ok(created.job_id)
     }
 
+    pub async fn rerun(&self, id: &str) -> anyhow::Result<String> {
+        let created: JobCreated = self.json(self.http.post(self.url(&format!("/api/v2/jobs/{id}/rerun")))).await?;
+        Ok(created.job_id)
+    }
+
+    pub async fn receipt(&self, id: &str) -> anyhow::Result<crate::proof::receipt::SignedReceipt> {
+        self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}/receipt")))).await
+    }
+
     pub async fn status(&self, id: &str) -> anyhow::Result<JobStatus> {
         self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}")))).await
     }

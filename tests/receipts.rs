@@ -106,3 +106,41 @@ fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+fn rerun(svc: &Service, receipt: &Value, dir: &Path) -> (bool, String) {
+    let path = dir.join(format!("receipt-{}.json", rand::random::<u32>()));
+    std::fs::write(&path, serde_json::to_string(receipt).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_brizo"))
+        .args(["job", "rerun"])
+        .arg(&path)
+        .args(["--server", &svc.base, "--token", common::TOKEN])
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn a_rerun_reproduces_a_deterministic_job_and_flags_one_that_is_not() {
+    let svc = Service::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = svc.dataset("rerun/values.txt", "4 5 6\n");
+    let mut body = python_job("import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\npathlib.Path('/data/outputs/sum.txt').write_text(str(sum(map(int, v))))\n");
+    body["inputs"] = json!([{"url": data}]);
+    let id = svc.submit(body).await;
+    svc.wait_finished(&id, Duration::from_secs(120)).await;
+    let signed = receipt_of(&svc, &id).await;
+    let (ok, text) = rerun(&svc, &signed, dir.path());
+    assert!(ok, "{text}");
+    assert!(text.contains("same      image digest") && text.contains("same      output sum.txt") && text.contains("reproduces"), "{text}");
+
+    let random = svc.submit(python_job("import os\nopen('/data/outputs/r.bin','wb').write(os.urandom(16))")).await;
+    svc.wait_finished(&random, Duration::from_secs(120)).await;
+    let signed = receipt_of(&svc, &random).await;
+    let (ok, text) = rerun(&svc, &signed, dir.path());
+    assert!(!ok, "{text}");
+    assert!(text.contains("DIFFERENT output r.bin") && text.contains("does not reproduce"), "{text}");
+    // Reruns are ordinary jobs, pinned to the image digest that ran.
+    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.len(), 4);
+    assert!(list.iter().filter(|j| j["image"].as_str().unwrap().starts_with("sha256:")).count() == 2);
+}

@@ -21,7 +21,7 @@ pub const OPERATOR: &str = "operator";
 #[derive(OpenApi)]
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
-    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, stop_job, delete_job, super::health::health),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, super::health::health),
     components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -46,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(stop_job)
         .service(delete_job)
         .service(job_receipt)
+        .service(rerun_job)
         .service(openapi_json)
         .service(utoipa_swagger_ui::SwaggerUi::new("/api/v2/docs/{_:.*}").url("/api/v2/docs/openapi.json", ApiDoc::openapi()));
 }
@@ -254,6 +255,15 @@ async fn job_receipt(_: Operator, engine: web::Data<Engine>, id: web::Path<Strin
     let job = engine.get(&id, None).await?;
     let receipt = job.receipt.ok_or_else(|| ApiError::NotFound(format!("job {id} has no receipt yet (it is issued once the job finished)")))?;
     Ok(HttpResponse::Ok().content_type("application/json").body(receipt))
+}
+
+/// Run a finished job again (same request, image pinned to the digest that ran), for audits.
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 201, body = JobCreated), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/v2/jobs/{id}/rerun")]
+async fn rerun_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let job = engine.rerun(&id).await?;
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v2/jobs/{}", job.id))).json(JobCreated { job_id: job.id }))
 }
 
 /// Kill the job's run; the job ends as `stopped` (its logs and partial outputs are kept).

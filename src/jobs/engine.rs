@@ -105,9 +105,27 @@ impl Engine {
 
     /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends).
     pub async fn submit_under(&self, owner: &str, mut request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
-        self.validate(&mut request).await?;
-        // Refuse now rather than queue behind an engine that is down: the client can retry.
-        self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))?;
+        self.check(&mut request).await?;
+        self.record(owner, request, agreement).await
+    }
+
+    /// Runs a finished job again for an audit: the same request, the image pinned to the
+    /// digest that ran, as an operator job (no agreement, nothing settled).
+    pub async fn rerun(&self, id: &str) -> Result<Job, EngineError> {
+        let original = self.get(id, None).await?;
+        if !original.is_finished() {
+            return Err(EngineError::Conflict(format!("job {id} has not finished; rerun it once it has")));
+        }
+        let digest = original.image_digest.clone().ok_or_else(|| EngineError::Conflict(format!("job {id} never started a container; there is nothing to rerun")))?;
+        let mut request = original.request.clone();
+        // Checked as the original was (allowed images are named, not digests)...
+        self.check(&mut request).await?;
+        // ...then pinned to exactly what ran.
+        request.image = digest;
+        self.record("operator", request, None).await
+    }
+
+    async fn record(&self, owner: &str, request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
         let timeout_secs = request.timeout_seconds.unwrap_or(self.config.limits.default_timeout_secs).min(self.config.limits.max_timeout_secs);
         let job = Job {
             id: new_job_id(),
@@ -142,6 +160,7 @@ impl Engine {
     /// Checks (and normalizes) a request as `submit` will, without recording anything.
     pub async fn check(&self, r: &mut JobRequest) -> Result<(), EngineError> {
         self.validate(r).await?;
+        // Refuse now rather than queue behind an engine that is down: the client can retry.
         self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))
     }
 
