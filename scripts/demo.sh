@@ -4,7 +4,9 @@
 # engine, SQLite, local results folder); a publisher publishes a dataset and an algorithm, a
 # data scientist orders compute (agreement + locked price), runs the algorithm through the
 # Squid-compatible API with signed requests, follows it and gets the results; the publisher is
-# paid on chain. Each step is printed, and where everything is.
+# paid on chain; the signed receipt (proof of computation) is verified against the outputs, the
+# log and its anchor on chain, and an audit rerun reproduces it. Each step is printed, and where
+# everything is.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 PORT="${DEMO_PORT:-8030}"
@@ -13,11 +15,11 @@ DEMO_DIR="$STATE_DIR/demo"
 IMAGE="brizo/python:3.11-bookworm"
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
 
-say "1/8 prerequisites: Docker engine, python base image, anvil and the keeper contracts 0.13.2"
+say "1/9 prerequisites: Docker engine, python base image, anvil and the keeper contracts 0.13.2"
 bash scripts/setup.sh
 bash scripts/chain-deps.sh
 
-say "2/8 building brizo (cargo build; the first build takes a few minutes)"
+say "2/9 building brizo (cargo build; the first build takes a few minutes)"
 cargo build --locked --bin brizo
 BRIZO="$ROOT/target/debug/brizo"
 
@@ -28,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "3/8 local chain: anvil on 127.0.0.1:$CHAIN_PORT, keeper contracts deployed from their npm artifacts"
+say "3/9 local chain: anvil on 127.0.0.1:$CHAIN_PORT, keeper contracts deployed from their npm artifacts"
 "$BRIZO" chain dev --port "$CHAIN_PORT" --artifacts-dir "$DEMO_DIR/artifacts" --summary "$DEMO_DIR/chain.json" >"$DEMO_DIR/chain.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 300); do [ -f "$DEMO_DIR/chain.json" ] && break; kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$DEMO_DIR/chain.log" >&2; die "brizo chain dev failed"; }; sleep 0.1; done
@@ -39,7 +41,7 @@ sed -n '/^  [A-Z]/p' "$DEMO_DIR/chain.log" | head -9
 echo "    publisher (and provider): $PUBLISHER_ADDRESS"
 echo "    data scientist:           $CONSUMER_ADDRESS"
 
-say "4/8 brizo serve on 127.0.0.1:$PORT, connected to the chain as the provider (log: $DEMO_DIR/brizo.log)"
+say "4/9 brizo serve on 127.0.0.1:$PORT, connected to the chain as the provider (log: $DEMO_DIR/brizo.log)"
 mkdir -p "$DEMO_DIR/data/datasets"
 cp -r examples/datasets/weather "$DEMO_DIR/data/datasets/"
 mkdir -p "$DEMO_DIR/data/datasets/algorithms" && cp examples/algorithms/weather_summary.py "$DEMO_DIR/data/datasets/algorithms/"
@@ -56,7 +58,7 @@ for _ in $(seq 1 100); do
 done
 echo "    $(curl -fsS "$BRIZO_SERVER/api/v1/brizo" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("provider", d["provider-address"], "on", d["keeper-url"])')"
 
-say "5/8 the publisher publishes the algorithm, then the weather dataset (file location encrypted to the provider)"
+say "5/9 the publisher publishes the algorithm, then the weather dataset (file location encrypted to the provider)"
 export BRIZO_PUBLISHER_KEY=$(key 2 private_key)
 ALGORITHM=$("$BRIZO" asset publish algorithm --name "weather summary" \
   --file "file://$DEMO_DIR/data/datasets/algorithms/weather_summary.py" --container "$IMAGE")
@@ -68,20 +70,24 @@ echo "    dataset:   $DATASET (price 10 OCEAN, only the algorithm above may run,
 echo "    its public DDO holds no file location: $BRIZO_SERVER/api/v1/aquarius/assets/ddo/$DATASET"
 unset BRIZO_PUBLISHER_KEY
 
-say "6/8 the data scientist orders compute, runs the algorithm (signed v1 requests) and gets the results"
+say "6/9 the data scientist orders compute, runs the algorithm (signed v1 requests) and gets the results"
 echo "    (the container: no network, uid 65534, read-only root filesystem, no capabilities, memory/CPU/pids limits)"
 BRIZO_CONSUMER_KEY=$(key 3 private_key) "$BRIZO" consumer compute --dataset "$DATASET" --algorithm "$ALGORITHM" \
   --download "$DEMO_DIR/downloads"
 
-say "7/8 the operator's view of the same job (native API, bearer token)"
-"$BRIZO" job list
+say "7/9 anyone can check the receipt: the provider's signature, the outputs and log held, the anchor on chain"
+"$BRIZO" proof verify "$DEMO_DIR/downloads/receipt.json" --outputs "$DEMO_DIR/downloads/outputs" \
+  --logs "$DEMO_DIR/downloads/algorithm.log" --keeper-url "$BRIZO_KEEPER_URL" --provider "$PUBLISHER_ADDRESS"
 
-say "8/8 where everything is"
-echo "    results store:  $DEMO_DIR/data/results/<job id>/ (outputs/ and logs/algorithm.log)"
-echo "    downloaded:     $DEMO_DIR/downloads/summary.json"
+say "8/9 the operator's view (native API, bearer token), and an audit rerun pinned to the image digest"
+"$BRIZO" job list
+"$BRIZO" job rerun "$DEMO_DIR/downloads/receipt.json"
+
+say "9/9 where everything is"
+echo "    results store:  $DEMO_DIR/data/results/<job id>/ (outputs/, logs/algorithm.log, receipt.json)"
+echo "    downloaded:     $DEMO_DIR/downloads/ (outputs/summary.json, algorithm.log, receipt.json)"
 echo "    chain:          $DEMO_DIR/chain.json (addresses, development accounts), artifacts in $DEMO_DIR/artifacts"
 echo "    service log:    $DEMO_DIR/brizo.log"
 echo "    the summary:"
-sed 's/^/      /' "$DEMO_DIR/downloads/summary.json" | head -14
+sed 's/^/      /' "$DEMO_DIR/downloads/outputs/summary.json" | head -14
 echo "      ..."
-echo "    not yet: results as a new asset and the signed proof of computation (receipt) — the next issue."

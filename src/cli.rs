@@ -303,12 +303,13 @@ async fn rerun(path: PathBuf, client: Client) -> anyhow::Result<()> {
         same &= ok;
         println!("  {} {what}: {}", if ok { "same     " } else { "DIFFERENT" }, if ok { a } else { format!("{a} then, {b} now") });
     };
-    line("image digest", format!("{:?}", old.image_digest), format!("{:?}", new.image_digest));
-    line("algorithm sha256", format!("{:?}", old.algorithm.sha256), format!("{:?}", new.algorithm.sha256));
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    line("image digest", shown(old.image_digest.clone()), shown(new.image_digest.clone()));
+    line("algorithm sha256", shown(old.algorithm.sha256.clone()), shown(new.algorithm.sha256.clone()));
     for (a, b) in old.inputs.iter().zip(&new.inputs) {
-        line(&format!("input {}/{}", a.name, a.index), format!("{:?}", a.sha256), format!("{:?}", b.sha256));
+        line(&format!("input {}/{}", a.name, a.index), shown(a.sha256.clone()), shown(b.sha256.clone()));
     }
-    line("exit code", format!("{:?}", old.exit_code), format!("{:?}", new.exit_code));
+    line("exit code", shown(old.exit_code.map(|c| c.to_string())), shown(new.exit_code.map(|c| c.to_string())));
     let names = |r: &crate::proof::receipt::Receipt| r.outputs.iter().map(|o| o.name.clone()).collect::<Vec<_>>().join(", ");
     line("outputs", names(old), names(new));
     for (a, b) in old.outputs.iter().zip(&new.outputs) {
@@ -425,11 +426,13 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    let mut log_text = None;
     if let Some(url) = status["algorithmLogUrl"].as_str().filter(|u| !u.is_empty()) {
         let log = consumer.download(url, &job).await?;
         for line in String::from_utf8_lossy(&log).lines() {
             println!("  | {line}");
         }
+        log_text = Some(log);
     }
     println!("  outcome: {}", status["outcome"].as_str().unwrap_or("?"));
     if let Some(error) = status["error"].as_str() {
@@ -443,13 +446,37 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         println!("  result: {url}");
         if let Some(dir) = &download {
             let name = url.rsplit("/outputs/").next().unwrap_or("output");
-            let dest = dir.join(name);
+            let dest = dir.join("outputs").join(name);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&dest, consumer.download(url, &job).await?)?;
             println!("    saved {}", dest.display());
         }
+    }
+    // The receipt follows settlement by a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let receipt_url = loop {
+        let list = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await?;
+        if let Some(url) = list.first().and_then(|s| s["receiptUrl"].as_str()).filter(|u| !u.is_empty()) {
+            break Some(url.to_string());
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    match (&receipt_url, &download) {
+        (Some(url), Some(dir)) => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("receipt.json"), consumer.download(url, &job).await?)?;
+            if let Some(log) = &log_text {
+                std::fs::write(dir.join("algorithm.log"), log)?;
+            }
+            println!("  receipt (proof of computation) saved {}", dir.join("receipt.json").display());
+        }
+        (Some(url), None) => println!("  receipt: {url}"),
+        (None, _) => println!("  no receipt yet"),
     }
     if status["outcome"] != "succeeded" {
         anyhow::bail!("job {job} did not succeed");
