@@ -22,3 +22,19 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig) {
 pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
+
+/// Streams one of a finished job's published outputs from the results store.
+pub async fn stream_output(engine: &crate::jobs::Engine, job: &crate::jobs::Job, name: &str) -> Result<actix_web::HttpResponse, ApiError> {
+    use futures::StreamExt;
+    if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
+        return Err(ApiError::NotFound(format!("job {} has no published output {name:?}", job.id)));
+    }
+    let got = engine
+        .results
+        .get(&job.id, &format!("outputs/{name}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
+        .ok_or_else(|| ApiError::Internal(format!("output {name} of job {} is recorded but missing from the results store", job.id)))?;
+    let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
+    Ok(actix_web::HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+}

@@ -3,7 +3,6 @@
 //! in the same engine as v2 jobs, owned by the consumer's address.
 
 use actix_web::{delete, get, post, put, web, HttpResponse};
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -194,17 +193,7 @@ async fn consumer_job(engine: &Engine, job_id: &str, q: &DownloadQuery) -> Resul
 async fn result_output(engine: web::Data<Engine>, path: web::Path<(String, String)>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
     let (job_id, name) = path.into_inner();
     let job = consumer_job(&engine, &job_id, &q).await?;
-    if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
-        return Err(ApiError::NotFound(format!("job {job_id} has no published output {name:?}")));
-    }
-    let got = engine
-        .results
-        .get(&job_id, &format!("outputs/{name}"))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
-        .ok_or_else(|| ApiError::Internal(format!("output {name} of job {job_id} is missing from the results store")))?;
-    let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
-    Ok(HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+    super::stream_output(&engine, &job, &name).await
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/logs")]

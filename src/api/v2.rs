@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use actix_web::{delete, get, post, web, HttpResponse};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{OpenApi, ToSchema};
@@ -234,17 +233,7 @@ fn follow_log(
 async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
     let job = engine.get(&id, None).await?;
-    if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
-        return Err(ApiError::NotFound(format!("job {id} has no published output {name:?}")));
-    }
-    let got = engine
-        .results
-        .get(&id, &format!("outputs/{name}"))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
-        .ok_or_else(|| ApiError::Internal(format!("output {name} of job {id} is recorded but missing from the results store")))?;
-    let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
-    Ok(HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+    super::stream_output(&engine, &job, &name).await
 }
 
 /// The job's signed receipt (proof of computation), once the job finished.
