@@ -11,3 +11,8 @@ fi
 command -v moto_server >/dev/null 2>&1 || die "moto_server is not on PATH after installing moto[server]"
 # anvil and the keeper-contracts 0.13.2 artifacts, for the chain tests.
 bash "$ROOT/scripts/chain-deps.sh"
+# Azurite (Azure Blob emulator, npm) for the az:// input tests.
+if [ ! -x "$STATE_DIR/tools/node_modules/.bin/azurite-blob" ]; then
+  say "installing Azurite from npm (Azure Blob emulator for the tests)"
+  (cd "$STATE_DIR/tools" && npm install --silent --no-audit --no-fund azurite@3 >/dev/null) || die "npm could not install azurite"
+fi

@@ -111,3 +111,98 @@ async fn s3_inputs_algorithm_and_results() {
     assert_eq!(job["status"], 31, "{job}");
     assert!(job["error"].as_str().unwrap().contains("s3://datasets/census/absent.csv"), "{job}");
 }
+
+/// Azurite, the Azure Blob emulator (npm), on a free port with an in-memory store; stopped by
+/// PID when dropped. `scripts/test-deps.sh` installs it under .state/tools.
+struct Azurite {
+    child: Child,
+    endpoint: String,
+}
+
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    async fn start() -> Azurite {
+        let port = common::free_port();
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".state/tools/node_modules/.bin/azurite-blob");
+        let child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}; run scripts/test-deps.sh", bin.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "Azurite did not come up on {endpoint}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Azurite { child, endpoint }
+    }
+
+    /// A Shared Key signed request (the emulator's well-known account key).
+    async fn request(&self, method: reqwest::Method, path: &str, query: &str, headers: &[(&str, &str)], body: Vec<u8>) -> reqwest::Response {
+        use base64::Engine;
+        use hmac::Mac;
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let mut ms_headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ms_headers.push(("x-ms-date".into(), date));
+        ms_headers.push(("x-ms-version".into(), "2021-08-06".into()));
+        ms_headers.sort();
+        let canonical_headers: String = ms_headers.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
+        let mut resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}{path}");
+        if let Some((k, v)) = query.split_once('=') {
+            resource.push_str(&format!("\n{k}:{v}"));
+        }
+        let length = if body.is_empty() { String::new() } else { body.len().to_string() };
+        let to_sign = format!("{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n{canonical_headers}{resource}");
+        let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let mut url = format!("{}/{AZURITE_ACCOUNT}{path}", self.endpoint);
+        if !query.is_empty() {
+            url.push_str(&format!("?{query}"));
+        }
+        let mut req = reqwest::Client::new().request(method, url).header("Authorization", format!("SharedKey {AZURITE_ACCOUNT}:{signature}"));
+        for (k, v) in &ms_headers {
+            req = req.header(k, v);
+        }
+        req.body(body).send().await.unwrap()
+    }
+
+    async fn put_blob(&self, container: &str, name: &str, data: &[u8]) {
+        let res = self.request(reqwest::Method::PUT, &format!("/{container}/{name}"), "", &[("x-ms-blob-type", "BlockBlob")], data.to_vec()).await;
+        assert!(res.status().is_success(), "put blob: {} {}", res.status(), res.text().await.unwrap());
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn azure_blob_inputs() {
+    let azurite = Azurite::start().await;
+    let res = azurite.request(reqwest::Method::PUT, "/datasets", "restype=container", &[], vec![]).await;
+    assert!(res.status().is_success(), "create container: {} {}", res.status(), res.text().await.unwrap());
+    azurite.put_blob("datasets", "census/part-0.csv", b"city,people\nLisbon,545000\nPorto,232000\n").await;
+
+    let svc = Service::start_with(&[("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", azurite.endpoint.as_str())]).await;
+    let mut body = python_job("import pathlib\nrows = pathlib.Path('/data/inputs/census/0').read_text().splitlines()\nprint('rows', len(rows) - 1, flush=True)\n");
+    body["inputs"] = json!([{"url": "az://datasets/census/part-0.csv", "name": "census"}]);
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.logs(&id).await);
+    assert!(svc.logs(&id).await.contains("rows 2"));
+
+    let mut body = python_job("print(1)");
+    body["inputs"] = json!([{"url": "az://datasets/census/absent.csv"}]);
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], 31, "{job}");
+}
