@@ -32,6 +32,9 @@ pub struct Config {
 pub struct ChainConfig {
     pub keeper_url: String,
     pub artifacts_dir: PathBuf,
+    /// Contract name → address, instead of an artifacts folder.
+    #[serde(default)]
+    pub contracts: std::collections::BTreeMap<String, String>,
     pub network: String,
     pub keystore_file: PathBuf,
     pub publishers: Vec<String>,

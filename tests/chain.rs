@@ -152,3 +152,19 @@ async fn chain_dev_runs_until_stopped() {
     let provider = brizo::chain::provider(&format!("http://127.0.0.1:{port}")).unwrap();
     assert!(provider.get_chain_id().await.is_err(), "anvil still answers after chain dev stopped");
 }
+
+#[tokio::test]
+async fn a_deployment_can_be_named_by_addresses_instead_of_artifacts() {
+    let (chain, dir) = chain().await;
+    let mut config = brizo::config::Config::load(None, Default::default()).unwrap().chain;
+    config.keeper_url = chain.url.clone();
+    assert!(brizo::chain::artifacts::Addresses::from_config(&config).unwrap_err().to_string().contains("neither"));
+    for (name, address) in &chain.addresses.0 {
+        config.contracts.insert(name.clone(), address.to_string());
+    }
+    assert_eq!(brizo::chain::artifacts::Addresses::from_config(&config).unwrap(), chain.addresses);
+    config.contracts.remove("EscrowReward");
+    assert!(brizo::chain::artifacts::Addresses::from_config(&config).unwrap_err().to_string().contains("EscrowReward"));
+    config.artifacts_dir = dir.path().join("artifacts");
+    assert_eq!(brizo::chain::artifacts::Addresses::from_config(&config).unwrap(), chain.addresses, "artifacts win when given");
+}

@@ -212,8 +212,10 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
 
     // Listing without a job id; another consumer sees nothing of it.
     assert_eq!(consumer.call(Method::GET, terms.agreement_id, None).await.unwrap().len(), 1);
-    let err = stranger.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap_err();
-    assert!(err.to_string().contains("404"), "{err}");
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let err = stranger.call(method.clone(), terms.agreement_id, Some(&job)).await.unwrap_err();
+        assert!(err.to_string().contains("404"), "{method}: {err}");
+    }
     // Delete: the job is marked removed and its results go.
     let after = consumer.call(Method::DELETE, terms.agreement_id, Some(&job)).await.unwrap();
     assert_eq!(after[0]["removed"], 1);
@@ -241,6 +243,11 @@ async fn requests_are_refused_with_the_reason() {
     let mut forged = start_body(&consumer, &agreement, &algorithm);
     forged["signature"] = json!(other.sign(&format!("{}{agreement}", consumer.address())));
     cases.push(("wrong signer", forged, 401, "signature"));
+    // A signature made for one agreement, replayed for another of the same consumer.
+    let second = consumer.order(&dataset, 0).await.unwrap();
+    let mut replayed = start_body(&consumer, &second.agreement_id.to_string(), &algorithm);
+    replayed["signature"] = start_body(&consumer, &agreement, &algorithm)["signature"].clone();
+    cases.push(("replayed signature", replayed, 401, "signature"));
     // Another consumer, correctly signed, on someone else's agreement.
     cases.push(("other consumer", start_body(&other, &agreement, &algorithm), 403, "not the consumer"));
     // Auth tokens: tampered, stale.
@@ -440,7 +447,20 @@ async fn results_become_an_asset_owned_by_the_consumer() {
     let registry = brizo::chain::contracts::DIDRegistry::new(w.chain.addresses.get("DIDRegistry").unwrap(), &provider);
     let id = brizo::assets::did::parse(results_did).unwrap();
     assert_eq!(registry.getDIDOwner(id).call().await.unwrap(), consumer.address());
-    let ddo: Value = w.svc.http.get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{results_did}"))).send().await.unwrap().json().await.unwrap();
+    // It resolves the Ocean way: DIDRegistry's event at the DID's last update names the DDO's URL.
+    let block = registry.getBlockNumberUpdated(id).call().await.unwrap().to::<u64>();
+    let filter = alloy::rpc::types::Filter::new()
+        .address(w.chain.addresses.get("DIDRegistry").unwrap())
+        .event_signature(<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+        .topic1(id)
+        .from_block(block)
+        .to_block(block);
+    let logs = provider.get_logs(&filter).await.unwrap();
+    let event = logs[0].log_decode::<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered>().unwrap();
+    let ddo_url = event.inner.data._value.clone();
+    assert_eq!(ddo_url, w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{results_did}")));
+    let ddo: Value = w.svc.http.get(&ddo_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ddo["id"], results_did);
     let provenance = &ddo["service"][0]["attributes"]["additionalInformation"]["provenance"];
     assert_eq!(provenance["sourceDatasets"][0], dataset.as_str());
     assert_eq!(provenance["algorithm"]["did"], algorithm.as_str());

@@ -72,6 +72,25 @@ impl Addresses {
     }
 }
 
+impl Addresses {
+    /// From `chain.artifacts_dir`, or else from explicit `chain.contracts` addresses.
+    pub fn from_config(chain: &crate::config::ChainConfig) -> Result<Addresses, ChainError> {
+        if !chain.artifacts_dir.as_os_str().is_empty() {
+            return Addresses::load(&chain.artifacts_dir, &chain.network);
+        }
+        if chain.contracts.is_empty() {
+            return Err(ChainError::Config("chain.keeper_url is set but neither chain.artifacts_dir (--artifacts-dir) nor chain.contracts is".into()));
+        }
+        let mut map = BTreeMap::new();
+        for contract in super::contracts::CONTRACTS {
+            let text = chain.contracts.get(contract).ok_or_else(|| ChainError::Config(format!("chain.contracts has no address for {contract}")))?;
+            let address = text.parse().map_err(|_| ChainError::Config(format!("chain.contracts.{contract}: {text:?} is not an address")))?;
+            map.insert(contract.to_string(), address);
+        }
+        Ok(Addresses(map))
+    }
+}
+
 /// Writes `<Contract>.<network>.json` (name, address, abi) for each deployed contract.
 pub fn write(out: &Path, network: &str, source: &Path, addresses: &Addresses) -> Result<(), ChainError> {
     std::fs::create_dir_all(out).map_err(|e| ChainError::Config(format!("{}: {e}", out.display())))?;

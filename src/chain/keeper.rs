@@ -29,10 +29,7 @@ impl Keeper {
         if config.keeper_url.is_empty() {
             return Ok(None);
         }
-        if config.artifacts_dir.as_os_str().is_empty() {
-            return Err(ChainError::Config("chain.keeper_url is set but chain.artifacts_dir is not (--artifacts-dir)".into()));
-        }
-        let addresses = Addresses::load(&config.artifacts_dir, &config.network)?;
+        let addresses = Addresses::from_config(config)?;
         let signer = load_key(std::env::var("BRIZO_PROVIDER_KEY").ok(), &config.keystore_file, std::env::var("BRIZO_PROVIDER_KEY_PASSWORD").ok())?;
         let key = hex::encode(signer.to_bytes());
         let (provider, address) = super::signing_provider(&config.keeper_url, &key)?;
