@@ -31,7 +31,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let store = JobStore::open(&config.database_path()).await.context("opening the job store")?;
-    let backend = backend(&config).await?;
+    let mut backends = std::collections::BTreeMap::new();
+    for b in &config.backends {
+        backends.insert(b.name.clone(), backend(&config, b).await?);
+    }
     let results = ResultsStore::open(&config.outputs.results_url)?;
     let keeper = crate::chain::keeper::Keeper::connect(&config.chain)?.map(Arc::new);
     if let Some(k) = &keeper {
@@ -43,7 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let metadata = crate::assets::metadata::MetadataStore::new(store.pool());
     let chain_context = web::Data::new(crate::authorize::ChainContext::new(&config, keeper.clone(), metadata)?);
-    let engine = Engine::new(config.clone(), store.clone(), backend, results, keeper);
+    let engine = Engine::new(config.clone(), store.clone(), backends, results, keeper);
 
     let shutdown = CancellationToken::new();
     let reconcile = tokio::spawn(engine.clone().run(shutdown.clone()));
@@ -85,21 +88,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn backend(config: &Config) -> anyhow::Result<Arc<dyn ComputeBackend>> {
-    match config.backend.as_str() {
+/// Builds one configured backend. A kind this build does not include is refused here, at
+/// start-up, with the cargo feature that brings it.
+async fn backend(config: &Config, b: &crate::config::BackendConfig) -> anyhow::Result<Arc<dyn ComputeBackend>> {
+    match b.kind.as_str() {
         #[cfg(feature = "docker")]
         "docker" => {
-            let socket = (!config.docker.socket.is_empty()).then_some(config.docker.socket.as_str());
-            let backend = brizo_backend_docker::DockerBackend::connect(socket, &config.instance).await?;
+            let socket = if !b.socket.is_empty() { Some(b.socket.as_str()) } else { (!config.docker.socket.is_empty()).then_some(config.docker.socket.as_str()) };
+            let backend = brizo_backend_docker::DockerBackend::connect(socket, &config.instance, &b.name).await?;
             if let Err(e) = backend.ping().await {
                 // Serve anyway: /health says what is down, submissions answer 503, and queued
                 // jobs go on when the engine is back.
-                tracing::warn!("{e}");
+                tracing::warn!(backend = %b.name, "{e}");
             }
             Ok(Arc::new(backend))
         }
         #[cfg(not(feature = "docker"))]
-        "docker" => anyhow::bail!("backend \"docker\" is not compiled in: build with `--features docker`"),
-        other => anyhow::bail!("unknown backend {other:?}; this build knows: docker"),
+        "docker" => anyhow::bail!("backend {:?} is of kind docker, which this build does not include: build with `--features docker`", b.name),
+        "aws-batch" => anyhow::bail!("backend {:?} is of kind aws-batch, which this build does not include (cargo feature `aws`, not yet released)", b.name),
+        other => anyhow::bail!("backend {:?} has unknown kind {other:?}; this build knows: docker", b.name),
     }
 }

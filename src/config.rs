@@ -15,7 +15,9 @@ pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub admin_token: String,
+    /// Name of the default backend (jobs whose data no backend is next to).
     pub backend: String,
+    pub backends: Vec<BackendConfig>,
     pub instance: String,
     pub max_running_jobs: usize,
     pub max_staging_jobs: usize,
@@ -42,6 +44,19 @@ pub struct ChainConfig {
     pub ddo_timeout_secs: u64,
     pub ddo_max_kb: u64,
     pub ddo_cache_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `docker`; cloud kinds come behind their cargo features.
+    pub kind: String,
+    /// Data locations (URL prefixes) this backend sits next to.
+    #[serde(default)]
+    pub near: Vec<String>,
+    /// docker: the engine's unix socket (empty: `docker.socket`, else the usual defaults).
+    #[serde(default)]
+    pub socket: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -147,6 +162,17 @@ impl Config {
         }
         if self.max_running_jobs == 0 || self.max_staging_jobs == 0 {
             return Err("max_running_jobs and max_staging_jobs must be at least 1".into());
+        }
+        if self.backends.is_empty() {
+            return Err("no compute backend configured ([[backends]])".into());
+        }
+        let mut names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        names.sort();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err("two backends share a name in [[backends]]".into());
+        }
+        if !names.contains(&self.backend.as_str()) {
+            return Err(format!("the default backend {:?} is not one of [[backends]] ({})", self.backend, names.join(", ")));
         }
         if self.limits.default_timeout_secs > self.limits.max_timeout_secs {
             return Err("limits.default_timeout_secs is larger than limits.max_timeout_secs".into());

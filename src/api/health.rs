@@ -15,11 +15,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/health")]
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let store = engine.store.ping().await.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string());
-    let backend = engine.backend.ping().await.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string());
-    let body = json!({"status": if store == "ok" && backend == "ok" { "ok" } else { "degraded" },
-                      "store": store, "backend": {"name": engine.backend.name(), "status": backend},
-                      "version": env!("CARGO_PKG_VERSION")});
-    if store == "ok" && backend == "ok" { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    let mut backends = serde_json::Map::new();
+    let mut all_ok = store == "ok";
+    for (name, backend) in &engine.backends {
+        let status = backend.ping().await.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string());
+        all_ok &= status == "ok";
+        backends.insert(name.clone(), json!({"kind": backend.name(), "status": status}));
+    }
+    let default = &engine.config().backend;
+    let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "store": store,
+                      "backend": backends.get(default).cloned().map(|mut b| { b["name"] = json!(b["kind"]); b }),
+                      "backends": backends, "version": env!("CARGO_PKG_VERSION")});
+    if all_ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 #[get("/metrics")]

@@ -135,6 +135,7 @@ pub fn status_object(base: &str, job: &Job) -> Value {
         "outcome": job.outcome.map(|o| o.as_str()),
         "error": job.error,
         "settlement": job.settlement,
+        "backend": job.backend,
     })
 }
 

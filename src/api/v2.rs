@@ -86,6 +86,9 @@ pub struct JobStatus {
     pub receipt_hash: Option<String>,
     /// The results' own asset, when published as one (v1 jobs with `output.publishOutput`).
     pub results_did: Option<String>,
+    /// The backend the job runs on, and why (data locality).
+    pub backend: String,
+    pub backend_reason: String,
 }
 
 impl From<Job> for JobStatus {
@@ -113,6 +116,8 @@ impl From<Job> for JobStatus {
                 .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
                 .and_then(|v| v["hash"].as_str().map(str::to_string)),
             results_did: job.results_did,
+            backend: job.backend,
+            backend_reason: job.backend_reason,
             job_id: job.id,
         }
     }

@@ -62,7 +62,8 @@ pub struct Engine {
     pub metadata: crate::assets::metadata::MetadataStore,
     /// The keeper deployment, when the service runs with a chain (v1 jobs settle through it).
     pub keeper: Option<Arc<Keeper>>,
-    pub backend: Arc<dyn ComputeBackend>,
+    /// The compute backends by name; each job runs on the one routing chose for it.
+    pub backends: std::collections::BTreeMap<String, Arc<dyn ComputeBackend>>,
     pub results: ResultsStore,
     config: Arc<Config>,
     active: Mutex<HashMap<String, CancellationToken>>,
@@ -75,14 +76,20 @@ pub struct Engine {
 const MAX_LIST: i64 = 1000;
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: JobStore, backend: Arc<dyn ComputeBackend>, results: ResultsStore, keeper: Option<Arc<Keeper>>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        store: JobStore,
+        backends: std::collections::BTreeMap<String, Arc<dyn ComputeBackend>>,
+        results: ResultsStore,
+        keeper: Option<Arc<Keeper>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             metadata: crate::assets::metadata::MetadataStore::new(store.pool()),
             keeper,
             staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
             run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
             store,
-            backend,
+            backends,
             results,
             config,
             active: Mutex::default(),
@@ -126,6 +133,7 @@ impl Engine {
     }
 
     async fn record(&self, owner: &str, request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
+        let route = self.route(&request);
         let timeout_secs = request.timeout_seconds.unwrap_or(self.config.limits.default_timeout_secs).min(self.config.limits.max_timeout_secs);
         let job = Job {
             id: new_job_id(),
@@ -149,6 +157,8 @@ impl Engine {
             staged: None,
             receipt: None,
             results_did: None,
+            backend: route.backend,
+            backend_reason: route.reason,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);
@@ -160,8 +170,19 @@ impl Engine {
     /// Checks (and normalizes) a request as `submit` will, without recording anything.
     pub async fn check(&self, r: &mut JobRequest) -> Result<(), EngineError> {
         self.validate(r).await?;
+        let route = self.route(r);
+        let backend = self.backends.get(&route.backend).ok_or_else(|| EngineError::Invalid(format!("backend {} is not configured", route.backend)))?;
         // Refuse now rather than queue behind an engine that is down: the client can retry.
-        self.backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))
+        backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))
+    }
+
+    pub fn route(&self, r: &JobRequest) -> super::routing::Route {
+        super::routing::route(&self.config.backends, &self.config.backend, &r.inputs)
+    }
+
+    /// The backend a job runs on.
+    fn backend_of(&self, job: &Job) -> Result<&Arc<dyn ComputeBackend>, StepError> {
+        self.backends.get(&job.backend).ok_or_else(|| StepError::Retry(format!("backend {:?} of job {} is not configured (any more)", job.backend, job.id)))
     }
 
     async fn validate(&self, r: &mut JobRequest) -> Result<(), EngineError> {
@@ -496,7 +517,7 @@ impl Engine {
             Ok(spec) => spec,
             Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
         };
-        let info = match self.backend.start(&spec).await {
+        let info = match self.backend_of(job)?.start(&spec).await {
             Ok(info) => info,
             Err(e @ (BackendError::ImageNotFound(_) | BackendError::InvalidSpec(_))) => {
                 return self.finish(job, Outcome::Failed, Some(e.to_string()), Phase::AlgorithmProvisioningFailed).await;
@@ -518,7 +539,8 @@ impl Engine {
 
     /// Phase 40: logs to disk while the run lasts; the deadline and stop requests enforced.
     async fn follow_run(&self, job: &Job, cancel: &CancellationToken, started: Instant) -> Result<(), StepError> {
-        let logs = tokio::spawn(copy_logs(self.backend.logs(&job.id), self.log_path(&job.id), self.config.outputs.max_log_kb * 1024));
+        let backend = self.backend_of(job)?;
+        let logs = tokio::spawn(copy_logs(backend.logs(&job.id), self.log_path(&job.id), self.config.outputs.max_log_kb * 1024));
         let deadline_epoch = job.date_started.unwrap_or_else(now_epoch) + job.timeout_secs as f64;
         let remaining = Duration::from_secs_f64((deadline_epoch - now_epoch()).max(0.0));
         let (stop_requested, _) = self.store.stop_requested(&job.id).await?;
@@ -526,7 +548,7 @@ impl Engine {
             None
         } else {
             tokio::select! {
-                exit = self.backend.wait(&job.id) => Some(Ok(exit)),
+                exit = backend.wait(&job.id) => Some(Ok(exit)),
                 _ = tokio::time::sleep(remaining) => Some(Err(Outcome::TimedOut)),
                 _ = cancel.cancelled() => None,
             }
@@ -544,14 +566,14 @@ impl Engine {
                 return Err(e.into());
             }
             Some(Err(timed_out)) => {
-                self.backend.stop(&job.id).await?;
-                let exit = self.backend.wait(&job.id).await.ok();
+                backend.stop(&job.id).await?;
+                let exit = backend.wait(&job.id).await.ok();
                 (timed_out, exit, Some(format!("the algorithm ran longer than its {} s limit and was killed", job.timeout_secs)))
             }
             None => {
                 // Stop or removal requested (the token fires for both; the store says which).
-                self.backend.stop(&job.id).await?;
-                let exit = self.backend.wait(&job.id).await.ok();
+                backend.stop(&job.id).await?;
+                let exit = backend.wait(&job.id).await.ok();
                 (Outcome::Stopped, exit, Some("stopped on request".to_string()))
             }
         };
@@ -720,7 +742,7 @@ impl Engine {
     /// A finished job keeps its record, log and results; its container and folder go.
     async fn clean_run(&self, job: &Job) -> Result<(), StepError> {
         let started = Instant::now();
-        self.backend.remove(&job.id).await?;
+        self.backend_of(job)?.remove(&job.id).await?;
         Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| StepError::Retry(e.to_string()))?;
         if job.timings.cleanup_ms.is_none() {
             let mut timings = job.timings.clone();
@@ -732,7 +754,9 @@ impl Engine {
 
     /// Everything a removed job left, gone.
     async fn clear_leftovers(&self, job: &Job) -> Result<(), String> {
-        self.backend.remove(&job.id).await.map_err(|e| e.to_string())?;
+        if let Some(backend) = self.backends.get(&job.backend) {
+            backend.remove(&job.id).await.map_err(|e| e.to_string())?;
+        }
         Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| e.to_string())?;
         match tokio::fs::remove_file(self.log_path(&job.id)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
@@ -744,30 +768,45 @@ impl Engine {
     /// Removes containers and job folders that belong to no unfinished job of this instance
     /// (left by a crash between finishing and cleaning, or by a deleted database).
     pub async fn sweep_orphans(&self) {
-        let runs = match self.backend.list_runs().await {
-            Ok(runs) => runs,
-            Err(e) => return warn!("orphan sweep: {e}"),
-        };
         let mut folders = vec![];
         if let Ok(mut dir) = tokio::fs::read_dir(self.config.jobs_dir()).await {
             while let Ok(Some(entry)) = dir.next_entry().await {
                 folders.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
-        for id in runs.iter().chain(folders.iter()) {
-            if self.active.lock().unwrap().contains_key(id) {
-                continue;
-            }
-            match self.store.is_settled(id).await {
-                Ok(true) => {
-                    info!(job = %id, "removing what a finished or unknown job left");
-                    if let Err(e) = self.backend.remove(id).await {
-                        warn!(job = %id, "orphan container: {e}");
-                    }
-                    let _ = Workspace::new(&self.config.jobs_dir(), id).remove().await;
+        for (name, backend) in &self.backends {
+            let runs = match backend.list_runs().await {
+                Ok(runs) => runs,
+                Err(e) => {
+                    warn!(backend = %name, "orphan sweep: {e}");
+                    continue;
                 }
-                Ok(false) => {}
-                Err(e) => warn!("orphan sweep: {e}"),
+            };
+            for id in runs {
+                if self.is_orphan(&id).await {
+                    info!(job = %id, backend = %name, "removing the run of a finished or unknown job");
+                    if let Err(e) = backend.remove(&id).await {
+                        warn!(job = %id, "orphan run: {e}");
+                    }
+                }
+            }
+        }
+        for id in folders {
+            if self.is_orphan(&id).await {
+                let _ = Workspace::new(&self.config.jobs_dir(), &id).remove().await;
+            }
+        }
+    }
+
+    async fn is_orphan(&self, id: &str) -> bool {
+        if self.active.lock().unwrap().contains_key(id) {
+            return false;
+        }
+        match self.store.is_settled(id).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                warn!("orphan sweep: {e}");
+                false
             }
         }
     }

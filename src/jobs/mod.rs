@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod model;
+pub mod routing;
 pub mod store;
 pub mod workspace;
 

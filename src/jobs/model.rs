@@ -257,6 +257,9 @@ pub struct Job {
     pub receipt: Option<String>,
     /// The results published as a new asset owned by the consumer (`output.publishOutput`).
     pub results_did: Option<String>,
+    /// The backend the job runs on, and why (data locality).
+    pub backend: String,
+    pub backend_reason: String,
 }
 
 /// Digests of what was staged, for the receipt.

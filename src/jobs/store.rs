@@ -58,8 +58,8 @@ impl JobStore {
 
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&job.id)
         .bind(&job.owner)
@@ -69,6 +69,8 @@ impl JobStore {
         .bind(job.date_created)
         .bind(serde_json::to_string(&job.timings).expect("timings serialize"))
         .bind(job.agreement.as_ref().map(|a| serde_json::to_string(a).expect("agreement serializes")))
+        .bind(&job.backend)
+        .bind(&job.backend_reason)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -261,5 +263,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         staged: staged.map(|s| serde_json::from_str::<StagedDigests>(&s)).transpose().map_err(|e| corrupt("staged", &e))?,
         receipt: r.try_get("receipt")?,
         results_did: r.try_get("results_did")?,
+        backend: r.try_get("backend")?,
+        backend_reason: r.try_get("backend_reason")?,
     })
 }

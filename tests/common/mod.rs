@@ -36,14 +36,29 @@ impl Service {
 
     /// Like `start_with`, but ready once /health answers `health` (503 for a degraded start).
     pub async fn start_with_health(env: &[(&str, &str)], health: u16) -> Service {
+        Self::start_full(env, health, None).await
+    }
+
+    /// With a config file (`{data_dir}` in it becomes the service's data folder).
+    pub async fn start_with_config(env: &[(&str, &str)], toml: &str) -> Service {
+        Self::start_full(env, 200, Some(toml)).await
+    }
+
+    async fn start_full(env: &[(&str, &str)], health: u16, toml: Option<&str>) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
         let port = free_port();
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if let Some(toml) = toml {
+            let path = dir.path().join("brizo.toml");
+            std::fs::write(&path, toml.replace("{data_dir}", &dir.path().to_string_lossy())).unwrap();
+            env.push(("BRIZO_CONFIG".into(), path.to_string_lossy().into_owned()));
+        }
         let mut service = Service {
             dir,
             base: format!("http://127.0.0.1:{port}"),
             child: None,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env,
             port,
             http: reqwest::Client::new(),
             ready_health: health,

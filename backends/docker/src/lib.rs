@@ -20,10 +20,13 @@ use futures::stream::{BoxStream, StreamExt};
 
 pub const LABEL_JOB: &str = "brizo.job-id";
 pub const LABEL_INSTANCE: &str = "brizo.instance";
+pub const LABEL_BACKEND: &str = "brizo.backend";
 
 pub struct DockerBackend {
     engine: Arc<Engine>,
     instance: String,
+    /// The backend's name in brizo's config, labelled on its containers.
+    name: String,
 }
 
 /// The connection to dockerd, made (and its API version agreed) on first use and kept once it
@@ -52,13 +55,13 @@ impl DockerBackend {
     /// it names a unix socket, else `/var/run/docker.sock`). Connecting is tried at once, but an
     /// engine that is down is not an error here: `ping` and every call report it until it is up.
     /// `instance` scopes everything this backend lists and cleans up.
-    pub async fn connect(socket: Option<&str>, instance: &str) -> Result<Self, BackendError> {
+    pub async fn connect(socket: Option<&str>, instance: &str, name: &str) -> Result<Self, BackendError> {
         let host = std::env::var("DOCKER_HOST").ok();
         let socket = socket
             .map(str::to_string)
             .or_else(|| host.as_deref().and_then(|h| h.strip_prefix("unix://")).map(str::to_string))
             .unwrap_or_else(|| "/var/run/docker.sock".to_string());
-        let backend = Self { engine: Arc::new(Engine { socket, client: Default::default() }), instance: instance.to_string() };
+        let backend = Self { engine: Arc::new(Engine { socket, client: Default::default() }), instance: instance.to_string(), name: name.to_string() };
         if let Err(e) = backend.engine.client().await {
             tracing::warn!("{e}");
         }
@@ -109,6 +112,7 @@ impl DockerBackend {
         let labels = HashMap::from([
             (LABEL_JOB.to_string(), spec.job_id.clone()),
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
+            (LABEL_BACKEND.to_string(), self.name.clone()),
         ]);
         ContainerCreateBody {
             image: Some(spec.image.clone()),
