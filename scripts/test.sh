@@ -6,6 +6,8 @@ bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/test-deps.sh"
 trap 'bash "$ROOT/scripts/dockerd.sh" stop' EXIT
 cd "$ROOT"
+say "checking the Terraform modules (fmt, checkov)"
+bash "$ROOT/scripts/terraform-check.sh"
 say "running the test suite (real Docker engine)"
 set +e
 cargo test --workspace --locked -- --test-threads="${BRIZO_TEST_THREADS:-4}" 2>&1 | tee "$STATE_DIR/test.log"
