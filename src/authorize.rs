@@ -47,6 +47,12 @@ impl ChainContext {
         Ok(Self { keeper, resolver, metadata, publishers })
     }
 
+    /// A DID both owned and registered by a served publisher (ownership alone can be handed
+    /// over by anyone: a stranger's DDO transferred to the publisher is not the publisher's).
+    pub fn served(&self, resolved: &crate::assets::resolver::Resolved) -> bool {
+        self.publishers.contains(&resolved.owner) && self.publishers.contains(&resolved.registrant)
+    }
+
     pub fn chain(&self) -> Result<(&Arc<Keeper>, &Resolver), ApiError> {
         match (&self.keeper, &self.resolver) {
             (Some(k), Some(r)) => Ok((k, r)),
@@ -144,8 +150,8 @@ pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<A
         return Err(ApiError::NotFound(format!("unknown agreement {agreement_id}")));
     };
     let dataset = resolver.resolve(&did::format(&on_chain.did)).await?;
-    if !ctx.publishers.contains(&dataset.owner) {
-        return Err(ApiError::Forbidden(format!("{} belongs to {}, not to a publisher this service computes for", dataset.did, dataset.owner)));
+    if !ctx.served(&dataset) {
+        return Err(ApiError::Forbidden(format!("{} was not published by a publisher this service computes for", dataset.did)));
     }
     let policy = ddo::compute_policy(&dataset.ddo)?;
     let terms = Terms { agreement_id, did: on_chain.did, price: policy.price, publisher: dataset.owner, consumer };
@@ -174,7 +180,6 @@ pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<A
         lock_id: ids.lock.to_string(),
         compute_id: ids.compute.to_string(),
         escrow_id: ids.escrow.to_string(),
-        compute_tx: None,
         output: req.output.clone(),
     };
     Ok(Authorized { request, record, terms, ids })
@@ -204,9 +209,10 @@ async fn algorithm_of(
                 .map(str::to_string),
         }
         .ok_or_else(|| ApiError::BadRequest(format!("algorithm {} names no file", resolved.did)))?;
-        // A local file is only taken from an algorithm a served publisher owns.
-        if url.starts_with("file:") && !ctx.publishers.contains(&resolved.owner) {
-            return Err(ApiError::Forbidden(format!("algorithm {} points at a local file but is not owned by a served publisher", resolved.did)));
+        // Only a served publisher's algorithm may name a location the provider's own
+        // credentials open (local files, its buckets); anyone else's is fetched over http(s).
+        if !ctx.served(&resolved) && !is_http(&url) {
+            return Err(ApiError::Forbidden(format!("algorithm {} is not a served publisher's; its code must be at an http(s) URL", resolved.did)));
         }
         return Ok((AlgorithmSource { rawcode: None, url: Some(url), did: Some(resolved.did) }, info));
     }
@@ -220,8 +226,9 @@ async fn algorithm_of(
     if rawcode.is_none() && url.is_none() {
         return Err(ApiError::BadRequest("algorithmMeta needs rawcode or url".into()));
     }
-    if url.as_deref().is_some_and(|u| u.starts_with("file:")) {
-        return Err(ApiError::BadRequest("algorithmMeta.url cannot be a local file".into()));
+    // The provider's credentials must not fetch for the consumer: raw code comes over http(s).
+    if url.as_deref().is_some_and(|u| !is_http(u)) {
+        return Err(ApiError::BadRequest("algorithmMeta.url must be an http(s) URL".into()));
     }
     Ok((AlgorithmSource { url: if rawcode.is_some() { None } else { url }, rawcode, did: None }, info))
 }
@@ -232,6 +239,11 @@ fn dataset_inputs(keeper: &Keeper, ddo_doc: &Value, did_bytes: &B256) -> Result<
     let plain = keeper.decrypt(&decode_hex(hex_files)?).map_err(|e| ApiError::Internal(format!("dataset files: {e}")))?;
     let name = hex::encode(did_bytes);
     Ok(ddo::file_urls(&plain)?.into_iter().map(|url| InputSource { url, name: Some(name.clone()) }).collect())
+}
+
+fn is_http(url: &str) -> bool {
+    let lower = url.trim().to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, ApiError> {

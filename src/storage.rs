@@ -81,18 +81,34 @@ fn is_public(ip: &IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || v4.is_multicast()
                 || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10 carrier NAT
+                || v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18 // 198.18/15 benchmarking
+                || v4.octets()[0] >= 240 // 240/4 reserved
                 || v4.octets()[0] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(&IpAddr::V4(v4));
             }
-            let seg0 = v6.segments()[0];
+            let seg = v6.segments();
+            // Addresses that carry an IPv4 address reach it: judge that one.
+            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8));
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+                return is_public(&embedded(seg[6], seg[7])); // NAT64 64:ff9b::/96
+            }
+            if seg[0] == 0x2002 {
+                return is_public(&embedded(seg[1], seg[2])); // 6to4 2002::/16
+            }
+            if seg[..6] == [0, 0, 0, 0, 0, 0] {
+                return false; // ::/96, IPv4-compatible (deprecated) and the like
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80) // link local
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link local
+                || (seg[0] & 0xffc0) == 0xfec0) // site local (deprecated)
         }
     }
 }
@@ -119,6 +135,8 @@ async fn open_stream(url: &Url, limit: u64, allow_private: bool) -> Result<ByteS
     let stream: ByteStream = if matches!(url.scheme(), "http" | "https") {
         let addrs = resolve_vetted(url, allow_private).await?;
         let mut client = reqwest::Client::builder()
+            // A proxy would resolve the name again, behind the vetted addresses' back.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60));
@@ -299,12 +317,20 @@ mod tests {
             "http://[fe80::1]/x",
             "http://[::ffff:127.0.0.1]/x",
             "http://0.0.0.0/x",
+            "http://[64:ff9b::a9fe:a9fe]/latest", // NAT64 to 169.254.169.254
+            "http://[2002:0a00:0001::1]/x",        // 6to4 of 10.0.0.1
+            "http://[::10.0.0.1]/x",
+            "http://[fec0::1]/x",
+            "http://198.18.0.1/x",
+            "http://240.0.0.1/x",
+            "http://224.0.0.1/x",
         ] {
             let err = vet_remote_url(url, false).await.unwrap_err();
             assert!(matches!(err, StorageError::Refused(_)), "{url}: {err}");
         }
         assert!(vet_remote_url("http://127.0.0.1/x", true).await.is_ok());
         assert!(vet_remote_url("http://8.8.8.8/x", false).await.is_ok());
+        assert!(vet_remote_url("http://[64:ff9b::808:808]/x", false).await.is_ok(), "NAT64 of a public address");
     }
 
     #[tokio::test]

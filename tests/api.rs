@@ -129,8 +129,13 @@ async fn delete_of_a_finished_job_removes_its_results() {
     let results = svc.data_dir().join("results").join(&id);
     assert!(results.exists());
     assert_eq!(svc.delete(&format!("/api/v2/jobs/{id}")).send().await.unwrap().status(), 204);
-    assert!(!results.exists());
-    assert!(!svc.data_dir().join("logs").join(format!("{id}.log")).exists());
+    // Gone at once from the API; its files go with the next turn of the reconcile loop.
+    assert_eq!(svc.get(&format!("/api/v2/jobs/{id}")).send().await.unwrap().status(), 404);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while results.exists() || svc.data_dir().join("logs").join(format!("{id}.log")).exists() || svc.data_dir().join("receipts").join(format!("{id}.json")).exists() {
+        assert!(std::time::Instant::now() < deadline, "a removed job's files remain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
     assert!(!list.iter().any(|j| j["jobId"] == id.as_str()));
 }

@@ -210,6 +210,9 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     let err = brizo::proof::verify::check_anchor(&other, &provider_chain, registry).await.unwrap_err();
     assert!(err.to_string().contains("anchor mismatch"), "{err}");
 
+    // One job per agreement: starting again answers the same job.
+    assert_eq!(consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap(), job);
+
     // Listing without a job id; another consumer sees nothing of it.
     assert_eq!(consumer.call(Method::GET, terms.agreement_id, None).await.unwrap().len(), 1);
     for method in [Method::GET, Method::PUT, Method::DELETE] {
@@ -220,6 +223,9 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     let after = consumer.call(Method::DELETE, terms.agreement_id, Some(&job)).await.unwrap();
     assert_eq!(after[0]["removed"], 1);
     assert!(consumer.download(url, &job).await.is_err());
+    // A settled agreement runs nothing more.
+    let err = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("403") && err.to_string().contains("already settled"), "{err}");
 }
 
 #[tokio::test]
@@ -363,9 +369,11 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
     let consumer = w.consumer(3);
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let provider_address = w.chain.accounts[2].address;
+    let before = consumer.chain.get_transaction_count(provider_address).await.unwrap();
     let job = consumer.start(terms.agreement_id, &Algorithm::Did(slow)).await.unwrap();
-    // The compute condition was fulfilled by the start: one transaction so far.
+    // Starting sends nothing: the compute condition is fulfilled once the algorithm ran.
     let after_start = consumer.chain.get_transaction_count(provider_address).await.unwrap();
+    assert_eq!(after_start, before);
     w.svc.wait_status(&job, 40, PATIENCE).await;
     w.svc.kill9();
     w.svc.spawn().await;
@@ -376,13 +384,13 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
         assert!(Instant::now() < deadline, "no receipt");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Exactly two more transactions: the reward, and the receipt's anchor.
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 2);
+    // Exactly three transactions: the compute condition, the reward, the receipt's anchor.
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 3);
     // Another restart after settlement sends nothing.
     w.svc.kill9();
     w.svc.spawn().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 2);
+    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 3);
     let _ = &w.dir;
 }
 
@@ -416,6 +424,8 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
     assert!(status["settlement"]["reason"].as_str().unwrap().contains("returns to the consumer"));
     let provider = brizo::chain::provider(&w.chain.url).unwrap();
     let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms).await.unwrap();
+    // Neither compute nor escrow fulfilled: after the time out the consumer can abort and be refunded.
+    assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.compute).await.unwrap().state, ConditionState::Unfulfilled);
     assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.escrow).await.unwrap().state, ConditionState::Unfulfilled);
     assert_eq!(consumer.balance(terms.publisher).await.unwrap(), before, "the publisher was paid for a job that never ran");
 }

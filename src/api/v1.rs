@@ -31,7 +31,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
     let mut body = json!({"software": "brizo-rs", "version": env!("CARGO_PKG_VERSION"), "keeper-version": "0.13.2"});
     if let Some(keeper) = &ctx.keeper {
-        body["keeper-url"] = json!(keeper.url);
+        // Scheme, host and port only: node URLs often carry an API key in the path or userinfo.
+        let shown = url::Url::parse(&keeper.url).map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
+            + &u.port().map(|p| format!(":{p}")).unwrap_or_default()).unwrap_or_default();
+        body["keeper-url"] = json!(shown);
         body["network"] = json!(keeper.network);
         // Checksummed, as Ocean tooling prints them.
         let contracts: serde_json::Map<String, Value> = keeper.addresses.0.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect();
@@ -43,13 +46,30 @@ async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
 
 #[post("/api/v1/brizo/services/compute")]
 async fn start_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, body: web::Json<StartRequest>) -> Result<HttpResponse, ApiError> {
-    let authorize::Authorized { mut request, mut record, terms, ids } = authorize::authorize_start(&ctx, &body).await?;
-    // The job must be acceptable before the chain hears of it...
-    engine.check(&mut request).await?;
-    // ...and only then is the compute condition fulfilled (idempotent: a retry sends nothing).
-    let (keeper, _) = ctx.chain()?;
-    record.compute_tx = keeper.fulfill_compute(&terms, &ids).await?.map(|t| t.to_string());
-    let owner = record.consumer.to_lowercase();
+    // One job per agreement: a repeated start (a client's retry, a replayed request) from the
+    // agreement's signed consumer gets the job it already started; another run needs another
+    // agreement. Looked up before the chain checks, which refuse a settled agreement.
+    let consumer_text = required(&body.consumer_address, "consumerAddress")?;
+    let agreement_text = required(&body.service_agreement_id, "serviceAgreementId")?;
+    let consumer = authorize::parse_address(consumer_text)?;
+    let agreement_id = authorize::parse_agreement_id(agreement_text)?;
+    authorize::check_signature(consumer, &format!("{consumer_text}{agreement_text}"), required(&body.signature, "signature")?)?;
+    let owner = consumer.to_string().to_lowercase();
+    let existing = engine.store.by_agreement(&owner, &agreement_id.to_string()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(job) = existing.iter().find(|j| !j.removed) {
+        return Ok(HttpResponse::Ok().json(json!({"jobId": job.id})));
+    }
+    let authorize::Authorized { mut request, record, .. } = authorize::authorize_start(&ctx, &body).await?;
+    engine.check(&mut request).await.map_err(|e| match e {
+        // A decrypted dataset location must not reach the consumer in an error.
+        crate::jobs::EngineError::Invalid(detail) => {
+            tracing::warn!(agreement = %record.agreement_id, "dataset not usable: {detail}");
+            ApiError::BadRequest("the dataset's files or the algorithm cannot be used by this provider; the provider's log has the details".into())
+        }
+        other => other.into(),
+    })?;
+    // The compute condition is fulfilled only once the algorithm ran (at settlement): until
+    // then the consumer can still get the price back if the job never runs.
     let job = engine.submit_under(&owner, request, Some(record)).await?;
     Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))
 }

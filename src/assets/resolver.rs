@@ -29,6 +29,9 @@ pub struct Resolved {
     pub ddo: Value,
     /// The DID's owner on chain.
     pub owner: Address,
+    /// Who registered the DDO's current URL (`_lastUpdatedBy`). Ownership can be handed to
+    /// anyone without their consent; registering cannot, so trust decisions look at both.
+    pub registrant: Address,
     pub url: String,
 }
 
@@ -92,12 +95,13 @@ impl Resolver {
             .find_map(|log| log.log_decode::<DIDRegistry::DIDAttributeRegistered>().ok())
             .ok_or_else(|| AssetError::Fetch { did: did.clone(), message: format!("no DIDAttributeRegistered event at block {block}") })?;
         let url = event.inner.data._value.clone();
+        let registrant = event.inner.data._lastUpdatedBy;
         let ddo = self.fetch(&did, &url).await?;
         if ddo.get("id").and_then(Value::as_str).and_then(did::parse) != Some(id) {
             return Err(AssetError::Fetch { did, message: format!("the document at {url} describes another DID") });
         }
         let owner = registry.getDIDOwner(id).call().await.map_err(|e| call_error("reading the DID owner", e))?;
-        Ok(Resolved { did, ddo, owner, url })
+        Ok(Resolved { did, ddo, owner, registrant, url })
     }
 
     async fn fetch(&self, did: &str, url: &str) -> Result<Value, AssetError> {

@@ -125,6 +125,8 @@ pub enum Refusal {
     NotPaid(ConditionState),
     #[error("the agreement has expired")]
     Expired,
+    #[error("the agreement is already settled; order again to run another job")]
+    AlreadySettled,
 }
 
 /// Provider side: checks that `consumer` may run compute under `terms`' agreement: it exists,
@@ -149,6 +151,9 @@ pub async fn check(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<Result<C
         ConditionState::Fulfilled => {}
         ConditionState::Aborted => return Ok(Err(Refusal::Expired)),
         other => return Ok(Err(Refusal::NotPaid(other))),
+    }
+    if condition(p, a, ids.escrow).await?.state != ConditionState::Unfulfilled {
+        return Ok(Err(Refusal::AlreadySettled));
     }
     let compute = condition(p, a, ids.compute).await?;
     let timed_out = compute.time_out > 0 && block > compute.created_at_block + compute.time_out;

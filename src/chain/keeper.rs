@@ -67,23 +67,38 @@ impl Keeper {
         &self.signer
     }
 
+    /// Refuses to send while an earlier transaction of the provider is still pending: after a
+    /// receipt timeout or a crash, its effect is not on chain yet, so a state check would let
+    /// the same transaction go out twice. Retrying later (once it is mined) is safe.
+    async fn nothing_pending(&self) -> Result<(), ChainError> {
+        let pending = self.provider.get_transaction_count(self.address).pending().await.map_err(|e| call_error("reading the nonce", e))?;
+        let mined = self.provider.get_transaction_count(self.address).latest().await.map_err(|e| call_error("reading the nonce", e))?;
+        if pending > mined {
+            return Err(ChainError::Unreachable(format!("{} transaction(s) of the provider still pending; waiting for them before sending more", pending - mined)));
+        }
+        Ok(())
+    }
+
     pub async fn check(&self, terms: &Terms) -> Result<Result<ConditionIds, Refusal>, ChainError> {
         agreement::check(&self.provider, &self.addresses, terms).await
     }
 
     pub async fn fulfill_compute(&self, terms: &Terms, ids: &ConditionIds) -> Result<Option<B256>, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
+        self.nothing_pending().await?;
         agreement::fulfill_compute(&self.provider, &self.addresses, terms, ids).await
     }
 
     pub async fn release_reward(&self, terms: &Terms, ids: &ConditionIds) -> Result<Option<B256>, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
+        self.nothing_pending().await?;
         agreement::release_reward(&self.provider, &self.addresses, terms, ids).await
     }
 
     /// Registers `did` with `checksum` unless it already carries it (receipt anchors).
     pub async fn anchor(&self, did: B256, checksum: B256, url: &str) -> Result<Option<B256>, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
+        self.nothing_pending().await?;
         let registry = super::contracts::DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.provider);
         let current = registry.getDIDRegister(did).call().await.map_err(|e| call_error("reading the anchor", e))?;
         if current.lastChecksum == checksum {
@@ -94,6 +109,7 @@ impl Keeper {
 
     pub async fn transfer_did(&self, did: B256, to: Address) -> Result<B256, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
+        self.nothing_pending().await?;
         let registry = super::contracts::DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.provider);
         let receipt = crate::send_tx!(registry.transferDIDOwnership(did, to), "transferring the results DID");
         Ok(receipt.transaction_hash)
@@ -101,6 +117,7 @@ impl Keeper {
 
     pub async fn register_did(&self, did: B256, checksum: B256, url: &str) -> Result<B256, ChainError> {
         let _one_at_a_time = self.transactions.lock().await;
+        self.nothing_pending().await?;
         agreement::register_did(&self.provider, &self.addresses, did, checksum, vec![self.address], url).await
     }
 }

@@ -68,6 +68,8 @@ pub struct Engine {
     config: Arc<Config>,
     active: Mutex<HashMap<String, CancellationToken>>,
     retry_at: Mutex<HashMap<String, (Instant, u32)>>,
+    /// The key receipts are signed with, loaded (or made) once: the provider's, or the node's.
+    receipt_key: Mutex<Option<alloy::signers::local::PrivateKeySigner>>,
     staging_slots: Arc<Semaphore>,
     run_slots: Arc<Semaphore>,
     wake: Notify,
@@ -93,6 +95,7 @@ impl Engine {
             results,
             config,
             active: Mutex::default(),
+            receipt_key: Mutex::default(),
             retry_at: Mutex::default(),
             wake: Notify::new(),
         })
@@ -147,6 +150,7 @@ impl Engine {
             timeout_secs,
             stop_requested: false,
             removed: false,
+            cleared: false,
             date_created: now_epoch(),
             date_started: None,
             date_finished: None,
@@ -265,17 +269,13 @@ impl Engine {
     }
 
     /// Stops the job if it runs and removes everything it left: container, folder, logs,
-    /// published results. The record stays, marked removed, so the id is never reused.
+    /// published results. The record stays, marked removed, so the id is never reused. The
+    /// clearing is the reconcile loop's (retried until done), so an outage loses nothing.
     pub async fn remove(&self, id: &str, owner: Option<&str>) -> Result<(), EngineError> {
-        let job = self.get(id, owner).await?;
+        self.get(id, owner).await?;
         self.store.mark_removed(id).await?;
-        if job.is_finished() {
-            self.clear_leftovers(&job).await.map_err(|e| EngineError::Conflict(format!("job {id} removed, but its files remain: {e}")))?;
-        } else {
-            // The driver sees the mark, stops the run and clears everything itself.
-            self.interrupt(id);
-            self.wake.notify_one();
-        }
+        self.interrupt(id);
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -366,19 +366,24 @@ impl Engine {
         loop {
             let Some(job) = self.store.get(id).await? else { return Ok(()) };
             if job.is_finished() {
+                // One step per turn, each re-reading the job: a removal can arrive meanwhile.
                 if job.agreement.is_some() && job.settlement.is_none() {
                     self.settle(&job).await?;
                     continue;
                 }
-                if job.wants_results_asset() && job.results_did.is_none() && job.outcome == Some(Outcome::Succeeded) && !job.removed {
+                if !job.removed && job.wants_results_asset() && job.results_did.is_none() && job.outcome == Some(Outcome::Succeeded) {
                     self.publish_results_asset(&job).await?;
                     continue;
                 }
-                if job.receipt.is_none() && !job.removed {
+                if !job.removed && job.receipt.is_none() {
                     self.issue_receipt(&job).await?;
+                    continue;
                 }
                 if job.removed {
-                    self.clear_leftovers(&job).await.map_err(|e| StepError::Retry(e.to_string()))?;
+                    if !job.cleared {
+                        self.clear_leftovers(&job).await.map_err(StepError::Retry)?;
+                        self.store.mark_cleared(&job.id).await?;
+                    }
                 } else {
                     self.clean_run(&job).await?;
                 }
@@ -622,12 +627,19 @@ impl Engine {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let mut published = Vec::with_capacity(job.outputs.len());
         for output in &job.outputs {
-            let (size, sha256) = self
-                .results
-                .put_file(&job.id, &format!("outputs/{}", output.name), &ws.outputs().join(&output.name))
-                .await
-                .map_err(|e| StepError::Retry(e.to_string()))?;
-            published.push(OutputFile { name: output.name.clone(), size, sha256 });
+            match self.results.put_file(&job.id, &format!("outputs/{}", output.name), &ws.outputs().join(&output.name)).await {
+                Ok((size, sha256)) => published.push(OutputFile { name: output.name.clone(), size, sha256 }),
+                // The algorithm left a file brizo cannot read (its mode, a vanished file): that
+                // does not heal by retrying, so the job ends with the reason.
+                Err(StorageError::Io(e)) => {
+                    let reason = format!("output {} could not be read: {e}", output.name);
+                    self.store
+                        .transition(&job.id, Phase::Publishing, Transition { outcome: Some(Outcome::Failed), error: Some(reason), outputs: Some(vec![]), ..Default::default() })
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(StepError::Retry(e.to_string())),
+            }
         }
         let log = self.log_path(&job.id);
         if log.exists() {
@@ -648,10 +660,12 @@ impl Engine {
     }
 
     /// A job under an agreement pays the publisher once its algorithm ran (whatever its exit:
-    /// the provider did the work). A job that ended before the algorithm ran, through no fault
-    /// of the consumer's, leaves the reward in escrow: after the agreement's time out the
-    /// consumer gets it back (ComputeExecutionCondition.abortByTimeOut, then EscrowReward).
-    /// Idempotent: the on-chain state is read before anything is sent.
+    /// the provider did the work): the compute condition is fulfilled, then the reward
+    /// released. A job that ended before the algorithm ran, through no fault of the
+    /// consumer's, touches neither: after the agreement's time out the consumer gets the price
+    /// back (ComputeExecutionCondition.abortByTimeOut, then EscrowReward.fulfill). Fulfilling
+    /// compute earlier would make that refund impossible. Idempotent: the on-chain state is
+    /// read before anything is sent.
     async fn settle(&self, job: &Job) -> Result<(), StepError> {
         let record = job.agreement.as_ref().expect("settle is called for agreement jobs");
         let Some(keeper) = &self.keeper else {
@@ -660,12 +674,19 @@ impl Engine {
         let (terms, ids) = crate::authorize::terms_of(record).map_err(StepError::Retry)?;
         let ran = job.exit_code.is_some() || job.outcome == Some(Outcome::TimedOut);
         let settlement = if ran {
+            let compute_tx = keeper.fulfill_compute(&terms, &ids).await.map_err(|e| StepError::Retry(e.to_string()))?;
             let tx = keeper.release_reward(&terms, &ids).await.map_err(|e| StepError::Retry(e.to_string()))?;
-            Settlement { state: "paid".into(), tx: tx.map(|t| t.to_string()), reason: "the algorithm ran; the reward went to the publisher".into() }
+            Settlement {
+                state: "paid".into(),
+                tx: tx.map(|t| t.to_string()),
+                compute_tx: compute_tx.map(|t| t.to_string()),
+                reason: "the algorithm ran; the reward went to the publisher".into(),
+            }
         } else {
             Settlement {
                 state: "not_paid".into(),
                 tx: None,
+                compute_tx: None,
                 reason: "the job ended before the algorithm ran; the reward stays in escrow and returns to the consumer once the agreement times out".into(),
             }
         };
@@ -699,11 +720,8 @@ impl Engine {
             Some(k) => Some(k.chain_id().await.map_err(|e| StepError::Retry(e.to_string()))?),
             None => None,
         };
-        let receipt = crate::proof::build::receipt(&self.config, job, self.keeper.as_deref(), chain_id, logs);
-        let key = match &self.keeper {
-            Some(k) => k.signer().clone(),
-            None => crate::proof::build::node_key(&self.config.data_dir).map_err(|e| StepError::Retry(format!("node key: {e}")))?,
-        };
+        let key = self.receipt_key().map_err(|e| StepError::Retry(format!("node key: {e}")))?;
+        let receipt = crate::proof::build::receipt(&self.config, job, self.keeper.as_deref(), chain_id, logs, key.address());
         let mut signed = crate::proof::receipt::sign(receipt, &key);
         if let Some(keeper) = &self.keeper {
             let did = crate::proof::receipt::anchor_did(&job.id);
@@ -721,6 +739,19 @@ impl Engine {
         self.store.set_receipt(&job.id, &text).await?;
         info!(job = %job.id, hash = %signed.hash, "receipt issued");
         Ok(())
+    }
+
+    fn receipt_key(&self) -> std::io::Result<alloy::signers::local::PrivateKeySigner> {
+        let mut slot = self.receipt_key.lock().unwrap();
+        if let Some(key) = slot.as_ref() {
+            return Ok(key.clone());
+        }
+        let key = match &self.keeper {
+            Some(k) => k.signer().clone(),
+            None => crate::proof::build::node_key(&self.config.data_dir)?,
+        };
+        *slot = Some(key.clone());
+        Ok(key)
     }
 
     /// Ends a job that did not get to run (or whose run cannot be judged).
@@ -758,9 +789,11 @@ impl Engine {
             backend.remove(&job.id).await.map_err(|e| e.to_string())?;
         }
         Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| e.to_string())?;
-        match tokio::fs::remove_file(self.log_path(&job.id)).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
-            _ => {}
+        for file in [self.log_path(&job.id), self.config.data_dir.join("receipts").join(format!("{}.json", job.id))] {
+            match tokio::fs::remove_file(file).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+                _ => {}
+            }
         }
         self.results.delete_job(&job.id).await.map_err(|e: StorageError| e.to_string())
     }
@@ -865,7 +898,8 @@ fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
         if !entry.file_type().is_file() {
             continue;
         }
-        let rel = entry.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+        // A name that is not UTF-8 cannot be published under its own name: left out.
+        let Some(rel) = entry.path().strip_prefix(dir).expect("under dir").to_str().map(str::to_string) else { continue };
         out.push(OutputFile { name: rel, size: entry.metadata().map_err(std::io::Error::other)?.len(), sha256: String::new() });
     }
     Ok(out)

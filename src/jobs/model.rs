@@ -181,9 +181,6 @@ pub struct AgreementRecord {
     pub lock_id: String,
     pub compute_id: String,
     pub escrow_id: String,
-    /// Transaction that fulfilled the compute condition (none when it already was).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compute_tx: Option<String>,
     /// The `output` section of the request, kept for publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<serde_json::Value>,
@@ -195,8 +192,12 @@ pub struct AgreementRecord {
 pub struct Settlement {
     /// `paid`: the reward went to the publisher; `not_paid`: left in escrow for a refund.
     pub state: String,
+    /// The reward's release (none when it already was released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tx: Option<String>,
+    /// The compute condition's fulfilment, sent once the algorithm ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_tx: Option<String>,
     pub reason: String,
 }
 
@@ -244,6 +245,8 @@ pub struct Job {
     pub timeout_secs: u64,
     pub stop_requested: bool,
     pub removed: bool,
+    /// A removed job's leftovers are gone.
+    pub cleared: bool,
     /// Epoch seconds.
     pub date_created: f64,
     pub date_started: Option<f64>,

@@ -156,6 +156,11 @@ impl JobStore {
         Ok(())
     }
 
+    pub async fn mark_cleared(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET cleared = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_results_did(&self, id: &str, did: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ?").bind(did).bind(id).execute(&self.pool).await?;
         Ok(())
@@ -186,13 +191,16 @@ impl JobStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Finished jobs with work left: an agreement to settle or a receipt to issue.
+    /// Finished jobs with work left: an agreement to settle (removed or not), a results asset or
+    /// a receipt to issue, or a removed job's leftovers to clear.
     pub async fn unsettled(&self) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM jobs WHERE status IN (31, 32, 70) AND removed = 0
-             AND ((agreement IS NOT NULL AND settlement IS NULL) OR receipt IS NULL
-                  OR (status = 70 AND outcome = 'succeeded' AND results_did IS NULL
-                      AND json_extract(agreement, '$.output.publishOutput') IN (1, '1', 'true')))",
+            "SELECT * FROM jobs WHERE status IN (31, 32, 70) AND (
+                 (agreement IS NOT NULL AND settlement IS NULL)
+                 OR (removed = 0 AND (receipt IS NULL
+                     OR (status = 70 AND outcome = 'succeeded' AND results_did IS NULL
+                         AND json_extract(agreement, '$.output.publishOutput') IN (1, '1', 'true'))))
+                 OR (removed = 1 AND cleared = 0))",
         )
             .fetch_all(&self.pool)
             .await?;
@@ -253,6 +261,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         timeout_secs: r.try_get::<i64, _>("timeout_secs")? as u64,
         stop_requested: r.try_get::<i64, _>("stop_requested")? != 0,
         removed: r.try_get::<i64, _>("removed")? != 0,
+        cleared: r.try_get::<i64, _>("cleared")? != 0,
         date_created: r.try_get("date_created")?,
         date_started: r.try_get("date_started")?,
         date_finished: r.try_get("date_finished")?,

@@ -15,7 +15,8 @@ use crate::jobs::Job;
 /// The contracts a verifier needs to find the agreement and the anchor.
 const CONTRACTS: [&str; 5] = ["AgreementStoreManager", "ComputeExecutionCondition", "DIDRegistry", "EscrowReward", "LockRewardCondition"];
 
-pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Option<u64>, logs: Option<Digest>) -> Receipt {
+/// `signer` is the address whose key will sign it.
+pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Option<u64>, logs: Option<Digest>, signer: alloy::primitives::Address) -> Receipt {
     let staged = job.staged.clone().unwrap_or_default();
     let agreement = job.agreement.as_ref();
     let inputs = place_inputs(&job.request.inputs)
@@ -40,10 +41,7 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
     let contracts = keeper
         .map(|k| CONTRACTS.iter().filter_map(|c| k.addresses.get(c).ok().map(|a| (c.to_string(), a.to_string()))).collect())
         .unwrap_or_default();
-    let provider = match keeper {
-        Some(k) => k.address.to_string(),
-        None => node_key(&config.data_dir).map(|k| k.address().to_string()).unwrap_or_default(),
-    };
+    let provider = signer.to_string();
     Receipt {
         format: FORMAT.to_string(),
         job_id: job.id.clone(),
@@ -79,7 +77,7 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
         logs,
         results_did: job.results_did.clone(),
         settlement: ReceiptSettlement {
-            compute_tx: agreement.and_then(|a| a.compute_tx.clone()),
+            compute_tx: job.settlement.as_ref().and_then(|s| s.compute_tx.clone()),
             state: job.settlement.as_ref().map(|s| s.state.clone()),
             reward_tx: job.settlement.as_ref().and_then(|s| s.tx.clone()),
         },
@@ -89,16 +87,22 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
 /// The key that signs receipts when the service runs without a chain: made once, kept in the
 /// data folder (mode 0600).
 pub fn node_key(data_dir: &Path) -> std::io::Result<PrivateKeySigner> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("node.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
         return text.trim().parse().map_err(|_| std::io::Error::other(format!("{} is not a private key", path.display())));
     }
     let key = PrivateKeySigner::random();
     std::fs::create_dir_all(data_dir)?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, hex::encode(key.to_bytes()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(key)
+    // create_new: if another process made one meanwhile, theirs wins and is read back.
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(mut f) => {
+            f.write_all(hex::encode(key.to_bytes()).as_bytes())?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => node_key(data_dir),
+        Err(e) => Err(e),
+    }
 }
