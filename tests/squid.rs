@@ -420,6 +420,7 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
     let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm)).await.unwrap();
     let status = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(status["status"], 31, "{status}");
+    assert!(!status.to_string().contains("gone.csv"), "the dataset's location leaked to the consumer: {status}");
     assert_eq!(status["settlement"]["state"], "not_paid", "{status}");
     assert!(status["settlement"]["reason"].as_str().unwrap().contains("returns to the consumer"));
     let provider = brizo::chain::provider(&w.chain.url).unwrap();

@@ -153,10 +153,22 @@ pub fn status_object(base: &str, job: &Job) -> Value {
         "stopreq": stopreq,
         "removed": if job.removed { 1 } else { 0 },
         "outcome": job.outcome.map(|o| o.as_str()),
-        "error": job.error,
+        "error": consumer_error(job),
         "settlement": job.settlement,
         "backend": job.backend,
     })
+}
+
+/// The reason a consumer may read. Staging errors of an agreement job name the dataset's
+/// decrypted file locations, which a consumer must never see: they get a generic reason (the
+/// provider's log has the details).
+fn consumer_error(job: &Job) -> Option<String> {
+    match job.phase {
+        crate::jobs::Phase::DataProvisioningFailed if job.agreement.is_some() => {
+            Some("a file of the dataset could not be provisioned; the provider's log has the details".into())
+        }
+        _ => job.error.clone(),
+    }
 }
 
 #[get("/api/v1/brizo/services/compute")]
