@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount as DockerMount, MountType};
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
@@ -21,6 +21,8 @@ use futures::stream::{BoxStream, StreamExt};
 pub const LABEL_JOB: &str = "brizo.job-id";
 pub const LABEL_INSTANCE: &str = "brizo.instance";
 pub const LABEL_BACKEND: &str = "brizo.backend";
+/// Ceiling of the engine's own log of a job container (json-file `max-size`).
+pub const ENGINE_LOG_MAX: &str = "64m";
 
 pub struct DockerBackend {
     engine: Arc<Engine>,
@@ -106,6 +108,12 @@ impl DockerBackend {
             memory_swap: Some(spec.limits.memory_bytes as i64),
             nano_cpus: Some((spec.limits.cpus * 1e9) as i64),
             pids_limit: Some(spec.limits.pids),
+            // The engine keeps its own copy of the output: bound it, so a chatty algorithm
+            // cannot fill the host's disk (brizo's copy has its own, smaller cap).
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([("max-size".to_string(), ENGINE_LOG_MAX.to_string()), ("max-file".to_string(), "1".to_string())])),
+            }),
             mounts: Some(mounts),
             ..Default::default()
         };
