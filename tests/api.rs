@@ -57,6 +57,7 @@ print("done", flush=True)
     assert_eq!(std::fs::read_to_string(results.join("outputs/sum.json")).unwrap(), r#"{"sum": 12}"#);
     assert!(std::fs::read_to_string(results.join("logs/algorithm.log")).unwrap().contains("done"));
     // The container and the job folder are gone; the results stay.
+    svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty());
     assert!(!svc.data_dir().join("jobs").join(&id).exists());
 
@@ -89,6 +90,12 @@ async fn stop_kills_a_running_job_and_keeps_its_logs() {
     let svc = Service::start().await;
     let id = svc.submit(python_job("import time\nprint('started', flush=True)\ntime.sleep(300)\n")).await;
     svc.wait_status(&id, 40, PATIENCE).await;
+    // Stop once the algorithm has printed (running means the container started, not python).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !svc.logs(&id).await.contains("started") {
+        assert!(std::time::Instant::now() < deadline, "the algorithm never printed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let res = svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let job = svc.wait_finished(&id, PATIENCE).await;
@@ -100,6 +107,7 @@ async fn stop_kills_a_running_job_and_keeps_its_logs() {
     let again = svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
     assert_eq!(again.status(), 409);
     assert!(again.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("already finished"));
+    svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty());
 }
 

@@ -25,6 +25,9 @@ async fn fifty_submissions_are_all_accounted_for() {
     }
     let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
     assert_eq!(list.len(), 50);
+    for id in &ids {
+        svc.wait_cleaned(id).await;
+    }
     assert!(common::containers_of(&svc.instance()).is_empty());
     let leftovers = std::fs::read_dir(svc.data_dir().join("jobs")).unwrap().count();
     assert_eq!(leftovers, 0, "job folders remain");

@@ -85,6 +85,7 @@ async fn timeout_kills_the_job() {
     assert_eq!(job["timeoutSeconds"], 2);
     assert!(job["error"].as_str().unwrap().contains("2 s limit"), "{job}");
     assert!(svc.logs(&id).await.contains("sleeping"));
+    svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty());
 }
 

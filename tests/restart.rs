@@ -27,6 +27,7 @@ async fn a_running_job_survives_a_crash_of_the_service() {
     for i in 0..6 {
         assert!(logs.contains(&format!("step {i}")), "log lost lines across the restart: {logs}");
     }
+    svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty(), "orphan container");
     assert!(!svc.data_dir().join("jobs").join(&id).exists(), "orphan job folder");
 }
@@ -42,6 +43,7 @@ async fn a_job_whose_container_ended_during_the_outage_is_collected() {
     let job = svc.wait_finished(&id, PATIENCE).await;
     assert_eq!(job["outcome"], "succeeded", "{job}");
     assert_eq!(job["outputs"][0]["name"], "r.txt");
+    svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty());
 }
 
@@ -57,6 +59,7 @@ async fn a_container_removed_during_the_outage_ends_the_job_with_a_reason() {
     let job = svc.wait_finished(&id, PATIENCE).await;
     assert_eq!(job["outcome"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("container disappeared"), "{job}");
+    svc.wait_cleaned(&id).await;
     assert!(!svc.data_dir().join("jobs").join(&id).exists());
 }
 
@@ -77,6 +80,7 @@ async fn queued_jobs_survive_a_crash_and_orphans_are_swept() {
     svc.spawn().await;
     for id in [&blocker, &queued] {
         assert_eq!(svc.wait_finished(id, PATIENCE).await["outcome"], "succeeded");
+        svc.wait_cleaned(id).await;
     }
     assert!(common::containers_of(&svc.instance()).is_empty(), "orphans remain");
     assert!(!svc.data_dir().join("jobs").join("unknownjob").exists());

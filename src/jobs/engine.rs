@@ -367,6 +367,12 @@ impl Engine {
             let Some(job) = self.store.get(id).await? else { return Ok(()) };
             if job.is_finished() {
                 // One step per turn, each re-reading the job: a removal can arrive meanwhile.
+                // The container and folder go first: nothing after needs them, and the chain
+                // steps can take a while.
+                if !job.removed && job.timings.cleanup_ms.is_none() {
+                    self.clean_run(&job).await?;
+                    continue;
+                }
                 if job.agreement.is_some() && job.settlement.is_none() {
                     self.settle(&job).await?;
                     continue;
@@ -379,13 +385,9 @@ impl Engine {
                     self.issue_receipt(&job).await?;
                     continue;
                 }
-                if job.removed {
-                    if !job.cleared {
-                        self.clear_leftovers(&job).await.map_err(StepError::Retry)?;
-                        self.store.mark_cleared(&job.id).await?;
-                    }
-                } else {
-                    self.clean_run(&job).await?;
+                if job.removed && !job.cleared {
+                    self.clear_leftovers(&job).await.map_err(StepError::Retry)?;
+                    self.store.mark_cleared(&job.id).await?;
                 }
                 return Ok(());
             }

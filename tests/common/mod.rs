@@ -161,6 +161,20 @@ impl Service {
         }
     }
 
+    /// Waits until a finished job's container and folder are gone (its `cleanupMs` timing is
+    /// recorded then): cleanup follows the job's last status by a moment.
+    pub async fn wait_cleaned(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(id).await;
+            if job["timings"].get("cleanupMs").is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {id} was never cleaned up: {job}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_status(&self, id: &str, status: i64, patience: Duration) -> Value {
         let deadline = Instant::now() + patience;
         loop {
