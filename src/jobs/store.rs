@@ -114,14 +114,6 @@ impl JobStore {
         })
     }
 
-    pub async fn count_in_phase(&self, phase: Phase) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = ?")
-            .bind(phase.code())
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
-    }
-
     /// Moves a job to `phase`, writing the given fields alongside (others stay as they are).
     pub async fn transition(&self, id: &str, phase: Phase, t: Transition) -> Result<(), StoreError> {
         sqlx::query(
