@@ -60,6 +60,13 @@ pub trait ComputeBackend: Send + Sync + 'static {
     /// Short name used in config, logs and metrics (`docker`, `aws-batch`, ...).
     fn name(&self) -> &'static str;
 
+    /// Whether the backend itself cuts a run off every network when `spec.network` is false.
+    /// Remote engines whose isolation is the infrastructure's (subnets with no route out,
+    /// security groups) answer false, and the engine says so on the jobs it sends them.
+    fn isolates_network(&self) -> bool {
+        true
+    }
+
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), BackendError>;
 

@@ -168,7 +168,11 @@ pub async fn isolation_defaults(b: &dyn ComputeBackend, image: &str) {
     let (code, _, logs) = run_to_end(b, &sh(image, script)).await;
     assert_eq!(code, 0, "{logs}");
     assert!(logs.contains("uid=65534"), "not running as the requested uid: {logs}");
-    assert!(logs.contains("nets=lo \n") || logs.contains("nets=lo\n"), "network interfaces besides loopback: {logs}");
+    if b.isolates_network() {
+        assert!(logs.contains("nets=lo \n") || logs.contains("nets=lo\n"), "network interfaces besides loopback: {logs}");
+    } else {
+        eprintln!("{}: network isolation is the infrastructure's, not checked here", b.name());
+    }
     assert!(logs.contains("0000000000000000"), "capabilities not dropped: {logs}");
     assert!(!logs.contains("ROOTFS-WRITABLE"), "root filesystem is writable");
     assert!(logs.contains("tmp-writable"), "/tmp is not writable: {logs}");
@@ -219,24 +223,28 @@ pub async fn second_look_after_exit(b: &dyn ComputeBackend, image: &str) {
 }
 
 /// Runs every check against one backend: `conformance_tests!(make_backend().await, "image:tag");`
-/// The first argument is an async expression building the backend.
+/// The first argument is an async expression building the backend. When it builds a fixture
+/// that holds the backend (and the emulator it talks to), name a `fn(&Fixture) -> &dyn
+/// ComputeBackend` after it: `conformance_tests!(fixture().await, backend_of, "image:tag");`
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr, $image:expr) => {
-        $crate::conformance_tests!(@each $make, $image;
+        $crate::conformance_tests!($make, std::convert::identity, $image);
+    };
+    ($make:expr, $project:expr, $image:expr) => {
+        $crate::conformance_tests!(@each $make, $project, $image;
             reports_exit_code, streams_stdout_and_stderr, passes_environment, start_is_idempotent,
             stop_kills_a_running_run, remove_leaves_nothing, missing_image_is_reported,
             mounts_honour_read_only, isolation_defaults, enforces_pids_limit, reports_out_of_memory,
             second_look_after_exit);
     };
-    (@each $make:expr, $image:expr; $($name:ident),*) => {
+    (@each $make:expr, $project:expr, $image:expr; $($name:ident),*) => {
         $(
             #[tokio::test]
             async fn $name() {
-                let backend = $make;
-                $crate::conformance::$name(&backend, $image).await;
+                let fixture = $make;
+                $crate::conformance::$name($project(&fixture), $image).await;
             }
         )*
     };
 }
-

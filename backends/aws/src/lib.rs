@@ -1,0 +1,574 @@
+//! Runs brizo jobs on AWS Batch, in the publisher's account, next to their S3 data.
+//!
+//! The service host's disk never reaches the job's machine. For each job the backend writes,
+//! under its S3 staging prefix, the files of the spec's read-only mounts and a runner
+//! [`Plan`](brizo_runner::Plan), then submits a Batch job whose container starts
+//! `brizo-runner` (a static binary the compute environment's hosts provide, bind-mounted by the
+//! job definition) with one presigned URL to that plan. The runner downloads, drops root, runs
+//! the algorithm under the limits, and sends the writable folders and its result back through
+//! presigned PUTs. When the job has ended, [`ComputeBackend::wait`] unpacks the writable folders
+//! into the spec's host paths, so the engine publishes them as for any backend.
+//!
+//! Mapping onto Batch: one job definition per (image, runner, scratch size); memory and vCPUs
+//! per job through container overrides; `DescribeJobs` for status; CloudWatch Logs for the log;
+//! `TerminateJob` to stop. Everything is found again from the job id alone (a `meta.json` next
+//! to the staged files names the Batch job), so a restarted service re-attaches.
+//!
+//! Network: Batch has no per-container "no network" on EC2, and the runner needs S3. The
+//! algorithm's reach is the compute environment's: the Terraform module puts it in subnets whose
+//! only route is the S3 endpoint. [`ComputeBackend::isolates_network`] says so to the engine.
+
+pub mod emulator;
+mod quirks;
+mod staging;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_batch::types::{
+    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, KeyValuePair, KeyValuesPair, LinuxParameters, MountPoint,
+    ResourceRequirement, ResourceType, Tmpfs, Volume,
+};
+use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, JobSpec, RunInfo, RunState};
+use brizo_runner::{FileDownload, PLAN_URL_ENV, Plan, PlanLimits, RUNNER_PATH, RunResult, WritableDir};
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use object_store::signer::Method;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+pub use staging::Staging;
+
+/// How the backend learns an image's digest and that it exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// The compute hosts use the images of the Docker engine on this host (moto runs Batch
+    /// jobs on the local engine; so do single-host setups): it is asked for the image's id.
+    #[default]
+    Docker,
+    /// Images must be referenced by digest (`name@sha256:...`); nothing is looked up.
+    Pinned,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AwsBatchConfig {
+    pub region: String,
+    /// Override of every AWS endpoint (an emulator such as moto). Empty for AWS itself.
+    #[serde(default)]
+    pub endpoint: String,
+    pub job_queue: String,
+    /// `s3://bucket[/prefix]` where jobs' staged files, plans and results are kept.
+    pub staging: String,
+    #[serde(default = "default_log_group")]
+    pub log_group: String,
+    /// Where the runner binary lies on the compute environment's hosts.
+    pub runner_host_path: String,
+    #[serde(default)]
+    pub images: ImageSource,
+    /// Lifetime of the presigned URLs a job gets; it must cover queueing and running.
+    #[serde(default = "default_url_ttl_secs")]
+    pub url_ttl_secs: u64,
+    /// How often Batch and CloudWatch are polled while a job runs.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_log_group() -> String {
+    "/aws/batch/job".into()
+}
+fn default_url_ttl_secs() -> u64 {
+    12 * 3600
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+
+/// What the backend remembers of a job, next to its staged files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    batch_job_id: String,
+    image_digest: String,
+    /// Writable mounts: where each one's archive goes on this host once the job ended.
+    writable: Vec<(usize, PathBuf)>,
+}
+
+pub struct AwsBatchBackend {
+    batch: aws_sdk_batch::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    staging: Arc<Staging>,
+    config: AwsBatchConfig,
+    docker: Option<bollard::Docker>,
+    /// Job definition ARNs already registered, by name.
+    definitions: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl AwsBatchBackend {
+    /// `instance` and `name` scope the staging prefix, as labels scope Docker containers.
+    pub async fn connect(config: AwsBatchConfig, instance: &str, name: &str) -> Result<Self, BackendError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(config.region.clone()));
+        if !config.endpoint.is_empty() {
+            loader = loader.endpoint_url(&config.endpoint);
+        }
+        let sdk = loader.load().await;
+        let endpoint = (!config.endpoint.is_empty()).then_some(config.endpoint.as_str());
+        let scope = format!("{instance}/{name}");
+        let staging = Staging::new(&config.staging, &sdk, endpoint, &scope, Duration::from_secs(config.url_ttl_secs))?;
+        let docker = match config.images {
+            ImageSource::Docker => Some(bollard::Docker::connect_with_local_defaults().map_err(|e| BackendError::Unavailable(e.to_string()))?),
+            ImageSource::Pinned => None,
+        };
+        Ok(Self {
+            batch: aws_sdk_batch::Client::new(&sdk),
+            logs: if config.endpoint.is_empty() {
+                aws_sdk_cloudwatchlogs::Client::new(&sdk)
+            } else {
+                let conf = aws_sdk_cloudwatchlogs::config::Builder::from(&sdk).interceptor(quirks::IntegerTimestamps).build();
+                aws_sdk_cloudwatchlogs::Client::from_conf(conf)
+            },
+            staging: Arc::new(staging),
+            config,
+            docker,
+            definitions: Default::default(),
+        })
+    }
+
+    /// Batch job names allow letters, digits, `-` and `_`, up to 128.
+    pub fn job_name(job_id: &str) -> String {
+        let clean: String = job_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        format!("brizo-{clean}").chars().take(128).collect()
+    }
+
+    async fn meta(&self, job_id: &str) -> Result<Option<Meta>, BackendError> {
+        match self.staging.get(&self.staging.key(job_id, "meta.json")).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BackendError::Other(format!("meta of job {job_id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn result(&self, job_id: &str) -> Result<Option<RunResult>, BackendError> {
+        match self.staging.get(&self.staging.key(job_id, "result.json")).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BackendError::Other(format!("result of job {job_id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn image_digest(&self, image: &str) -> Result<String, BackendError> {
+        if let Some((_, digest)) = image.split_once('@') {
+            return Ok(digest.to_string());
+        }
+        let Some(docker) = &self.docker else {
+            return Err(BackendError::InvalidSpec(format!(
+                "image {image} is not pinned: with `images = \"pinned\"` reference images by digest (name@sha256:...)"
+            )));
+        };
+        match docker.inspect_image(image).await {
+            Ok(found) => Ok(found.id.unwrap_or_default()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Err(BackendError::ImageNotFound(image.to_string())),
+            Err(e) => Err(BackendError::Unavailable(format!("asking the local engine about image {image}: {e}"))),
+        }
+    }
+
+    /// The job definition for `spec`'s image and scratch size, registered once.
+    async fn definition(&self, spec: &JobSpec) -> Result<String, BackendError> {
+        let tmpfs_mib = (spec.limits.tmpfs_bytes >> 20).max(1) as i32;
+        let identity = format!("{}\n{}\n{}", spec.image, self.config.runner_host_path, tmpfs_mib);
+        let name = format!("brizo-{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..24]);
+        let mut known = self.definitions.lock().await;
+        if let Some(arn) = known.get(&name) {
+            return Ok(arn.clone());
+        }
+        let found = self.batch.describe_job_definitions().job_definition_name(&name).status("ACTIVE").send().await.map_err(sdk_error)?;
+        let arn = match found.job_definitions().iter().filter_map(|d| d.job_definition_arn()).next() {
+            Some(arn) => arn.to_string(),
+            None => {
+                let tmpfs = |path: &str, mib: i32| {
+                    Tmpfs::builder().container_path(path).size(mib).mount_options("rw").mount_options("nosuid").mount_options("nodev").build()
+                };
+                let properties = ContainerProperties::builder()
+                    .image(&spec.image)
+                    .command(RUNNER_PATH)
+                    // The runner starts as root to place read-only inputs, then drops to the
+                    // job's uid for good before the algorithm runs.
+                    .user("0")
+                    .privileged(false)
+                    .readonly_root_filesystem(true)
+                    .volumes(Volume::builder().name("brizo-runner").host(Host::builder().source_path(&self.config.runner_host_path).build()).build())
+                    .mount_points(MountPoint::builder().source_volume("brizo-runner").container_path(RUNNER_PATH).read_only(true).build())
+                    .linux_parameters(LinuxParameters::builder().tmpfs(tmpfs("/tmp", tmpfs_mib)).tmpfs(tmpfs("/data", 4 * tmpfs_mib)).build())
+                    .resource_requirements(requirement(ResourceType::Vcpu, "1"))
+                    .resource_requirements(requirement(ResourceType::Memory, "512"))
+                    .build();
+                let registered = self
+                    .batch
+                    .register_job_definition()
+                    .job_definition_name(&name)
+                    .r#type(JobDefinitionType::Container)
+                    .container_properties(properties)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                registered.job_definition_arn().unwrap_or_default().to_string()
+            }
+        };
+        known.insert(name, arn.clone());
+        Ok(arn)
+    }
+
+    /// Uploads the read-only mounts and writes the plan; returns the plan's presigned URL and
+    /// the writable mounts.
+    async fn stage(&self, spec: &JobSpec) -> Result<(String, Vec<(usize, PathBuf)>), BackendError> {
+        let mut plan = Plan {
+            dirs: vec![],
+            files: vec![],
+            writable: vec![],
+            argv: spec.command.clone(),
+            env: spec.env.clone(),
+            working_dir: spec.working_dir.clone(),
+            user: spec.user.clone(),
+            limits: PlanLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.pids },
+            result_url: self.staging.presign(Method::PUT, &self.staging.key(&spec.job_id, "result.json")).await?,
+        };
+        let mut writable = vec![];
+        for (n, mount) in spec.mounts.iter().enumerate() {
+            if !mount.read_only {
+                let put_url = self.staging.presign(Method::PUT, &self.staging.key(&spec.job_id, &format!("out/{n}.tar"))).await?;
+                plan.writable.push(WritableDir { path: mount.target.clone(), put_url });
+                writable.push((n, mount.source.clone()));
+                continue;
+            }
+            let source = mount.source.clone();
+            let entries = tokio::task::spawn_blocking(move || list_tree(&source))
+                .await
+                .expect("listing does not panic")
+                .map_err(|e| BackendError::InvalidSpec(format!("mount {}: {e}", mount.source.display())))?;
+            for (rel, is_dir) in entries {
+                let target = if rel.as_os_str().is_empty() { mount.target.clone() } else { format!("{}/{}", mount.target, rel.display()) };
+                if is_dir {
+                    plan.dirs.push(target);
+                    continue;
+                }
+                let key = self.staging.key(&spec.job_id, &format!("in/{n}/{}", if rel.as_os_str().is_empty() { "file".into() } else { rel.display().to_string() }));
+                let size = self.staging.put_file(&key, &mount.source.join(&rel)).await?;
+                plan.files.push(FileDownload { url: self.staging.presign(Method::GET, &key).await?, path: target, size });
+            }
+        }
+        let plan_key = self.staging.key(&spec.job_id, "plan.json");
+        self.staging.put(&plan_key, serde_json::to_vec(&plan).expect("a plan serializes")).await?;
+        Ok((self.staging.presign(Method::GET, &plan_key).await?, writable))
+    }
+
+    async fn describe(&self, batch_job_id: &str) -> Result<Option<aws_sdk_batch::types::JobDetail>, BackendError> {
+        let out = self.batch.describe_jobs().jobs(batch_job_id).send().await.map_err(sdk_error)?;
+        Ok(out.jobs().first().cloned())
+    }
+
+    /// A Batch job this service submitted for `job_id`, found by name (for a crash between
+    /// SubmitJob and writing meta.json).
+    async fn find_submitted(&self, job_id: &str) -> Result<Option<String>, BackendError> {
+        let filter = KeyValuesPair::builder().name("JOB_NAME").values(Self::job_name(job_id)).build();
+        let out = self.batch.list_jobs().job_queue(&self.config.job_queue).filters(filter).send().await.map_err(sdk_error)?;
+        Ok(out.job_summary_list().iter().find(|j| j.job_name() == Some(Self::job_name(job_id).as_str())).and_then(|j| j.job_id().map(str::to_string)))
+    }
+
+    /// The exit code Batch itself knows (DescribeJobs; moto has it only in ListJobs).
+    async fn batch_exit_code(&self, job_id: &str, detail: &aws_sdk_batch::types::JobDetail) -> Result<Option<i64>, BackendError> {
+        if let Some(code) = detail.container().and_then(|c| c.exit_code()) {
+            return Ok(Some(code as i64));
+        }
+        let filter = KeyValuesPair::builder().name("JOB_NAME").values(Self::job_name(job_id)).build();
+        let out = self.batch.list_jobs().job_queue(&self.config.job_queue).filters(filter).send().await.map_err(sdk_error)?;
+        Ok(out
+            .job_summary_list()
+            .iter()
+            .find(|j| j.job_id() == detail.job_id())
+            .and_then(|j| j.container())
+            .and_then(|c| c.exit_code())
+            .map(|c| c as i64))
+    }
+
+    /// Unpacks the writable folders the runner sent back into their host paths.
+    async fn collect_writable(&self, job_id: &str, meta: &Meta) -> Result<(), BackendError> {
+        for (n, dest) in &meta.writable {
+            let Some(archive) = self.staging.get(&self.staging.key(job_id, &format!("out/{n}.tar"))).await? else {
+                continue;
+            };
+            let dest = dest.clone();
+            tokio::task::spawn_blocking(move || unpack(archive, &dest))
+                .await
+                .expect("unpacking does not panic")
+                .map_err(|e| BackendError::Other(format!("unpacking the job's folder: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn requirement(kind: ResourceType, value: &str) -> ResourceRequirement {
+    ResourceRequirement::builder().r#type(kind).value(value).build()
+}
+
+/// Paths under `root` relative to it (the empty path for `root` itself), with whether each is a
+/// folder. Symlinks are not followed, and not staged: they could point anywhere on this host.
+fn list_tree(root: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
+    let mut out = vec![];
+    for entry in walkdir::WalkDir::new(root).follow_links(false).follow_root_links(true) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(root).expect("walkdir stays under its root").to_path_buf();
+        if entry.file_type().is_dir() {
+            out.push((rel, true));
+        } else if entry.file_type().is_file() {
+            out.push((rel, false));
+        }
+    }
+    Ok(out)
+}
+
+/// Regular files and folders only, never outside `dest`: the archive was made by the job's
+/// container and is not trusted.
+fn unpack(archive: Bytes, dest: &Path) -> std::io::Result<()> {
+    let mut reader = tar::Archive::new(std::io::Cursor::new(archive));
+    for entry in reader.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            continue;
+        }
+        // unpack_in refuses absolute paths and `..`.
+        entry.unpack_in(dest)?;
+    }
+    Ok(())
+}
+
+fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_batch::error::SdkError<E, R>) -> BackendError {
+    use aws_sdk_batch::error::SdkError;
+    let message = aws_sdk_batch::error::DisplayErrorContext(&e).to_string();
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => BackendError::Unavailable(format!("AWS Batch: {message}")),
+        SdkError::ServiceError(_) => BackendError::Other(format!("AWS Batch: {message}")),
+        _ => BackendError::Unavailable(format!("AWS Batch: {message}")),
+    }
+}
+
+fn logs_error<E: std::error::Error + 'static, R: std::fmt::Debug>(e: aws_sdk_cloudwatchlogs::error::SdkError<E, R>) -> BackendError {
+    BackendError::Unavailable(format!("CloudWatch Logs: {}", aws_sdk_cloudwatchlogs::error::DisplayErrorContext(&e)))
+}
+
+fn is_final(status: Option<&JobStatus>) -> bool {
+    matches!(status, Some(JobStatus::Succeeded) | Some(JobStatus::Failed))
+}
+
+#[async_trait]
+impl ComputeBackend for AwsBatchBackend {
+    fn name(&self) -> &'static str {
+        "aws-batch"
+    }
+
+    fn isolates_network(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let queues = self.batch.describe_job_queues().job_queues(&self.config.job_queue).send().await.map_err(sdk_error)?;
+        if queues.job_queues().is_empty() {
+            return Err(BackendError::Unavailable(format!("job queue {} does not exist (apply terraform/modules/aws first)", self.config.job_queue)));
+        }
+        Ok(())
+    }
+
+    async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
+        if let Some(meta) = self.meta(&spec.job_id).await? {
+            return Ok(RunInfo { run_id: meta.batch_job_id, image_digest: meta.image_digest });
+        }
+        let image_digest = self.image_digest(&spec.image).await?;
+        let definition = self.definition(spec).await?;
+        let (plan_url, writable) = self.stage(spec).await?;
+        let batch_job_id = match self.find_submitted(&spec.job_id).await? {
+            Some(id) => id,
+            None => {
+                let memory_mib = (spec.limits.memory_bytes >> 20).max(4);
+                // The container holds the runner and the in-memory scratch besides the algorithm,
+                // whose own ceiling the runner enforces.
+                let container_mib = memory_mib + 5 * (spec.limits.tmpfs_bytes >> 20) + 64;
+                let overrides = ContainerOverrides::builder()
+                    .environment(KeyValuePair::builder().name(PLAN_URL_ENV).value(plan_url).build())
+                    .resource_requirements(requirement(ResourceType::Memory, &container_mib.to_string()))
+                    .resource_requirements(requirement(ResourceType::Vcpu, &format!("{}", spec.limits.cpus.ceil().max(1.0))))
+                    .build();
+                let submitted = self
+                    .batch
+                    .submit_job()
+                    .job_name(Self::job_name(&spec.job_id))
+                    .job_queue(&self.config.job_queue)
+                    .job_definition(definition)
+                    .container_overrides(overrides)
+                    .tags("brizo-job-id", &spec.job_id)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                submitted.job_id().unwrap_or_default().to_string()
+            }
+        };
+        let meta = Meta { batch_job_id: batch_job_id.clone(), image_digest: image_digest.clone(), writable };
+        self.staging.put(&self.staging.key(&spec.job_id, "meta.json"), serde_json::to_vec(&meta).expect("meta serializes")).await?;
+        Ok(RunInfo { run_id: batch_job_id, image_digest })
+    }
+
+    /// A job waiting in the queue counts as running: it is accepted and will run without
+    /// anything more from the engine.
+    async fn state(&self, job_id: &str) -> Result<RunState, BackendError> {
+        let Some(meta) = self.meta(job_id).await? else { return Ok(RunState::NotFound) };
+        let detail = self.describe(&meta.batch_job_id).await?;
+        let finished = detail.as_ref().is_none_or(|d| is_final(d.status()));
+        if !finished {
+            return Ok(RunState::Running);
+        }
+        if let Some(result) = self.result(job_id).await? {
+            return Ok(RunState::Exited(ExitInfo { exit_code: result.exit_code, oom_killed: result.oom_killed }));
+        }
+        // Ended without the runner's word: terminated, or the container could not start.
+        let Some(detail) = detail else { return Ok(RunState::NotFound) };
+        let reason = detail.container().and_then(|c| c.reason()).unwrap_or_default().to_string();
+        let exit_code = self.batch_exit_code(job_id, &detail).await?.filter(|c| *c != 0).unwrap_or(137);
+        Ok(RunState::Exited(ExitInfo { exit_code, oom_killed: reason.contains("OutOfMemory") }))
+    }
+
+    async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
+        loop {
+            match self.state(job_id).await? {
+                RunState::Exited(exit) => {
+                    if let Some(meta) = self.meta(job_id).await? {
+                        self.collect_writable(job_id, &meta).await?;
+                    }
+                    return Ok(exit);
+                }
+                RunState::NotFound => return Err(BackendError::NotFound(job_id.to_string())),
+                RunState::Created | RunState::Running => tokio::time::sleep(Duration::from_millis(self.config.poll_ms)).await,
+            }
+        }
+    }
+
+    fn logs(&self, job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>> {
+        struct Follow {
+            backend: Arc<Inner>,
+            job_id: String,
+            token: Option<String>,
+            done: bool,
+        }
+        let inner = Arc::new(Inner {
+            batch: self.batch.clone(),
+            logs: self.logs.clone(),
+            staging: self.staging.clone(),
+            log_group: self.config.log_group.clone(),
+            poll: Duration::from_millis(self.config.poll_ms),
+        });
+        let state = Follow { backend: inner, job_id: job_id.to_string(), token: None, done: false };
+        futures::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            loop {
+                match s.backend.next_chunk(&s.job_id, s.token.clone()).await {
+                    Err(e) => {
+                        s.done = true;
+                        return Some((Err(e), s));
+                    }
+                    Ok(chunk) => {
+                        let advanced = chunk.token.is_some() && chunk.token != s.token;
+                        if chunk.token.is_some() {
+                            s.token = chunk.token;
+                        }
+                        if !chunk.bytes.is_empty() {
+                            return Some((Ok(chunk.bytes), s));
+                        }
+                        if chunk.ended && !advanced {
+                            return None;
+                        }
+                        if !chunk.ended {
+                            tokio::time::sleep(s.backend.poll).await;
+                        }
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
+        let Some(meta) = self.meta(job_id).await? else { return Ok(()) };
+        // Batch accepts a TerminateJob for a job that already ended.
+        self.batch.terminate_job().job_id(&meta.batch_job_id).reason("stopped by brizo").send().await.map(|_| ()).map_err(sdk_error)
+    }
+
+    async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
+        if let Some(meta) = self.meta(job_id).await? {
+            let running = self.describe(&meta.batch_job_id).await?.is_some_and(|d| !is_final(d.status()));
+            if running {
+                self.stop(job_id).await?;
+            }
+        }
+        self.staging.delete_job(job_id).await
+    }
+
+    async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
+        self.staging.jobs().await
+    }
+}
+
+/// What following a log needs, owned, so the stream outlives the call that made it.
+struct Inner {
+    batch: aws_sdk_batch::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    staging: Arc<Staging>,
+    log_group: String,
+    poll: Duration,
+}
+
+struct Chunk {
+    bytes: Bytes,
+    token: Option<String>,
+    /// The job has ended, so what the log holds now is all it will hold.
+    ended: bool,
+}
+
+impl Inner {
+    async fn next_chunk(&self, job_id: &str, token: Option<String>) -> Result<Chunk, BackendError> {
+        let meta: Meta = match self.staging.get(&self.staging.key(job_id, "meta.json")).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Other(e.to_string()))?,
+            None => return Err(BackendError::NotFound(job_id.to_string())),
+        };
+        let out = self.batch.describe_jobs().jobs(&meta.batch_job_id).send().await.map_err(sdk_error)?;
+        let detail = out.jobs().first();
+        // Read whether the job had ended before reading the log, so that nothing logged between
+        // the two reads is missed.
+        let ended = detail.is_none_or(|d| is_final(d.status()));
+        let stream = detail.and_then(|d| {
+            d.container().and_then(|c| c.log_stream_name()).or_else(|| d.attempts().last().and_then(|a| a.container()).and_then(|c| c.log_stream_name()))
+        });
+        let Some(stream) = stream else { return Ok(Chunk { bytes: Bytes::new(), token, ended }) };
+        let events = match self
+            .logs
+            .get_log_events()
+            .log_group_name(&self.log_group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+        {
+            Ok(events) => events,
+            // The stream is announced before its first event is stored.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                return Ok(Chunk { bytes: Bytes::new(), token, ended: false });
+            }
+            Err(e) => return Err(logs_error(e)),
+        };
+        let mut bytes = Vec::new();
+        for event in events.events() {
+            bytes.extend_from_slice(event.message().unwrap_or_default().as_bytes());
+            bytes.push(b'\n');
+        }
+        Ok(Chunk { bytes: Bytes::from(bytes), token: events.next_forward_token().map(str::to_string), ended })
+    }
+}

@@ -1,0 +1,105 @@
+//! The S3 prefix a backend keeps each job's files under, with the presigned URLs the runner
+//! uses. One credential chain for everything: the AWS SDK's (environment, profile, instance
+//! role), handed to object_store so that S3 and Batch never disagree on who we are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::ProvideCredentials;
+use brizo_backend_core::BackendError;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
+use object_store::path::Path as StorePath;
+use object_store::signer::{Method, Signer};
+use object_store::{CredentialProvider, ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Bridges the SDK's credential chain into object_store.
+#[derive(Debug)]
+struct SdkCredentials(aws_credential_types::provider::SharedCredentialsProvider);
+
+#[async_trait::async_trait]
+impl CredentialProvider for SdkCredentials {
+    type Credential = AwsCredential;
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let c = self.0.provide_credentials().await.map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
+        Ok(Arc::new(AwsCredential {
+            key_id: c.access_key_id().to_string(),
+            secret_key: c.secret_access_key().to_string(),
+            token: c.session_token().map(str::to_string),
+        }))
+    }
+}
+
+pub struct Staging {
+    store: AmazonS3,
+    /// `prefix/instance/backend`: everything of this backend instance lies under it.
+    root: String,
+    ttl: Duration,
+}
+
+impl Staging {
+    /// `url` is `s3://bucket[/prefix]`.
+    pub fn new(url: &str, sdk: &aws_config::SdkConfig, endpoint: Option<&str>, scope: &str, ttl: Duration) -> Result<Self, BackendError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| BackendError::InvalidSpec(format!("staging {url:?} is not an s3:// URL")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or_else(|| BackendError::Unavailable("no AWS credentials found (environment, profile or instance role)".into()))?;
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()))
+            .with_credentials(Arc::new(SdkCredentials(credentials)));
+        if let Some(endpoint) = endpoint {
+            // Emulators (moto) answer on one host: path-style addressing, maybe plain http.
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://")).with_virtual_hosted_style_request(false);
+        }
+        let store = builder.build().map_err(|e| BackendError::InvalidSpec(format!("staging {url}: {e}")))?;
+        let root = [prefix.trim_matches('/'), scope].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
+        Ok(Self { store, root, ttl })
+    }
+
+    pub fn key(&self, job_id: &str, rel: &str) -> StorePath {
+        StorePath::from(format!("{}/{job_id}/{rel}", self.root))
+    }
+
+    pub async fn put(&self, key: &StorePath, bytes: Vec<u8>) -> Result<(), BackendError> {
+        self.store.put(key, PutPayload::from(bytes)).await.map(|_| ()).map_err(store_error)
+    }
+
+    pub async fn put_file(&self, key: &StorePath, file: &std::path::Path) -> Result<u64, BackendError> {
+        let bytes = tokio::fs::read(file).await.map_err(|e| BackendError::InvalidSpec(format!("{}: {e}", file.display())))?;
+        let size = bytes.len() as u64;
+        self.put(key, bytes).await?;
+        Ok(size)
+    }
+
+    /// The object, or `None` when it does not exist.
+    pub async fn get(&self, key: &StorePath) -> Result<Option<Bytes>, BackendError> {
+        match self.store.get(key).await {
+            Ok(result) => result.bytes().await.map(Some).map_err(store_error),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    pub async fn presign(&self, method: Method, key: &StorePath) -> Result<String, BackendError> {
+        self.store.signed_url(method, key, self.ttl).await.map(|u| u.to_string()).map_err(store_error)
+    }
+
+    pub async fn delete_job(&self, job_id: &str) -> Result<(), BackendError> {
+        let prefix = StorePath::from(format!("{}/{job_id}", self.root));
+        let keys = self.store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        self.store.delete_stream(keys).try_collect::<Vec<_>>().await.map(|_| ()).map_err(store_error)
+    }
+
+    /// Job ids with anything staged.
+    pub async fn jobs(&self) -> Result<Vec<String>, BackendError> {
+        let listing = self.store.list_with_delimiter(Some(&StorePath::from(self.root.as_str()))).await.map_err(store_error)?;
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
+    }
+}
+
+fn store_error(e: object_store::Error) -> BackendError {
+    BackendError::Unavailable(format!("S3 staging: {e}"))
+}

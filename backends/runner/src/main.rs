@@ -1,0 +1,296 @@
+//! brizo-runner: carries out a [`Plan`] inside a job's container on a remote engine.
+//!
+//! It starts as root (the container's user), because it must place files the job can read but
+//! not change and give up root before the algorithm runs. The algorithm then runs as the plan's
+//! uid with no capabilities, `no_new_privs`, a process-count limit and a memory watchdog, so
+//! these hold even where the engine itself enforces less (moto's Batch ignores every limit).
+//! Everything the job reads or returns goes through the plan's presigned URLs: the runner holds
+//! no credentials and the algorithm gets none.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use brizo_runner::{PLAN_URL_ENV, Plan, RunResult};
+
+/// The algorithm's process group, for the SIGTERM handler (Batch's TerminateJob sends SIGTERM to
+/// the container's first process, which is us).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+const ATTEMPTS: u32 = 3;
+/// How often the memory watchdog looks: short, because a fast allocation must be seen.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
+
+extern "C" fn on_term(_: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // Only async-signal-safe calls here.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+fn main() -> ExitCode {
+    let Ok(url) = std::env::var(PLAN_URL_ENV) else {
+        eprintln!("brizo-runner: {PLAN_URL_ENV} is not set; this binary runs inside a brizo job, started by a remote backend");
+        return ExitCode::from(64);
+    };
+    let plan: Plan = match get(&url).and_then(|body| serde_json::from_slice(&body).map_err(|e| format!("the plan is not valid: {e}"))) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("brizo-runner: fetching the plan: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = match run(&plan) {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("brizo-runner: {e}");
+            RunResult { exit_code: 70, oom_killed: false, runner_error: Some(e) }
+        }
+    };
+    if let Err(e) = put_bytes(&plan.result_url, &serde_json::to_vec(&result).expect("a result serializes")) {
+        eprintln!("brizo-runner: reporting the result: {e}");
+        return ExitCode::from(70);
+    }
+    ExitCode::from(result.exit_code.clamp(0, 255) as u8)
+}
+
+fn run(plan: &Plan) -> Result<RunResult, String> {
+    let (uid, gid) = parse_user(&plan.user)?;
+    if uid == 0 {
+        return Err("the plan asks to run the algorithm as root, which the runner refuses".into());
+    }
+    for dir in &plan.dirs {
+        make_dir(dir, 0o755)?;
+    }
+    for file in &plan.files {
+        download(&file.url, Path::new(&file.path), file.size)?;
+    }
+    for w in &plan.writable {
+        make_dir(&w.path, 0o755)?;
+        std::os::unix::fs::chown(&w.path, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", w.path))?;
+    }
+
+    let mut command = Command::new(plan.argv.first().ok_or("the plan has an empty argv")?);
+    command.args(&plan.argv[1..]).env_clear();
+    // The image's PATH (the runner inherited it), then the plan's variables; nothing else of the
+    // runner's environment (Batch puts credential endpoints there) reaches the algorithm.
+    command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+    command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+    command.current_dir(plan.working_dir.as_deref().unwrap_or("/"));
+    let pids = plan.limits.pids;
+    unsafe {
+        command.pre_exec(move || drop_privileges(uid, gid, pids));
+    }
+    let mut child = command.spawn().map_err(|e| format!("starting {:?}: {e}", plan.argv[0]))?;
+    let pid = child.id() as i32;
+    CHILD.store(pid, Ordering::SeqCst);
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
+    }
+
+    let done = Arc::new(AtomicBool::new(false));
+    let over_memory = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, over) = (done.clone(), over_memory.clone());
+        let limit = plan.limits.memory_bytes;
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if resident_bytes_of(uid) > limit {
+                    over.store(true, Ordering::SeqCst);
+                    kill_all_of(uid);
+                }
+                std::thread::sleep(WATCH_EVERY);
+            }
+        })
+    };
+    let status = child.wait().map_err(|e| format!("waiting for the algorithm: {e}"))?;
+    CHILD.store(0, Ordering::SeqCst);
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    // What the algorithm left running (daemons, forks) ends with it.
+    kill_all_of(uid);
+    let exit_code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(code), _) => code as i64,
+        (None, Some(signal)) => 128 + signal as i64,
+        (None, None) => 1,
+    };
+    // A peak the watchdog did not catch between two looks still counts as going over.
+    let peak = peak_child_rss_bytes();
+    let oom_killed = over_memory.load(Ordering::SeqCst) || peak > plan.limits.memory_bytes;
+
+    for w in &plan.writable {
+        upload_dir(Path::new(&w.path), &w.put_url)?;
+    }
+    Ok(RunResult { exit_code: if oom_killed && exit_code == 0 { 137 } else { exit_code }, oom_killed, runner_error: None })
+}
+
+fn parse_user(user: &str) -> Result<(u32, u32), String> {
+    let mut parts = user.splitn(2, ':');
+    let uid = parts.next().and_then(|u| u.parse().ok()).ok_or_else(|| format!("user {user:?} is not uid[:gid]"))?;
+    let gid = match parts.next() {
+        Some(g) => g.parse().map_err(|_| format!("user {user:?} is not uid[:gid]"))?,
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+/// Runs in the forked child before exec: a session of its own (so one signal reaches every
+/// process it makes), then no root, no way back to privileges, a process ceiling, no core dumps.
+fn drop_privileges(uid: u32, gid: u32, pids: i64) -> io::Result<()> {
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setgid(gid))?;
+        check(libc::setuid(uid))?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        // Counted per uid, so the limit is the job's as long as its uid runs nothing else here.
+        let nproc = libc::rlimit { rlim_cur: pids as libc::rlim_t, rlim_max: pids as libc::rlim_t };
+        check(libc::setrlimit(libc::RLIMIT_NPROC, &nproc))?;
+        let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        check(libc::setrlimit(libc::RLIMIT_CORE, &core))?;
+    }
+    Ok(())
+}
+
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).map(|pid| (pid, e.path())))
+        .filter(|(_, path)| fs::metadata(path).map(|m| m.uid() == uid).unwrap_or(false))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn resident_bytes_of(uid: u32) -> u64 {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    processes_of(uid)
+        .into_iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/statm")).ok())
+        .filter_map(|statm| statm.split_whitespace().nth(1).and_then(|rss| rss.parse::<u64>().ok()))
+        .sum::<u64>()
+        * page
+}
+
+fn kill_all_of(uid: u32) {
+    // Twice: a process may fork between the listing and the kill.
+    for _ in 0..2 {
+        for pid in processes_of(uid) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn peak_child_rss_bytes() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss.max(0) as u64 * 1024
+}
+
+fn make_dir(path: &str, mode: u32) -> Result<(), String> {
+    fs::create_dir_all(path).map_err(|e| format!("creating {path}: {e}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("{path}: {e}"))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut last = String::new();
+    for n in 0..ATTEMPTS {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(300 << n));
+    }
+    Err(format!("{what}: {last} (after {ATTEMPTS} attempts)"))
+}
+
+fn get(url: &str) -> Result<Vec<u8>, String> {
+    retry("GET", || {
+        let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
+        response.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| e.to_string())
+    })
+}
+
+fn download(url: &str, path: &Path, size: u64) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        make_dir(&parent.to_string_lossy(), 0o755)?;
+    }
+    retry(&format!("downloading {}", path.display()), || {
+        let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
+        let mut file = fs::File::create(path).map_err(|e| e.to_string())?;
+        let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
+        let copied = io::copy(&mut reader, &mut file).map_err(|e| e.to_string())?;
+        if copied != size {
+            return Err(format!("got {copied} bytes, expected {size}"));
+        }
+        Ok(())
+    })?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn put_bytes(url: &str, body: &[u8]) -> Result<(), String> {
+    retry("PUT", || agent().put(url).send(body).map(|_| ()).map_err(|e| e.to_string()))
+}
+
+/// Sends a folder as one tar archive, streamed: a first pass measures it (S3 needs the length
+/// up front), a second writes it into the request. Symlinks are archived as links, never
+/// followed: the job could point one at anything in the container.
+fn upload_dir(dir: &Path, url: &str) -> Result<(), String> {
+    let archive = |sink: &mut dyn Write| -> io::Result<()> {
+        let mut builder = tar::Builder::new(sink);
+        builder.follow_symlinks(false);
+        builder.append_dir_all(".", dir)?;
+        builder.finish()
+    };
+    let mut counter = Counter(0);
+    archive(&mut counter).map_err(|e| format!("archiving {}: {e}", dir.display()))?;
+    let length = counter.0;
+    retry(&format!("uploading {}", dir.display()), || {
+        let (reader, mut writer) = io::pipe().map_err(|e| e.to_string())?;
+        let dir_shown = dir.display().to_string();
+        let producer = std::thread::scope(|scope| {
+            let handle = scope.spawn(move || archive(&mut writer));
+            let sent = agent()
+                .put(url)
+                .header("content-length", length.to_string())
+                .send(ureq::SendBody::from_owned_reader(reader))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            let archived = handle.join().expect("archiving does not panic").map_err(|e| format!("archiving {dir_shown}: {e}"));
+            sent.and(archived)
+        });
+        producer
+    })
+}
+
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
