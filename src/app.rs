@@ -105,7 +105,19 @@ async fn backend(config: &Config, b: &crate::config::BackendConfig) -> anyhow::R
         }
         #[cfg(not(feature = "docker"))]
         "docker" => anyhow::bail!("backend {:?} is of kind docker, which this build does not include: build with `--features docker`", b.name),
-        "aws-batch" => anyhow::bail!("backend {:?} is of kind aws-batch, which this build does not include (cargo feature `aws`, not yet released)", b.name),
-        other => anyhow::bail!("backend {:?} has unknown kind {other:?}; this build knows: docker", b.name),
+        #[cfg(feature = "aws")]
+        "aws-batch" => {
+            let settings = b.aws.clone().ok_or_else(|| anyhow::anyhow!("backend {:?} of kind aws-batch needs a [backends.aws] table (region, job_queue, staging, runner_host_path)", b.name))?;
+            let settings: brizo_backend_aws::AwsBatchConfig =
+                serde_json::from_value(settings).map_err(|e| anyhow::anyhow!("backend {:?}: [backends.aws]: {e}", b.name))?;
+            let backend = brizo_backend_aws::AwsBatchBackend::connect(settings, &config.instance, &b.name).await?;
+            if let Err(e) = backend.ping().await {
+                tracing::warn!(backend = %b.name, "{e}");
+            }
+            Ok(Arc::new(backend))
+        }
+        #[cfg(not(feature = "aws"))]
+        "aws-batch" => anyhow::bail!("backend {:?} is of kind aws-batch, which this build does not include: build with `--features aws`", b.name),
+        other => anyhow::bail!("backend {:?} has unknown kind {other:?}; kinds are docker and aws-batch", b.name),
     }
 }

@@ -49,7 +49,7 @@ pub struct ChainConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BackendConfig {
     pub name: String,
-    /// `docker`; cloud kinds come behind their cargo features.
+    /// `docker`, or `aws-batch` (cargo feature `aws`).
     pub kind: String,
     /// Data locations (URL prefixes) this backend sits next to.
     #[serde(default)]
@@ -57,6 +57,10 @@ pub struct BackendConfig {
     /// docker: the engine's unix socket (empty: `docker.socket`, else the usual defaults).
     #[serde(default)]
     pub socket: String,
+    /// aws-batch: its settings (`[backends.aws]`: region, job_queue, staging, runner_host_path,
+    /// ...), read by the backend itself so that builds without it need not know them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

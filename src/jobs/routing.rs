@@ -43,7 +43,7 @@ mod tests {
     use super::*;
 
     fn backend(name: &str, near: &[&str]) -> BackendConfig {
-        BackendConfig { name: name.into(), kind: "docker".into(), near: near.iter().map(|s| s.to_string()).collect(), socket: String::new() }
+        BackendConfig { name: name.into(), kind: "docker".into(), near: near.iter().map(|s| s.to_string()).collect(), socket: String::new(), aws: None }
     }
 
     fn inputs(urls: &[&str]) -> Vec<InputSource> {

@@ -1,0 +1,170 @@
+//! The AWS Batch backend through the service, against moto (started here, stopped by PID):
+//! an S3 dataset routed to Batch, a local one to Docker, outputs in the results bucket with
+//! their hashes, logs, stop, and a service restart while a Batch job runs. moto's Batch runs
+//! the job containers on the local Docker engine, with the real static runner inside.
+//! Built with `--features aws` (`make test` does).
+#![cfg(feature = "aws")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brizo_backend_aws::emulator::{built_runner, Moto, QUEUE, STAGING_BUCKET};
+use common::Service;
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde_json::json;
+use sha2::Digest;
+
+const CSV: &[u8] = b"date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Setup {
+    moto: Moto,
+    svc: Service,
+    results: AmazonS3,
+}
+
+type AmazonS3 = object_store::aws::AmazonS3;
+
+fn bucket(moto: &Moto, name: &str) -> AmazonS3 {
+    AmazonS3Builder::new()
+        .with_endpoint(&moto.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(name)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_region("us-east-1")
+        .build()
+        .unwrap()
+}
+
+async fn setup() -> Setup {
+    let port = common::free_port();
+    let moto = tokio::task::spawn_blocking(move || Moto::start(&root(), port, &["datasets", "results"])).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
+    bucket(&moto, "datasets").put(&"weather/daily.csv".into(), PutPayload::from_static(CSV)).await.unwrap();
+    let config = format!(
+        r#"
+backend = "local"
+[[backends]]
+name = "local"
+kind = "docker"
+[[backends]]
+name = "aws"
+kind = "aws-batch"
+near = ["s3://datasets"]
+[backends.aws]
+region = "us-east-1"
+endpoint = "{endpoint}"
+job_queue = "{QUEUE}"
+staging = "s3://{STAGING_BUCKET}/jobs"
+runner_host_path = "{runner}"
+poll_ms = 300
+[outputs]
+results_url = "s3://results/brizo"
+"#,
+        endpoint = moto.endpoint,
+        runner = runner.display()
+    );
+    // object_store (inputs, results) and the AWS SDK (the backend) read the same variables.
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let svc = Service::start_with_config(&env, &config).await;
+    let results = bucket(&moto, "results");
+    Setup { moto, svc, results }
+}
+
+fn job_on_s3(code: &str) -> serde_json::Value {
+    json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": code},
+        "inputs": [{"url": "s3://datasets/weather/daily.csv", "name": "weather"}]})
+}
+
+const SUMMARY: &str = r#"
+import pathlib, os
+rows = pathlib.Path('/data/inputs/weather/0').read_text().splitlines()[1:]
+temps = [float(r.split(',')[1]) for r in rows]
+print('rows', len(rows), 'as uid', os.getuid(), flush=True)
+pathlib.Path('/data/outputs/summary.txt').write_text('mean %.2f\n' % (sum(temps) / len(temps)))
+"#;
+
+#[tokio::test]
+async fn s3_data_runs_on_batch_and_local_data_on_docker() {
+    let s = setup().await;
+    let id = s.svc.submit(job_on_s3(SUMMARY)).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.logs(&id).await);
+    assert_eq!(job["backend"], "aws", "{job}");
+    assert!(job["backendReason"].as_str().unwrap().contains("s3://datasets"), "{job}");
+    let logs = s.svc.logs(&id).await;
+    assert!(logs.contains("rows 3 as uid 65534"), "{logs}");
+
+    // The output is in the results bucket, with the size and hash the job reports.
+    let stored = s.results.get(&format!("brizo/{id}/outputs/summary.txt").into()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&stored[..], b"mean 2.33\n");
+    let reported = job["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "summary.txt").expect("summary.txt listed").clone();
+    assert_eq!(reported["size"], stored.len());
+    assert_eq!(reported["sha256"], hex::encode(sha2::Sha256::digest(&stored)), "{reported}");
+    let log = s.results.get(&format!("brizo/{id}/logs/algorithm.log").into()).await.unwrap().bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&log).contains("rows 3"));
+
+    // Once finished, nothing of the job is left in the staging bucket.
+    s.svc.wait_cleaned(&id).await;
+    let staged: Vec<_> = bucket(&s.moto, STAGING_BUCKET).list(None).collect::<Vec<_>>().await;
+    assert!(staged.iter().all(|m| !m.as_ref().unwrap().location.as_ref().contains(&id)), "staging left behind: {staged:?}");
+
+    // The same service sends a job on local data to Docker.
+    let local = s.svc.dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
+    let id = s.svc.submit(json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": SUMMARY}, "inputs": [{"url": local, "name": "weather"}]})).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}");
+    assert_eq!(job["backend"], "local", "{job}");
+}
+
+#[tokio::test]
+async fn stop_terminates_and_a_restart_reattaches() {
+    let mut s = setup().await;
+    // A job the service is killed under: the restarted service finds it on Batch again.
+    let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
+    let id = s.svc.submit(job_on_s3(slow)).await;
+    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    s.svc.kill9();
+    s.svc.spawn().await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
+    assert!(s.svc.logs(&id).await.contains("finished"));
+    let stored = s.results.get(&format!("brizo/{id}/outputs/done.txt").into()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&stored[..], b"done");
+
+    // Stop: TerminateJob ends the Batch job and its container.
+    let id = s.svc.submit(job_on_s3("import time\ntime.sleep(300)\n")).await;
+    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    let res = s.svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "stopped", "{job}");
+    let name = brizo_backend_aws::AwsBatchBackend::job_name(&id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while docker_names().iter().any(|n| n.starts_with(&name)) {
+        assert!(std::time::Instant::now() < deadline, "the Batch job's container outlived the stop");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn docker_names() -> Vec<String> {
+    let out = std::process::Command::new("docker").args(["ps", "-a", "--format", "{{.Names}}"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+use futures::StreamExt;
