@@ -40,6 +40,21 @@ enum Command {
     /// Proofs of computation.
     #[command(subcommand)]
     Proof(ProofCommand),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration that uses what terraform/modules/aws created, from
+    /// `terraform output -json > outputs.json`. Save it and pass it to `brizo serve --config`.
+    FromTerraform {
+        outputs: PathBuf,
+        /// Name of the AWS backend in [[backends]].
+        #[arg(long, default_value = "aws")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +284,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => runtime().block_on(job(cmd)),
         Command::Asset(AssetCommand::Publish(cmd)) => runtime().block_on(publish_asset(cmd)),
         Command::Consumer(cmd) => runtime().block_on(consumer(cmd)),
+        Command::Config(ConfigCommand::FromTerraform { outputs, name }) => {
+            let raw = std::fs::read(&outputs).with_context(|| format!("reading {}", outputs.display()))?;
+            let value: serde_json::Value = serde_json::from_slice(&raw).with_context(|| format!("{} is not JSON", outputs.display()))?;
+            print!("{}", crate::terraform::config_from_outputs(&value, &name).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
         Command::Proof(ProofCommand::Verify { receipt, outputs, logs, keeper_url, provider }) => {
             runtime().block_on(verify_receipt(receipt, outputs, logs, keeper_url, provider))
         }

@@ -14,3 +14,4 @@ pub mod jobs;
 pub mod proof;
 pub mod squid;
 pub mod storage;
+pub mod terraform;

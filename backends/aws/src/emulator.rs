@@ -66,6 +66,7 @@ impl Moto {
             job_queue: QUEUE.into(),
             staging: format!("s3://{STAGING_BUCKET}/jobs"),
             log_group: "/aws/batch/job".into(),
+            job_definition_prefix: "brizo".into(),
             runner_host_path: runner.display().to_string(),
             images: ImageSource::Docker,
             url_ttl_secs: 3600,

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_batch::types::{
-    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, KeyValuePair, KeyValuesPair, LinuxParameters, MountPoint,
+    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
     ResourceRequirement, ResourceType, Tmpfs, Volume,
 };
 use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, JobSpec, RunInfo, RunState};
@@ -62,8 +62,12 @@ pub struct AwsBatchConfig {
     pub job_queue: String,
     /// `s3://bucket[/prefix]` where jobs' staged files, plans and results are kept.
     pub staging: String,
+    /// CloudWatch Logs group of the job containers (the job definitions send logs there).
     #[serde(default = "default_log_group")]
     pub log_group: String,
+    /// Job definitions are named `<prefix>-<hash>`; the service's IAM policy allows this prefix.
+    #[serde(default = "default_prefix")]
+    pub job_definition_prefix: String,
     /// Where the runner binary lies on the compute environment's hosts.
     pub runner_host_path: String,
     #[serde(default)]
@@ -78,6 +82,9 @@ pub struct AwsBatchConfig {
 
 fn default_log_group() -> String {
     "/aws/batch/job".into()
+}
+fn default_prefix() -> String {
+    "brizo".into()
 }
 fn default_url_ttl_secs() -> u64 {
     12 * 3600
@@ -174,8 +181,8 @@ impl AwsBatchBackend {
     /// The job definition for `spec`'s image and scratch size, registered once.
     async fn definition(&self, spec: &JobSpec) -> Result<String, BackendError> {
         let tmpfs_mib = (spec.limits.tmpfs_bytes >> 20).max(1) as i32;
-        let identity = format!("{}\n{}\n{}", spec.image, self.config.runner_host_path, tmpfs_mib);
-        let name = format!("brizo-{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..24]);
+        let identity = format!("{}\n{}\n{}\n{}", spec.image, self.config.runner_host_path, tmpfs_mib, self.config.log_group);
+        let name = format!("{}-{}", self.config.job_definition_prefix, &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..24]);
         let mut known = self.definitions.lock().await;
         if let Some(arn) = known.get(&name) {
             return Ok(arn.clone());
@@ -200,6 +207,12 @@ impl AwsBatchBackend {
                     .linux_parameters(LinuxParameters::builder().tmpfs(tmpfs("/tmp", tmpfs_mib)).tmpfs(tmpfs("/data", 4 * tmpfs_mib)).build())
                     .resource_requirements(requirement(ResourceType::Vcpu, "1"))
                     .resource_requirements(requirement(ResourceType::Memory, "512"))
+                    .log_configuration(
+                        LogConfiguration::builder()
+                            .log_driver(LogDriver::Awslogs)
+                            .options("awslogs-group", &self.config.log_group)
+                            .build(),
+                    )
                     .build();
                 let registered = self
                     .batch

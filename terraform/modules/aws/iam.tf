@@ -122,3 +122,23 @@ resource "aws_iam_instance_profile" "instance" {
   name = "${var.name}-batch-instance"
   role = aws_iam_role.instance.name
 }
+
+# Job hosts read the runner binary, nothing else of the buckets.
+data "aws_iam_policy_document" "instance" {
+  statement {
+    sid       = "FetchTheRunner"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.results.arn}/${local.runner_key}"]
+  }
+  statement {
+    sid       = "DecryptTheRunner"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.brizo.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "instance" {
+  name   = "${var.name}-batch-instance"
+  role   = aws_iam_role.instance.id
+  policy = data.aws_iam_policy_document.instance.json
+}

@@ -1,6 +1,5 @@
-# These map onto brizo's configuration (see terraform/README.md):
-#   [[backends]] kind = "aws-batch", job_queue, job_role, log_group, region, near = [data bucket]
-#   [outputs] results_url
+# These map onto brizo's configuration: `brizo config from-terraform OUTPUTS.json` writes it
+# (see terraform/README.md).
 
 output "region" {
   value = data.aws_region.current.region
@@ -32,4 +31,20 @@ output "service_instance_profile" {
 
 output "kms_key" {
   value = aws_kms_key.brizo.arn
+}
+
+output "staging_url" {
+  value = "s3://${aws_s3_bucket.results.id}/staging"
+}
+
+output "runner_host_path" {
+  value = local.runner_host_path
+}
+
+output "runner_upload_url" {
+  value = "s3://${aws_s3_bucket.results.id}/${local.runner_key}"
+}
+
+output "job_definition_prefix" {
+  value = var.name
 }

@@ -178,6 +178,18 @@ resource "aws_s3_bucket_lifecycle_configuration" "results" {
       days = var.results_expiration_days
     }
   }
+  rule {
+    # What a job stages (inputs, plan, outputs on their way back) is removed by brizo once the
+    # job is done; this only catches what a lost service left behind.
+    id     = "expire-staging"
+    status = "Enabled"
+    filter {
+      prefix = "staging/"
+    }
+    expiration {
+      days = 7
+    }
+  }
 }
 
 resource "aws_s3_bucket_logging" "data" {
