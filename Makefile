@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
-.PHONY: demo test bench setup build
+.PHONY: demo test bench setup build try-aws
 
 demo:
 	bash scripts/demo.sh
@@ -15,3 +15,7 @@ setup:
 
 build:
 	cargo build --locked
+
+# The AWS Batch backend on this machine, through moto (see config/examples/aws-moto.toml).
+try-aws:
+	bash scripts/aws-moto.sh try

@@ -621,6 +621,9 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
     };
     let id = client.submit(&request).await?;
     eprintln!("job {id} submitted");
+    if let Ok(status) = client.status(&id).await {
+        eprintln!("  runs on backend {:?}: {}", status.backend, status.backend_reason);
+    }
 
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("template is valid"));
