@@ -118,6 +118,14 @@ async fn s3_data_runs_on_batch_and_local_data_on_docker() {
     let log = s.results.get(&format!("brizo/{id}/logs/algorithm.log").into()).await.unwrap().bytes().await.unwrap();
     assert!(String::from_utf8_lossy(&log).contains("rows 3"));
 
+    // The dataset went from its bucket straight into the job's container: the receipt's digest
+    // of it is the runner's, taken as it downloaded, and it matches the object.
+    let receipt = receipt_of(&s.svc, &id).await;
+    let input = &receipt["receipt"]["inputs"][0];
+    assert_eq!(input["sha256"], hex::encode(sha2::Sha256::digest(CSV)), "{receipt}");
+    assert_eq!(input["size"], CSV.len(), "{receipt}");
+    assert_eq!(receipt["receipt"]["outputs"][0]["sha256"], reported["sha256"], "{receipt}");
+
     // Once finished, nothing of the job is left in the staging bucket.
     s.svc.wait_cleaned(&id).await;
     let staged: Vec<_> = bucket(&s.moto, STAGING_BUCKET).list(None).collect::<Vec<_>>().await;
@@ -139,6 +147,14 @@ async fn stop_terminates_and_a_restart_reattaches() {
     let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
     let id = s.svc.submit(job_on_s3(slow)).await;
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    // The runner's plan points at the dataset where it lies; nothing of it was staged.
+    let staging = bucket(&s.moto, STAGING_BUCKET);
+    let keys: Vec<String> = staging.list(None).map(|m| m.unwrap().location.to_string()).collect().await;
+    let plan_key = keys.iter().find(|k| k.contains(&id) && k.ends_with("plan.json")).unwrap_or_else(|| panic!("no plan in {keys:?}"));
+    let plan: serde_json::Value = serde_json::from_slice(&staging.get(&plan_key.as_str().into()).await.unwrap().bytes().await.unwrap()).unwrap();
+    let input = plan["files"].as_array().unwrap().iter().find(|f| f["path"] == "/data/inputs/weather/0").expect("the input is in the plan").clone();
+    assert!(input["url"].as_str().unwrap().contains("/datasets/weather/daily.csv"), "{input}");
+    assert!(!keys.iter().any(|k| k.contains(&id) && k.contains("/in/") && k.contains("weather")), "the dataset was staged: {keys:?}");
     s.svc.kill9();
     s.svc.spawn().await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
@@ -159,6 +175,17 @@ async fn stop_terminates_and_a_restart_reattaches() {
     while docker_names().iter().any(|n| n.starts_with(&name)) {
         assert!(std::time::Instant::now() < deadline, "the Batch job's container outlived the stop");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if svc.job(id).await["receiptHash"].is_string() {
+            return svc.get(&format!("/api/v2/jobs/{id}/receipt")).send().await.unwrap().json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

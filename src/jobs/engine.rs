@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo};
+use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, RemoteFile};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -437,7 +437,9 @@ impl Engine {
         }
     }
 
-    /// Phase 20: an empty workspace, the algorithm, the remote inputs.
+    /// Phase 20: an empty workspace, the algorithm, the remote inputs. An input the job's
+    /// backend fetches itself (S3 data next to AWS Batch) is not staged here: the run gets it
+    /// straight from where it lies, and its digest comes from the backend after the run.
     async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         ws.create(&self.config.limits.user).await.map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
@@ -447,9 +449,14 @@ impl Engine {
         let mut staged = StagedDigests::default();
         let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
+        let backend = self.backend_of(job)?.clone();
         for placed in place_inputs(&job.request.inputs) {
+            if backend.fetches(&placed.url) {
+                staged.inputs.push(None);
+                continue;
+            }
             match self.stage_input(&ws, &placed).await {
-                Ok(path) => staged.inputs.push(digest::path_async(path).await.map_err(io)?),
+                Ok(path) => staged.inputs.push(Some(digest::path_async(path).await.map_err(io)?)),
                 Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
             }
         }
@@ -458,6 +465,33 @@ impl Engine {
         let mut timings = job.timings.clone();
         timings.staging_ms = Some(started.elapsed().as_millis() as u64);
         self.store.transition(&job.id, Phase::Provisioned, Transition { timings: Some(timings), ..Default::default() }).await?;
+        Ok(())
+    }
+
+    /// The inputs the job's backend fetches itself, with their place in the container.
+    fn fetched_inputs(&self, job: &Job) -> Result<Vec<RemoteFile>, StepError> {
+        let backend = self.backend_of(job)?;
+        Ok(place_inputs(&job.request.inputs)
+            .into_iter()
+            .filter(|p| backend.fetches(&p.url))
+            .map(|p| RemoteFile { target: format!("{}/inputs/{}", workspace::VOLUME, p.rel()), url: p.url })
+            .collect())
+    }
+
+    /// Digests of the inputs the run fetched, as the backend reports them, into the record.
+    async fn record_fetched(&self, job: &Job) -> Result<(), StepError> {
+        let Some(mut staged) = job.staged.clone() else { return Ok(()) };
+        if staged.inputs.iter().all(Option::is_some) {
+            return Ok(());
+        }
+        let fetched = self.backend_of(job)?.fetched(&job.id).await?;
+        for (i, placed) in place_inputs(&job.request.inputs).into_iter().enumerate() {
+            let target = format!("{}/inputs/{}", workspace::VOLUME, placed.rel());
+            if let (Some(slot @ None), Some(f)) = (staged.inputs.get_mut(i), fetched.iter().find(|f| f.target == target)) {
+                *slot = Some(digest::Digest { size: f.size, sha256: f.sha256.clone() });
+            }
+        }
+        self.store.set_staged(&job.id, &staged).await?;
         Ok(())
     }
 
@@ -519,7 +553,11 @@ impl Engine {
     /// Phase 30 → 40: the container starts.
     async fn start_run(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        let spec = self.file_inputs(job).and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs));
+        let fetch = self.fetched_inputs(job)?;
+        let spec = self.file_inputs(job).and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs)).map(|mut spec| {
+            spec.fetch = fetch;
+            spec
+        });
         let spec = match spec {
             Ok(spec) => spec,
             Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
@@ -601,6 +639,7 @@ impl Engine {
     /// Phase 50: lists outputs (regular files only: a symlink could point at the host) and
     /// applies the publisher's cap.
     async fn filter_outputs(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+        self.record_fetched(job).await?;
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let outputs_dir = ws.outputs();
         let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir)).await.expect("listing does not panic");

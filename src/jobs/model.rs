@@ -270,8 +270,9 @@ pub struct Job {
 #[serde(rename_all = "camelCase")]
 pub struct StagedDigests {
     pub algorithm: Option<crate::proof::digest::Digest>,
-    /// In the order of the request's inputs.
-    pub inputs: Vec<crate::proof::digest::Digest>,
+    /// In the order of the request's inputs. `None` for an input the run fetched itself
+    /// (a remote backend next to the data) until the backend reports what it fetched.
+    pub inputs: Vec<Option<crate::proof::digest::Digest>>,
 }
 
 impl Job {

@@ -131,6 +131,7 @@ pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(Pl
         command,
         env,
         mounts,
+        fetch: vec![],
         working_dir: Some("/tmp".to_string()),
         user: config.limits.user.clone(),
         network: job.request.network,

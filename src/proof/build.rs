@@ -23,7 +23,7 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
         .into_iter()
         .enumerate()
         .map(|(i, placed)| {
-            let digest = staged.inputs.get(i);
+            let digest = staged.inputs.get(i).and_then(Option::as_ref);
             ReceiptInput {
                 // Inputs of an agreement job are the dataset's (encrypted) files: named by DID only.
                 did: agreement.map(|a| a.did.clone()),

@@ -31,7 +31,7 @@ use aws_sdk_batch::types::{
     ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
     ResourceRequirement, ResourceType, Tmpfs, Volume,
 };
-use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, JobSpec, RunInfo, RunState};
+use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, FetchedFile, JobSpec, RunInfo, RunState};
 use brizo_runner::{FileDownload, PLAN_URL_ENV, Plan, PlanLimits, RUNNER_PATH, RunResult, WritableDir};
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -107,7 +107,6 @@ pub struct AwsBatchBackend {
     logs: aws_sdk_cloudwatchlogs::Client,
     staging: Arc<Staging>,
     config: AwsBatchConfig,
-    docker: Option<bollard::Docker>,
     /// Job definition ARNs already registered, by name.
     definitions: tokio::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -123,10 +122,6 @@ impl AwsBatchBackend {
         let endpoint = (!config.endpoint.is_empty()).then_some(config.endpoint.as_str());
         let scope = format!("{instance}/{name}");
         let staging = Staging::new(&config.staging, &sdk, endpoint, &scope, Duration::from_secs(config.url_ttl_secs))?;
-        let docker = match config.images {
-            ImageSource::Docker => Some(bollard::Docker::connect_with_local_defaults().map_err(|e| BackendError::Unavailable(e.to_string()))?),
-            ImageSource::Pinned => None,
-        };
         Ok(Self {
             batch: aws_sdk_batch::Client::new(&sdk),
             logs: if config.endpoint.is_empty() {
@@ -137,7 +132,6 @@ impl AwsBatchBackend {
             },
             staging: Arc::new(staging),
             config,
-            docker,
             definitions: Default::default(),
         })
     }
@@ -166,11 +160,14 @@ impl AwsBatchBackend {
         if let Some((_, digest)) = image.split_once('@') {
             return Ok(digest.to_string());
         }
-        let Some(docker) = &self.docker else {
+        if self.config.images == ImageSource::Pinned {
             return Err(BackendError::InvalidSpec(format!(
                 "image {image} is not pinned: with `images = \"pinned\"` reference images by digest (name@sha256:...)"
             )));
-        };
+        }
+        // Connected per call: the service starts, and serves, while the engine is down.
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| BackendError::Unavailable(format!("the local Docker engine (images = \"docker\"): {e}")))?;
         match docker.inspect_image(image).await {
             Ok(found) => Ok(found.id.unwrap_or_default()),
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Err(BackendError::ImageNotFound(image.to_string())),
@@ -267,6 +264,11 @@ impl AwsBatchBackend {
                 let size = self.staging.put_file(&key, &mount.source.join(&rel)).await?;
                 plan.files.push(FileDownload { url: self.staging.presign(Method::GET, &key).await?, path: target, size });
             }
+        }
+        // Data the run fetches itself goes straight from its bucket into the container.
+        for remote in &spec.fetch {
+            let (url, size) = self.staging.presign_object(&remote.url).await?;
+            plan.files.push(FileDownload { url, path: remote.target.clone(), size });
         }
         let plan_key = self.staging.key(&spec.job_id, "plan.json");
         self.staging.put(&plan_key, serde_json::to_vec(&plan).expect("a plan serializes")).await?;
@@ -380,6 +382,19 @@ impl ComputeBackend for AwsBatchBackend {
 
     fn isolates_network(&self) -> bool {
         false
+    }
+
+    /// S3 objects: the runner downloads them in the job's container through presigned URLs.
+    fn fetches(&self, url: &str) -> bool {
+        url.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty() && !key.ends_with('/'))
+    }
+
+    async fn fetched(&self, job_id: &str) -> Result<Vec<FetchedFile>, BackendError> {
+        Ok(self
+            .result(job_id)
+            .await?
+            .map(|r| r.files.into_iter().map(|f| FetchedFile { target: f.path, size: f.size, sha256: f.sha256 }).collect())
+            .unwrap_or_default())
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

@@ -33,6 +33,9 @@ impl CredentialProvider for SdkCredentials {
 
 pub struct Staging {
     store: AmazonS3,
+    region: String,
+    endpoint: Option<String>,
+    credentials: Arc<SdkCredentials>,
     /// `prefix/instance/backend`: everything of this backend instance lies under it.
     root: String,
     ttl: Duration,
@@ -46,17 +49,31 @@ impl Staging {
         let credentials = sdk
             .credentials_provider()
             .ok_or_else(|| BackendError::Unavailable("no AWS credentials found (environment, profile or instance role)".into()))?;
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into()))
-            .with_credentials(Arc::new(SdkCredentials(credentials)));
-        if let Some(endpoint) = endpoint {
-            // Emulators (moto) answer on one host: path-style addressing, maybe plain http.
-            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://")).with_virtual_hosted_style_request(false);
-        }
-        let store = builder.build().map_err(|e| BackendError::InvalidSpec(format!("staging {url}: {e}")))?;
+        let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        let credentials = Arc::new(SdkCredentials(credentials));
+        let store = bucket_store(bucket, &region, endpoint, credentials.clone()).map_err(|e| BackendError::InvalidSpec(format!("staging {url}: {e}")))?;
         let root = [prefix.trim_matches('/'), scope].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
-        Ok(Self { store, root, ttl })
+        Ok(Self { store, region, endpoint: endpoint.map(str::to_string), credentials, root, ttl })
+    }
+
+    /// A presigned GET for an object anywhere the credentials reach (`s3://bucket/key`), and
+    /// its size. The object is looked up first, so a missing one is reported here.
+    pub async fn presign_object(&self, url: &str) -> Result<(String, u64), BackendError> {
+        let (bucket, key) = url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(|| BackendError::InvalidSpec(format!("{url} is not s3://bucket/key")))?;
+        let store = bucket_store(bucket, &self.region, self.endpoint.as_deref(), self.credentials.clone())
+            .map_err(|e| BackendError::InvalidSpec(format!("{url}: {e}")))?;
+        let key = StorePath::from(key);
+        let meta = match store.head(&key).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Err(BackendError::InvalidSpec(format!("input {url} does not exist"))),
+            Err(e) => return Err(store_error(e)),
+        };
+        let signed = store.signed_url(Method::GET, &key, self.ttl).await.map_err(store_error)?;
+        Ok((signed.to_string(), meta.size))
     }
 
     pub fn key(&self, job_id: &str, rel: &str) -> StorePath {
@@ -98,6 +115,15 @@ impl Staging {
         let listing = self.store.list_with_delimiter(Some(&StorePath::from(self.root.as_str()))).await.map_err(store_error)?;
         Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect())
     }
+}
+
+fn bucket_store(bucket: &str, region: &str, endpoint: Option<&str>, credentials: Arc<SdkCredentials>) -> object_store::Result<AmazonS3> {
+    let mut builder = AmazonS3Builder::new().with_bucket_name(bucket).with_region(region).with_credentials(credentials);
+    if let Some(endpoint) = endpoint {
+        // Emulators (moto) answer on one host: path-style addressing, maybe plain http.
+        builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://")).with_virtual_hosted_style_request(false);
+    }
+    builder.build()
 }
 
 fn store_error(e: object_store::Error) -> BackendError {

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::JobSpec;
+use crate::{FetchedFile, JobSpec};
 
 /// Why a backend call failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,18 @@ pub trait ComputeBackend: Send + Sync + 'static {
     /// security groups) answer false, and the engine says so on the jobs it sends them.
     fn isolates_network(&self) -> bool {
         true
+    }
+
+    /// Whether a run on this backend can fetch `url` itself (put it in [`JobSpec::fetch`]
+    /// instead of staging it on the service host). Backends that only see the host's disk say no.
+    fn fetches(&self, _url: &str) -> bool {
+        false
+    }
+
+    /// Size and sha256 of each file the run fetched itself, once it ended (empty when it
+    /// fetched nothing, or never got that far).
+    async fn fetched(&self, _job_id: &str) -> Result<Vec<FetchedFile>, BackendError> {
+        Ok(vec![])
     }
 
     /// Checks that the backend answers.

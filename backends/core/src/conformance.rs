@@ -31,6 +31,7 @@ pub fn spec(image: &str, argv: &[&str]) -> JobSpec {
         command: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![],
         mounts: vec![],
+        fetch: vec![],
         working_dir: None,
         user: NOBODY.to_string(),
         network: false,

@@ -10,4 +10,4 @@ pub mod conformance;
 mod spec;
 
 pub use backend::{BackendError, ComputeBackend, ExitInfo, RunInfo, RunState};
-pub use spec::{JobSpec, Limits, Mount};
+pub use spec::{FetchedFile, JobSpec, Limits, Mount, RemoteFile};

@@ -13,12 +13,30 @@ pub struct JobSpec {
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
+    /// Files the run fetches itself, for a backend that said it can ([`crate::ComputeBackend::fetches`]):
+    /// data next to the backend never passes through the service host.
+    pub fetch: Vec<RemoteFile>,
     pub working_dir: Option<String>,
     /// `uid:gid` the process runs as.
     pub user: String,
     /// Whether the run may reach any network at all.
     pub network: bool,
     pub limits: Limits,
+}
+
+/// A file the run fetches from `url` (with the backend's credentials) to `target`, read-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub url: String,
+    pub target: String,
+}
+
+/// What a run fetched itself: the content it saw, for receipts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedFile {
+    pub target: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// A host path bound into the run.

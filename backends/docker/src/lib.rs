@@ -149,6 +149,9 @@ impl ComputeBackend for DockerBackend {
     }
 
     async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
+        if let Some(file) = spec.fetch.first() {
+            return Err(BackendError::InvalidSpec(format!("the docker backend does not fetch {}; the engine stages it", file.url)));
+        }
         let docker = self.engine.client().await?;
         let name = Self::container_name(&spec.job_id);
         let existing = match self.inspect(&spec.job_id).await? {

@@ -39,6 +39,7 @@ pub struct Plan {
 pub struct FileDownload {
     pub url: String,
     pub path: String,
+    /// The object's size; a download of another length fails the job.
     pub size: u64,
 }
 
@@ -64,4 +65,14 @@ pub struct RunResult {
     pub oom_killed: bool,
     /// Set when the runner itself failed (a download, an upload); the algorithm may not have run.
     pub runner_error: Option<String>,
+    /// What was downloaded, as the runner saw it (for receipts).
+    #[serde(default)]
+    pub files: Vec<Downloaded>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Downloaded {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
 }

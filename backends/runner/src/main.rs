@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use brizo_runner::{PLAN_URL_ENV, Plan, RunResult};
+use brizo_runner::{Downloaded, PLAN_URL_ENV, Plan, RunResult};
+use sha2::Digest;
 
 /// The algorithm's process group, for the SIGTERM handler (Batch's TerminateJob sends SIGTERM to
 /// the container's first process, which is us).
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         Ok(result) => result,
         Err(e) => {
             eprintln!("brizo-runner: {e}");
-            RunResult { exit_code: 70, oom_killed: false, runner_error: Some(e) }
+            RunResult { exit_code: 70, oom_killed: false, runner_error: Some(e), files: vec![] }
         }
     };
     if let Err(e) = put_bytes(&plan.result_url, &serde_json::to_vec(&result).expect("a result serializes")) {
@@ -68,8 +69,10 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
     for dir in &plan.dirs {
         make_dir(dir, 0o755)?;
     }
+    let mut files = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        download(&file.url, Path::new(&file.path), file.size)?;
+        let sha256 = download(&file.url, Path::new(&file.path), file.size)?;
+        files.push(Downloaded { path: file.path.clone(), size: file.size, sha256 });
     }
     for w in &plan.writable {
         make_dir(&w.path, 0o755)?;
@@ -128,7 +131,7 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
     for w in &plan.writable {
         upload_dir(Path::new(&w.path), &w.put_url)?;
     }
-    Ok(RunResult { exit_code: if oom_killed && exit_code == 0 { 137 } else { exit_code }, oom_killed, runner_error: None })
+    Ok(RunResult { exit_code: if oom_killed && exit_code == 0 { 137 } else { exit_code }, oom_killed, runner_error: None, files })
 }
 
 fn parse_user(user: &str) -> Result<(u32, u32), String> {
@@ -231,21 +234,40 @@ fn get(url: &str) -> Result<Vec<u8>, String> {
     })
 }
 
-fn download(url: &str, path: &Path, size: u64) -> Result<(), String> {
+/// Downloads to `path`, hashing on the way; returns the sha256 of what was written.
+fn download(url: &str, path: &Path, size: u64) -> Result<String, String> {
     if let Some(parent) = path.parent() {
         make_dir(&parent.to_string_lossy(), 0o755)?;
     }
-    retry(&format!("downloading {}", path.display()), || {
+    let sha256 = retry(&format!("downloading {}", path.display()), || {
         let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
-        let mut file = fs::File::create(path).map_err(|e| e.to_string())?;
+        let file = fs::File::create(path).map_err(|e| e.to_string())?;
+        let mut sink = Hashing { file, hasher: sha2::Sha256::new() };
         let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-        let copied = io::copy(&mut reader, &mut file).map_err(|e| e.to_string())?;
+        let copied = io::copy(&mut reader, &mut sink).map_err(|e| e.to_string())?;
         if copied != size {
             return Err(format!("got {copied} bytes, expected {size}"));
         }
-        Ok(())
+        Ok(hex::encode(sink.hasher.finalize()))
     })?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(|e| format!("{}: {e}", path.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(sha256)
+}
+
+struct Hashing {
+    file: fs::File,
+    hasher: sha2::Sha256,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 fn put_bytes(url: &str, body: &[u8]) -> Result<(), String> {
