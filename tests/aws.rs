@@ -44,6 +44,11 @@ fn bucket(moto: &Moto, name: &str) -> AmazonS3 {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// `extra`: TOML appended to the service's configuration.
+async fn setup_with(extra: &str) -> Setup {
     let port = common::free_port();
     let moto = tokio::task::spawn_blocking(move || Moto::start(&root(), port, &["datasets", "results"])).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
@@ -67,6 +72,7 @@ runner_host_path = "{runner}"
 poll_ms = 300
 [outputs]
 results_url = "s3://results/brizo"
+{extra}
 "#,
         endpoint = moto.endpoint,
         runner = runner.display()
@@ -187,6 +193,19 @@ async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
         assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn outputs_over_the_cap_never_leave_the_job() {
+    let s = setup_with("max_output_mb = 1").await;
+    let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
+    let id = s.svc.submit(job_on_s3(big)).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
+    let logs = s.svc.logs(&id).await;
+    assert!(logs.contains("over the publisher's cap of 1048576 bytes"), "{logs}");
+    assert!(s.results.get(&format!("brizo/{id}/outputs/big.bin").into()).await.is_err());
 }
 
 fn docker_names() -> Vec<String> {

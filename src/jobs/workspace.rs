@@ -13,6 +13,8 @@ use crate::config::Config;
 pub const VOLUME: &str = "/data";
 pub const ALGO_PATH: &str = "/data/transformations/algorithm";
 pub const DEFAULT_INPUT_NAME: &str = "input";
+/// How much longer than the job's timeout a remote engine lets a run go on its own.
+const BACKSTOP_GRACE_SECS: u64 = 300;
 
 /// An input with its place inside the container.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,7 +142,9 @@ pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(Pl
             cpus: config.limits.cpus,
             pids: config.limits.pids,
             tmpfs_bytes: config.limits.tmpfs_mb << 20,
+            output_bytes: config.outputs.max_output_mb << 20,
         },
+        backstop_secs: Some(job.timeout_secs + BACKSTOP_GRACE_SECS),
     })
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_batch::types::{
-    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
+    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, JobTimeout, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
     ResourceRequirement, ResourceType, Tmpfs, Volume,
 };
 use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, FetchedFile, JobSpec, RunInfo, RunState};
@@ -100,6 +100,13 @@ struct Meta {
     image_digest: String,
     /// Writable mounts: where each one's archive goes on this host once the job ended.
     writable: Vec<(usize, PathBuf)>,
+    /// The cap the runner enforced on them (an archive far over it is not unpacked).
+    #[serde(default = "unlimited")]
+    output_bytes: u64,
+}
+
+fn unlimited() -> u64 {
+    u64::MAX / 4
 }
 
 pub struct AwsBatchBackend {
@@ -238,7 +245,7 @@ impl AwsBatchBackend {
             env: spec.env.clone(),
             working_dir: spec.working_dir.clone(),
             user: spec.user.clone(),
-            limits: PlanLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.pids },
+            limits: PlanLimits { memory_bytes: spec.limits.memory_bytes, pids: spec.limits.pids, output_bytes: spec.limits.output_bytes },
             result_url: self.staging.presign(Method::PUT, &self.staging.key(&spec.job_id, "result.json")).await?,
         };
         let mut writable = vec![];
@@ -304,17 +311,25 @@ impl AwsBatchBackend {
             .map(|c| c as i64))
     }
 
-    /// Unpacks the writable folders the runner sent back into their host paths.
+    /// Unpacks the writable folders the runner sent back into their host paths, streamed
+    /// through a file next to each (never whole in memory).
     async fn collect_writable(&self, job_id: &str, meta: &Meta) -> Result<(), BackendError> {
+        // The runner refuses to send more than the cap; tar adds headers and padding.
+        let ceiling = meta.output_bytes.saturating_mul(2).saturating_add(64 << 20);
         for (n, dest) in &meta.writable {
-            let Some(archive) = self.staging.get(&self.staging.key(job_id, &format!("out/{n}.tar"))).await? else {
-                continue;
-            };
-            let dest = dest.clone();
-            tokio::task::spawn_blocking(move || unpack(archive, &dest))
-                .await
-                .expect("unpacking does not panic")
-                .map_err(|e| BackendError::Other(format!("unpacking the job's folder: {e}")))?;
+            let archive = dest.with_file_name(format!(".{}.brizo-{n}.tar", dest.file_name().and_then(|f| f.to_str()).unwrap_or("mount")));
+            match self.staging.download(&self.staging.key(job_id, &format!("out/{n}.tar")), &archive, ceiling).await? {
+                None => continue,
+                Some(size) if size > ceiling => {
+                    tracing::warn!(job = %job_id, "the archive of {} is {size} bytes, far over the cap the runner enforces; not unpacked", dest.display());
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let (file, dest) = (archive.clone(), dest.clone());
+            let unpacked = tokio::task::spawn_blocking(move || unpack(&file, &dest)).await.expect("unpacking does not panic");
+            let _ = tokio::fs::remove_file(&archive).await;
+            unpacked.map_err(|e| BackendError::Other(format!("unpacking the job's folder: {e}")))?;
         }
         Ok(())
     }
@@ -342,8 +357,8 @@ fn list_tree(root: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
 
 /// Regular files and folders only, never outside `dest`: the archive was made by the job's
 /// container and is not trusted.
-fn unpack(archive: Bytes, dest: &Path) -> std::io::Result<()> {
-    let mut reader = tar::Archive::new(std::io::Cursor::new(archive));
+fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
+    let mut reader = tar::Archive::new(std::fs::File::open(archive)?);
     for entry in reader.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
@@ -431,6 +446,7 @@ impl ComputeBackend for AwsBatchBackend {
                     .job_queue(&self.config.job_queue)
                     .job_definition(definition)
                     .container_overrides(overrides)
+                    .set_timeout(spec.backstop_secs.map(|secs| JobTimeout::builder().attempt_duration_seconds(secs.clamp(60, i32::MAX as u64) as i32).build()))
                     .tags("brizo-job-id", &spec.job_id)
                     .send()
                     .await
@@ -438,7 +454,7 @@ impl ComputeBackend for AwsBatchBackend {
                 submitted.job_id().unwrap_or_default().to_string()
             }
         };
-        let meta = Meta { batch_job_id: batch_job_id.clone(), image_digest: image_digest.clone(), writable };
+        let meta = Meta { batch_job_id: batch_job_id.clone(), image_digest: image_digest.clone(), writable, output_bytes: spec.limits.output_bytes };
         self.staging.put(&self.staging.key(&spec.job_id, "meta.json"), serde_json::to_vec(&meta).expect("meta serializes")).await?;
         Ok(RunInfo { run_id: batch_job_id, image_digest })
     }

@@ -100,6 +100,28 @@ impl Staging {
         }
     }
 
+    /// Streams the object into `file` (no copy in memory). `Ok(None)`: no such object;
+    /// `Ok(Some(size))` without writing when it is larger than `max`.
+    pub async fn download(&self, key: &StorePath, file: &std::path::Path, max: u64) -> Result<Option<u64>, BackendError> {
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store_error(e)),
+        };
+        let size = result.meta.size;
+        if size > max {
+            return Ok(Some(size));
+        }
+        let io = |e: std::io::Error| BackendError::Other(format!("{}: {e}", file.display()));
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk.map_err(store_error)?).await.map_err(io)?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(io)?;
+        Ok(Some(size))
+    }
+
     pub async fn presign(&self, method: Method, key: &StorePath) -> Result<String, BackendError> {
         self.store.signed_url(method, key, self.ttl).await.map(|u| u.to_string()).map_err(store_error)
     }

@@ -36,6 +36,7 @@ pub fn spec(image: &str, argv: &[&str]) -> JobSpec {
         user: NOBODY.to_string(),
         network: false,
         limits: Limits::default(),
+        backstop_secs: Some(PATIENCE.as_secs() * 5),
     }
 }
 

@@ -22,6 +22,10 @@ pub struct JobSpec {
     /// Whether the run may reach any network at all.
     pub network: bool,
     pub limits: Limits,
+    /// A ceiling for engines that go on while the service is away (a cloud batch queue): a
+    /// little over the engine's own deadline, so a run the service lost still ends and stops
+    /// costing. The engine's deadline stays the one that counts.
+    pub backstop_secs: Option<u64>,
 }
 
 /// A file the run fetches from `url` (with the backend's credentials) to `target`, read-only.
@@ -57,10 +61,13 @@ pub struct Limits {
     pub pids: i64,
     /// Size of the writable in-memory `/tmp`.
     pub tmpfs_bytes: u64,
+    /// What the writable mounts may hold in total when the run ends. The engine checks it on
+    /// the host; a remote backend enforces it before anything travels back.
+    pub output_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 512 << 20, cpus: 1.0, pids: 128, tmpfs_bytes: 64 << 20 }
+        Self { memory_bytes: 512 << 20, cpus: 1.0, pids: 128, tmpfs_bytes: 64 << 20, output_bytes: 256 << 20 }
     }
 }

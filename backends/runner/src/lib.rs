@@ -54,6 +54,8 @@ pub struct WritableDir {
 pub struct PlanLimits {
     pub memory_bytes: u64,
     pub pids: i64,
+    /// What the writable folders may hold in total; over it, nothing is sent back.
+    pub output_bytes: u64,
 }
 
 /// What the runner reports once the algorithm ended.

@@ -128,10 +128,27 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
     let peak = peak_child_rss_bytes();
     let oom_killed = over_memory.load(Ordering::SeqCst) || peak > plan.limits.memory_bytes;
 
+    // The publisher's cap on what comes back, checked before anything travels.
+    let total: u64 = plan.writable.iter().map(|w| tree_size(Path::new(&w.path))).sum();
+    if total > plan.limits.output_bytes {
+        let reason = format!("the job's folders hold {total} bytes, over the publisher's cap of {} bytes; nothing was sent back", plan.limits.output_bytes);
+        eprintln!("brizo-runner: {reason}");
+        return Ok(RunResult { exit_code: 70, oom_killed, runner_error: Some(reason), files });
+    }
     for w in &plan.writable {
         upload_dir(Path::new(&w.path), &w.put_url)?;
     }
     Ok(RunResult { exit_code: if oom_killed && exit_code == 0 { 137 } else { exit_code }, oom_killed, runner_error: None, files })
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| fs::symlink_metadata(e.path()).ok().map(|m| (e.path(), m)))
+        .map(|(path, m)| if m.is_dir() { tree_size(&path) } else if m.is_file() { m.len() } else { 0 })
+        .sum()
 }
 
 fn parse_user(user: &str) -> Result<(u32, u32), String> {
@@ -243,7 +260,8 @@ fn download(url: &str, path: &Path, size: u64) -> Result<String, String> {
         let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
         let file = fs::File::create(path).map_err(|e| e.to_string())?;
         let mut sink = Hashing { file, hasher: sha2::Sha256::new() };
-        let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
+        // One byte over the expected size is enough to know it is wrong.
+        let mut reader = response.body_mut().with_config().limit(size + 1).reader();
         let copied = io::copy(&mut reader, &mut sink).map_err(|e| e.to_string())?;
         if copied != size {
             return Err(format!("got {copied} bytes, expected {size}"));
