@@ -78,7 +78,7 @@ async fn main() {
 
     let config = format!(
         "backend = \"aws\"\n[[backends]]\nname = \"aws\"\nkind = \"aws-batch\"\n[backends.aws]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
-         job_queue = \"{QUEUE}\"\nstaging = \"s3://{STAGING_BUCKET}/jobs\"\nrunner_host_path = \"{}\"\npoll_ms = {}\n",
+         job_queue = \"{QUEUE}\"\nstaging = \"s3://{STAGING_BUCKET}/jobs\"\nrunner_host_path = \"{}\"\npoll_ms = {}\nimages = \"docker\"\n",
         moto.endpoint,
         runner.display(),
         POLL.as_millis()

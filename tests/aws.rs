@@ -70,6 +70,7 @@ job_queue = "{QUEUE}"
 staging = "s3://{STAGING_BUCKET}/jobs"
 runner_host_path = "{runner}"
 poll_ms = 300
+images = "docker"
 [outputs]
 results_url = "s3://results/brizo"
 {extra}
@@ -196,8 +197,8 @@ async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn outputs_over_the_cap_never_leave_the_job() {
-    let s = setup_with("max_output_mb = 1").await;
+async fn caps_and_missing_data_are_refused_with_their_reason() {
+    let s = setup_with("max_output_mb = 1\n[inputs]\nmax_input_mb = 1").await;
     let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
     let id = s.svc.submit(job_on_s3(big)).await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
@@ -206,6 +207,22 @@ async fn outputs_over_the_cap_never_leave_the_job() {
     let logs = s.svc.logs(&id).await;
     assert!(logs.contains("over the publisher's cap of 1048576 bytes"), "{logs}");
     assert!(s.results.get(&format!("brizo/{id}/outputs/big.bin").into()).await.is_err());
+
+    // Data the job would fetch itself is checked before anything is submitted.
+    let mut missing = job_on_s3("print('never')");
+    missing["inputs"] = json!([{"url": "s3://datasets/weather/absent.csv"}]);
+    let id = s.svc.submit(missing).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], 31, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("s3://datasets/weather/absent.csv"), "{job}");
+    bucket(&s.moto, "datasets").put(&"weather/huge.csv".into(), PutPayload::from(vec![b'x'; 2 << 20])).await.unwrap();
+    let mut huge = job_on_s3("print('never')");
+    huge["inputs"] = json!([{"url": "s3://datasets/weather/huge.csv"}]);
+    let id = s.svc.submit(huge).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], 31, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("over the cap"), "{job}");
+    assert!(job["exitCode"].is_null(), "a job that never ran has no exit code: {job}");
 }
 
 fn docker_names() -> Vec<String> {

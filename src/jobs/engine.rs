@@ -451,7 +451,7 @@ impl Engine {
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
         let backend = self.backend_of(job)?.clone();
         for placed in place_inputs(&job.request.inputs) {
-            if backend.fetches(&placed.url) {
+            if self.backend_fetches(job, backend.as_ref(), &placed.url) {
                 staged.inputs.push(None);
                 continue;
             }
@@ -468,13 +468,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the job's backend fetches this input itself: only data the backend is
+    /// configured to sit next to, and only what the backend says it can reach.
+    fn backend_fetches(&self, job: &Job, backend: &dyn ComputeBackend, url: &str) -> bool {
+        let near = self.config.backends.iter().find(|b| b.name == job.backend).is_some_and(|b| super::routing::near(b, url));
+        near && backend.fetches(url)
+    }
+
     /// The inputs the job's backend fetches itself, with their place in the container.
     fn fetched_inputs(&self, job: &Job) -> Result<Vec<RemoteFile>, StepError> {
         let backend = self.backend_of(job)?;
         Ok(place_inputs(&job.request.inputs)
             .into_iter()
-            .filter(|p| backend.fetches(&p.url))
-            .map(|p| RemoteFile { target: format!("{}/inputs/{}", workspace::VOLUME, p.rel()), url: p.url })
+            .filter(|p| self.backend_fetches(job, backend.as_ref(), &p.url))
+            .map(|p| RemoteFile {
+                target: format!("{}/inputs/{}", workspace::VOLUME, p.rel()),
+                url: p.url,
+                max_bytes: self.config.inputs.max_input_mb << 20,
+            })
             .collect())
     }
 
@@ -567,6 +578,7 @@ impl Engine {
             Err(e @ (BackendError::ImageNotFound(_) | BackendError::InvalidSpec(_))) => {
                 return self.finish(job, Outcome::Failed, Some(e.to_string()), Phase::AlgorithmProvisioningFailed).await;
             }
+            Err(BackendError::Input(reason)) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
             Err(e) => return Err(e.into()),
         };
         let mut timings = job.timings.clone();
@@ -603,6 +615,8 @@ impl Engine {
                 let (outcome, reason) = judge_exit(exit, self.config.limits.memory_mb);
                 (outcome, Some(exit), reason)
             }
+            // Never ran, or returned nothing readable: failed, and no exit code (no work done).
+            Some(Ok(Err(BackendError::RunFailed(reason)))) => (Outcome::Failed, None, Some(reason)),
             Some(Ok(Err(BackendError::NotFound(_)))) => {
                 (Outcome::Failed, None, Some("the container disappeared while the job ran (removed outside brizo?)".to_string()))
             }

@@ -12,7 +12,8 @@ pub struct Route {
     pub reason: String,
 }
 
-fn near(backend: &BackendConfig, url: &str) -> bool {
+/// Whether `url` lies under one of the backend's `near` prefixes.
+pub fn near(backend: &BackendConfig, url: &str) -> bool {
     backend.near.iter().any(|prefix| {
         let prefix = prefix.trim_end_matches('/');
         // A prefix matches itself or what lies under it, not `s3://data-2` for `s3://data`.

@@ -46,10 +46,12 @@ pub use staging::Staging;
 #[serde(rename_all = "lowercase")]
 pub enum ImageSource {
     /// The compute hosts use the images of the Docker engine on this host (moto runs Batch
-    /// jobs on the local engine; so do single-host setups): it is asked for the image's id.
-    #[default]
+    /// jobs on the local engine; so do single-host setups): it is asked for the image's id,
+    /// and the job runs that id, so the receipt names exactly what ran.
     Docker,
-    /// Images must be referenced by digest (`name@sha256:...`); nothing is looked up.
+    /// Images must be referenced by digest (`name@sha256:...`), which the hosts pull; nothing
+    /// is looked up here.
+    #[default]
     Pinned,
 }
 
@@ -182,10 +184,11 @@ impl AwsBatchBackend {
         }
     }
 
-    /// The job definition for `spec`'s image and scratch size, registered once.
-    async fn definition(&self, spec: &JobSpec) -> Result<String, BackendError> {
+    /// The job definition for `image` (a digest or an id: what the receipt names) and the
+    /// spec's scratch size, registered once.
+    async fn definition(&self, spec: &JobSpec, image: &str) -> Result<String, BackendError> {
         let tmpfs_mib = (spec.limits.tmpfs_bytes >> 20).max(1) as i32;
-        let identity = format!("{}\n{}\n{}\n{}", spec.image, self.config.runner_host_path, tmpfs_mib, self.config.log_group);
+        let identity = format!("{}\n{}\n{}\n{}", image, self.config.runner_host_path, tmpfs_mib, self.config.log_group);
         let name = format!("{}-{}", self.config.job_definition_prefix, &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..24]);
         let mut known = self.definitions.lock().await;
         if let Some(arn) = known.get(&name) {
@@ -199,7 +202,7 @@ impl AwsBatchBackend {
                     Tmpfs::builder().container_path(path).size(mib).mount_options("rw").mount_options("nosuid").mount_options("nodev").build()
                 };
                 let properties = ContainerProperties::builder()
-                    .image(&spec.image)
+                    .image(image)
                     .command(RUNNER_PATH)
                     // The runner starts as root to place read-only inputs, then drops to the
                     // job's uid for good before the algorithm runs.
@@ -274,7 +277,7 @@ impl AwsBatchBackend {
         }
         // Data the run fetches itself goes straight from its bucket into the container.
         for remote in &spec.fetch {
-            let (url, size) = self.staging.presign_object(&remote.url).await?;
+            let (url, size) = self.staging.presign_object(&remote.url, remote.max_bytes).await?;
             plan.files.push(FileDownload { url, path: remote.target.clone(), size });
         }
         let plan_key = self.staging.key(&spec.job_id, "plan.json");
@@ -311,6 +314,29 @@ impl AwsBatchBackend {
             .map(|c| c as i64))
     }
 
+    /// `RunFailed` when the job ended without its algorithm having run: the runner could not
+    /// prepare it, or the container never started (no image, no runner on the host).
+    async fn never_started(&self, job_id: &str) -> Result<(), BackendError> {
+        match self.result(job_id).await? {
+            Some(result) if !result.algorithm_started => Err(BackendError::RunFailed(format!(
+                "the job could not be prepared on AWS Batch: {}",
+                result.runner_error.unwrap_or_else(|| "no reason given".into())
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                let Some(meta) = self.meta(job_id).await? else { return Ok(()) };
+                let detail = self.describe(&meta.batch_job_id).await?;
+                match detail {
+                    Some(d) if d.started_at().is_none() => Err(BackendError::RunFailed(format!(
+                        "the job never started on AWS Batch: {}",
+                        d.status_reason().unwrap_or("no reason given")
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Unpacks the writable folders the runner sent back into their host paths, streamed
     /// through a file next to each (never whole in memory).
     async fn collect_writable(&self, job_id: &str, meta: &Meta) -> Result<(), BackendError> {
@@ -329,10 +355,14 @@ impl AwsBatchBackend {
             let (file, dest) = (archive.clone(), dest.clone());
             let unpacked = tokio::task::spawn_blocking(move || unpack(&file, &dest)).await.expect("unpacking does not panic");
             let _ = tokio::fs::remove_file(&archive).await;
-            unpacked.map_err(|e| BackendError::Other(format!("unpacking the job's folder: {e}")))?;
+            unpacked.map_err(|e| BackendError::RunFailed(format!("what the job returned in {} cannot be unpacked: {e}", dest_shown(&meta.writable, *n))))?;
         }
         Ok(())
     }
+}
+
+fn dest_shown(writable: &[(usize, PathBuf)], n: usize) -> String {
+    writable.iter().find(|(i, _)| *i == n).map(|(_, p)| p.display().to_string()).unwrap_or_default()
 }
 
 fn requirement(kind: ResourceType, value: &str) -> ResourceRequirement {
@@ -368,6 +398,12 @@ fn unpack(archive: &Path, dest: &Path) -> std::io::Result<()> {
         // unpack_in refuses absolute paths and `..`.
         entry.unpack_in(dest)?;
     }
+    // Modes from the archive are the job's choice: readable folders and files for the service.
+    for entry in walkdir::WalkDir::new(dest).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let mode = if entry.file_type().is_dir() { 0o755 } else if entry.file_type().is_file() { 0o644 } else { continue };
+        std::fs::set_permissions(entry.path(), std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
     Ok(())
 }
 
@@ -400,8 +436,11 @@ impl ComputeBackend for AwsBatchBackend {
     }
 
     /// S3 objects: the runner downloads them in the job's container through presigned URLs.
+    /// Never the staging bucket: a job must not reach another job's plan and upload URLs.
     fn fetches(&self, url: &str) -> bool {
-        url.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty() && !key.ends_with('/'))
+        url.strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(bucket, key)| !bucket.is_empty() && bucket != self.staging.bucket() && !key.is_empty() && !key.ends_with('/'))
     }
 
     async fn fetched(&self, job_id: &str) -> Result<Vec<FetchedFile>, BackendError> {
@@ -425,7 +464,9 @@ impl ComputeBackend for AwsBatchBackend {
             return Ok(RunInfo { run_id: meta.batch_job_id, image_digest: meta.image_digest });
         }
         let image_digest = self.image_digest(&spec.image).await?;
-        let definition = self.definition(spec).await?;
+        // Pinned references run as given; a local image runs by its id.
+        let image = if spec.image.contains('@') { spec.image.clone() } else { image_digest.clone() };
+        let definition = self.definition(spec, &image).await?;
         let (plan_url, writable) = self.stage(spec).await?;
         let batch_job_id = match self.find_submitted(&spec.job_id).await? {
             Some(id) => id,
@@ -449,8 +490,15 @@ impl ComputeBackend for AwsBatchBackend {
                     .set_timeout(spec.backstop_secs.map(|secs| JobTimeout::builder().attempt_duration_seconds(secs.clamp(60, i32::MAX as u64) as i32).build()))
                     .tags("brizo-job-id", &spec.job_id)
                     .send()
-                    .await
-                    .map_err(sdk_error)?;
+                    .await;
+                let submitted = match submitted {
+                    Ok(submitted) => submitted,
+                    Err(e) => {
+                        // The definition may have been deregistered meanwhile: look it up again.
+                        self.definitions.lock().await.clear();
+                        return Err(sdk_error(e));
+                    }
+                };
                 submitted.job_id().unwrap_or_default().to_string()
             }
         };
@@ -471,17 +519,20 @@ impl ComputeBackend for AwsBatchBackend {
         if let Some(result) = self.result(job_id).await? {
             return Ok(RunState::Exited(ExitInfo { exit_code: result.exit_code, oom_killed: result.oom_killed }));
         }
-        // Ended without the runner's word: terminated, or the container could not start.
+        // Ended without the runner's word: killed (a stop, the backstop), or never started.
         let Some(detail) = detail else { return Ok(RunState::NotFound) };
         let reason = detail.container().and_then(|c| c.reason()).unwrap_or_default().to_string();
         let exit_code = self.batch_exit_code(job_id, &detail).await?.filter(|c| *c != 0).unwrap_or(137);
         Ok(RunState::Exited(ExitInfo { exit_code, oom_killed: reason.contains("OutOfMemory") }))
     }
 
+    /// Like `state`, but a run whose algorithm never started is an error (`RunFailed`): the
+    /// engine must not take it for work done.
     async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
         loop {
             match self.state(job_id).await? {
                 RunState::Exited(exit) => {
+                    self.never_started(job_id).await?;
                     if let Some(meta) = self.meta(job_id).await? {
                         self.collect_writable(job_id, &meta).await?;
                     }
@@ -499,6 +550,9 @@ impl ComputeBackend for AwsBatchBackend {
             job_id: String,
             token: Option<String>,
             done: bool,
+            /// Empty reads since the job ended: CloudWatch stores events a moment after they
+            /// are written, so the stream ends only after a few.
+            quiet_after_end: u32,
         }
         let inner = Arc::new(Inner {
             batch: self.batch.clone(),
@@ -507,7 +561,7 @@ impl ComputeBackend for AwsBatchBackend {
             log_group: self.config.log_group.clone(),
             poll: Duration::from_millis(self.config.poll_ms),
         });
-        let state = Follow { backend: inner, job_id: job_id.to_string(), token: None, done: false };
+        let state = Follow { backend: inner, job_id: job_id.to_string(), token: None, done: false, quiet_after_end: 0 };
         futures::stream::unfold(state, |mut s| async move {
             if s.done {
                 return None;
@@ -524,14 +578,16 @@ impl ComputeBackend for AwsBatchBackend {
                             s.token = chunk.token;
                         }
                         if !chunk.bytes.is_empty() {
+                            s.quiet_after_end = 0;
                             return Some((Ok(chunk.bytes), s));
                         }
                         if chunk.ended && !advanced {
-                            return None;
+                            s.quiet_after_end += 1;
+                            if s.quiet_after_end >= LOG_LINGER_READS {
+                                return None;
+                            }
                         }
-                        if !chunk.ended {
-                            tokio::time::sleep(s.backend.poll).await;
-                        }
+                        tokio::time::sleep(s.backend.poll).await;
                     }
                 }
             }
@@ -540,15 +596,25 @@ impl ComputeBackend for AwsBatchBackend {
     }
 
     async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
-        let Some(meta) = self.meta(job_id).await? else { return Ok(()) };
+        let batch_job_id = match self.meta(job_id).await? {
+            Some(meta) => meta.batch_job_id,
+            // Submitted, then the service died before writing meta.json.
+            None => match self.find_submitted(job_id).await? {
+                Some(id) => id,
+                None => return Ok(()),
+            },
+        };
         // Batch accepts a TerminateJob for a job that already ended.
-        self.batch.terminate_job().job_id(&meta.batch_job_id).reason("stopped by brizo").send().await.map(|_| ()).map_err(sdk_error)
+        self.batch.terminate_job().job_id(&batch_job_id).reason("stopped by brizo").send().await.map(|_| ()).map_err(sdk_error)
     }
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
-        if let Some(meta) = self.meta(job_id).await? {
-            let running = self.describe(&meta.batch_job_id).await?.is_some_and(|d| !is_final(d.status()));
-            if running {
+        let batch_job_id = match self.meta(job_id).await? {
+            Some(meta) => Some(meta.batch_job_id),
+            None => self.find_submitted(job_id).await?,
+        };
+        if let Some(id) = batch_job_id {
+            if self.describe(&id).await?.is_some_and(|d| !is_final(d.status())) {
                 self.stop(job_id).await?;
             }
         }
@@ -559,6 +625,9 @@ impl ComputeBackend for AwsBatchBackend {
         self.staging.jobs().await
     }
 }
+
+/// Empty reads after the job ended before the log counts as complete.
+const LOG_LINGER_READS: u32 = 3;
 
 /// What following a log needs, owned, so the stream outlives the call that made it.
 struct Inner {
@@ -602,9 +671,10 @@ impl Inner {
             .await
         {
             Ok(events) => events,
-            // The stream is announced before its first event is stored.
+            // The stream is announced before its first event is stored (and never created when
+            // the job wrote nothing): keep looking while the job runs, then end with it.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-                return Ok(Chunk { bytes: Bytes::new(), token, ended: false });
+                return Ok(Chunk { bytes: Bytes::new(), token, ended });
             }
             Err(e) => return Err(logs_error(e)),
         };

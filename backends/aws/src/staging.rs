@@ -32,7 +32,8 @@ impl CredentialProvider for SdkCredentials {
 }
 
 pub struct Staging {
-    store: AmazonS3,
+    store: Arc<AmazonS3>,
+    bucket: String,
     region: String,
     endpoint: Option<String>,
     credentials: Arc<SdkCredentials>,
@@ -53,12 +54,17 @@ impl Staging {
         let credentials = Arc::new(SdkCredentials(credentials));
         let store = bucket_store(bucket, &region, endpoint, credentials.clone()).map_err(|e| BackendError::InvalidSpec(format!("staging {url}: {e}")))?;
         let root = [prefix.trim_matches('/'), scope].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
-        Ok(Self { store, region, endpoint: endpoint.map(str::to_string), credentials, root, ttl })
+        Ok(Self { store: Arc::new(store), bucket: bucket.to_string(), region, endpoint: endpoint.map(str::to_string), credentials, root, ttl })
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// A presigned GET for an object anywhere the credentials reach (`s3://bucket/key`), and
-    /// its size. The object is looked up first, so a missing one is reported here.
-    pub async fn presign_object(&self, url: &str) -> Result<(String, u64), BackendError> {
+    /// its size. The object is looked up first, so a missing, unreadable or oversized one is
+    /// reported here.
+    pub async fn presign_object(&self, url: &str, max_bytes: u64) -> Result<(String, u64), BackendError> {
         let (bucket, key) = url
             .strip_prefix("s3://")
             .and_then(|rest| rest.split_once('/'))
@@ -69,9 +75,15 @@ impl Staging {
         let key = StorePath::from(key);
         let meta = match store.head(&key).await {
             Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => return Err(BackendError::InvalidSpec(format!("input {url} does not exist"))),
+            Err(object_store::Error::NotFound { .. }) => return Err(BackendError::Input(format!("input {url} does not exist"))),
+            Err(e @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })) => {
+                return Err(BackendError::Input(format!("input {url} cannot be read with the backend's credentials: {e}")));
+            }
             Err(e) => return Err(store_error(e)),
         };
+        if meta.size > max_bytes {
+            return Err(BackendError::Input(format!("input {url} is {} bytes, over the cap of {max_bytes} (inputs.max_input_mb)", meta.size)));
+        }
         let signed = store.signed_url(Method::GET, &key, self.ttl).await.map_err(store_error)?;
         Ok((signed.to_string(), meta.size))
     }
@@ -84,10 +96,14 @@ impl Staging {
         self.store.put(key, PutPayload::from(bytes)).await.map(|_| ()).map_err(store_error)
     }
 
+    /// Streams a file up (multipart when large), never whole in memory.
     pub async fn put_file(&self, key: &StorePath, file: &std::path::Path) -> Result<u64, BackendError> {
-        let bytes = tokio::fs::read(file).await.map_err(|e| BackendError::InvalidSpec(format!("{}: {e}", file.display())))?;
-        let size = bytes.len() as u64;
-        self.put(key, bytes).await?;
+        let io = |e: std::io::Error| BackendError::InvalidSpec(format!("{}: {e}", file.display()));
+        let mut source = tokio::fs::File::open(file).await.map_err(io)?;
+        let store: Arc<dyn ObjectStore> = self.store.clone();
+        let mut sink = object_store::buffered::BufWriter::new(store, key.clone());
+        let size = tokio::io::copy(&mut source, &mut sink).await.map_err(|e| BackendError::Unavailable(format!("S3 staging: {e}")))?;
+        tokio::io::AsyncWriteExt::shutdown(&mut sink).await.map_err(|e| BackendError::Unavailable(format!("S3 staging: {e}")))?;
         Ok(size)
     }
 

@@ -20,11 +20,14 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    for (k, v) in Moto::credentials_env() {
-        // SAFETY: every test sets the same values; nothing reads them concurrently in a way
-        // that could observe a torn write of a different value.
-        unsafe { std::env::set_var(k, v) };
-    }
+    static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+    CREDENTIALS.call_once(|| {
+        for (k, v) in Moto::credentials_env() {
+            // SAFETY: every test passes through this Once before anything of it reads the
+            // environment, and the others wait here until it is done.
+            unsafe { std::env::set_var(k, v) };
+        }
+    });
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let moto = tokio::task::spawn_blocking(move || Moto::start(&root(), port, &[])).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
@@ -37,3 +40,15 @@ fn backend_of(f: &Fixture) -> &dyn brizo_backend_core::ComputeBackend {
 }
 
 brizo_backend_core::conformance_tests!(fixture().await, backend_of, IMAGE);
+
+/// Not part of the shared suite: which inputs a Batch job may fetch itself.
+#[tokio::test]
+async fn fetches_s3_objects_but_never_the_staging_bucket() {
+    let f = fixture().await;
+    let b: &dyn brizo_backend_core::ComputeBackend = &f.backend;
+    assert!(b.fetches("s3://datasets/weather/daily.csv"));
+    assert!(!b.fetches(&format!("s3://{}/jobs/any/plan.json", brizo_backend_aws::emulator::STAGING_BUCKET)), "the staging bucket holds other jobs' URLs");
+    assert!(!b.fetches("s3://datasets/weather/"), "a prefix is not an object");
+    assert!(!b.fetches("https://example.org/data.csv"));
+    assert!(!b.fetches("file:///srv/datasets/x.csv"));
+}

@@ -16,6 +16,14 @@ pub enum BackendError {
     /// The spec cannot run as given (bad mount, bad limit). Retrying does not help.
     #[error("invalid job spec: {0}")]
     InvalidSpec(String),
+    /// An input the run was to fetch itself cannot be had (missing, too large, no permission).
+    /// Retrying does not help.
+    #[error("{0}")]
+    Input(String),
+    /// The run ended without a usable result: it never started (its preparation failed), or
+    /// what it returned cannot be read. Retrying does not help.
+    #[error("{0}")]
+    RunFailed(String),
     /// No run exists for this job id.
     #[error("no run for job {0}")]
     NotFound(String),

@@ -33,6 +33,8 @@ pub struct JobSpec {
 pub struct RemoteFile {
     pub url: String,
     pub target: String,
+    /// Larger than this, the input is refused.
+    pub max_bytes: u64,
 }
 
 /// What a run fetched itself: the content it saw, for receipts.

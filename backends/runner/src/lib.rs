@@ -70,6 +70,9 @@ pub struct RunResult {
     /// What was downloaded, as the runner saw it (for receipts).
     #[serde(default)]
     pub files: Vec<Downloaded>,
+    /// Whether the algorithm was started at all: a job that never ran is not work done.
+    #[serde(default)]
+    pub algorithm_started: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

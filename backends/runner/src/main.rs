@@ -47,13 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
-    let result = match run(&plan) {
-        Ok(result) => result,
-        Err(e) => {
-            eprintln!("brizo-runner: {e}");
-            RunResult { exit_code: 70, oom_killed: false, runner_error: Some(e), files: vec![] }
-        }
-    };
+    let result = run(&plan);
     if let Err(e) = put_bytes(&plan.result_url, &serde_json::to_vec(&result).expect("a result serializes")) {
         eprintln!("brizo-runner: reporting the result: {e}");
         return ExitCode::from(70);
@@ -61,21 +55,45 @@ fn main() -> ExitCode {
     ExitCode::from(result.exit_code.clamp(0, 255) as u8)
 }
 
-fn run(plan: &Plan) -> Result<RunResult, String> {
+/// Carries out the plan. Whatever fails, the result says how far it got: whether the
+/// algorithm started (a job that never ran must not count as done), its exit code, and what was
+/// downloaded.
+fn run(plan: &Plan) -> RunResult {
+    let mut result = RunResult { exit_code: 70, oom_killed: false, runner_error: None, files: vec![], algorithm_started: false };
+    if let Err(e) = carry_out(plan, &mut result) {
+        eprintln!("brizo-runner: {e}");
+        // The algorithm's own failure code stays; a success it had is not one any more.
+        if result.exit_code == 0 {
+            result.exit_code = 70;
+        }
+        result.runner_error = Some(e);
+    }
+    result
+}
+
+fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
     let (uid, gid) = parse_user(&plan.user)?;
-    if uid == 0 {
+    if uid == 0 || gid == 0 {
         return Err("the plan asks to run the algorithm as root, which the runner refuses".into());
     }
     for dir in &plan.dirs {
         make_dir(dir, 0o755)?;
     }
-    let mut files = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
         let sha256 = download(&file.url, Path::new(&file.path), file.size)?;
-        files.push(Downloaded { path: file.path.clone(), size: file.size, sha256 });
+        result.files.push(Downloaded { path: file.path.clone(), size: file.size, sha256 });
     }
     for w in &plan.writable {
         make_dir(&w.path, 0o755)?;
+        // Every folder above it belongs to root and only root writes there: the job cannot
+        // rename its folder away and leave a symlink for the runner to archive.
+        for ancestor in Path::new(&w.path).ancestors().skip(1) {
+            if ancestor == Path::new("/") || ancestor == Path::new("/tmp") {
+                continue;
+            }
+            std::os::unix::fs::chown(ancestor, Some(0), Some(0)).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+            fs::set_permissions(ancestor, fs::Permissions::from_mode(0o755)).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+        }
         std::os::unix::fs::chown(&w.path, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", w.path))?;
     }
 
@@ -90,7 +108,8 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
     unsafe {
         command.pre_exec(move || drop_privileges(uid, gid, pids));
     }
-    let mut child = command.spawn().map_err(|e| format!("starting {:?}: {e}", plan.argv[0]))?;
+    let child = command.spawn().map_err(|e| format!("starting {:?}: {e}", plan.argv[0]))?;
+    result.algorithm_started = true;
     let pid = child.id() as i32;
     CHILD.store(pid, Ordering::SeqCst);
     unsafe {
@@ -105,7 +124,8 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
         let limit = plan.limits.memory_bytes;
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                if resident_bytes_of(uid) > limit {
+                // RSS counts shared pages once per process; confirm with PSS before killing.
+                if resident_bytes_of(uid) > limit && proportional_bytes_of(uid) > limit {
                     over.store(true, Ordering::SeqCst);
                     kill_all_of(uid);
                 }
@@ -113,32 +133,76 @@ fn run(plan: &Plan) -> Result<RunResult, String> {
             }
         })
     };
-    let status = child.wait().map_err(|e| format!("waiting for the algorithm: {e}"))?;
+    let status = wait_for(pid).map_err(|e| format!("waiting for the algorithm: {e}"))?;
     CHILD.store(0, Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
-    // What the algorithm left running (daemons, forks) ends with it.
-    kill_all_of(uid);
-    let exit_code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
-        (Some(code), _) => code as i64,
-        (None, Some(signal)) => 128 + signal as i64,
-        (None, None) => 1,
+    // What the algorithm left running (daemons, forks) ends with it, before anything of its
+    // folders is read.
+    end_everything_else(uid);
+    let exit_code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status) as i64
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status) as i64
+    } else {
+        1
     };
     // A peak the watchdog did not catch between two looks still counts as going over.
     let peak = peak_child_rss_bytes();
-    let oom_killed = over_memory.load(Ordering::SeqCst) || peak > plan.limits.memory_bytes;
+    result.oom_killed = over_memory.load(Ordering::SeqCst) || peak > plan.limits.memory_bytes;
+    result.exit_code = if result.oom_killed && exit_code == 0 { 137 } else { exit_code };
 
     // The publisher's cap on what comes back, checked before anything travels.
     let total: u64 = plan.writable.iter().map(|w| tree_size(Path::new(&w.path))).sum();
     if total > plan.limits.output_bytes {
-        let reason = format!("the job's folders hold {total} bytes, over the publisher's cap of {} bytes; nothing was sent back", plan.limits.output_bytes);
-        eprintln!("brizo-runner: {reason}");
-        return Ok(RunResult { exit_code: 70, oom_killed, runner_error: Some(reason), files });
+        return Err(format!("the job's folders hold {total} bytes, over the publisher's cap of {} bytes; nothing was sent back", plan.limits.output_bytes));
     }
     for w in &plan.writable {
         upload_dir(Path::new(&w.path), &w.put_url)?;
     }
-    Ok(RunResult { exit_code: if oom_killed && exit_code == 0 { 137 } else { exit_code }, oom_killed, runner_error: None, files })
+    Ok(())
+}
+
+/// Waits for `pid`, reaping every other child on the way: as the container's first process
+/// the runner inherits the algorithm's orphans, whose zombies would count against its
+/// process limit.
+fn wait_for(pid: i32) -> io::Result<libc::c_int> {
+    loop {
+        let mut status = 0;
+        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if reaped == pid {
+            return Ok(status);
+        }
+        if reaped < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Kills every process of the job and reaps them. As pid 1 of the container one signal reaches
+/// all of them at once, so none can fork away from it; otherwise they are hunted by uid.
+fn end_everything_else(uid: u32) {
+    if std::process::id() == 1 {
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        loop {
+            let mut status = 0;
+            let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if reaped < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+    } else {
+        for _ in 0..5 {
+            kill_all_of(uid);
+            if processes_of(uid).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
@@ -202,6 +266,28 @@ fn resident_bytes_of(uid: u32) -> u64 {
         * page
 }
 
+/// Proportional set size: shared pages divided among the processes sharing them. Reading it
+/// needs ptrace rights over the process (CAP_SYS_PTRACE, which containers usually lack); where
+/// it cannot be read, the process's RSS counts instead.
+fn proportional_bytes_of(uid: u32) -> u64 {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    processes_of(uid)
+        .into_iter()
+        .filter_map(|pid| {
+            let pss = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().and_then(|rollup| {
+                rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            });
+            match pss {
+                Some(kib) => Some(kib * 1024),
+                None => fs::read_to_string(format!("/proc/{pid}/statm"))
+                    .ok()
+                    .and_then(|statm| statm.split_whitespace().nth(1).and_then(|rss| rss.parse::<u64>().ok()))
+                    .map(|pages| pages * page),
+            }
+        })
+        .sum()
+}
+
 fn kill_all_of(uid: u32) {
     // Twice: a process may fork between the listing and the kill.
     for _ in 0..2 {
@@ -227,6 +313,8 @@ fn make_dir(path: &str, mode: u32) -> Result<(), String> {
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
+        // A stalled server is retried rather than waited for until the job's backstop.
+        .timeout_recv_response(Some(Duration::from_secs(120)))
         .max_redirects(0)
         .build()
         .into()
@@ -299,6 +387,8 @@ fn upload_dir(dir: &Path, url: &str) -> Result<(), String> {
     let archive = |sink: &mut dyn Write| -> io::Result<()> {
         let mut builder = tar::Builder::new(sink);
         builder.follow_symlinks(false);
+        // Plain entries only: the service unpacks regular files and folders, not sparse ones.
+        builder.sparse(false);
         builder.append_dir_all(".", dir)?;
         builder.finish()
     };
