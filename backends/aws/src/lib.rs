@@ -186,9 +186,9 @@ impl AwsBatchBackend {
 
     /// The job definition for `image` (a digest or an id: what the receipt names) and the
     /// spec's scratch size, registered once.
-    async fn definition(&self, spec: &JobSpec, image: &str) -> Result<String, BackendError> {
+    async fn definition(&self, spec: &JobSpec, image: &str, scratch_mib: u64) -> Result<String, BackendError> {
         let tmpfs_mib = (spec.limits.tmpfs_bytes >> 20).max(1) as i32;
-        let identity = format!("{}\n{}\n{}\n{}", image, self.config.runner_host_path, tmpfs_mib, self.config.log_group);
+        let identity = format!("{}\n{}\n{}\n{}\n{}", image, self.config.runner_host_path, tmpfs_mib, scratch_mib, self.config.log_group);
         let name = format!("{}-{}", self.config.job_definition_prefix, &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..24]);
         let mut known = self.definitions.lock().await;
         if let Some(arn) = known.get(&name) {
@@ -211,7 +211,7 @@ impl AwsBatchBackend {
                     .readonly_root_filesystem(true)
                     .volumes(Volume::builder().name("brizo-runner").host(Host::builder().source_path(&self.config.runner_host_path).build()).build())
                     .mount_points(MountPoint::builder().source_volume("brizo-runner").container_path(RUNNER_PATH).read_only(true).build())
-                    .linux_parameters(LinuxParameters::builder().tmpfs(tmpfs("/tmp", tmpfs_mib)).tmpfs(tmpfs("/data", 4 * tmpfs_mib)).build())
+                    .linux_parameters(LinuxParameters::builder().tmpfs(tmpfs("/tmp", tmpfs_mib)).tmpfs(tmpfs("/data", scratch_mib as i32)).build())
                     .resource_requirements(requirement(ResourceType::Vcpu, "1"))
                     .resource_requirements(requirement(ResourceType::Memory, "512"))
                     .log_configuration(
@@ -237,9 +237,9 @@ impl AwsBatchBackend {
         Ok(arn)
     }
 
-    /// Uploads the read-only mounts and writes the plan; returns the plan's presigned URL and
-    /// the writable mounts.
-    async fn stage(&self, spec: &JobSpec) -> Result<(String, Vec<(usize, PathBuf)>), BackendError> {
+    /// Uploads the read-only mounts and writes the plan; returns the plan's presigned URL, the
+    /// writable mounts, and the bytes the job's files need in its scratch.
+    async fn stage(&self, spec: &JobSpec) -> Result<(String, Vec<(usize, PathBuf)>, u64), BackendError> {
         let mut plan = Plan {
             dirs: vec![],
             files: vec![],
@@ -282,7 +282,8 @@ impl AwsBatchBackend {
         }
         let plan_key = self.staging.key(&spec.job_id, "plan.json");
         self.staging.put(&plan_key, serde_json::to_vec(&plan).expect("a plan serializes")).await?;
-        Ok((self.staging.presign(Method::GET, &plan_key).await?, writable))
+        let files: u64 = plan.files.iter().map(|f| f.size).sum();
+        Ok((self.staging.presign(Method::GET, &plan_key).await?, writable, files))
     }
 
     async fn describe(&self, batch_job_id: &str) -> Result<Option<aws_sdk_batch::types::JobDetail>, BackendError> {
@@ -466,15 +467,18 @@ impl ComputeBackend for AwsBatchBackend {
         let image_digest = self.image_digest(&spec.image).await?;
         // Pinned references run as given; a local image runs by its id.
         let image = if spec.image.contains('@') { spec.image.clone() } else { image_digest.clone() };
-        let definition = self.definition(spec, &image).await?;
-        let (plan_url, writable) = self.stage(spec).await?;
+        let (plan_url, writable, staged_bytes) = self.stage(spec).await?;
+        // `/data` is in memory on the job's host: room for the job's files and its outputs,
+        // rounded up to a power of two so that few job definitions serve all jobs.
+        let scratch_mib = ((staged_bytes + spec.limits.output_bytes) >> 20).max(64).next_power_of_two() + 64;
+        let definition = self.definition(spec, &image, scratch_mib).await?;
         let batch_job_id = match self.find_submitted(&spec.job_id).await? {
             Some(id) => id,
             None => {
                 let memory_mib = (spec.limits.memory_bytes >> 20).max(4);
-                // The container holds the runner and the in-memory scratch besides the algorithm,
-                // whose own ceiling the runner enforces.
-                let container_mib = memory_mib + 5 * (spec.limits.tmpfs_bytes >> 20) + 64;
+                // The container holds the runner and the in-memory /tmp and /data besides the
+                // algorithm, whose own ceiling the runner enforces.
+                let container_mib = memory_mib + (spec.limits.tmpfs_bytes >> 20) + scratch_mib + 64;
                 let overrides = ContainerOverrides::builder()
                     .environment(KeyValuePair::builder().name(PLAN_URL_ENV).value(plan_url).build())
                     .resource_requirements(requirement(ResourceType::Memory, &container_mib.to_string()))
