@@ -93,13 +93,7 @@ async fn main() {
         let b = bare_run(&batch, &definition, n).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
-        let done: Value = loop {
-            let j = svc.job(&id).await;
-            if matches!(j["status"].as_i64(), Some(31 | 32 | 70)) {
-                break j;
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let done: Value = svc.poll_finished(&id, Duration::from_secs(120), POLL).await;
         let s = started.elapsed().as_secs_f64();
         assert_eq!(done["outcome"], "succeeded", "{done}\n{}", svc.log());
         svc.wait_cleaned(&id).await;

@@ -68,13 +68,7 @@ async fn main() {
         let b = bare_run(&docker, common::IMAGE, n).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
-        let done: Value = loop {
-            let j = svc.job(&id).await;
-            if matches!(j["status"].as_i64(), Some(31 | 32 | 70)) {
-                break j;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let done: Value = svc.poll_finished(&id, Duration::from_secs(120), Duration::from_millis(2)).await;
         let client = started.elapsed().as_secs_f64();
         assert_eq!(done["outcome"], "succeeded", "{done}");
         // Cleanup (container removal) happens right after the job reports finished; wait for

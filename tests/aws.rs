@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use brizo_backend_aws::emulator::{built_runner, Moto, QUEUE, STAGING_BUCKET};
 use common::Service;
-use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 use sha2::Digest;
@@ -32,15 +31,7 @@ struct Setup {
 type AmazonS3 = object_store::aws::AmazonS3;
 
 fn bucket(moto: &Moto, name: &str) -> AmazonS3 {
-    AmazonS3Builder::new()
-        .with_endpoint(&moto.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(name)
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing")
-        .with_region("us-east-1")
-        .build()
-        .unwrap()
+    common::moto_bucket(&moto.endpoint, name)
 }
 
 async fn setup() -> Setup {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{python_job, Service};
-use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 
@@ -48,17 +47,7 @@ impl Moto {
     async fn bucket(&self, name: &str) -> Arc<dyn ObjectStore> {
         let res = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.unwrap();
         assert!(res.status().is_success(), "create bucket: {}", res.status());
-        Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(&self.endpoint)
-                .with_allow_http(true)
-                .with_bucket_name(name)
-                .with_access_key_id("testing")
-                .with_secret_access_key("testing")
-                .with_region("us-east-1")
-                .build()
-                .unwrap(),
-        )
+        Arc::new(common::moto_bucket(&self.endpoint, name))
     }
 }
 

@@ -150,6 +150,11 @@ impl Service {
 
     /// Polls until the job reaches a terminal status (31, 32 or 70).
     pub async fn wait_finished(&self, id: &str, patience: Duration) -> Value {
+        self.poll_finished(id, patience, Duration::from_millis(100)).await
+    }
+
+    /// `wait_finished` polling every `every` (benchmarks poll fast, to measure the service).
+    pub async fn poll_finished(&self, id: &str, patience: Duration, every: Duration) -> Value {
         let deadline = Instant::now() + patience;
         loop {
             let job = self.job(id).await;
@@ -157,7 +162,7 @@ impl Service {
                 return job;
             }
             assert!(Instant::now() < deadline, "job {id} did not finish in {patience:?}: {job}\nservice log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -301,4 +306,17 @@ pub async fn http_files(files: Vec<(&'static str, Vec<u8>)>) -> std::net::Socket
         }
     });
     addr
+}
+
+/// A client of one bucket on a moto server (its S3 accepts any credentials; path-style).
+pub fn moto_bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(name)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .with_region("us-east-1")
+        .build()
+        .unwrap()
 }
