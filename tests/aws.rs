@@ -214,6 +214,22 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
     assert_eq!(job["status"], 31, "{job}");
     assert!(job["error"].as_str().unwrap().contains("over the cap"), "{job}");
     assert!(job["exitCode"].is_null(), "a job that never ran has no exit code: {job}");
+
+    // Data that changes between submission and the runner's download: the runner refuses it,
+    // the algorithm never starts, and the job fails without an exit code (no work was done).
+    let data = bucket(&s.moto, "datasets");
+    data.put(&"weather/changing.csv".into(), PutPayload::from_static(CSV)).await.unwrap();
+    let mut changing = job_on_s3("print('never')");
+    changing["inputs"] = json!([{"url": "s3://datasets/weather/changing.csv"}]);
+    let id = s.svc.submit(changing).await;
+    // Submitted to Batch; moto takes over a second to start a container.
+    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    data.put(&"weather/changing.csv".into(), PutPayload::from_static(b"date,temp\n")).await.unwrap();
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("could not be prepared"), "{job}");
+    assert!(job["exitCode"].is_null(), "{job}");
+    assert!(!s.svc.logs(&id).await.contains("never"), "the algorithm ran");
 }
 
 fn docker_names() -> Vec<String> {

@@ -626,8 +626,14 @@ impl Engine {
             }
             Some(Err(timed_out)) => {
                 backend.stop(&job.id).await?;
-                let exit = backend.wait(&job.id).await.ok();
-                (timed_out, exit, Some(format!("the algorithm ran longer than its {} s limit and was killed", job.timeout_secs)))
+                match backend.wait(&job.id).await {
+                    // Still queued at the deadline (a busy Batch queue): nothing ran, so this is
+                    // not a timed-out run, which would count as work done.
+                    Err(BackendError::RunFailed(reason)) => {
+                        (Outcome::Failed, None, Some(format!("the job did not start within its {} s limit: {reason}", job.timeout_secs)))
+                    }
+                    exit => (timed_out, exit.ok(), Some(format!("the algorithm ran longer than its {} s limit and was killed", job.timeout_secs))),
+                }
             }
             None => {
                 // Stop or removal requested (the token fires for both; the store says which).
