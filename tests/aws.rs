@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use brizo_backend_aws::emulator::{built_runner, Moto, QUEUE, STAGING_BUCKET};
 use common::Service;
+use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::json;
 use sha2::Digest;
@@ -83,9 +84,13 @@ results_url = "s3://results/brizo"
 }
 
 fn job_on_s3(code: &str) -> serde_json::Value {
+    job_on(code, "s3://datasets/weather/daily.csv")
+}
+
+fn job_on(code: &str, input: &str) -> serde_json::Value {
     json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
         "algorithm": {"rawcode": code},
-        "inputs": [{"url": "s3://datasets/weather/daily.csv", "name": "weather"}]})
+        "inputs": [{"url": input, "name": "weather"}]})
 }
 
 const SUMMARY: &str = r#"
@@ -200,16 +205,12 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
     assert!(s.results.get(&format!("brizo/{id}/outputs/big.bin").into()).await.is_err());
 
     // Data the job would fetch itself is checked before anything is submitted.
-    let mut missing = job_on_s3("print('never')");
-    missing["inputs"] = json!([{"url": "s3://datasets/weather/absent.csv"}]);
-    let id = s.svc.submit(missing).await;
+    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/absent.csv")).await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], 31, "{job}");
     assert!(job["error"].as_str().unwrap().contains("s3://datasets/weather/absent.csv"), "{job}");
     bucket(&s.moto, "datasets").put(&"weather/huge.csv".into(), PutPayload::from(vec![b'x'; 2 << 20])).await.unwrap();
-    let mut huge = job_on_s3("print('never')");
-    huge["inputs"] = json!([{"url": "s3://datasets/weather/huge.csv"}]);
-    let id = s.svc.submit(huge).await;
+    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/huge.csv")).await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], 31, "{job}");
     assert!(job["error"].as_str().unwrap().contains("over the cap"), "{job}");
@@ -219,9 +220,7 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
     // the algorithm never starts, and the job fails without an exit code (no work was done).
     let data = bucket(&s.moto, "datasets");
     data.put(&"weather/changing.csv".into(), PutPayload::from_static(CSV)).await.unwrap();
-    let mut changing = job_on_s3("print('never')");
-    changing["inputs"] = json!([{"url": "s3://datasets/weather/changing.csv"}]);
-    let id = s.svc.submit(changing).await;
+    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/changing.csv")).await;
     // Submitted to Batch; moto takes over a second to start a container.
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
     data.put(&"weather/changing.csv".into(), PutPayload::from_static(b"date,temp\n")).await.unwrap();
@@ -236,5 +235,3 @@ fn docker_names() -> Vec<String> {
     let out = std::process::Command::new("docker").args(["ps", "-a", "--format", "{{.Names}}"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
-
-use futures::StreamExt;

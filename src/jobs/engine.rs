@@ -482,7 +482,7 @@ impl Engine {
             .into_iter()
             .filter(|p| self.backend_fetches(job, backend.as_ref(), &p.url))
             .map(|p| RemoteFile {
-                target: format!("{}/inputs/{}", workspace::VOLUME, p.rel()),
+                target: p.target(),
                 url: p.url,
                 max_bytes: self.config.inputs.max_input_mb << 20,
             })
@@ -497,7 +497,7 @@ impl Engine {
         }
         let fetched = self.backend_of(job)?.fetched(&job.id).await?;
         for (i, placed) in place_inputs(&job.request.inputs).into_iter().enumerate() {
-            let target = format!("{}/inputs/{}", workspace::VOLUME, placed.rel());
+            let target = placed.target();
             if let (Some(slot @ None), Some(f)) = (staged.inputs.get_mut(i), fetched.iter().find(|f| f.target == target)) {
                 *slot = Some(digest::Digest { size: f.size, sha256: f.sha256.clone() });
             }

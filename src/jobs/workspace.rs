@@ -28,6 +28,11 @@ impl PlacedInput {
     pub fn rel(&self) -> String {
         format!("{}/{}", self.name, self.index)
     }
+
+    /// Where the algorithm finds it.
+    pub fn target(&self) -> String {
+        format!("{VOLUME}/inputs/{}", self.rel())
+    }
 }
 
 /// Numbers inputs that share a name 0, 1, 2... in request order.
@@ -112,7 +117,7 @@ pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(Pl
         Mount { source: ws.logs(), target: format!("{VOLUME}/logs"), read_only: false },
     ];
     for (placed, host) in file_inputs {
-        mounts.push(Mount { source: host.clone(), target: format!("{VOLUME}/inputs/{}", placed.rel()), read_only: true });
+        mounts.push(Mount { source: host.clone(), target: placed.target(), read_only: true });
     }
     let mut names: Vec<String> = place_inputs(&job.request.inputs).into_iter().map(|p| p.name).collect();
     names.dedup();

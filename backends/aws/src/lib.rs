@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_batch::types::{
-    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobStatus, JobTimeout, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
+    ContainerOverrides, ContainerProperties, Host, JobDefinitionType, JobDetail, JobStatus, JobSummary, JobTimeout, KeyValuePair, KeyValuesPair, LinuxParameters, LogConfiguration, LogDriver, MountPoint,
     ResourceRequirement, ResourceType, Tmpfs, Volume,
 };
 use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, FetchedFile, JobSpec, RunInfo, RunState};
@@ -152,17 +152,43 @@ impl AwsBatchBackend {
     }
 
     async fn meta(&self, job_id: &str) -> Result<Option<Meta>, BackendError> {
-        match self.staging.get(&self.staging.key(job_id, "meta.json")).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BackendError::Other(format!("meta of job {job_id}: {e}"))),
-            None => Ok(None),
-        }
+        self.staging.get_json(job_id, "meta.json").await
     }
 
     async fn result(&self, job_id: &str) -> Result<Option<RunResult>, BackendError> {
-        match self.staging.get(&self.staging.key(job_id, "result.json")).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BackendError::Other(format!("result of job {job_id}: {e}"))),
-            None => Ok(None),
+        self.staging.get_json(job_id, "result.json").await
+    }
+
+    /// The Batch job of `job_id`: from meta.json, else by its name (submitted, then the service
+    /// died before writing meta.json).
+    async fn batch_job_id(&self, job_id: &str) -> Result<Option<String>, BackendError> {
+        match self.meta(job_id).await? {
+            Some(meta) => Ok(Some(meta.batch_job_id)),
+            None => self.find_submitted(job_id).await,
         }
+    }
+
+    /// Where a job stands, read once: Batch's view, then (once it ended) the runner's result.
+    async fn observe(&self, job_id: &str) -> Result<Observed, BackendError> {
+        let Some(meta) = self.meta(job_id).await? else { return Ok(Observed::NotFound) };
+        let detail = self.describe(&meta.batch_job_id).await?;
+        if !detail.as_ref().is_none_or(|d| is_final(d.status())) {
+            return Ok(Observed::Running);
+        }
+        let result = self.result(job_id).await?;
+        Ok(Observed::Ended { meta, detail, result })
+    }
+
+    /// The exit of an ended job: the runner's word, else (killed by a stop or the backstop,
+    /// or never started) what Batch says. `None` when neither knows the job any more.
+    async fn exit_of(&self, detail: Option<&JobDetail>, result: Option<&RunResult>) -> Result<Option<ExitInfo>, BackendError> {
+        if let Some(result) = result {
+            return Ok(Some(ExitInfo { exit_code: result.exit_code, oom_killed: result.oom_killed }));
+        }
+        let Some(detail) = detail else { return Ok(None) };
+        let reason = detail.container().and_then(|c| c.reason()).unwrap_or_default();
+        let exit_code = self.batch_exit_code(detail).await?.filter(|c| *c != 0).unwrap_or(137);
+        Ok(Some(ExitInfo { exit_code, oom_killed: reason.contains("OutOfMemory") }))
     }
 
     async fn image_digest(&self, image: &str) -> Result<String, BackendError> {
@@ -286,28 +312,38 @@ impl AwsBatchBackend {
         Ok((self.staging.presign(Method::GET, &plan_key).await?, writable, files))
     }
 
-    async fn describe(&self, batch_job_id: &str) -> Result<Option<aws_sdk_batch::types::JobDetail>, BackendError> {
+    async fn describe(&self, batch_job_id: &str) -> Result<Option<JobDetail>, BackendError> {
         let out = self.batch.describe_jobs().jobs(batch_job_id).send().await.map_err(sdk_error)?;
         Ok(out.jobs().first().cloned())
+    }
+
+    /// Batch accepts a TerminateJob for a job that already ended.
+    async fn terminate(&self, batch_job_id: &str) -> Result<(), BackendError> {
+        self.batch.terminate_job().job_id(batch_job_id).reason("stopped by brizo").send().await.map(|_| ()).map_err(sdk_error)
+    }
+
+    /// The queue's jobs named `name` (ListJobs returns them in every status when filtered).
+    async fn jobs_named(&self, name: &str) -> Result<Vec<JobSummary>, BackendError> {
+        let filter = KeyValuesPair::builder().name("JOB_NAME").values(name).build();
+        let out = self.batch.list_jobs().job_queue(&self.config.job_queue).filters(filter).send().await.map_err(sdk_error)?;
+        Ok(out.job_summary_list().iter().filter(|j| j.job_name() == Some(name)).cloned().collect())
     }
 
     /// A Batch job this service submitted for `job_id`, found by name (for a crash between
     /// SubmitJob and writing meta.json).
     async fn find_submitted(&self, job_id: &str) -> Result<Option<String>, BackendError> {
-        let filter = KeyValuesPair::builder().name("JOB_NAME").values(Self::job_name(job_id)).build();
-        let out = self.batch.list_jobs().job_queue(&self.config.job_queue).filters(filter).send().await.map_err(sdk_error)?;
-        Ok(out.job_summary_list().iter().find(|j| j.job_name() == Some(Self::job_name(job_id).as_str())).and_then(|j| j.job_id().map(str::to_string)))
+        Ok(self.jobs_named(&Self::job_name(job_id)).await?.iter().find_map(|j| j.job_id().map(str::to_string)))
     }
 
     /// The exit code Batch itself knows (DescribeJobs; moto has it only in ListJobs).
-    async fn batch_exit_code(&self, job_id: &str, detail: &aws_sdk_batch::types::JobDetail) -> Result<Option<i64>, BackendError> {
+    async fn batch_exit_code(&self, detail: &JobDetail) -> Result<Option<i64>, BackendError> {
         if let Some(code) = detail.container().and_then(|c| c.exit_code()) {
             return Ok(Some(code as i64));
         }
-        let filter = KeyValuesPair::builder().name("JOB_NAME").values(Self::job_name(job_id)).build();
-        let out = self.batch.list_jobs().job_queue(&self.config.job_queue).filters(filter).send().await.map_err(sdk_error)?;
-        Ok(out
-            .job_summary_list()
+        let Some(name) = detail.job_name() else { return Ok(None) };
+        Ok(self
+            .jobs_named(name)
+            .await?
             .iter()
             .find(|j| j.job_id() == detail.job_id())
             .and_then(|j| j.container())
@@ -315,28 +351,6 @@ impl AwsBatchBackend {
             .map(|c| c as i64))
     }
 
-    /// `RunFailed` when the job ended without its algorithm having run: the runner could not
-    /// prepare it, or the container never started (no image, no runner on the host).
-    async fn never_started(&self, job_id: &str) -> Result<(), BackendError> {
-        match self.result(job_id).await? {
-            Some(result) if !result.algorithm_started => Err(BackendError::RunFailed(format!(
-                "the job could not be prepared on AWS Batch: {}",
-                result.runner_error.unwrap_or_else(|| "no reason given".into())
-            ))),
-            Some(_) => Ok(()),
-            None => {
-                let Some(meta) = self.meta(job_id).await? else { return Ok(()) };
-                let detail = self.describe(&meta.batch_job_id).await?;
-                match detail {
-                    Some(d) if d.started_at().is_none() => Err(BackendError::RunFailed(format!(
-                        "the job never started on AWS Batch: {}",
-                        d.status_reason().unwrap_or("no reason given")
-                    ))),
-                    _ => Ok(()),
-                }
-            }
-        }
-    }
 
     /// Unpacks the writable folders the runner sent back into their host paths, streamed
     /// through a file next to each (never whole in memory).
@@ -353,17 +367,36 @@ impl AwsBatchBackend {
                 }
                 Some(_) => {}
             }
-            let (file, dest) = (archive.clone(), dest.clone());
-            let unpacked = tokio::task::spawn_blocking(move || unpack(&file, &dest)).await.expect("unpacking does not panic");
+            let (file, into) = (archive.clone(), dest.clone());
+            let unpacked = tokio::task::spawn_blocking(move || unpack(&file, &into)).await.expect("unpacking does not panic");
             let _ = tokio::fs::remove_file(&archive).await;
-            unpacked.map_err(|e| BackendError::RunFailed(format!("what the job returned in {} cannot be unpacked: {e}", dest_shown(&meta.writable, *n))))?;
+            unpacked.map_err(|e| BackendError::RunFailed(format!("what the job returned in {} cannot be unpacked: {e}", dest.display())))?;
         }
         Ok(())
     }
 }
 
-fn dest_shown(writable: &[(usize, PathBuf)], n: usize) -> String {
-    writable.iter().find(|(i, _)| *i == n).map(|(_, p)| p.display().to_string()).unwrap_or_default()
+/// What `observe` found.
+enum Observed {
+    NotFound,
+    /// Queued or running.
+    Running,
+    Ended { meta: Meta, detail: Option<JobDetail>, result: Option<RunResult> },
+}
+
+/// `RunFailed` when the job ended without its algorithm having run: the runner could not
+/// prepare it, or the container never started (no image, no runner on the host).
+fn never_started(detail: Option<&JobDetail>, result: Option<&RunResult>) -> Result<(), BackendError> {
+    match (result, detail) {
+        (Some(result), _) if !result.algorithm_started => Err(BackendError::RunFailed(format!(
+            "the job could not be prepared on AWS Batch: {}",
+            result.runner_error.as_deref().unwrap_or("no reason given")
+        ))),
+        (None, Some(d)) if d.started_at().is_none() => {
+            Err(BackendError::RunFailed(format!("the job never started on AWS Batch: {}", d.status_reason().unwrap_or("no reason given"))))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn requirement(kind: ResourceType, value: &str) -> ResourceRequirement {
@@ -514,36 +547,31 @@ impl ComputeBackend for AwsBatchBackend {
     /// A job waiting in the queue counts as running: it is accepted and will run without
     /// anything more from the engine.
     async fn state(&self, job_id: &str) -> Result<RunState, BackendError> {
-        let Some(meta) = self.meta(job_id).await? else { return Ok(RunState::NotFound) };
-        let detail = self.describe(&meta.batch_job_id).await?;
-        let finished = detail.as_ref().is_none_or(|d| is_final(d.status()));
-        if !finished {
-            return Ok(RunState::Running);
-        }
-        if let Some(result) = self.result(job_id).await? {
-            return Ok(RunState::Exited(ExitInfo { exit_code: result.exit_code, oom_killed: result.oom_killed }));
-        }
-        // Ended without the runner's word: killed (a stop, the backstop), or never started.
-        let Some(detail) = detail else { return Ok(RunState::NotFound) };
-        let reason = detail.container().and_then(|c| c.reason()).unwrap_or_default().to_string();
-        let exit_code = self.batch_exit_code(job_id, &detail).await?.filter(|c| *c != 0).unwrap_or(137);
-        Ok(RunState::Exited(ExitInfo { exit_code, oom_killed: reason.contains("OutOfMemory") }))
+        Ok(match self.observe(job_id).await? {
+            Observed::NotFound => RunState::NotFound,
+            Observed::Running => RunState::Running,
+            Observed::Ended { detail, result, .. } => match self.exit_of(detail.as_ref(), result.as_ref()).await? {
+                Some(exit) => RunState::Exited(exit),
+                None => RunState::NotFound,
+            },
+        })
     }
 
     /// Like `state`, but a run whose algorithm never started is an error (`RunFailed`): the
     /// engine must not take it for work done.
     async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
         loop {
-            match self.state(job_id).await? {
-                RunState::Exited(exit) => {
-                    self.never_started(job_id).await?;
-                    if let Some(meta) = self.meta(job_id).await? {
-                        self.collect_writable(job_id, &meta).await?;
-                    }
+            match self.observe(job_id).await? {
+                Observed::Ended { meta, detail, result } => {
+                    let Some(exit) = self.exit_of(detail.as_ref(), result.as_ref()).await? else {
+                        return Err(BackendError::NotFound(job_id.to_string()));
+                    };
+                    never_started(detail.as_ref(), result.as_ref())?;
+                    self.collect_writable(job_id, &meta).await?;
                     return Ok(exit);
                 }
-                RunState::NotFound => return Err(BackendError::NotFound(job_id.to_string())),
-                RunState::Created | RunState::Running => tokio::time::sleep(Duration::from_millis(self.config.poll_ms)).await,
+                Observed::NotFound => return Err(BackendError::NotFound(job_id.to_string())),
+                Observed::Running => tokio::time::sleep(Duration::from_millis(self.config.poll_ms)).await,
             }
         }
     }
@@ -600,26 +628,16 @@ impl ComputeBackend for AwsBatchBackend {
     }
 
     async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
-        let batch_job_id = match self.meta(job_id).await? {
-            Some(meta) => meta.batch_job_id,
-            // Submitted, then the service died before writing meta.json.
-            None => match self.find_submitted(job_id).await? {
-                Some(id) => id,
-                None => return Ok(()),
-            },
-        };
-        // Batch accepts a TerminateJob for a job that already ended.
-        self.batch.terminate_job().job_id(&batch_job_id).reason("stopped by brizo").send().await.map(|_| ()).map_err(sdk_error)
+        match self.batch_job_id(job_id).await? {
+            Some(id) => self.terminate(&id).await,
+            None => Ok(()),
+        }
     }
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
-        let batch_job_id = match self.meta(job_id).await? {
-            Some(meta) => Some(meta.batch_job_id),
-            None => self.find_submitted(job_id).await?,
-        };
-        if let Some(id) = batch_job_id {
+        if let Some(id) = self.batch_job_id(job_id).await? {
             if self.describe(&id).await?.is_some_and(|d| !is_final(d.status())) {
-                self.stop(job_id).await?;
+                self.terminate(&id).await?;
             }
         }
         self.staging.delete_job(job_id).await
@@ -651,9 +669,8 @@ struct Chunk {
 
 impl Inner {
     async fn next_chunk(&self, job_id: &str, token: Option<String>) -> Result<Chunk, BackendError> {
-        let meta: Meta = match self.staging.get(&self.staging.key(job_id, "meta.json")).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Other(e.to_string()))?,
-            None => return Err(BackendError::NotFound(job_id.to_string())),
+        let Some(meta) = self.staging.get_json::<Meta>(job_id, "meta.json").await? else {
+            return Err(BackendError::NotFound(job_id.to_string()));
         };
         let out = self.batch.describe_jobs().jobs(&meta.batch_job_id).send().await.map_err(sdk_error)?;
         let detail = out.jobs().first();

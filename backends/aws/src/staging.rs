@@ -116,6 +116,14 @@ impl Staging {
         }
     }
 
+    /// A job's JSON record (`meta.json`, `result.json`), or `None` when it does not exist.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, job_id: &str, name: &str) -> Result<Option<T>, BackendError> {
+        match self.get(&self.key(job_id, name)).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| BackendError::Other(format!("{name} of job {job_id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Streams the object into `file` (no copy in memory). `Ok(None)`: no such object;
     /// `Ok(Some(size))` without writing when it is larger than `max`.
     pub async fn download(&self, key: &StorePath, file: &std::path::Path, max: u64) -> Result<Option<u64>, BackendError> {

@@ -168,16 +168,24 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
 /// process limit.
 fn wait_for(pid: i32) -> io::Result<libc::c_int> {
     loop {
-        let mut status = 0;
-        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        let (reaped, status) = reap_any()?;
         if reaped == pid {
             return Ok(status);
         }
-        if reaped < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+    }
+}
+
+/// Waits for any child to end: its pid and wait status. An error once there is none left.
+fn reap_any() -> io::Result<(i32, libc::c_int)> {
+    loop {
+        let mut status = 0;
+        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if reaped >= 0 {
+            return Ok((reaped, status));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -187,13 +195,7 @@ fn wait_for(pid: i32) -> io::Result<libc::c_int> {
 fn end_everything_else(uid: u32) {
     if std::process::id() == 1 {
         unsafe { libc::kill(-1, libc::SIGKILL) };
-        loop {
-            let mut status = 0;
-            let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
-            if reaped < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break;
-            }
-        }
+        while reap_any().is_ok() {}
     } else {
         for _ in 0..5 {
             kill_all_of(uid);
@@ -257,35 +259,26 @@ fn processes_of(uid: u32) -> Vec<i32> {
 }
 
 fn resident_bytes_of(uid: u32) -> u64 {
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    processes_of(uid)
-        .into_iter()
-        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/statm")).ok())
-        .filter_map(|statm| statm.split_whitespace().nth(1).and_then(|rss| rss.parse::<u64>().ok()))
-        .sum::<u64>()
-        * page
+    processes_of(uid).into_iter().filter_map(rss_bytes).sum()
 }
 
 /// Proportional set size: shared pages divided among the processes sharing them. Reading it
 /// needs ptrace rights over the process (CAP_SYS_PTRACE, which containers usually lack); where
 /// it cannot be read, the process's RSS counts instead.
 fn proportional_bytes_of(uid: u32) -> u64 {
+    processes_of(uid).into_iter().filter_map(|pid| pss_bytes(pid).or_else(|| rss_bytes(pid))).sum()
+}
+
+fn rss_bytes(pid: i32) -> Option<u64> {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    processes_of(uid)
-        .into_iter()
-        .filter_map(|pid| {
-            let pss = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok().and_then(|rollup| {
-                rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            });
-            match pss {
-                Some(kib) => Some(kib * 1024),
-                None => fs::read_to_string(format!("/proc/{pid}/statm"))
-                    .ok()
-                    .and_then(|statm| statm.split_whitespace().nth(1).and_then(|rss| rss.parse::<u64>().ok()))
-                    .map(|pages| pages * page),
-            }
-        })
-        .sum()
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    statm.split_whitespace().nth(1)?.parse::<u64>().ok().map(|pages| pages * page)
+}
+
+fn pss_bytes(pid: i32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib = rollup.lines().find_map(|l| l.strip_prefix("Pss:"))?.trim().trim_end_matches("kB").trim().parse::<u64>().ok()?;
+    Some(kib * 1024)
 }
 
 fn kill_all_of(uid: u32) {
@@ -310,14 +303,18 @@ fn make_dir(path: &str, mode: u32) -> Result<(), String> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("{path}: {e}"))
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled server is retried rather than waited for until the job's backstop.
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .max_redirects(0)
-        .build()
-        .into()
+/// One agent for every request, so connections to the store are reused.
+fn agent() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(30)))
+            // A stalled server is retried rather than waited for until the job's backstop.
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .max_redirects(0)
+            .build()
+            .into()
+    })
 }
 
 fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
