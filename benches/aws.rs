@@ -12,9 +12,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aws_sdk_batch::types::{ContainerProperties, JobDefinitionType, JobStatus, ResourceRequirement, ResourceType};
-use brizo_backend_aws::emulator::{built_runner, Moto, QUEUE, STAGING_BUCKET};
-use serde_json::{json, Value};
+use aws_sdk_batch::types::{
+    ContainerProperties, JobDefinitionType, JobStatus, ResourceRequirement, ResourceType,
+};
+use brizo_test_rigs::built_runner;
+use brizo_test_rigs::moto::{Moto, QUEUE, STAGING_BUCKET};
+use serde_json::{Value, json};
 
 const ROUNDS: usize = 7;
 const WARMUP: usize = 1;
@@ -28,7 +31,14 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 async fn bare_run(batch: &aws_sdk_batch::Client, definition: &str, n: usize) -> f64 {
     let started = Instant::now();
-    let submitted = batch.submit_job().job_name(format!("bench-bare-{n}")).job_queue(QUEUE).job_definition(definition).send().await.unwrap();
+    let submitted = batch
+        .submit_job()
+        .job_name(format!("bench-bare-{n}"))
+        .job_queue(QUEUE)
+        .job_definition(definition)
+        .send()
+        .await
+        .unwrap();
     let id = submitted.job_id().unwrap().to_string();
     loop {
         let out = batch.describe_jobs().jobs(&id).send().await.unwrap();
@@ -56,7 +66,8 @@ async fn main() {
         .load()
         .await;
     let batch = aws_sdk_batch::Client::new(&sdk);
-    let requirement = |t: ResourceType, v: &str| ResourceRequirement::builder().r#type(t).value(v).build();
+    let requirement =
+        |t: ResourceType, v: &str| ResourceRequirement::builder().r#type(t).value(v).build();
     let definition = batch
         .register_job_definition()
         .job_definition_name("bench-bare")
@@ -83,7 +94,14 @@ async fn main() {
         runner.display(),
         POLL.as_millis()
     );
-    let svc = common::Service::start_with_config(&[("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")], &config).await;
+    let svc = common::Service::start_with_config(
+        &[
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+        &config,
+    )
+    .await;
     let job = json!({"image": common::IMAGE, "entrypoint": COMMAND, "algorithm": {"rawcode": "# nothing"}, "timeoutSeconds": 120});
 
     let (mut bare, mut service) = (vec![], vec![]);
@@ -103,17 +121,42 @@ async fn main() {
         bare.push(b);
         service.push(s);
         for (phase, ms) in svc.job(&id).await["timings"].as_object().unwrap() {
-            phases.entry(phase.clone()).or_default().push(ms.as_f64().unwrap() / 1000.0);
+            phases
+                .entry(phase.clone())
+                .or_default()
+                .push(ms.as_f64().unwrap() / 1000.0);
         }
     }
     let (b, s) = (median(bare), median(service));
-    println!("trivial job ({COMMAND} in {}) on AWS Batch (moto), {ROUNDS} rounds after {WARMUP} warm-up, medians:", common::IMAGE);
-    println!("  bare SDK SubmitJob -> SUCCEEDED           {:>8.1} ms", b * 1000.0);
-    println!("  brizo, submit -> finished (client poll)   {:>8.1} ms   ratio {:.2}", s * 1000.0, s / b);
+    println!(
+        "trivial job ({COMMAND} in {}) on AWS Batch (moto), {ROUNDS} rounds after {WARMUP} warm-up, medians:",
+        common::IMAGE
+    );
+    println!(
+        "  bare SDK SubmitJob -> SUCCEEDED           {:>8.1} ms",
+        b * 1000.0
+    );
+    println!(
+        "  brizo, submit -> finished (client poll)   {:>8.1} ms   ratio {:.2}",
+        s * 1000.0,
+        s / b
+    );
     println!("  per phase (server):");
-    for phase in ["queuedMs", "stagingMs", "startingMs", "runningMs", "filteringMs", "publishingMs", "cleanupMs"] {
+    for phase in [
+        "queuedMs",
+        "stagingMs",
+        "startingMs",
+        "runningMs",
+        "filteringMs",
+        "publishingMs",
+        "cleanupMs",
+    ] {
         if let Some(xs) = phases.remove(phase) {
-            println!("    {:<14} {:>8.1} ms", phase.trim_end_matches("Ms"), median(xs) * 1000.0);
+            println!(
+                "    {:<14} {:>8.1} ms",
+                phase.trim_end_matches("Ms"),
+                median(xs) * 1000.0
+            );
         }
     }
 }

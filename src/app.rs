@@ -4,48 +4,61 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::Service;
-use actix_web::{web, App, HttpServer};
+use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use brizo_backend_core::ComputeBackend;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::Config;
-use crate::jobs::store::JobStore;
 use crate::jobs::Engine;
+use crate::jobs::store::JobStore;
 use crate::storage::ResultsStore;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate_for_serving().map_err(anyhow::Error::msg)?;
     let config = Arc::new(config);
-    for dir in [config.data_dir.clone(), config.jobs_dir(), config.logs_dir()] {
+    for dir in [
+        config.data_dir.clone(),
+        config.jobs_dir(),
+        config.logs_dir(),
+    ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     for root in &config.inputs.dataset_roots {
         let _ = std::fs::create_dir_all(root);
     }
     let metrics = PrometheusBuilder::new()
-        .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0])
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
         .expect("buckets are valid")
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let store = JobStore::open(&config.database_path()).await.context("opening the job store")?;
+    let store = JobStore::open(&config.database_path())
+        .await
+        .context("opening the job store")?;
     let mut backends = std::collections::BTreeMap::new();
     for b in &config.backends {
-        backends.insert(b.name.clone(), backend(&config, b).await?);
+        backends.insert(b.name.clone(), crate::backends::build(&config, b).await?);
     }
     let results = ResultsStore::open(&config.outputs.results_url)?;
     let keeper = crate::chain::keeper::Keeper::connect(&config.chain)?.map(Arc::new);
     if let Some(k) = &keeper {
         match k.chain_id().await {
-            Ok(id) => info!(keeper = %k.url, chain_id = id, provider = %k.address, "keeper connected"),
+            Ok(id) => {
+                info!(keeper = %k.url, chain_id = id, provider = %k.address, "keeper connected")
+            }
             // Serve anyway: v1 requests answer 503 until the node is back; jobs go on.
             Err(e) => tracing::warn!("{e}"),
         }
     }
     let metadata = crate::assets::metadata::MetadataStore::new(store.pool());
-    let chain_context = web::Data::new(crate::authorize::ChainContext::new(&config, keeper.clone(), metadata)?);
+    let chain_context = web::Data::new(crate::authorize::ChainContext::new(
+        &config,
+        keeper.clone(),
+        metadata,
+    )?);
     let engine = Engine::new(config.clone(), store.clone(), backends, results, keeper);
 
     let shutdown = CancellationToken::new();
@@ -86,38 +99,4 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     info!("brizo stopped; running containers are re-attached at the next start");
     Ok(())
-}
-
-/// Builds one configured backend. A kind this build does not include is refused here, at
-/// start-up, with the cargo feature that brings it.
-async fn backend(config: &Config, b: &crate::config::BackendConfig) -> anyhow::Result<Arc<dyn ComputeBackend>> {
-    match b.kind.as_str() {
-        #[cfg(feature = "docker")]
-        "docker" => {
-            let socket = if !b.socket.is_empty() { Some(b.socket.as_str()) } else { (!config.docker.socket.is_empty()).then_some(config.docker.socket.as_str()) };
-            let backend = brizo_backend_docker::DockerBackend::connect(socket, &config.instance, &b.name).await?;
-            if let Err(e) = backend.ping().await {
-                // Serve anyway: /health says what is down, submissions answer 503, and queued
-                // jobs go on when the engine is back.
-                tracing::warn!(backend = %b.name, "{e}");
-            }
-            Ok(Arc::new(backend))
-        }
-        #[cfg(not(feature = "docker"))]
-        "docker" => anyhow::bail!("backend {:?} is of kind docker, which this build does not include: build with `--features docker`", b.name),
-        #[cfg(feature = "aws")]
-        "aws-batch" => {
-            let settings = b.aws.clone().ok_or_else(|| anyhow::anyhow!("backend {:?} of kind aws-batch needs a [backends.aws] table (region, job_queue, staging, runner_host_path)", b.name))?;
-            let settings: brizo_backend_aws::AwsBatchConfig =
-                serde_json::from_value(settings).map_err(|e| anyhow::anyhow!("backend {:?}: [backends.aws]: {e}", b.name))?;
-            let backend = brizo_backend_aws::AwsBatchBackend::connect(settings, &config.instance, &b.name).await?;
-            if let Err(e) = backend.ping().await {
-                tracing::warn!(backend = %b.name, "{e}");
-            }
-            Ok(Arc::new(backend))
-        }
-        #[cfg(not(feature = "aws"))]
-        "aws-batch" => anyhow::bail!("backend {:?} is of kind aws-batch, which this build does not include: build with `--features aws`", b.name),
-        other => anyhow::bail!("backend {:?} has unknown kind {other:?}; kinds are docker and aws-batch", b.name),
-    }
 }

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -49,18 +49,15 @@ pub struct ChainConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BackendConfig {
     pub name: String,
-    /// `docker`, or `aws-batch` (cargo feature `aws`).
+    /// One of [`crate::backends::KINDS`]: `docker`, `aws-batch`, `slurm`.
     pub kind: String,
     /// Data locations (URL prefixes) this backend sits next to.
     #[serde(default)]
     pub near: Vec<String>,
-    /// docker: the engine's unix socket (empty: `docker.socket`, else the usual defaults).
-    #[serde(default)]
-    pub socket: String,
-    /// aws-batch: its settings (`[backends.aws]`: region, job_queue, staging, runner_host_path,
-    /// ...), read by the backend itself so that builds without it need not know them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<serde_json::Value>,
+    /// The kind's own settings (`[backends.aws]`, `[backends.slurm]`, ...), read by the
+    /// backend itself so that this type does not grow a field per kind.
+    #[serde(flatten)]
+    pub sections: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -124,7 +121,10 @@ impl Config {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(figment::Error::from(format!("config file {} does not exist", file.display())));
+                return Err(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -147,10 +147,23 @@ impl Config {
             self.inputs.dataset_roots = vec![self.data_dir.join("datasets")];
         }
         if self.outputs.results_url.is_empty() {
-            self.outputs.results_url = format!("file://{}", self.data_dir.join("results").display());
+            self.outputs.results_url =
+                format!("file://{}", self.data_dir.join("results").display());
         }
         if self.chain.public_url.is_empty() {
             self.chain.public_url = format!("http://{}", self.bind);
+        }
+        // `[docker] socket` is the default of every docker backend without one of its own.
+        if !self.docker.socket.is_empty() {
+            for b in self.backends.iter_mut().filter(|b| b.kind == "docker") {
+                let section = b
+                    .sections
+                    .entry("docker".into())
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(table) = section.as_object_mut().filter(|t| !t.contains_key("socket")) {
+                    table.insert("socket".into(), self.docker.socket.clone().into());
+                }
+            }
         }
         if self.instance.is_empty() {
             use sha2::Digest;
@@ -176,10 +189,16 @@ impl Config {
             return Err("two backends share a name in [[backends]]".into());
         }
         if !names.contains(&self.backend.as_str()) {
-            return Err(format!("the default backend {:?} is not one of [[backends]] ({})", self.backend, names.join(", ")));
+            return Err(format!(
+                "the default backend {:?} is not one of [[backends]] ({})",
+                self.backend,
+                names.join(", ")
+            ));
         }
         if self.limits.default_timeout_secs > self.limits.max_timeout_secs {
-            return Err("limits.default_timeout_secs is larger than limits.max_timeout_secs".into());
+            return Err(
+                "limits.default_timeout_secs is larger than limits.max_timeout_secs".into(),
+            );
         }
         Ok(())
     }
@@ -202,17 +221,27 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("brizo.toml", "max_running_jobs = 7\n[limits]\nmemory_mb = 100\npids = 9")?;
+            jail.create_file(
+                "brizo.toml",
+                "max_running_jobs = 7\n[limits]\nmemory_mb = 100\npids = 9",
+            )?;
             jail.set_env("BRIZO_LIMITS__MEMORY_MB", "200");
             jail.set_env("BRIZO_ADMIN_TOKEN", "from-the-environment");
-            let overrides = Overrides { bind: Some("127.0.0.1:9999".parse().unwrap()), data_dir: Some("/srv/brizo".into()), chain: None };
+            let overrides = Overrides {
+                bind: Some("127.0.0.1:9999".parse().unwrap()),
+                data_dir: Some("/srv/brizo".into()),
+                chain: None,
+            };
             let c = Config::load(Some(Path::new("brizo.toml")), overrides).unwrap();
             assert_eq!(c.max_running_jobs, 7, "file beats defaults");
             assert_eq!(c.limits.pids, 9);
             assert_eq!(c.limits.memory_mb, 200, "environment beats file");
             assert_eq!(c.admin_token, "from-the-environment");
             assert_eq!(c.bind.port(), 9999, "flags beat everything");
-            assert_eq!(c.inputs.dataset_roots, vec![PathBuf::from("/srv/brizo/datasets")]);
+            assert_eq!(
+                c.inputs.dataset_roots,
+                vec![PathBuf::from("/srv/brizo/datasets")]
+            );
             assert_eq!(c.outputs.results_url, "file:///srv/brizo/results");
             assert_eq!(c.instance.len(), 12);
             Ok(())
@@ -221,7 +250,11 @@ mod tests {
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/brizo.toml")), Overrides::default()).unwrap_err();
+        let err = Config::load(
+            Some(Path::new("/nonexistent/brizo.toml")),
+            Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not exist"));
     }
 
@@ -231,9 +264,18 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("BRIZO_ADMIN_TOKEN", "");
             let c = Config::load(None, Overrides::default()).unwrap();
-            assert!(c.validate_for_serving().unwrap_err().contains("BRIZO_ADMIN_TOKEN"));
+            assert!(
+                c.validate_for_serving()
+                    .unwrap_err()
+                    .contains("BRIZO_ADMIN_TOKEN")
+            );
             jail.set_env("BRIZO_ADMIN_TOKEN", "long-enough-operator-token");
-            assert!(Config::load(None, Overrides::default()).unwrap().validate_for_serving().is_ok());
+            assert!(
+                Config::load(None, Overrides::default())
+                    .unwrap()
+                    .validate_for_serving()
+                    .is_ok()
+            );
             Ok(())
         });
     }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod authorize;
+pub mod backends;
 pub mod chain;
 pub mod cli;
 pub mod client;

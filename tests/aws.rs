@@ -10,7 +10,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use brizo_backend_aws::emulator::{built_runner, Moto, QUEUE, STAGING_BUCKET};
+use brizo_test_rigs::built_runner;
+use brizo_test_rigs::moto::{Moto, QUEUE, STAGING_BUCKET};
 use common::Service;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -42,9 +43,16 @@ async fn setup() -> Setup {
 /// `extra`: TOML appended to the service's configuration.
 async fn setup_with(extra: &str) -> Setup {
     let port = common::free_port();
-    let moto = tokio::task::spawn_blocking(move || Moto::start(&root(), port, &["datasets", "results"])).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let moto =
+        tokio::task::spawn_blocking(move || Moto::start(&root(), port, &["datasets", "results"]))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"));
     let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
-    bucket(&moto, "datasets").put(&"weather/daily.csv".into(), PutPayload::from_static(CSV)).await.unwrap();
+    bucket(&moto, "datasets")
+        .put(&"weather/daily.csv".into(), PutPayload::from_static(CSV))
+        .await
+        .unwrap();
     let config = format!(
         r#"
 backend = "local"
@@ -106,38 +114,95 @@ async fn s3_data_runs_on_batch_and_local_data_on_docker() {
     let s = setup().await;
     let id = s.svc.submit(job_on_s3(SUMMARY)).await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.logs(&id).await);
+    assert_eq!(
+        job["outcome"],
+        "succeeded",
+        "{job}\n{}",
+        s.svc.logs(&id).await
+    );
     assert_eq!(job["backend"], "aws", "{job}");
-    assert!(job["backendReason"].as_str().unwrap().contains("s3://datasets"), "{job}");
+    assert!(
+        job["backendReason"]
+            .as_str()
+            .unwrap()
+            .contains("s3://datasets"),
+        "{job}"
+    );
     let logs = s.svc.logs(&id).await;
     assert!(logs.contains("rows 3 as uid 65534"), "{logs}");
 
     // The output is in the results bucket, with the size and hash the job reports.
-    let stored = s.results.get(&format!("brizo/{id}/outputs/summary.txt").into()).await.unwrap().bytes().await.unwrap();
+    let stored = s
+        .results
+        .get(&format!("brizo/{id}/outputs/summary.txt").into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&stored[..], b"mean 2.33\n");
-    let reported = job["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "summary.txt").expect("summary.txt listed").clone();
+    let reported = job["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "summary.txt")
+        .expect("summary.txt listed")
+        .clone();
     assert_eq!(reported["size"], stored.len());
-    assert_eq!(reported["sha256"], hex::encode(sha2::Sha256::digest(&stored)), "{reported}");
-    let log = s.results.get(&format!("brizo/{id}/logs/algorithm.log").into()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        reported["sha256"],
+        hex::encode(sha2::Sha256::digest(&stored)),
+        "{reported}"
+    );
+    let log = s
+        .results
+        .get(&format!("brizo/{id}/logs/algorithm.log").into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&log).contains("rows 3"));
 
     // The dataset went from its bucket straight into the job's container: the receipt's digest
     // of it is the runner's, taken as it downloaded, and it matches the object.
     let receipt = receipt_of(&s.svc, &id).await;
     let input = &receipt["receipt"]["inputs"][0];
-    assert_eq!(input["sha256"], hex::encode(sha2::Sha256::digest(CSV)), "{receipt}");
+    assert_eq!(
+        input["sha256"],
+        hex::encode(sha2::Sha256::digest(CSV)),
+        "{receipt}"
+    );
     assert_eq!(input["size"], CSV.len(), "{receipt}");
-    assert_eq!(receipt["receipt"]["outputs"][0]["sha256"], reported["sha256"], "{receipt}");
+    assert_eq!(
+        receipt["receipt"]["outputs"][0]["sha256"], reported["sha256"],
+        "{receipt}"
+    );
 
     // Once finished, nothing of the job is left in the staging bucket.
     s.svc.wait_cleaned(&id).await;
-    let staged: Vec<_> = bucket(&s.moto, STAGING_BUCKET).list(None).collect::<Vec<_>>().await;
-    assert!(staged.iter().all(|m| !m.as_ref().unwrap().location.as_ref().contains(&id)), "staging left behind: {staged:?}");
+    let staged: Vec<_> = bucket(&s.moto, STAGING_BUCKET)
+        .list(None)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(
+        staged
+            .iter()
+            .all(|m| !m.as_ref().unwrap().location.as_ref().contains(&id)),
+        "staging left behind: {staged:?}"
+    );
 
     // The same service sends a job on local data to Docker.
-    let local = s.svc.dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
-    let id = s.svc.submit(json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
-        "algorithm": {"rawcode": SUMMARY}, "inputs": [{"url": local, "name": "weather"}]})).await;
+    let local = s
+        .svc
+        .dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
+    let id = s
+        .svc
+        .submit(
+            json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": SUMMARY}, "inputs": [{"url": local, "name": "weather"}]}),
+        )
+        .await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["outcome"], "succeeded", "{job}");
     assert_eq!(job["backend"], "local", "{job}");
@@ -152,31 +217,82 @@ async fn stop_terminates_and_a_restart_reattaches() {
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
     // The runner's plan points at the dataset where it lies; nothing of it was staged.
     let staging = bucket(&s.moto, STAGING_BUCKET);
-    let keys: Vec<String> = staging.list(None).map(|m| m.unwrap().location.to_string()).collect().await;
-    let plan_key = keys.iter().find(|k| k.contains(&id) && k.ends_with("plan.json")).unwrap_or_else(|| panic!("no plan in {keys:?}"));
-    let plan: serde_json::Value = serde_json::from_slice(&staging.get(&plan_key.as_str().into()).await.unwrap().bytes().await.unwrap()).unwrap();
-    let input = plan["files"].as_array().unwrap().iter().find(|f| f["path"] == "/data/inputs/weather/0").expect("the input is in the plan").clone();
-    assert!(input["url"].as_str().unwrap().contains("/datasets/weather/daily.csv"), "{input}");
-    assert!(!keys.iter().any(|k| k.contains(&id) && k.contains("/in/") && k.contains("weather")), "the dataset was staged: {keys:?}");
+    let keys: Vec<String> = staging
+        .list(None)
+        .map(|m| m.unwrap().location.to_string())
+        .collect()
+        .await;
+    let plan_key = keys
+        .iter()
+        .find(|k| k.contains(&id) && k.ends_with("plan.json"))
+        .unwrap_or_else(|| panic!("no plan in {keys:?}"));
+    let plan: serde_json::Value = serde_json::from_slice(
+        &staging
+            .get(&plan_key.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let input = plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/data/inputs/weather/0")
+        .expect("the input is in the plan")
+        .clone();
+    assert!(
+        input["url"]
+            .as_str()
+            .unwrap()
+            .contains("/datasets/weather/daily.csv"),
+        "{input}"
+    );
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains(&id) && k.contains("/in/") && k.contains("weather")),
+        "the dataset was staged: {keys:?}"
+    );
     s.svc.kill9();
     s.svc.spawn().await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
     assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
     assert!(s.svc.logs(&id).await.contains("finished"));
-    let stored = s.results.get(&format!("brizo/{id}/outputs/done.txt").into()).await.unwrap().bytes().await.unwrap();
+    let stored = s
+        .results
+        .get(&format!("brizo/{id}/outputs/done.txt").into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(&stored[..], b"done");
 
     // Stop: TerminateJob ends the Batch job and its container.
-    let id = s.svc.submit(job_on_s3("import time\ntime.sleep(300)\n")).await;
+    let id = s
+        .svc
+        .submit(job_on_s3("import time\ntime.sleep(300)\n"))
+        .await;
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
-    let res = s.svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
+    let res = s
+        .svc
+        .post(&format!("/api/v2/jobs/{id}/stop"))
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["outcome"], "stopped", "{job}");
-    let name = brizo_backend_aws::AwsBatchBackend::job_name(&id);
+    let name = brizo_backend_aws::AwsBatch::job_name(&id);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while docker_names().iter().any(|n| n.starts_with(&name)) {
-        assert!(std::time::Instant::now() < deadline, "the Batch job's container outlived the stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Batch job's container outlived the stop"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -185,7 +301,14 @@ async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if svc.job(id).await["receiptHash"].is_string() {
-            return svc.get(&format!("/api/v2/jobs/{id}/receipt")).send().await.unwrap().json().await.unwrap();
+            return svc
+                .get(&format!("/api/v2/jobs/{id}/receipt"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         }
         assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -201,37 +324,97 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
     assert_eq!(job["outcome"], "failed", "{job}");
     assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
     let logs = s.svc.logs(&id).await;
-    assert!(logs.contains("over the publisher's cap of 1048576 bytes"), "{logs}");
-    assert!(s.results.get(&format!("brizo/{id}/outputs/big.bin").into()).await.is_err());
+    assert!(
+        logs.contains("over the publisher's cap of 1048576 bytes"),
+        "{logs}"
+    );
+    assert!(
+        s.results
+            .get(&format!("brizo/{id}/outputs/big.bin").into())
+            .await
+            .is_err()
+    );
 
     // Data the job would fetch itself is checked before anything is submitted.
-    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/absent.csv")).await;
+    let id = s
+        .svc
+        .submit(job_on("print('never')", "s3://datasets/weather/absent.csv"))
+        .await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], 31, "{job}");
-    assert!(job["error"].as_str().unwrap().contains("s3://datasets/weather/absent.csv"), "{job}");
-    bucket(&s.moto, "datasets").put(&"weather/huge.csv".into(), PutPayload::from(vec![b'x'; 2 << 20])).await.unwrap();
-    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/huge.csv")).await;
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("s3://datasets/weather/absent.csv"),
+        "{job}"
+    );
+    bucket(&s.moto, "datasets")
+        .put(
+            &"weather/huge.csv".into(),
+            PutPayload::from(vec![b'x'; 2 << 20]),
+        )
+        .await
+        .unwrap();
+    let id = s
+        .svc
+        .submit(job_on("print('never')", "s3://datasets/weather/huge.csv"))
+        .await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], 31, "{job}");
-    assert!(job["error"].as_str().unwrap().contains("over the cap"), "{job}");
-    assert!(job["exitCode"].is_null(), "a job that never ran has no exit code: {job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("over the cap"),
+        "{job}"
+    );
+    assert!(
+        job["exitCode"].is_null(),
+        "a job that never ran has no exit code: {job}"
+    );
 
     // Data that changes between submission and the runner's download: the runner refuses it,
     // the algorithm never starts, and the job fails without an exit code (no work was done).
     let data = bucket(&s.moto, "datasets");
-    data.put(&"weather/changing.csv".into(), PutPayload::from_static(CSV)).await.unwrap();
-    let id = s.svc.submit(job_on("print('never')", "s3://datasets/weather/changing.csv")).await;
+    data.put(&"weather/changing.csv".into(), PutPayload::from_static(CSV))
+        .await
+        .unwrap();
+    let id = s
+        .svc
+        .submit(job_on(
+            "print('never')",
+            "s3://datasets/weather/changing.csv",
+        ))
+        .await;
     // Submitted to Batch; moto takes over a second to start a container.
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
-    data.put(&"weather/changing.csv".into(), PutPayload::from_static(b"date,temp\n")).await.unwrap();
+    data.put(
+        &"weather/changing.csv".into(),
+        PutPayload::from_static(b"date,temp\n"),
+    )
+    .await
+    .unwrap();
     let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
     assert_eq!(job["outcome"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("could not be prepared"), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be prepared"),
+        "{job}"
+    );
     assert!(job["exitCode"].is_null(), "{job}");
-    assert!(!s.svc.logs(&id).await.contains("never"), "the algorithm ran");
+    assert!(
+        !s.svc.logs(&id).await.contains("never"),
+        "the algorithm ran"
+    );
 }
 
 fn docker_names() -> Vec<String> {
-    let out = std::process::Command::new("docker").args(["ps", "-a", "--format", "{{.Names}}"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

@@ -9,19 +9,22 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, RemoteFile};
+use brizo_backend_core::{BackendError, ComputeBackend, ErrorClass, ExitInfo, RemoteFile};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::model::{new_job_id, now_epoch, AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement, StagedDigests};
-use crate::proof::digest;
-use crate::chain::keeper::Keeper;
+use super::model::{
+    AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement,
+    StagedDigests, new_job_id, now_epoch,
+};
 use super::store::{JobStore, StoreError, Transition};
-use super::workspace::{self, place_inputs, PlacedInput, Workspace};
+use super::workspace::{self, PlacedInput, Workspace, place_inputs};
+use crate::chain::keeper::Keeper;
 use crate::config::Config;
+use crate::proof::digest;
 use crate::storage::{self, ResultsStore, StorageError};
 
 /// Errors the request path reports; the API maps each to a status.
@@ -47,13 +50,35 @@ enum StepError {
     /// it is and the loop retries it later.
     #[error("{0}")]
     Retry(String),
+    /// The backend failed; what happens next is [`policy`]'s to say, from the error's class.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<BackendError> for StepError {
-    fn from(e: BackendError) -> Self {
-        StepError::Retry(e.to_string())
+/// What the drive loop does after a step failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    /// Try the step again after the backoff.
+    Retry,
+    /// End the job now as failed, with the error as its reason, in this phase.
+    Fail(Phase),
+}
+
+/// Attempts an unclassified backend error gets before the job fails with it.
+const MAX_UNKNOWN_ATTEMPTS: u32 = 6;
+
+/// The engine's error policy: the backend error's class alone decides. A permanent error is
+/// never retried; an unknown one a bounded number of times; a transient one (the engine is
+/// away) until it answers again.
+fn policy(e: &BackendError, attempts: u32) -> Action {
+    match e.class() {
+        ErrorClass::Transient => Action::Retry,
+        ErrorClass::Unknown if attempts < MAX_UNKNOWN_ATTEMPTS => Action::Retry,
+        ErrorClass::BadJob => Action::Fail(Phase::AlgorithmProvisioningFailed),
+        ErrorClass::BadInput => Action::Fail(Phase::DataProvisioningFailed),
+        _ => Action::Fail(Phase::Finished),
     }
 }
 
@@ -114,7 +139,12 @@ impl Engine {
     }
 
     /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends).
-    pub async fn submit_under(&self, owner: &str, mut request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
+    pub async fn submit_under(
+        &self,
+        owner: &str,
+        mut request: JobRequest,
+        agreement: Option<AgreementRecord>,
+    ) -> Result<Job, EngineError> {
         self.check(&mut request).await?;
         self.record(owner, request, agreement).await
     }
@@ -124,9 +154,15 @@ impl Engine {
     pub async fn rerun(&self, id: &str) -> Result<Job, EngineError> {
         let original = self.get(id, None).await?;
         if !original.is_finished() {
-            return Err(EngineError::Conflict(format!("job {id} has not finished; rerun it once it has")));
+            return Err(EngineError::Conflict(format!(
+                "job {id} has not finished; rerun it once it has"
+            )));
         }
-        let digest = original.image_digest.clone().ok_or_else(|| EngineError::Conflict(format!("job {id} never started a container; there is nothing to rerun")))?;
+        let digest = original.image_digest.clone().ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "job {id} never started a container; there is nothing to rerun"
+            ))
+        })?;
         let mut request = original.request.clone();
         // Checked as the original was (allowed images are named, not digests)...
         self.check(&mut request).await?;
@@ -135,9 +171,17 @@ impl Engine {
         self.record("operator", request, None).await
     }
 
-    async fn record(&self, owner: &str, request: JobRequest, agreement: Option<AgreementRecord>) -> Result<Job, EngineError> {
+    async fn record(
+        &self,
+        owner: &str,
+        request: JobRequest,
+        agreement: Option<AgreementRecord>,
+    ) -> Result<Job, EngineError> {
         let route = self.route(&request);
-        let timeout_secs = request.timeout_seconds.unwrap_or(self.config.limits.default_timeout_secs).min(self.config.limits.max_timeout_secs);
+        let timeout_secs = request
+            .timeout_seconds
+            .unwrap_or(self.config.limits.default_timeout_secs)
+            .min(self.config.limits.max_timeout_secs);
         let job = Job {
             id: new_job_id(),
             owner: owner.to_string(),
@@ -175,18 +219,39 @@ impl Engine {
     pub async fn check(&self, r: &mut JobRequest) -> Result<(), EngineError> {
         self.validate(r).await?;
         let route = self.route(r);
-        let backend = self.backends.get(&route.backend).ok_or_else(|| EngineError::Invalid(format!("backend {} is not configured", route.backend)))?;
+        let backend = self.backends.get(&route.backend).ok_or_else(|| {
+            EngineError::Invalid(format!("backend {} is not configured", route.backend))
+        })?;
         // Refuse now rather than queue behind an engine that is down: the client can retry.
-        backend.ping().await.map_err(|e| EngineError::Unavailable(format!("{e}; nothing was recorded, try again later")))
+        backend.ping().await.map_err(|e| {
+            EngineError::Unavailable(format!("{e}; nothing was recorded, try again later"))
+        })
     }
 
+    /// Where the job runs and why; a backend that does not cut its runs off the network itself
+    /// is named as such, so that nobody takes its isolation for Docker's.
     pub fn route(&self, r: &JobRequest) -> super::routing::Route {
-        super::routing::route(&self.config.backends, &self.config.backend, &r.inputs)
+        let mut route =
+            super::routing::route(&self.config.backends, &self.config.backend, &r.inputs);
+        if self
+            .backends
+            .get(&route.backend)
+            .is_some_and(|b| !b.capabilities().isolates_network)
+            && !r.network
+        {
+            route.reason.push_str("; its network isolation is the infrastructure's (subnets, security groups), not the backend's");
+        }
+        route
     }
 
     /// The backend a job runs on.
     fn backend_of(&self, job: &Job) -> Result<&Arc<dyn ComputeBackend>, StepError> {
-        self.backends.get(&job.backend).ok_or_else(|| StepError::Retry(format!("backend {:?} of job {} is not configured (any more)", job.backend, job.id)))
+        self.backends.get(&job.backend).ok_or_else(|| {
+            StepError::Retry(format!(
+                "backend {:?} of job {} is not configured (any more)",
+                job.backend, job.id
+            ))
+        })
     }
 
     async fn validate(&self, r: &mut JobRequest) -> Result<(), EngineError> {
@@ -196,18 +261,24 @@ impl Engine {
             return invalid("image must be a reference like \"name:tag\"".into());
         }
         if !self.image_allowed(image) {
-            return invalid(format!("image {image} is not one this publisher supports (images.allowed)"));
+            return invalid(format!(
+                "image {image} is not one this publisher supports (images.allowed)"
+            ));
         }
         r.image = image.to_string();
         workspace::command_line(&r.entrypoint).map_err(EngineError::Invalid)?;
         match (&r.algorithm.rawcode, &r.algorithm.url) {
             (Some(code), None) => {
                 if code.len() as u64 > self.config.inputs.max_algorithm_kb * 1024 {
-                    return invalid(format!("algorithm.rawcode is larger than {} KiB", self.config.inputs.max_algorithm_kb));
+                    return invalid(format!(
+                        "algorithm.rawcode is larger than {} KiB",
+                        self.config.inputs.max_algorithm_kb
+                    ));
                 }
             }
             (None, Some(url)) if url.starts_with("file:") => {
-                workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots).map_err(|e| EngineError::Invalid(format!("algorithm.url: {e}")))?;
+                workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots)
+                    .map_err(|e| EngineError::Invalid(format!("algorithm.url: {e}")))?;
             }
             (None, Some(url)) => {
                 storage::vet_remote_url(url, self.config.inputs.allow_private_addresses)
@@ -222,7 +293,9 @@ impl Engine {
         for (i, input) in r.inputs.iter().enumerate() {
             if let Some(name) = &input.name {
                 if !workspace::valid_input_name(name) {
-                    return invalid(format!("inputs[{i}].name {name:?}: use letters, digits and . _ : - only"));
+                    return invalid(format!(
+                        "inputs[{i}].name {name:?}: use letters, digits and . _ : - only"
+                    ));
                 }
             }
             if input.url.starts_with("file:") {
@@ -261,7 +334,10 @@ impl Engine {
     pub async fn stop(&self, id: &str, owner: Option<&str>) -> Result<Job, EngineError> {
         let job = self.get(id, owner).await?;
         if job.is_finished() {
-            return Err(EngineError::Conflict(format!("job {id} already finished ({})", job.phase.text())));
+            return Err(EngineError::Conflict(format!(
+                "job {id} already finished ({})",
+                job.phase.text()
+            )));
         }
         self.store.request_stop(id).await?;
         self.interrupt(id);
@@ -329,11 +405,20 @@ impl Engine {
             if self.active.lock().unwrap().contains_key(&job.id) {
                 continue;
             }
-            if self.retry_at.lock().unwrap().get(&job.id).is_some_and(|(at, _)| *at > now) {
+            if self
+                .retry_at
+                .lock()
+                .unwrap()
+                .get(&job.id)
+                .is_some_and(|(at, _)| *at > now)
+            {
                 continue;
             }
             let token = CancellationToken::new();
-            self.active.lock().unwrap().insert(job.id.clone(), token.clone());
+            self.active
+                .lock()
+                .unwrap()
+                .insert(job.id.clone(), token.clone());
             let engine = self.clone();
             tokio::spawn(async move { engine.drive(job.id, token).await });
         }
@@ -349,22 +434,60 @@ impl Engine {
             Ok(()) => {
                 self.retry_at.lock().unwrap().remove(&id);
             }
-            Err(StepError::Retry(reason)) => {
-                let mut retries = self.retry_at.lock().unwrap();
-                let attempts = retries.get(&id).map(|(_, n)| n + 1).unwrap_or(1);
-                let delay = Duration::from_millis(500u64.saturating_mul(1 << attempts.min(6)));
-                warn!(job = %id, attempt = attempts, "will retry in {delay:?}: {reason}");
-                retries.insert(id.clone(), (Instant::now() + delay, attempts));
+            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason),
+            Err(StepError::Backend(e)) => {
+                let attempts = self
+                    .retry_at
+                    .lock()
+                    .unwrap()
+                    .get(&id)
+                    .map(|(_, n)| n + 1)
+                    .unwrap_or(1);
+                match policy(&e, attempts) {
+                    Action::Retry => self.retry_later(&id, &e.to_string()),
+                    Action::Fail(phase) => {
+                        if let Err(failed) = self.give_up(&id, e.to_string(), phase).await {
+                            self.retry_later(&id, &failed.to_string());
+                        } else {
+                            self.retry_at.lock().unwrap().remove(&id);
+                        }
+                    }
+                }
             }
             Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
         }
         self.wake.notify_one();
     }
 
+    fn retry_later(&self, id: &str, reason: &str) {
+        let mut retries = self.retry_at.lock().unwrap();
+        let attempts = retries.get(id).map(|(_, n)| n + 1).unwrap_or(1);
+        let delay = Duration::from_millis(500u64.saturating_mul(1 << attempts.min(6)));
+        warn!(job = %id, attempt = attempts, "will retry in {delay:?}: {reason}");
+        retries.insert(id.to_string(), (Instant::now() + delay, attempts));
+    }
+
+    /// Ends a job the policy gave up on, with the reason. A finished job (its after-run steps
+    /// failed) is left to them: they retry on their own.
+    async fn give_up(&self, id: &str, reason: String, phase: Phase) -> Result<(), StepError> {
+        let Some(job) = self.store.get(id).await? else {
+            return Ok(());
+        };
+        if job.is_finished() {
+            return Err(StepError::Retry(reason));
+        }
+        self.finish(&job, Outcome::Failed, Some(reason), phase)
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     async fn drive_steps(&self, id: &str, cancel: &CancellationToken) -> Result<(), StepError> {
         let mut run_permit: Option<OwnedSemaphorePermit> = None;
         loop {
-            let Some(job) = self.store.get(id).await? else { return Ok(()) };
+            let Some(job) = self.store.get(id).await? else {
+                return Ok(());
+            };
             if job.is_finished() {
                 // One step per turn, each re-reading the job: a removal can arrive meanwhile.
                 // The container and folder go first: nothing after needs them, and the chain
@@ -377,7 +500,11 @@ impl Engine {
                     self.settle(&job).await?;
                     continue;
                 }
-                if !job.removed && job.wants_results_asset() && job.results_did.is_none() && job.outcome == Some(Outcome::Succeeded) {
+                if !job.removed
+                    && job.wants_results_asset()
+                    && job.results_did.is_none()
+                    && job.outcome == Some(Outcome::Succeeded)
+                {
                     self.publish_results_asset(&job).await?;
                     continue;
                 }
@@ -392,9 +519,19 @@ impl Engine {
                 return Ok(());
             }
             // A stop before the algorithm ran ends the job at once.
-            if job.stop_requested && matches!(job.phase, Phase::Queued | Phase::Staging | Phase::Provisioned) {
-                let reason = if job.removed { "removed before it ran" } else { "stopped before it ran" };
-                self.finish(&job, Outcome::Stopped, Some(reason.into()), Phase::Finished).await?;
+            if job.stop_requested
+                && matches!(
+                    job.phase,
+                    Phase::Queued | Phase::Staging | Phase::Provisioned
+                )
+            {
+                let reason = if job.removed {
+                    "removed before it ran"
+                } else {
+                    "stopped before it ran"
+                };
+                self.finish(&job, Outcome::Stopped, Some(reason.into()), Phase::Finished)
+                    .await?;
                 continue;
             }
             let started = Instant::now();
@@ -408,9 +545,15 @@ impl Engine {
                     };
                     let mut job = job;
                     if job.phase == Phase::Queued {
-                        job.timings.queued_ms = Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
-                        let transition = Transition { timings: Some(job.timings.clone()), ..Default::default() };
-                        self.store.transition(id, Phase::Staging, transition).await?;
+                        job.timings.queued_ms =
+                            Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+                        let transition = Transition {
+                            timings: Some(job.timings.clone()),
+                            ..Default::default()
+                        };
+                        self.store
+                            .transition(id, Phase::Staging, transition)
+                            .await?;
                     }
                     self.stage(&job, Instant::now()).await?;
                 }
@@ -426,14 +569,19 @@ impl Engine {
                 Phase::Running => {
                     // A job re-attached after a restart takes a slot when one is free, but
                     // never waits for one: its container already runs.
-                    let _slot = run_permit.take().or_else(|| self.run_slots.clone().try_acquire_owned().ok());
+                    let _slot = run_permit
+                        .take()
+                        .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
                     self.follow_run(&job, cancel, started).await?;
                 }
                 Phase::Filtering => self.filter_outputs(&job, started).await?,
                 Phase::Publishing => self.publish(&job, started).await?,
-                Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed => unreachable!(),
+                Phase::Finished
+                | Phase::DataProvisioningFailed
+                | Phase::AlgorithmProvisioningFailed => unreachable!(),
             }
-            metrics::histogram!("brizo_job_phase_seconds", "phase" => phase.name()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!("brizo_job_phase_seconds", "phase" => phase.name())
+                .record(started.elapsed().as_secs_f64());
         }
     }
 
@@ -442,9 +590,18 @@ impl Engine {
     /// straight from where it lies, and its digest comes from the backend after the run.
     async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        ws.create(&self.config.limits.user).await.map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
+        ws.create(&self.config.limits.user)
+            .await
+            .map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
         if let Err(reason) = self.stage_algorithm(job, &ws).await {
-            return self.finish(job, Outcome::Failed, Some(reason), Phase::AlgorithmProvisioningFailed).await;
+            return self
+                .finish(
+                    job,
+                    Outcome::Failed,
+                    Some(reason),
+                    Phase::AlgorithmProvisioningFailed,
+                )
+                .await;
         }
         let mut staged = StagedDigests::default();
         let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
@@ -456,23 +613,48 @@ impl Engine {
                 continue;
             }
             match self.stage_input(&ws, &placed).await {
-                Ok(path) => staged.inputs.push(Some(digest::path_async(path).await.map_err(io)?)),
-                Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
+                Ok(path) => staged
+                    .inputs
+                    .push(Some(digest::path_async(path).await.map_err(io)?)),
+                Err(reason) => {
+                    return self
+                        .finish(
+                            job,
+                            Outcome::Failed,
+                            Some(reason),
+                            Phase::DataProvisioningFailed,
+                        )
+                        .await;
+                }
             }
         }
         // Digests are taken as the data is handed to the job, for its receipt.
         self.store.set_staged(&job.id, &staged).await?;
         let mut timings = job.timings.clone();
         timings.staging_ms = Some(started.elapsed().as_millis() as u64);
-        self.store.transition(&job.id, Phase::Provisioned, Transition { timings: Some(timings), ..Default::default() }).await?;
+        self.store
+            .transition(
+                &job.id,
+                Phase::Provisioned,
+                Transition {
+                    timings: Some(timings),
+                    ..Default::default()
+                },
+            )
+            .await?;
         Ok(())
     }
 
     /// Whether the job's backend fetches this input itself: only data the backend is
     /// configured to sit next to, and only what the backend says it can reach.
     fn backend_fetches(&self, job: &Job, backend: &dyn ComputeBackend, url: &str) -> bool {
-        let near = self.config.backends.iter().find(|b| b.name == job.backend).is_some_and(|b| super::routing::near(b, url));
-        near && backend.fetches(url)
+        let near = self
+            .config
+            .backends
+            .iter()
+            .find(|b| b.name == job.backend)
+            .is_some_and(|b| super::routing::near(b, url));
+        near && backend.capabilities().can_fetch(url)
     }
 
     /// The inputs the job's backend fetches itself, with their place in the container.
@@ -490,16 +672,27 @@ impl Engine {
     }
 
     /// Digests of the inputs the run fetched, as the backend reports them, into the record.
-    async fn record_fetched(&self, job: &Job) -> Result<(), StepError> {
-        let Some(mut staged) = job.staged.clone() else { return Ok(()) };
+    async fn record_fetched(
+        &self,
+        job: &Job,
+        fetched: &[brizo_backend_core::FetchedFile],
+    ) -> Result<(), StepError> {
+        let Some(mut staged) = job.staged.clone() else {
+            return Ok(());
+        };
         if staged.inputs.iter().all(Option::is_some) {
             return Ok(());
         }
-        let fetched = self.backend_of(job)?.fetched(&job.id).await?;
         for (i, placed) in place_inputs(&job.request.inputs).into_iter().enumerate() {
             let target = placed.target();
-            if let (Some(slot @ None), Some(f)) = (staged.inputs.get_mut(i), fetched.iter().find(|f| f.target == target)) {
-                *slot = Some(digest::Digest { size: f.size, sha256: f.sha256.clone() });
+            if let (Some(slot @ None), Some(f)) = (
+                staged.inputs.get_mut(i),
+                fetched.iter().find(|f| f.target == target),
+            ) {
+                *slot = Some(digest::Digest {
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                });
             }
         }
         self.store.set_staged(&job.id, &staged).await?;
@@ -509,21 +702,39 @@ impl Engine {
     async fn stage_algorithm(&self, job: &Job, ws: &Workspace) -> Result<(), String> {
         let dest = ws.algorithm();
         match (&job.request.algorithm.rawcode, &job.request.algorithm.url) {
-            (Some(code), _) => tokio::fs::write(&dest, code).await.map_err(|e| format!("writing the algorithm: {e}"))?,
+            (Some(code), _) => tokio::fs::write(&dest, code)
+                .await
+                .map_err(|e| format!("writing the algorithm: {e}"))?,
             (None, Some(url)) if url.starts_with("file:") => {
-                let source = workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots)?;
-                let size = tokio::fs::metadata(&source).await.map_err(|e| format!("algorithm {url}: {e}"))?.len();
+                let source =
+                    workspace::resolve_dataset_path(url, &self.config.inputs.dataset_roots)?;
+                let size = tokio::fs::metadata(&source)
+                    .await
+                    .map_err(|e| format!("algorithm {url}: {e}"))?
+                    .len();
                 if size > self.config.inputs.max_algorithm_kb * 1024 {
-                    return Err(format!("algorithm {url} is larger than {} KiB", self.config.inputs.max_algorithm_kb));
+                    return Err(format!(
+                        "algorithm {url} is larger than {} KiB",
+                        self.config.inputs.max_algorithm_kb
+                    ));
                 }
-                tokio::fs::copy(&source, &dest).await.map_err(|e| format!("copying the algorithm: {e}"))?;
+                tokio::fs::copy(&source, &dest)
+                    .await
+                    .map_err(|e| format!("copying the algorithm: {e}"))?;
             }
             (None, Some(url)) => {
                 let allow_private = self.config.inputs.allow_private_addresses;
-                let url = storage::vet_remote_url(url, allow_private).await.map_err(|e| e.to_string())?;
-                storage::fetch_to_file(&url, &dest, self.config.inputs.max_algorithm_kb * 1024, allow_private)
+                let url = storage::vet_remote_url(url, allow_private)
                     .await
-                    .map_err(|e| format!("fetching the algorithm: {e}"))?;
+                    .map_err(|e| e.to_string())?;
+                storage::fetch_to_file(
+                    &url,
+                    &dest,
+                    self.config.inputs.max_algorithm_kb * 1024,
+                    allow_private,
+                )
+                .await
+                .map_err(|e| format!("fetching the algorithm: {e}"))?;
             }
             (None, None) => return Err("the job names no algorithm".into()),
         }
@@ -533,22 +744,38 @@ impl Engine {
     /// Puts one input in place; returns the path whose content the job sees.
     async fn stage_input(&self, ws: &Workspace, placed: &PlacedInput) -> Result<PathBuf, String> {
         let dir = ws.inputs().join(&placed.name);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| e.to_string())?;
         set_mode(&dir, 0o755).map_err(|e| e.to_string())?;
         let dest = dir.join(placed.index.to_string());
         if placed.url.starts_with("file:") {
             // Bind-mounted, not copied: only a mount point is made here.
-            let host = workspace::resolve_dataset_path(&placed.url, &self.config.inputs.dataset_roots)?;
+            let host =
+                workspace::resolve_dataset_path(&placed.url, &self.config.inputs.dataset_roots)?;
             if host.is_dir() {
-                tokio::fs::create_dir_all(&dest).await.map_err(|e| e.to_string())?;
+                tokio::fs::create_dir_all(&dest)
+                    .await
+                    .map_err(|e| e.to_string())?;
             } else {
-                tokio::fs::write(&dest, b"").await.map_err(|e| e.to_string())?;
+                tokio::fs::write(&dest, b"")
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             return Ok(host);
         }
         let allow_private = self.config.inputs.allow_private_addresses;
-        let url = storage::vet_remote_url(&placed.url, allow_private).await.map_err(|e| e.to_string())?;
-        storage::fetch_to_file(&url, &dest, self.config.inputs.max_input_mb << 20, allow_private).await.map_err(|e| format!("input {}: {e}", placed.rel()))?;
+        let url = storage::vet_remote_url(&placed.url, allow_private)
+            .await
+            .map_err(|e| e.to_string())?;
+        storage::fetch_to_file(
+            &url,
+            &dest,
+            self.config.inputs.max_input_mb << 20,
+            allow_private,
+        )
+        .await
+        .map_err(|e| format!("input {}: {e}", placed.rel()))?;
         set_mode(&dest, 0o644).map_err(|e| e.to_string())?;
         Ok(dest)
     }
@@ -557,7 +784,10 @@ impl Engine {
         place_inputs(&job.request.inputs)
             .into_iter()
             .filter(|p| p.url.starts_with("file:"))
-            .map(|p| workspace::resolve_dataset_path(&p.url, &self.config.inputs.dataset_roots).map(|host| (p, host)))
+            .map(|p| {
+                workspace::resolve_dataset_path(&p.url, &self.config.inputs.dataset_roots)
+                    .map(|host| (p, host))
+            })
             .collect()
     }
 
@@ -565,20 +795,30 @@ impl Engine {
     async fn start_run(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let fetch = self.fetched_inputs(job)?;
-        let spec = self.file_inputs(job).and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs)).map(|mut spec| {
-            spec.fetch = fetch;
-            spec
-        });
+        let spec = self
+            .file_inputs(job)
+            .and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs))
+            .map(|mut spec| {
+                spec.fetch = fetch;
+                spec
+            });
         let spec = match spec {
             Ok(spec) => spec,
-            Err(reason) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
+            Err(reason) => {
+                return self
+                    .finish(
+                        job,
+                        Outcome::Failed,
+                        Some(reason),
+                        Phase::DataProvisioningFailed,
+                    )
+                    .await;
+            }
         };
         let info = match self.backend_of(job)?.start(&spec).await {
             Ok(info) => info,
-            Err(e @ (BackendError::ImageNotFound(_) | BackendError::InvalidSpec(_))) => {
-                return self.finish(job, Outcome::Failed, Some(e.to_string()), Phase::AlgorithmProvisioningFailed).await;
-            }
-            Err(BackendError::Input(reason)) => return self.finish(job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await,
+            // The policy decides: a bad image or spec, or an input the run cannot fetch, ends
+            // the job in the matching phase; an engine that is away is retried.
             Err(e) => return Err(e.into()),
         };
         let mut timings = job.timings.clone();
@@ -587,7 +827,12 @@ impl Engine {
             .transition(
                 &job.id,
                 Phase::Running,
-                Transition { image_digest: Some(info.image_digest), date_started: Some(now_epoch()), timings: Some(timings), ..Default::default() },
+                Transition {
+                    image_digest: Some(info.image_digest),
+                    date_started: Some(now_epoch()),
+                    timings: Some(timings),
+                    ..Default::default()
+                },
             )
             .await?;
         debug!(job = %job.id, container = %info.run_id, "started");
@@ -595,9 +840,18 @@ impl Engine {
     }
 
     /// Phase 40: logs to disk while the run lasts; the deadline and stop requests enforced.
-    async fn follow_run(&self, job: &Job, cancel: &CancellationToken, started: Instant) -> Result<(), StepError> {
+    async fn follow_run(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        started: Instant,
+    ) -> Result<(), StepError> {
         let backend = self.backend_of(job)?;
-        let logs = tokio::spawn(copy_logs(backend.logs(&job.id), self.log_path(&job.id), self.config.outputs.max_log_kb * 1024));
+        let logs = tokio::spawn(copy_logs(
+            backend.logs(&job.id),
+            self.log_path(&job.id),
+            self.config.outputs.max_log_kb * 1024,
+        ));
         let deadline_epoch = job.date_started.unwrap_or_else(now_epoch) + job.timeout_secs as f64;
         let remaining = Duration::from_secs_f64((deadline_epoch - now_epoch()).max(0.0));
         let (stop_requested, _) = self.store.stop_requested(&job.id).await?;
@@ -616,10 +870,17 @@ impl Engine {
                 (outcome, Some(exit), reason)
             }
             // Never ran, or returned nothing readable: failed, and no exit code (no work done).
-            Some(Ok(Err(BackendError::RunFailed(reason)))) => (Outcome::Failed, None, Some(reason)),
-            Some(Ok(Err(BackendError::NotFound(_)))) => {
-                (Outcome::Failed, None, Some("the container disappeared while the job ran (removed outside brizo?)".to_string()))
+            Some(Ok(Err(e @ BackendError::RunFailed { .. }))) => {
+                (Outcome::Failed, None, Some(e.to_string()))
             }
+            Some(Ok(Err(BackendError::NotFound { .. }))) => (
+                Outcome::Failed,
+                None,
+                Some(
+                    "the container disappeared while the job ran (removed outside brizo?)"
+                        .to_string(),
+                ),
+            ),
             Some(Ok(Err(e))) => {
                 logs.abort();
                 return Err(e.into());
@@ -629,17 +890,33 @@ impl Engine {
                 match backend.wait(&job.id).await {
                     // Still queued at the deadline (a busy Batch queue): nothing ran, so this is
                     // not a timed-out run, which would count as work done.
-                    Err(BackendError::RunFailed(reason)) => {
-                        (Outcome::Failed, None, Some(format!("the job did not start within its {} s limit: {reason}", job.timeout_secs)))
-                    }
-                    exit => (timed_out, exit.ok(), Some(format!("the algorithm ran longer than its {} s limit and was killed", job.timeout_secs))),
+                    Err(e @ BackendError::RunFailed { .. }) => (
+                        Outcome::Failed,
+                        None,
+                        Some(format!(
+                            "the job did not start within its {} s limit: {e}",
+                            job.timeout_secs
+                        )),
+                    ),
+                    exit => (
+                        timed_out,
+                        exit.ok(),
+                        Some(format!(
+                            "the algorithm ran longer than its {} s limit and was killed",
+                            job.timeout_secs
+                        )),
+                    ),
                 }
             }
             None => {
                 // Stop or removal requested (the token fires for both; the store says which).
                 backend.stop(&job.id).await?;
                 let exit = backend.wait(&job.id).await.ok();
-                (Outcome::Stopped, exit, Some("stopped on request".to_string()))
+                (
+                    Outcome::Stopped,
+                    exit,
+                    Some("stopped on request".to_string()),
+                )
             }
         };
         // The log stream ends with the run; wait for the last lines, but not forever.
@@ -650,7 +927,13 @@ impl Engine {
             .transition(
                 &job.id,
                 Phase::Filtering,
-                Transition { outcome: Some(outcome), error: reason, exit_code: exit.map(|e| e.exit_code), timings: Some(timings), ..Default::default() },
+                Transition {
+                    outcome: Some(outcome),
+                    error: reason,
+                    exit_code: exit.map(|e| e.exit_code),
+                    timings: Some(timings),
+                    ..Default::default()
+                },
             )
             .await?;
         Ok(())
@@ -659,10 +942,31 @@ impl Engine {
     /// Phase 50: lists outputs (regular files only: a symlink could point at the host) and
     /// applies the publisher's cap.
     async fn filter_outputs(&self, job: &Job, started: Instant) -> Result<(), StepError> {
-        self.record_fetched(job).await?;
+        // The run's outputs into the job folder (a remote run sends them back), and the digests
+        // of what it fetched itself.
+        match self.backend_of(job)?.collect(&job.id).await {
+            Ok(collected) => self.record_fetched(job, &collected.fetched).await?,
+            // A stopped or vanished run has nothing more to bring back; the folder is what it is.
+            Err(BackendError::NotFound { .. }) => {}
+            Err(e @ BackendError::RunFailed { .. }) => {
+                let transition = Transition {
+                    outcome: Some(Outcome::Failed),
+                    error: Some(e.to_string()),
+                    outputs: Some(vec![]),
+                    ..Default::default()
+                };
+                self.store
+                    .transition(&job.id, Phase::Publishing, transition)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let outputs_dir = ws.outputs();
-        let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir)).await.expect("listing does not panic");
+        let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir))
+            .await
+            .expect("listing does not panic");
         let mut outputs = listed.map_err(|e| StepError::Retry(format!("listing outputs: {e}")))?;
         let total: u64 = outputs.iter().map(|o| o.size).sum();
         let cap = self.config.outputs.max_output_mb << 20;
@@ -678,7 +982,9 @@ impl Engine {
         timings.filtering_ms = Some(started.elapsed().as_millis() as u64);
         transition.outputs = Some(outputs);
         transition.timings = Some(timings);
-        self.store.transition(&job.id, Phase::Publishing, transition).await?;
+        self.store
+            .transition(&job.id, Phase::Publishing, transition)
+            .await?;
         Ok(())
     }
 
@@ -688,14 +994,35 @@ impl Engine {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let mut published = Vec::with_capacity(job.outputs.len());
         for output in &job.outputs {
-            match self.results.put_file(&job.id, &format!("outputs/{}", output.name), &ws.outputs().join(&output.name)).await {
-                Ok((size, sha256)) => published.push(OutputFile { name: output.name.clone(), size, sha256 }),
+            match self
+                .results
+                .put_file(
+                    &job.id,
+                    &format!("outputs/{}", output.name),
+                    &ws.outputs().join(&output.name),
+                )
+                .await
+            {
+                Ok((size, sha256)) => published.push(OutputFile {
+                    name: output.name.clone(),
+                    size,
+                    sha256,
+                }),
                 // The algorithm left a file brizo cannot read (its mode, a vanished file): that
                 // does not heal by retrying, so the job ends with the reason.
                 Err(StorageError::Io(e)) => {
                     let reason = format!("output {} could not be read: {e}", output.name);
                     self.store
-                        .transition(&job.id, Phase::Publishing, Transition { outcome: Some(Outcome::Failed), error: Some(reason), outputs: Some(vec![]), ..Default::default() })
+                        .transition(
+                            &job.id,
+                            Phase::Publishing,
+                            Transition {
+                                outcome: Some(Outcome::Failed),
+                                error: Some(reason),
+                                outputs: Some(vec![]),
+                                ..Default::default()
+                            },
+                        )
                         .await?;
                     return Ok(());
                 }
@@ -704,7 +1031,10 @@ impl Engine {
         }
         let log = self.log_path(&job.id);
         if log.exists() {
-            self.results.put_file(&job.id, "logs/algorithm.log", &log).await.map_err(|e| StepError::Retry(e.to_string()))?;
+            self.results
+                .put_file(&job.id, "logs/algorithm.log", &log)
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
         }
         let mut timings = job.timings.clone();
         timings.publishing_ms = Some(started.elapsed().as_millis() as u64);
@@ -713,7 +1043,12 @@ impl Engine {
             .transition(
                 &job.id,
                 Phase::Finished,
-                Transition { outputs: Some(published), date_finished: Some(now_epoch()), timings: Some(timings), ..Default::default() },
+                Transition {
+                    outputs: Some(published),
+                    date_finished: Some(now_epoch()),
+                    timings: Some(timings),
+                    ..Default::default()
+                },
             )
             .await?;
         self.record_finish(job, outcome);
@@ -728,15 +1063,26 @@ impl Engine {
     /// compute earlier would make that refund impossible. Idempotent: the on-chain state is
     /// read before anything is sent.
     async fn settle(&self, job: &Job) -> Result<(), StepError> {
-        let record = job.agreement.as_ref().expect("settle is called for agreement jobs");
+        let record = job
+            .agreement
+            .as_ref()
+            .expect("settle is called for agreement jobs");
         let Some(keeper) = &self.keeper else {
-            return Err(StepError::Retry("the job runs under an agreement but the service has no chain configured".into()));
+            return Err(StepError::Retry(
+                "the job runs under an agreement but the service has no chain configured".into(),
+            ));
         };
         let (terms, ids) = crate::authorize::terms_of(record).map_err(StepError::Retry)?;
         let ran = job.exit_code.is_some() || job.outcome == Some(Outcome::TimedOut);
         let settlement = if ran {
-            let compute_tx = keeper.fulfill_compute(&terms, &ids).await.map_err(|e| StepError::Retry(e.to_string()))?;
-            let tx = keeper.release_reward(&terms, &ids).await.map_err(|e| StepError::Retry(e.to_string()))?;
+            let compute_tx = keeper
+                .fulfill_compute(&terms, &ids)
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
+            let tx = keeper
+                .release_reward(&terms, &ids)
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
             Settlement {
                 state: "paid".into(),
                 tx: tx.map(|t| t.to_string()),
@@ -763,9 +1109,15 @@ impl Engine {
         let Some(keeper) = &self.keeper else {
             return Err(StepError::Retry("publishing results needs a chain".into()));
         };
-        let did = crate::assets::results::publish(&self.config, keeper, &self.metadata, &self.results, job)
-            .await
-            .map_err(|e| StepError::Retry(format!("publishing the results asset: {e}")))?;
+        let did = crate::assets::results::publish(
+            &self.config,
+            keeper,
+            &self.metadata,
+            &self.results,
+            job,
+        )
+        .await
+        .map_err(|e| StepError::Retry(format!("publishing the results asset: {e}")))?;
         info!(job = %job.id, did = %did, "results published as a new asset");
         self.store.set_results_did(&job.id, &did).await?;
         Ok(())
@@ -776,27 +1128,65 @@ impl Engine {
     /// here are deterministic), and an anchor already holding the hash is not sent again.
     async fn issue_receipt(&self, job: &Job) -> Result<(), StepError> {
         let log = self.log_path(&job.id);
-        let logs = if log.exists() { Some(digest::path_async(log).await.map_err(|e| StepError::Retry(e.to_string()))?) } else { None };
+        let logs = if log.exists() {
+            Some(
+                digest::path_async(log)
+                    .await
+                    .map_err(|e| StepError::Retry(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let chain_id = match &self.keeper {
-            Some(k) => Some(k.chain_id().await.map_err(|e| StepError::Retry(e.to_string()))?),
+            Some(k) => Some(
+                k.chain_id()
+                    .await
+                    .map_err(|e| StepError::Retry(e.to_string()))?,
+            ),
             None => None,
         };
-        let key = self.receipt_key().map_err(|e| StepError::Retry(format!("node key: {e}")))?;
-        let receipt = crate::proof::build::receipt(&self.config, job, self.keeper.as_deref(), chain_id, logs, key.address());
+        let key = self
+            .receipt_key()
+            .map_err(|e| StepError::Retry(format!("node key: {e}")))?;
+        let receipt = crate::proof::build::receipt(
+            &self.config,
+            job,
+            self.keeper.as_deref(),
+            chain_id,
+            logs,
+            key.address(),
+        );
         let mut signed = crate::proof::receipt::sign(receipt, &key);
         if let Some(keeper) = &self.keeper {
             let did = crate::proof::receipt::anchor_did(&job.id);
-            let url = format!("{}/api/v1/brizo/services/compute/results/{}/receipt", self.config.chain.public_url.trim_end_matches('/'), job.id);
+            let url = format!(
+                "{}/api/v1/brizo/services/compute/results/{}/receipt",
+                self.config.chain.public_url.trim_end_matches('/'),
+                job.id
+            );
             let hash: alloy::primitives::B256 = signed.hash.parse().expect("hash is 32 bytes");
-            let tx = keeper.anchor(did, hash, &url).await.map_err(|e| StepError::Retry(e.to_string()))?;
-            signed.anchor = Some(crate::proof::receipt::Anchor { did: crate::assets::did::format(&did), tx: tx.map(|t| t.to_string()) });
+            let tx = keeper
+                .anchor(did, hash, &url)
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
+            signed.anchor = Some(crate::proof::receipt::Anchor {
+                did: crate::assets::did::format(&did),
+                tx: tx.map(|t| t.to_string()),
+            });
         }
         let text = serde_json::to_string_pretty(&signed).expect("receipt serializes");
         let dir = self.config.data_dir.join("receipts");
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| StepError::Retry(e.to_string()))?;
         let file = dir.join(format!("{}.json", job.id));
-        tokio::fs::write(&file, &text).await.map_err(|e| StepError::Retry(e.to_string()))?;
-        self.results.put_file(&job.id, "receipt.json", &file).await.map_err(|e| StepError::Retry(e.to_string()))?;
+        tokio::fs::write(&file, &text)
+            .await
+            .map_err(|e| StepError::Retry(e.to_string()))?;
+        self.results
+            .put_file(&job.id, "receipt.json", &file)
+            .await
+            .map_err(|e| StepError::Retry(e.to_string()))?;
         self.store.set_receipt(&job.id, &text).await?;
         info!(job = %job.id, hash = %signed.hash, "receipt issued");
         Ok(())
@@ -816,10 +1206,25 @@ impl Engine {
     }
 
     /// Ends a job that did not get to run (or whose run cannot be judged).
-    async fn finish(&self, job: &Job, outcome: Outcome, error: Option<String>, phase: Phase) -> Result<(), StepError> {
+    async fn finish(
+        &self,
+        job: &Job,
+        outcome: Outcome,
+        error: Option<String>,
+        phase: Phase,
+    ) -> Result<(), StepError> {
         info!(job = %job.id, outcome = outcome.as_str(), error = error.as_deref().unwrap_or(""), "job ends in phase {}", phase.code());
         self.store
-            .transition(&job.id, phase, Transition { outcome: Some(outcome), error, date_finished: Some(now_epoch()), ..Default::default() })
+            .transition(
+                &job.id,
+                phase,
+                Transition {
+                    outcome: Some(outcome),
+                    error,
+                    date_finished: Some(now_epoch()),
+                    ..Default::default()
+                },
+            )
             .await?;
         self.record_finish(job, outcome);
         Ok(())
@@ -827,7 +1232,8 @@ impl Engine {
 
     fn record_finish(&self, job: &Job, outcome: Outcome) {
         metrics::counter!("brizo_jobs_finished_total", "outcome" => outcome.as_str()).increment(1);
-        metrics::histogram!("brizo_job_duration_seconds").record((now_epoch() - job.date_created).max(0.0));
+        metrics::histogram!("brizo_job_duration_seconds")
+            .record((now_epoch() - job.date_created).max(0.0));
         info!(job = %job.id, outcome = outcome.as_str(), "job finished");
     }
 
@@ -835,11 +1241,23 @@ impl Engine {
     async fn clean_run(&self, job: &Job) -> Result<(), StepError> {
         let started = Instant::now();
         self.backend_of(job)?.remove(&job.id).await?;
-        Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| StepError::Retry(e.to_string()))?;
+        Workspace::new(&self.config.jobs_dir(), &job.id)
+            .remove()
+            .await
+            .map_err(|e| StepError::Retry(e.to_string()))?;
         if job.timings.cleanup_ms.is_none() {
             let mut timings = job.timings.clone();
             timings.cleanup_ms = Some(started.elapsed().as_millis() as u64);
-            self.store.transition(&job.id, job.phase, Transition { timings: Some(timings), ..Default::default() }).await?;
+            self.store
+                .transition(
+                    &job.id,
+                    job.phase,
+                    Transition {
+                        timings: Some(timings),
+                        ..Default::default()
+                    },
+                )
+                .await?;
         }
         Ok(())
     }
@@ -849,14 +1267,26 @@ impl Engine {
         if let Some(backend) = self.backends.get(&job.backend) {
             backend.remove(&job.id).await.map_err(|e| e.to_string())?;
         }
-        Workspace::new(&self.config.jobs_dir(), &job.id).remove().await.map_err(|e| e.to_string())?;
-        for file in [self.log_path(&job.id), self.config.data_dir.join("receipts").join(format!("{}.json", job.id))] {
+        Workspace::new(&self.config.jobs_dir(), &job.id)
+            .remove()
+            .await
+            .map_err(|e| e.to_string())?;
+        for file in [
+            self.log_path(&job.id),
+            self.config
+                .data_dir
+                .join("receipts")
+                .join(format!("{}.json", job.id)),
+        ] {
             match tokio::fs::remove_file(file).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
                 _ => {}
             }
         }
-        self.results.delete_job(&job.id).await.map_err(|e: StorageError| e.to_string())
+        self.results
+            .delete_job(&job.id)
+            .await
+            .map_err(|e: StorageError| e.to_string())
     }
 
     /// Removes containers and job folders that belong to no unfinished job of this instance
@@ -908,11 +1338,19 @@ impl Engine {
 
 fn judge_exit(exit: ExitInfo, memory_mb: u64) -> (Outcome, Option<String>) {
     if exit.oom_killed {
-        (Outcome::OutOfMemory, Some(format!("the algorithm ran out of memory (limit {memory_mb} MiB) and was killed")))
+        (
+            Outcome::OutOfMemory,
+            Some(format!(
+                "the algorithm ran out of memory (limit {memory_mb} MiB) and was killed"
+            )),
+        )
     } else if exit.exit_code == 0 {
         (Outcome::Succeeded, None)
     } else {
-        (Outcome::Failed, Some(format!("the algorithm exited with code {}", exit.exit_code)))
+        (
+            Outcome::Failed,
+            Some(format!("the algorithm exited with code {}", exit.exit_code)),
+        )
     }
 }
 
@@ -937,7 +1375,10 @@ async fn copy_logs(
         let room = cap.saturating_sub(written) as usize;
         if chunk.len() > room {
             file.write_all(&chunk[..room]).await?;
-            file.write_all(b"\n[brizo: log cut here, over the publisher's limit (outputs.max_log_kb)]\n").await?;
+            file.write_all(
+                b"\n[brizo: log cut here, over the publisher's limit (outputs.max_log_kb)]\n",
+            )
+            .await?;
             cut = true;
         } else {
             file.write_all(&chunk).await?;
@@ -954,14 +1395,29 @@ fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
     if !dir.exists() {
         return Ok(out);
     }
-    for entry in walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let entry = entry.map_err(std::io::Error::other)?;
         if !entry.file_type().is_file() {
             continue;
         }
         // A name that is not UTF-8 cannot be published under its own name: left out.
-        let Some(rel) = entry.path().strip_prefix(dir).expect("under dir").to_str().map(str::to_string) else { continue };
-        out.push(OutputFile { name: rel, size: entry.metadata().map_err(std::io::Error::other)?.len(), sha256: String::new() });
+        let Some(rel) = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("under dir")
+            .to_str()
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        out.push(OutputFile {
+            name: rel,
+            size: entry.metadata().map_err(std::io::Error::other)?.len(),
+            sha256: String::new(),
+        });
     }
     Ok(out)
 }

@@ -17,7 +17,10 @@ pub fn near(backend: &BackendConfig, url: &str) -> bool {
     backend.near.iter().any(|prefix| {
         let prefix = prefix.trim_end_matches('/');
         // A prefix matches itself or what lies under it, not `s3://data-2` for `s3://data`.
-        url == prefix || url.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+        url == prefix
+            || url
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
     })
 }
 
@@ -32,10 +35,20 @@ pub fn route(backends: &[BackendConfig], default: &str, inputs: &[InputSource]) 
     match best {
         Some((backend, count)) => Route {
             backend: backend.name.clone(),
-            reason: format!("next to {count} of the job's {} input(s) ({})", inputs.len(), backend.near.join(", ")),
+            reason: format!(
+                "next to {count} of the job's {} input(s) ({})",
+                inputs.len(),
+                backend.near.join(", ")
+            ),
         },
-        None if inputs.is_empty() => Route { backend: default.to_string(), reason: "the default backend: the job has no inputs".into() },
-        None => Route { backend: default.to_string(), reason: "the default backend: no backend is configured next to the job's inputs".into() },
+        None if inputs.is_empty() => Route {
+            backend: default.to_string(),
+            reason: "the default backend: the job has no inputs".into(),
+        },
+        None => Route {
+            backend: default.to_string(),
+            reason: "the default backend: no backend is configured next to the job's inputs".into(),
+        },
     }
 }
 
@@ -44,25 +57,58 @@ mod tests {
     use super::*;
 
     fn backend(name: &str, near: &[&str]) -> BackendConfig {
-        BackendConfig { name: name.into(), kind: "docker".into(), near: near.iter().map(|s| s.to_string()).collect(), socket: String::new(), aws: None }
+        BackendConfig {
+            name: name.into(),
+            kind: "docker".into(),
+            near: near.iter().map(|s| s.to_string()).collect(),
+            sections: Default::default(),
+        }
     }
 
     fn inputs(urls: &[&str]) -> Vec<InputSource> {
-        urls.iter().map(|u| InputSource { url: u.to_string(), name: None }).collect()
+        urls.iter()
+            .map(|u| InputSource {
+                url: u.to_string(),
+                name: None,
+            })
+            .collect()
     }
 
     #[test]
     fn jobs_go_where_their_data_is() {
-        let backends = vec![backend("local", &["file:///srv/datasets"]), backend("eu", &["s3://eu-data/", "s3://shared"]), backend("us", &["s3://us-data"])];
+        let backends = vec![
+            backend("local", &["file:///srv/datasets"]),
+            backend("eu", &["s3://eu-data/", "s3://shared"]),
+            backend("us", &["s3://us-data"]),
+        ];
         let r = route(&backends, "local", &inputs(&["s3://eu-data/census.csv"]));
         assert_eq!(r.backend, "eu");
-        assert!(r.reason.contains("next to 1 of the job's 1 input(s)"), "{}", r.reason);
-        assert_eq!(route(&backends, "local", &inputs(&["s3://us-data/a", "s3://us-data/b", "s3://eu-data/c"])).backend, "us");
-        assert_eq!(route(&backends, "local", &inputs(&["file:///srv/datasets/x.csv"])).backend, "local");
+        assert!(
+            r.reason.contains("next to 1 of the job's 1 input(s)"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(
+            route(
+                &backends,
+                "local",
+                &inputs(&["s3://us-data/a", "s3://us-data/b", "s3://eu-data/c"])
+            )
+            .backend,
+            "us"
+        );
+        assert_eq!(
+            route(&backends, "local", &inputs(&["file:///srv/datasets/x.csv"])).backend,
+            "local"
+        );
         // Prefixes match whole path segments only.
         let r = route(&backends, "local", &inputs(&["s3://eu-data-archive/x"]));
         assert_eq!(r.backend, "local");
-        assert!(r.reason.contains("no backend is configured next to"), "{}", r.reason);
+        assert!(
+            r.reason.contains("no backend is configured next to"),
+            "{}",
+            r.reason
+        );
         assert!(route(&backends, "us", &[]).reason.contains("no inputs"));
         assert_eq!(route(&backends, "us", &[]).backend, "us");
     }

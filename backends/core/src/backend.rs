@@ -2,40 +2,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::{FetchedFile, JobSpec};
-
-/// Why a backend call failed, and whether trying again can help.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// The engine behind the backend does not answer (daemon down, network). Retrying later helps.
-    #[error("compute backend unavailable: {0}")]
-    Unavailable(String),
-    /// The image is not present where the job would run. Retrying does not help until it is.
-    #[error("image {0} is not available to the backend; build or load it there first")]
-    ImageNotFound(String),
-    /// The spec cannot run as given (bad mount, bad limit). Retrying does not help.
-    #[error("invalid job spec: {0}")]
-    InvalidSpec(String),
-    /// An input the run was to fetch itself cannot be had (missing, too large, no permission).
-    /// Retrying does not help.
-    #[error("{0}")]
-    Input(String),
-    /// The run ended without a usable result: it never started (its preparation failed), or
-    /// what it returned cannot be read. Retrying does not help.
-    #[error("{0}")]
-    RunFailed(String),
-    /// No run exists for this job id.
-    #[error("no run for job {0}")]
-    NotFound(String),
-    #[error("compute backend error: {0}")]
-    Other(String),
-}
-
-impl BackendError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_))
-    }
-}
+use crate::{BackendError, FetchedFile, JobSpec};
 
 /// What the backend tells about a run it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +28,55 @@ pub enum RunState {
     Exited(ExitInfo),
 }
 
+/// What a backend can do, as one answer the engine plans with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether the backend itself cuts a run off every network when `spec.network` is false.
+    /// Remote engines whose isolation is the infrastructure's (subnets with no route out,
+    /// security groups) say false, and the engine says so on the jobs it sends them.
+    pub isolates_network: bool,
+    /// Inputs a run can fetch itself (put in [`JobSpec::fetch`] instead of being staged on the
+    /// service host): objects under these URL prefixes (`s3://`), ...
+    pub fetches: Vec<String>,
+    /// ... except under these (a staging bucket that holds other jobs' URLs).
+    pub never_fetches: Vec<String>,
+    /// Whether the engine behind it ends a run at [`JobSpec::backstop_secs`] by itself, so a
+    /// run the service lost still stops.
+    pub backstop: bool,
+}
+
+impl Capabilities {
+    /// A backend that only sees the host's disk and isolates its runs itself (Docker).
+    pub fn local() -> Self {
+        Self {
+            isolates_network: true,
+            fetches: vec![],
+            never_fetches: vec![],
+            backstop: false,
+        }
+    }
+
+    /// Whether a run can fetch the object at `url` itself: under a fetch prefix, not under an
+    /// excluded one, and an object (a key that does not end in `/`), not a prefix.
+    pub fn can_fetch(&self, url: &str) -> bool {
+        let under = |prefix: &String| url.starts_with(prefix.as_str());
+        let object = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .is_some_and(|(bucket, key)| {
+                !bucket.is_empty() && !key.is_empty() && !key.ends_with('/')
+            });
+        object && self.fetches.iter().any(under) && !self.never_fetches.iter().any(under)
+    }
+}
+
+/// What [`ComputeBackend::collect`] found besides the outputs it put in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Size and sha256 of each file the run fetched itself (empty when it fetched nothing).
+    pub fetched: Vec<FetchedFile>,
+}
+
 /// A place jobs run. Every method is idempotent and keyed by the engine's job id, so the
 /// engine can repeat any step after a crash without knowing how far the last attempt got.
 #[async_trait]
@@ -68,24 +84,8 @@ pub trait ComputeBackend: Send + Sync + 'static {
     /// Short name used in config, logs and metrics (`docker`, `aws-batch`, ...).
     fn name(&self) -> &'static str;
 
-    /// Whether the backend itself cuts a run off every network when `spec.network` is false.
-    /// Remote engines whose isolation is the infrastructure's (subnets with no route out,
-    /// security groups) answer false, and the engine says so on the jobs it sends them.
-    fn isolates_network(&self) -> bool {
-        true
-    }
-
-    /// Whether a run on this backend can fetch `url` itself (put it in [`JobSpec::fetch`]
-    /// instead of staging it on the service host). Backends that only see the host's disk say no.
-    fn fetches(&self, _url: &str) -> bool {
-        false
-    }
-
-    /// Size and sha256 of each file the run fetched itself, once it ended (empty when it
-    /// fetched nothing, or never got that far).
-    async fn fetched(&self, _job_id: &str) -> Result<Vec<FetchedFile>, BackendError> {
-        Ok(vec![])
-    }
+    /// What this backend can do; the engine plans each job from it.
+    fn capabilities(&self) -> Capabilities;
 
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), BackendError>;
@@ -96,8 +96,14 @@ pub trait ComputeBackend: Send + Sync + 'static {
 
     async fn state(&self, job_id: &str) -> Result<RunState, BackendError>;
 
-    /// Waits until the run exits. Returns at once for a run that already exited.
+    /// Waits until the run exits. Returns at once for a run that already exited. A run whose
+    /// algorithm never started is `RunFailed`: the engine must not take it for work done.
     async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError>;
+
+    /// After the run exited: brings its writable mounts' content into their host paths (a
+    /// remote backend unpacks what the run sent back; a local one has it there already) and
+    /// says what the run fetched itself. Repeatable; the engine calls it once the run ended.
+    async fn collect(&self, job_id: &str) -> Result<Collected, BackendError>;
 
     /// The run's combined stdout and stderr from its beginning, following it until it ends.
     fn logs(&self, job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>>;

@@ -6,8 +6,13 @@
 //! implement it without the engine changing; [`conformance`] is the suite each one must pass.
 
 mod backend;
+#[cfg(feature = "conformance")]
 pub mod conformance;
+mod error;
+mod settings;
 mod spec;
 
-pub use backend::{BackendError, ComputeBackend, ExitInfo, RunInfo, RunState};
+pub use backend::{Capabilities, Collected, ComputeBackend, ExitInfo, RunInfo, RunState};
+pub use error::{BackendError, BoxError, ErrorClass};
+pub use settings::BackendSettings;
 pub use spec::{FetchedFile, JobSpec, Limits, Mount, RemoteFile};

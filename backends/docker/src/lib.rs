@@ -7,14 +7,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount as DockerMount, MountType};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
 use bollard::Docker;
-use brizo_backend_core::{BackendError, ComputeBackend, ExitInfo, JobSpec, RunInfo, RunState};
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+    Mount as DockerMount, MountType,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use brizo_backend_core::{
+    BackendError, BackendSettings, Capabilities, Collected, ComputeBackend, ExitInfo, JobSpec,
+    RunInfo, RunState,
+};
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 
@@ -44,7 +50,8 @@ impl Engine {
         if let Some(docker) = client.as_ref() {
             return Ok(docker.clone());
         }
-        let docker = Docker::connect_with_unix(&self.socket, 120, bollard::API_DEFAULT_VERSION).map_err(unavailable)?;
+        let docker = Docker::connect_with_unix(&self.socket, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(unavailable)?;
         // The engine may be older than bollard's default API version (Debian's 20.10 speaks 1.41).
         let docker = docker.negotiate_version().await.map_err(unavailable)?;
         *client = Some(docker.clone());
@@ -57,13 +64,28 @@ impl DockerBackend {
     /// it names a unix socket, else `/var/run/docker.sock`). Connecting is tried at once, but an
     /// engine that is down is not an error here: `ping` and every call report it until it is up.
     /// `instance` scopes everything this backend lists and cleans up.
-    pub async fn connect(socket: Option<&str>, instance: &str, name: &str) -> Result<Self, BackendError> {
+    pub async fn connect(
+        socket: Option<&str>,
+        instance: &str,
+        name: &str,
+    ) -> Result<Self, BackendError> {
         let host = std::env::var("DOCKER_HOST").ok();
         let socket = socket
             .map(str::to_string)
-            .or_else(|| host.as_deref().and_then(|h| h.strip_prefix("unix://")).map(str::to_string))
+            .or_else(|| {
+                host.as_deref()
+                    .and_then(|h| h.strip_prefix("unix://"))
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| "/var/run/docker.sock".to_string());
-        let backend = Self { engine: Arc::new(Engine { socket, client: Default::default() }), instance: instance.to_string(), name: name.to_string() };
+        let backend = Self {
+            engine: Arc::new(Engine {
+                socket,
+                client: Default::default(),
+            }),
+            instance: instance.to_string(),
+            name: name.to_string(),
+        };
         if let Err(e) = backend.engine.client().await {
             tracing::warn!("{e}");
         }
@@ -74,8 +96,17 @@ impl DockerBackend {
         format!("brizo-{job_id}")
     }
 
-    async fn inspect(&self, job_id: &str) -> Result<Option<bollard::models::ContainerInspectResponse>, BackendError> {
-        match self.engine.client().await?.inspect_container(&Self::container_name(job_id), None).await {
+    async fn inspect(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, BackendError> {
+        match self
+            .engine
+            .client()
+            .await?
+            .inspect_container(&Self::container_name(job_id), None)
+            .await
+        {
             Ok(c) => Ok(Some(c)),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(classify(e, job_id)),
@@ -112,7 +143,10 @@ impl DockerBackend {
             // cannot fill the host's disk (brizo's copy has its own, smaller cap).
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".to_string()),
-                config: Some(HashMap::from([("max-size".to_string(), ENGINE_LOG_MAX.to_string()), ("max-file".to_string(), "1".to_string())])),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), ENGINE_LOG_MAX.to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
             }),
             mounts: Some(mounts),
             ..Default::default()
@@ -138,19 +172,68 @@ impl DockerBackend {
     }
 }
 
+/// Settings of a docker backend (`[backends.docker]`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSettings {
+    /// The engine's unix socket; empty for `DOCKER_HOST` or `/var/run/docker.sock`.
+    #[serde(default)]
+    pub socket: String,
+}
+
+/// The registry's entry point: kind `docker`.
+pub async fn from_settings(
+    settings: &BackendSettings,
+) -> Result<Arc<dyn ComputeBackend>, BackendError> {
+    let parsed: DockerSettings = settings.parse()?;
+    let backend = DockerBackend::connect(
+        (!parsed.socket.is_empty()).then_some(parsed.socket.as_str()),
+        &settings.instance,
+        &settings.name,
+    )
+    .await?;
+    if let Err(e) = backend.ping().await {
+        // Serve anyway: /health says what is down, submissions answer 503, and queued jobs go
+        // on when the engine is back.
+        tracing::warn!(backend = %settings.name, "{e}");
+    }
+    Ok(Arc::new(backend))
+}
+
 #[async_trait]
 impl ComputeBackend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::local()
+    }
+
+    /// Writable mounts are bind mounts: what the run wrote is on the host already.
+    async fn collect(&self, job_id: &str) -> Result<Collected, BackendError> {
+        match self.inspect(job_id).await? {
+            Some(_) => Ok(Collected::default()),
+            None => Err(BackendError::not_found(job_id)),
+        }
+    }
+
     async fn ping(&self) -> Result<(), BackendError> {
-        self.engine.client().await?.ping().await.map(|_| ()).map_err(unavailable)
+        self.engine
+            .client()
+            .await?
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
         if let Some(file) = spec.fetch.first() {
-            return Err(BackendError::InvalidSpec(format!("the docker backend does not fetch {}; the engine stages it", file.url)));
+            return Err(BackendError::invalid_spec(format!(
+                "the docker backend does not fetch {}; the engine stages it",
+                file.url
+            )));
         }
         let docker = self.engine.client().await?;
         let name = Self::container_name(&spec.job_id);
@@ -159,18 +242,27 @@ impl ComputeBackend for DockerBackend {
             None => {
                 match docker.inspect_image(&spec.image).await {
                     Ok(_) => {}
-                    Err(e) if status_of(&e) == Some(404) => return Err(BackendError::ImageNotFound(spec.image.clone())),
+                    Err(e) if status_of(&e) == Some(404) => {
+                        return Err(BackendError::image_not_found(spec.image.clone()));
+                    }
                     Err(e) => return Err(classify(e, &spec.job_id)),
                 }
                 let options = CreateContainerOptionsBuilder::default().name(&name).build();
-                match docker.create_container(Some(options), self.create_body(spec)).await {
+                match docker
+                    .create_container(Some(options), self.create_body(spec))
+                    .await
+                {
                     Ok(_) => {}
                     // A concurrent start created it first: use that one.
                     Err(e) if status_of(&e) == Some(409) => {}
-                    Err(e) if status_of(&e) == Some(400) => return Err(BackendError::InvalidSpec(message_of(&e))),
+                    Err(e) if status_of(&e) == Some(400) => {
+                        return Err(BackendError::invalid_spec(message_of(&e)));
+                    }
                     Err(e) => return Err(classify(e, &spec.job_id)),
                 }
-                self.inspect(&spec.job_id).await?.ok_or_else(|| BackendError::NotFound(spec.job_id.clone()))?
+                self.inspect(&spec.job_id)
+                    .await?
+                    .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?
             }
         };
         let status = existing.state.as_ref().and_then(|s| s.status);
@@ -182,18 +274,25 @@ impl ComputeBackend for DockerBackend {
                 Err(e) => return Err(classify(e, &spec.job_id)),
             }
         }
-        Ok(RunInfo { run_id: existing.id.unwrap_or_default(), image_digest: existing.image.unwrap_or_default() })
+        Ok(RunInfo {
+            run_id: existing.id.unwrap_or_default(),
+            image_digest: existing.image.unwrap_or_default(),
+        })
     }
 
     async fn state(&self, job_id: &str) -> Result<RunState, BackendError> {
-        let Some(c) = self.inspect(job_id).await? else { return Ok(RunState::NotFound) };
+        let Some(c) = self.inspect(job_id).await? else {
+            return Ok(RunState::NotFound);
+        };
         let state = c.state.unwrap_or_default();
         Ok(match state.status {
             Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
-            Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => RunState::Exited(ExitInfo {
-                exit_code: state.exit_code.unwrap_or(-1),
-                oom_killed: state.oom_killed.unwrap_or(false),
-            }),
+            Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
+                RunState::Exited(ExitInfo {
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                })
+            }
             _ => RunState::Running,
         })
     }
@@ -201,7 +300,9 @@ impl ComputeBackend for DockerBackend {
     async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
         let docker = self.engine.client().await?;
         let name = Self::container_name(job_id);
-        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
         let mut waiter = docker.wait_container(&name, Some(options));
         while let Some(item) = waiter.next().await {
             match item {
@@ -214,13 +315,19 @@ impl ComputeBackend for DockerBackend {
         // Inspect for the facts (exit code, OOM): the wait response has no OOM flag.
         match self.state(job_id).await? {
             RunState::Exited(info) => Ok(info),
-            RunState::NotFound => Err(BackendError::NotFound(job_id.to_string())),
-            other => Err(BackendError::Other(format!("wait ended while the container is {other:?}"))),
+            RunState::NotFound => Err(BackendError::not_found(job_id.to_string())),
+            other => Err(BackendError::other(format!(
+                "wait ended while the container is {other:?}"
+            ))),
         }
     }
 
     fn logs(&self, job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>> {
-        let options = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
         let job = job_id.to_string();
         let engine = self.engine.clone();
         futures::stream::once(async move { engine.client().await })
@@ -229,7 +336,10 @@ impl ComputeBackend for DockerBackend {
                     let job = job.clone();
                     docker
                         .logs(&Self::container_name(&job), Some(options.clone()))
-                        .map(move |item| item.map(|out| out.into_bytes()).map_err(|e| classify(e, &job)))
+                        .map(move |item| {
+                            item.map(|out| out.into_bytes())
+                                .map_err(|e| classify(e, &job))
+                        })
                         .boxed()
                 }
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
@@ -239,8 +349,13 @@ impl ComputeBackend for DockerBackend {
 
     async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
         let docker = self.engine.client().await?;
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-        match docker.kill_container(&Self::container_name(job_id), Some(options)).await {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match docker
+            .kill_container(&Self::container_name(job_id), Some(options))
+            .await
+        {
             // 404: no container; 409: not running. Either way it is stopped.
             Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
             other => other.map_err(|e| classify(e, job_id)),
@@ -252,12 +367,24 @@ impl ComputeBackend for DockerBackend {
         // By label, not by name: the labels are what ties a container to a job, whoever made it.
         let filters = HashMap::from([(
             "label",
-            vec![format!("{LABEL_INSTANCE}={}", self.instance), format!("{LABEL_JOB}={job_id}")],
+            vec![
+                format!("{LABEL_INSTANCE}={}", self.instance),
+                format!("{LABEL_JOB}={job_id}"),
+            ],
         )]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(unavailable)?;
         for id in containers.into_iter().filter_map(|c| c.id) {
-            let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            let options = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
             match docker.remove_container(&id, Some(options)).await {
                 // 404: already gone; 409: removal already in progress (a concurrent remove).
                 Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => {}
@@ -269,9 +396,16 @@ impl ComputeBackend for DockerBackend {
 
     async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
         let docker = self.engine.client().await?;
-        let filters = HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = docker.list_containers(Some(options)).await.map_err(unavailable)?;
+        let filters =
+            HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={}", self.instance)])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(unavailable)?;
         Ok(containers
             .into_iter()
             .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_JOB)))
@@ -294,13 +428,16 @@ fn message_of(e: &DockerError) -> String {
 }
 
 fn unavailable(e: DockerError) -> BackendError {
-    BackendError::Unavailable(format!("{e} (is dockerd running? `scripts/dockerd.sh start` starts it)"))
+    BackendError::unavailable(
+        "the Docker engine (is dockerd running? `scripts/dockerd.sh start` starts it)",
+    )
+    .because(e)
 }
 
 fn classify(e: DockerError, job_id: &str) -> BackendError {
     match status_of(&e) {
-        Some(404) => BackendError::NotFound(job_id.to_string()),
-        Some(_) => BackendError::Other(message_of(&e)),
+        Some(404) => BackendError::not_found(job_id.to_string()),
+        Some(_) => BackendError::other(message_of(&e)),
         None => unavailable(e),
     }
 }

@@ -37,10 +37,14 @@ extern "C" fn on_term(_: libc::c_int) {
 
 fn main() -> ExitCode {
     let Ok(url) = std::env::var(PLAN_URL_ENV) else {
-        eprintln!("brizo-runner: {PLAN_URL_ENV} is not set; this binary runs inside a brizo job, started by a remote backend");
+        eprintln!(
+            "brizo-runner: {PLAN_URL_ENV} is not set; this binary runs inside a brizo job, started by a remote backend"
+        );
         return ExitCode::from(64);
     };
-    let plan: Plan = match get(&url).and_then(|body| serde_json::from_slice(&body).map_err(|e| format!("the plan is not valid: {e}"))) {
+    let plan: Plan = match get(&url).and_then(|body| {
+        serde_json::from_slice(&body).map_err(|e| format!("the plan is not valid: {e}"))
+    }) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("brizo-runner: fetching the plan: {e}");
@@ -48,7 +52,10 @@ fn main() -> ExitCode {
         }
     };
     let result = run(&plan);
-    if let Err(e) = put_bytes(&plan.result_url, &serde_json::to_vec(&result).expect("a result serializes")) {
+    if let Err(e) = put_bytes(
+        &plan.result_url,
+        &serde_json::to_vec(&result).expect("a result serializes"),
+    ) {
         eprintln!("brizo-runner: reporting the result: {e}");
         return ExitCode::from(70);
     }
@@ -59,7 +66,13 @@ fn main() -> ExitCode {
 /// algorithm started (a job that never ran must not count as done), its exit code, and what was
 /// downloaded.
 fn run(plan: &Plan) -> RunResult {
-    let mut result = RunResult { exit_code: 70, oom_killed: false, runner_error: None, files: vec![], algorithm_started: false };
+    let mut result = RunResult {
+        exit_code: 70,
+        oom_killed: false,
+        runner_error: None,
+        files: vec![],
+        algorithm_started: false,
+    };
     if let Err(e) = carry_out(plan, &mut result) {
         eprintln!("brizo-runner: {e}");
         // The algorithm's own failure code stays; a success it had is not one any more.
@@ -81,7 +94,11 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
     }
     for file in &plan.files {
         let sha256 = download(&file.url, Path::new(&file.path), file.size)?;
-        result.files.push(Downloaded { path: file.path.clone(), size: file.size, sha256 });
+        result.files.push(Downloaded {
+            path: file.path.clone(),
+            size: file.size,
+            sha256,
+        });
     }
     for w in &plan.writable {
         make_dir(&w.path, 0o755)?;
@@ -91,24 +108,32 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
             if ancestor == Path::new("/") || ancestor == Path::new("/tmp") {
                 continue;
             }
-            std::os::unix::fs::chown(ancestor, Some(0), Some(0)).map_err(|e| format!("{}: {e}", ancestor.display()))?;
-            fs::set_permissions(ancestor, fs::Permissions::from_mode(0o755)).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+            std::os::unix::fs::chown(ancestor, Some(0), Some(0))
+                .map_err(|e| format!("{}: {e}", ancestor.display()))?;
+            fs::set_permissions(ancestor, fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("{}: {e}", ancestor.display()))?;
         }
-        std::os::unix::fs::chown(&w.path, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", w.path))?;
+        std::os::unix::fs::chown(&w.path, Some(uid), Some(gid))
+            .map_err(|e| format!("{}: {e}", w.path))?;
     }
 
     let mut command = Command::new(plan.argv.first().ok_or("the plan has an empty argv")?);
     command.args(&plan.argv[1..]).env_clear();
     // The image's PATH (the runner inherited it), then the plan's variables; nothing else of the
     // runner's environment (Batch puts credential endpoints there) reaches the algorithm.
-    command.env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+    command.env(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
     command.envs(plan.env.iter().map(|(k, v)| (k, v)));
     command.current_dir(plan.working_dir.as_deref().unwrap_or("/"));
     let pids = plan.limits.pids;
     unsafe {
         command.pre_exec(move || drop_privileges(uid, gid, pids));
     }
-    let child = command.spawn().map_err(|e| format!("starting {:?}: {e}", plan.argv[0]))?;
+    let child = command
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", plan.argv[0]))?;
     result.algorithm_started = true;
     let pid = child.id() as i32;
     CHILD.store(pid, Ordering::SeqCst);
@@ -150,12 +175,23 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
     // A peak the watchdog did not catch between two looks still counts as going over.
     let peak = peak_child_rss_bytes();
     result.oom_killed = over_memory.load(Ordering::SeqCst) || peak > plan.limits.memory_bytes;
-    result.exit_code = if result.oom_killed && exit_code == 0 { 137 } else { exit_code };
+    result.exit_code = if result.oom_killed && exit_code == 0 {
+        137
+    } else {
+        exit_code
+    };
 
     // The publisher's cap on what comes back, checked before anything travels.
-    let total: u64 = plan.writable.iter().map(|w| tree_size(Path::new(&w.path))).sum();
+    let total: u64 = plan
+        .writable
+        .iter()
+        .map(|w| tree_size(Path::new(&w.path)))
+        .sum();
     if total > plan.limits.output_bytes {
-        return Err(format!("the job's folders hold {total} bytes, over the publisher's cap of {} bytes; nothing was sent back", plan.limits.output_bytes));
+        return Err(format!(
+            "the job's folders hold {total} bytes, over the publisher's cap of {} bytes; nothing was sent back",
+            plan.limits.output_bytes
+        ));
     }
     for w in &plan.writable {
         upload_dir(Path::new(&w.path), &w.put_url)?;
@@ -209,19 +245,34 @@ fn end_everything_else(uid: u32) {
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
 fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| fs::symlink_metadata(e.path()).ok().map(|m| (e.path(), m)))
-        .map(|(path, m)| if m.is_dir() { tree_size(&path) } else if m.is_file() { m.len() } else { 0 })
+        .map(|(path, m)| {
+            if m.is_dir() {
+                tree_size(&path)
+            } else if m.is_file() {
+                m.len()
+            } else {
+                0
+            }
+        })
         .sum()
 }
 
 fn parse_user(user: &str) -> Result<(u32, u32), String> {
     let mut parts = user.splitn(2, ':');
-    let uid = parts.next().and_then(|u| u.parse().ok()).ok_or_else(|| format!("user {user:?} is not uid[:gid]"))?;
+    let uid = parts
+        .next()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| format!("user {user:?} is not uid[:gid]"))?;
     let gid = match parts.next() {
-        Some(g) => g.parse().map_err(|_| format!("user {user:?} is not uid[:gid]"))?,
+        Some(g) => g
+            .parse()
+            .map_err(|_| format!("user {user:?} is not uid[:gid]"))?,
         None => uid,
     };
     Ok((uid, gid))
@@ -230,7 +281,13 @@ fn parse_user(user: &str) -> Result<(u32, u32), String> {
 /// Runs in the forked child before exec: a session of its own (so one signal reaches every
 /// process it makes), then no root, no way back to privileges, a process ceiling, no core dumps.
 fn drop_privileges(uid: u32, gid: u32, pids: i64) -> io::Result<()> {
-    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
     unsafe {
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
@@ -240,19 +297,32 @@ fn drop_privileges(uid: u32, gid: u32, pids: i64) -> io::Result<()> {
         check(libc::setuid(uid))?;
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         // Counted per uid, so the limit is the job's as long as its uid runs nothing else here.
-        let nproc = libc::rlimit { rlim_cur: pids as libc::rlim_t, rlim_max: pids as libc::rlim_t };
+        let nproc = libc::rlimit {
+            rlim_cur: pids as libc::rlim_t,
+            rlim_max: pids as libc::rlim_t,
+        };
         check(libc::setrlimit(libc::RLIMIT_NPROC, &nproc))?;
-        let core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         check(libc::setrlimit(libc::RLIMIT_CORE, &core))?;
     }
     Ok(())
 }
 
 fn processes_of(uid: u32) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return vec![] };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
     entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()).map(|pid| (pid, e.path())))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+                .map(|pid| (pid, e.path()))
+        })
         .filter(|(_, path)| fs::metadata(path).map(|m| m.uid() == uid).unwrap_or(false))
         .map(|(pid, _)| pid)
         .collect()
@@ -266,18 +336,33 @@ fn resident_bytes_of(uid: u32) -> u64 {
 /// needs ptrace rights over the process (CAP_SYS_PTRACE, which containers usually lack); where
 /// it cannot be read, the process's RSS counts instead.
 fn proportional_bytes_of(uid: u32) -> u64 {
-    processes_of(uid).into_iter().filter_map(|pid| pss_bytes(pid).or_else(|| rss_bytes(pid))).sum()
+    processes_of(uid)
+        .into_iter()
+        .filter_map(|pid| pss_bytes(pid).or_else(|| rss_bytes(pid)))
+        .sum()
 }
 
 fn rss_bytes(pid: i32) -> Option<u64> {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    statm.split_whitespace().nth(1)?.parse::<u64>().ok().map(|pages| pages * page)
+    statm
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|pages| pages * page)
 }
 
 fn pss_bytes(pid: i32) -> Option<u64> {
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let kib = rollup.lines().find_map(|l| l.strip_prefix("Pss:"))?.trim().trim_end_matches("kB").trim().parse::<u64>().ok()?;
+    let kib = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -329,10 +414,24 @@ fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> Resul
     Err(format!("{what}: {last} (after {ATTEMPTS} attempts)"))
 }
 
+/// The path of a `file://` URL: staging in a folder the job's host shares with the service (an
+/// on-premise cluster), bound into the container, so the job needs no network at all.
+fn local_path(url: &str) -> Option<&Path> {
+    url.strip_prefix("file://").map(Path::new)
+}
+
 fn get(url: &str) -> Result<Vec<u8>, String> {
+    if let Some(path) = local_path(url) {
+        return fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    }
     retry("GET", || {
         let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
-        response.body_mut().with_config().limit(16 << 20).read_to_vec().map_err(|e| e.to_string())
+        response
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -342,18 +441,30 @@ fn download(url: &str, path: &Path, size: u64) -> Result<String, String> {
         make_dir(&parent.to_string_lossy(), 0o755)?;
     }
     let sha256 = retry(&format!("downloading {}", path.display()), || {
-        let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
         let file = fs::File::create(path).map_err(|e| e.to_string())?;
-        let mut sink = Hashing { file, hasher: sha2::Sha256::new() };
+        let mut sink = Hashing {
+            file,
+            hasher: sha2::Sha256::new(),
+        };
         // One byte over the expected size is enough to know it is wrong.
-        let mut reader = response.body_mut().with_config().limit(size + 1).reader();
-        let copied = io::copy(&mut reader, &mut sink).map_err(|e| e.to_string())?;
+        let copied = if let Some(source) = local_path(url) {
+            let mut reader = io::Read::take(
+                fs::File::open(source).map_err(|e| format!("{}: {e}", source.display()))?,
+                size + 1,
+            );
+            io::copy(&mut reader, &mut sink).map_err(|e| e.to_string())?
+        } else {
+            let mut response = agent().get(url).call().map_err(|e| e.to_string())?;
+            let mut reader = response.body_mut().with_config().limit(size + 1).reader();
+            io::copy(&mut reader, &mut sink).map_err(|e| e.to_string())?
+        };
         if copied != size {
             return Err(format!("got {copied} bytes, expected {size}"));
         }
         Ok(hex::encode(sink.hasher.finalize()))
     })?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).map_err(|e| format!("{}: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(sha256)
 }
 
@@ -374,7 +485,16 @@ impl Write for Hashing {
 }
 
 fn put_bytes(url: &str, body: &[u8]) -> Result<(), String> {
-    retry("PUT", || agent().put(url).send(body).map(|_| ()).map_err(|e| e.to_string()))
+    if let Some(path) = local_path(url) {
+        return write_aside(path, |file| file.write_all(body));
+    }
+    retry("PUT", || {
+        agent()
+            .put(url)
+            .send(body)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Sends a folder as one tar archive, streamed: a first pass measures it (S3 needs the length
@@ -389,6 +509,10 @@ fn upload_dir(dir: &Path, url: &str) -> Result<(), String> {
         builder.append_dir_all(".", dir)?;
         builder.finish()
     };
+    if let Some(path) = local_path(url) {
+        return write_aside(path, |file| archive(file))
+            .map_err(|e| format!("archiving {}: {e}", dir.display()));
+    }
     let mut counter = Counter(0);
     archive(&mut counter).map_err(|e| format!("archiving {}: {e}", dir.display()))?;
     let length = counter.0;
@@ -403,11 +527,28 @@ fn upload_dir(dir: &Path, url: &str) -> Result<(), String> {
                 .send(ureq::SendBody::from_owned_reader(reader))
                 .map(|_| ())
                 .map_err(|e| e.to_string());
-            let archived = handle.join().expect("archiving does not panic").map_err(|e| format!("archiving {dir_shown}: {e}"));
+            let archived = handle
+                .join()
+                .expect("archiving does not panic")
+                .map_err(|e| format!("archiving {dir_shown}: {e}"));
             sent.and(archived)
         });
         producer
     })
+}
+
+/// Writes a file of the shared staging folder next to its place, then renames it there, so the
+/// service never reads half of it.
+fn write_aside(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> Result<(), String> {
+    let partial = path.with_extension("partial");
+    let mut file = fs::File::create(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    write(&mut file)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("{}: {e}", partial.display()))?;
+    fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 struct Counter(u64);

@@ -2,11 +2,9 @@
 //! tests, the benchmark and trying the backend locally. moto's Batch runs each job as a real
 //! container on the local Docker engine, with host networking so the runner reaches moto's S3.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use crate::{AwsBatchConfig, ImageSource};
 
 pub const QUEUE: &str = "brizo-jobs";
 pub const STAGING_BUCKET: &str = "brizo-staging";
@@ -38,52 +36,51 @@ impl Moto {
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                return Err(format!("moto_server did not come up on {}: is it installed? (scripts/test-deps.sh)", moto.endpoint));
+                return Err(format!(
+                    "moto_server did not come up on {}: is it installed? (scripts/test-deps.sh)",
+                    moto.endpoint
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let mut setup = Command::new("python3");
-        setup.arg(project_root.join("scripts/moto-batch.py")).args(["--endpoint", &moto.endpoint, "--queue", QUEUE, "--bucket", STAGING_BUCKET]);
+        setup.arg(project_root.join("scripts/moto-batch.py")).args([
+            "--endpoint",
+            &moto.endpoint,
+            "--queue",
+            QUEUE,
+            "--bucket",
+            STAGING_BUCKET,
+        ]);
         for b in buckets {
             setup.args(["--bucket", b]);
         }
-        let out = setup.output().map_err(|e| format!("running moto-batch.py: {e}"))?;
+        let out = setup
+            .output()
+            .map_err(|e| format!("running moto-batch.py: {e}"))?;
         if !out.status.success() {
-            return Err(format!("moto-batch.py failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "moto-batch.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(moto)
     }
 
     /// The environment the AWS SDK reads its credentials from; moto accepts any.
     pub fn credentials_env() -> [(&'static str, &'static str); 2] {
-        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")]
-    }
-
-    pub fn config(&self, runner: &Path) -> AwsBatchConfig {
-        AwsBatchConfig {
-            region: "us-east-1".into(),
-            endpoint: self.endpoint.clone(),
-            job_queue: QUEUE.into(),
-            staging: format!("s3://{STAGING_BUCKET}/jobs"),
-            log_group: "/aws/batch/job".into(),
-            job_definition_prefix: "brizo".into(),
-            runner_host_path: runner.display().to_string(),
-            images: ImageSource::Docker,
-            url_ttl_secs: 3600,
-            poll_ms: 300,
-        }
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ]
     }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
-}
-
-/// The runner binary `scripts/runner.sh` builds, under the workspace's target folder.
-pub fn built_runner(project_root: &Path) -> Result<PathBuf, String> {
-    let path = project_root.join("target/x86_64-unknown-linux-musl/release/brizo-runner");
-    if path.exists() { Ok(path) } else { Err(format!("{} is missing: build it with scripts/runner.sh", path.display())) }
 }
