@@ -24,3 +24,6 @@ if [ ! -x "$STATE_DIR/tools/fake-gcs-server" ]; then
   chmod +x "$bin"
   ln -sf "$bin" "$STATE_DIR/tools/fake-gcs-server"
 fi
+# Debian's Slurm 22.05 (slurmctld, slurmd, slurmrestd with JWT) for the Slurm backend's tests;
+# each test binary starts a cluster of its own with scripts/slurm.sh.
+apt_install slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin curl

@@ -4,17 +4,18 @@
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/test-deps.sh"
-trap 'bash "$ROOT/scripts/dockerd.sh" stop' EXIT
+trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" stop' EXIT
 cd "$ROOT"
 say "checking the Terraform modules (fmt, checkov)"
 bash "$ROOT/scripts/terraform-check.sh"
 # The static runner AWS Batch jobs start (moto runs them on the local engine).
 bash "$ROOT/scripts/runner.sh" >/dev/null
-say "running the test suite (real Docker engine, moto's AWS Batch)"
+say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster)"
 set +e
-# One build for everything: the AWS backend is a workspace member anyway, so the service's
-# `aws` feature costs only the service's own crate.
-cargo test --workspace --locked --features brizo/aws -- --test-threads="${BRIZO_TEST_THREADS:-4}" 2>&1 | tee "$STATE_DIR/test.log"
+# One build for everything: the backends are workspace members anyway, so the service's
+# `aws` and `slurm` features cost only the service's own crate. Each test that needs a Slurm
+# cluster starts its own through scripts/slurm.sh (own ports and folder) and stops it.
+cargo test --workspace --locked --features brizo/aws,brizo/slurm -- --test-threads="${BRIZO_TEST_THREADS:-4}" 2>&1 | tee "$STATE_DIR/test.log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).

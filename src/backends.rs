@@ -37,6 +37,7 @@ macro_rules! kinds {
 kinds! {
     "docker"    => feature "docker", section "docker", brizo_backend_docker;
     "aws-batch" => feature "aws",    section "aws",    brizo_backend_aws;
+    "slurm"     => feature "slurm",  section "slurm",  brizo_backend_slurm;
 }
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

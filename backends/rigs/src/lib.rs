@@ -3,6 +3,7 @@
 //! test process dies first). Never a dependency of library code.
 
 pub mod moto;
+pub mod slurm;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,282 @@
+//! The Slurm backend through the service, against a real one-node Slurm cluster (slurmctld,
+//! slurmd, slurmrestd with JWT) that `scripts/slurm.sh` installs and starts here, and stops by
+//! PID: a job on cluster data routed to Slurm with its logs readable while it runs, local data
+//! on Docker, Slurm's accounting set from the job's limits, stop, a service restart while a
+//! Slurm job runs, a job over its memory and one over its time. Each job's container runs on
+//! the local Docker engine with the real static runner inside.
+//! Built with `--features slurm` (`make test` does).
+#![cfg(feature = "slurm")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use brizo_test_rigs::built_runner;
+use brizo_test_rigs::slurm::Slurm;
+use common::Service;
+use futures::StreamExt;
+use serde_json::json;
+use sha2::Digest;
+
+const CSV: &str = "date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One cluster for this test binary (its watcher stops it when the binary ends).
+async fn cluster() -> &'static Slurm {
+    static CLUSTER: OnceLock<Slurm> = OnceLock::new();
+    tokio::task::spawn_blocking(|| {
+        CLUSTER.get_or_init(|| Slurm::start(&root()).unwrap_or_else(|e| panic!("{e}")))
+    })
+    .await
+    .unwrap()
+}
+
+/// A service with Docker as the default and the cluster next to `datasets/cluster`, the part of
+/// its dataset root that stands for the cluster's shared filesystem. `extra`: TOML appended.
+async fn service(extra: &str) -> Service {
+    let cluster = cluster().await;
+    let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
+    let staging = cluster.dir.join(format!("staging-{}", common::free_port()));
+    let config = format!(
+        r#"
+backend = "local"
+[[backends]]
+name = "local"
+kind = "docker"
+[[backends]]
+name = "cluster"
+kind = "slurm"
+near = ["file://{{data_dir}}/datasets/cluster"]
+[backends.slurm]
+url = "{url}"
+token_file = "{token}"
+staging_dir = "{staging}"
+shared = ["{{data_dir}}/datasets/cluster"]
+runner_path = "{runner}"
+images = "docker"
+poll_ms = 200
+{extra}
+"#,
+        url = cluster.url,
+        token = cluster.token_file.display(),
+        staging = staging.display(),
+        runner = runner.display(),
+    );
+    Service::start_with_config(&[], &config).await
+}
+
+fn job_on(code: &str, input: &str) -> serde_json::Value {
+    json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": code},
+        "inputs": [{"url": input, "name": "weather"}]})
+}
+
+const SUMMARY: &str = r#"
+import pathlib, os, time
+print('started', flush=True)
+time.sleep(3)
+rows = pathlib.Path('/data/inputs/weather/0').read_text().splitlines()[1:]
+temps = [float(r.split(',')[1]) for r in rows]
+print('rows', len(rows), 'as uid', os.getuid(), 'nets', sorted(os.listdir('/sys/class/net')), flush=True)
+pathlib.Path('/data/outputs/summary.txt').write_text('mean %.2f\n' % (sum(temps) / len(temps)))
+"#;
+
+/// `scontrol show job` of the Slurm job brizo submitted for `id`, one `Key=Value` line.
+async fn slurm_job(id: &str) -> String {
+    let out = cluster()
+        .await
+        .client("scontrol", &["show", "job", "-o"])
+        .unwrap();
+    out.lines()
+        .find(|l| l.contains(&format!("JobName=brizo-{id} ")))
+        .unwrap_or_else(|| panic!("no Slurm job for {id} in:\n{out}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn cluster_data_runs_on_slurm_with_logs_while_it_runs() {
+    let svc = service("").await;
+    let input = svc.dataset("cluster/weather/daily.csv", CSV);
+    let id = svc.submit(job_on(SUMMARY, &input)).await;
+
+    // The log is readable, and followable, before the job ends.
+    let response = svc
+        .get(&format!("/api/v2/jobs/{id}/logs?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !seen.contains("started") {
+        let chunk = tokio::time::timeout_at(deadline.into(), stream.next())
+            .await
+            .expect("no log while the job runs")
+            .expect("the log ended")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let job = svc.job(&id).await;
+    assert!(
+        job["status"].as_i64().unwrap() < 70,
+        "the job had already finished: {job}"
+    );
+
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(
+        job["outcome"],
+        "succeeded",
+        "{job}\n{}",
+        svc.logs(&id).await
+    );
+    assert_eq!(job["backend"], "cluster", "{job}");
+    assert!(
+        job["backendReason"]
+            .as_str()
+            .unwrap()
+            .contains("datasets/cluster"),
+        "{job}"
+    );
+    let logs = svc.logs(&id).await;
+    assert!(logs.contains("rows 3 as uid 65534 nets ['lo']"), "{logs}");
+    let summary = job["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "summary.txt")
+        .expect("summary.txt listed")
+        .clone();
+    assert_eq!(
+        summary["sha256"],
+        hex::encode(sha2::Sha256::digest(b"mean 2.33\n")),
+        "{summary}"
+    );
+
+    // Slurm's accounting carries the job's limits: memory (the algorithm's and the container's
+    // in-memory folders), one CPU, and a time limit just over the job's own.
+    let line = slurm_job(&id).await;
+    assert!(line.contains("MinMemoryNode="), "{line}");
+    assert!(line.contains("NumCPUs=1"), "{line}");
+    assert!(!line.contains("TimeLimit=UNLIMITED"), "{line}");
+
+    // The dataset was bound where it lies, not copied: the staging folder never held it.
+    svc.wait_cleaned(&id).await;
+
+    // The same service sends a job on other local data to Docker.
+    let local = svc.dataset("elsewhere/weather.csv", CSV);
+    let id = svc.submit(job_on("print('on docker')", &local)).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}");
+    assert_eq!(job["backend"], "local", "{job}");
+}
+
+#[tokio::test]
+async fn stop_ends_the_container_and_a_restart_reattaches() {
+    let mut svc = service("").await;
+    let input = svc.dataset("cluster/weather/daily.csv", CSV);
+    let slow = "import time, pathlib\nprint('working', flush=True)\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
+    let id = svc.submit(job_on(slow, &input)).await;
+    svc.wait_status(&id, 40, PATIENCE).await;
+    svc.kill9();
+    svc.spawn().await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.log());
+    assert!(svc.logs(&id).await.contains("finished"));
+    assert!(
+        job["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "done.txt"),
+        "{job}"
+    );
+
+    // Stop: Slurm cancels the job and the job's script stops its container.
+    let id = svc
+        .submit(job_on(
+            "import time\nprint('waiting', flush=True)\ntime.sleep(300)\n",
+            &input,
+        ))
+        .await;
+    svc.wait_status(&id, 40, PATIENCE).await;
+    let deadline = Instant::now() + PATIENCE;
+    while !svc.logs(&id).await.contains("waiting") {
+        assert!(Instant::now() < deadline, "the job never printed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let res = svc
+        .post(&format!("/api/v2/jobs/{id}/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "stopped", "{job}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !containers_of_job(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the job's container outlived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let line = slurm_job(&id).await;
+    assert!(line.contains("JobState=CANCELLED"), "{line}");
+}
+
+#[tokio::test]
+async fn memory_and_time_limits_hold_on_slurm() {
+    let svc = service("[limits]\nmemory_mb = 64").await;
+    let input = svc.dataset("cluster/weather/daily.csv", CSV);
+    let id = svc
+        .submit(job_on(
+            "x = bytearray(400 << 20)\nprint('survived')",
+            &input,
+        ))
+        .await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(
+        job["outcome"],
+        "out_of_memory",
+        "{job}\n{}",
+        svc.logs(&id).await
+    );
+    assert!(!svc.logs(&id).await.contains("survived"));
+
+    let mut body = job_on(
+        "import time\nprint('sleeping', flush=True)\ntime.sleep(600)",
+        &input,
+    );
+    // Long enough to start on a busy cluster: a job still queued at its deadline fails as never
+    // started instead (no work done), which is not what this checks.
+    body["timeoutSeconds"] = json!(8);
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "timed_out", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("8 s limit"),
+        "{job}"
+    );
+    assert!(svc.logs(&id).await.contains("sleeping"));
+    svc.wait_cleaned(&id).await;
+    assert!(
+        containers_of_job(&id).is_empty(),
+        "the timed-out job's container is still there"
+    );
+}
+
+fn containers_of_job(id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=brizo.job-id={id}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
