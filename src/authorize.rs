@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::assets::ddo::{self, ComputePolicy};
-use crate::assets::metadata::MetadataStore;
+use crate::assets::metadata::{self, MetadataStore};
 use crate::assets::resolver::Resolver;
 use crate::assets::{did, AssetError};
 use crate::chain::agreement::{ConditionIds, Refusal, Terms};
@@ -51,6 +51,20 @@ impl ChainContext {
     /// over by anyone: a stranger's DDO transferred to the publisher is not the publisher's).
     pub fn served(&self, resolved: &crate::assets::resolver::Resolved) -> bool {
         self.publishers.contains(&resolved.owner) && self.publishers.contains(&resolved.registrant)
+    }
+
+    /// A DDO posted to the metadata store: its proof is checked, then the chain says whether
+    /// its creator may write it ([`metadata::may_write`]). Without a chain nothing says whom a
+    /// DID belongs to, and a signature alone would let anyone take any DID's place in the
+    /// store first, so writes answer 503 like the rest of v1 (reads still work).
+    pub async fn publish_ddo(&self, ddo: &Value) -> Result<String, ApiError> {
+        let (_, resolver) = self.chain()?;
+        let (id, creator) = metadata::verify_proof(ddo)?;
+        let registration = resolver.registration(id).await?.map(|(r, _url)| r);
+        metadata::may_write(&did::format(&id), creator, registration, &self.publishers)?;
+        let did = self.metadata.publish(ddo).await?;
+        resolver.forget(&id);
+        Ok(did)
     }
 
     pub fn chain(&self) -> Result<(&Arc<Keeper>, &Resolver), ApiError> {
@@ -107,6 +121,7 @@ impl From<AssetError> for ApiError {
     fn from(e: AssetError) -> Self {
         match e {
             AssetError::Invalid(m) => ApiError::BadRequest(m),
+            AssetError::Refused(m) => ApiError::Forbidden(m),
             AssetError::NotFound(did) => ApiError::NotFound(format!("{did} is not registered")),
             AssetError::Chain(c) => c.into(),
             e @ AssetError::Fetch { .. } => ApiError::Unavailable(e.to_string()),

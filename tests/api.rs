@@ -327,3 +327,18 @@ async fn an_unreachable_engine_gives_503_and_records_nothing() {
     let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
     assert!(list.is_empty());
 }
+
+#[tokio::test]
+async fn without_a_chain_the_metadata_store_takes_no_ddo() {
+    use alloy::signers::SignerSync;
+    let svc = Service::start().await;
+    // A DDO with a valid proof: nothing says whom its DID belongs to, so it is not taken.
+    let key = alloy::signers::local::PrivateKeySigner::random();
+    let did = format!("did:op:{}", "ab".repeat(32));
+    let signature = key.sign_message_sync(did.as_bytes()).unwrap().to_string();
+    let ddo = json!({"id": did, "proof": {"type": "DDOIntegritySignature", "creator": key.address().to_string(), "signatureValue": signature}});
+    let res = svc.http.post(svc.url("/api/v1/aquarius/assets/ddo")).json(&ddo).send().await.unwrap();
+    assert!(res.headers().contains_key("retry-after"));
+    expect_error(res, 503, "without a chain").await;
+    expect_error(svc.http.get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{did}"))).send().await.unwrap(), 404, "no DDO").await;
+}

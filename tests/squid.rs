@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use alloy::primitives::U256;
+use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
@@ -491,4 +491,77 @@ async fn results_become_an_asset_owned_by_the_consumer() {
     assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
     assert_eq!(&friend.download(url, &job).await.unwrap()[..], b"12");
     assert!(stranger.download(url, &job).await.is_err());
+}
+
+/// A DDO as squid-py 0.9.3's `OceanAssets.create` writes it for `id` (its proof signed as
+/// squid-py signs it), the creator's address in lower case, as an account squid-py is given
+/// may have it.
+fn squid_py_ddo(creator: &PrivateKeySigner, id: B256, endpoint: &str) -> Value {
+    let did = brizo::assets::did::format(&id);
+    let address = creator.address().to_string().to_lowercase();
+    let signature = creator.sign_hash_sync(&brizo::assets::metadata::squid_py_proof_hash(&id)).unwrap().to_string();
+    json!({
+        "@context": "https://w3id.org/did/v1", "id": did, "created": "2020-06-01T10:00:00Z",
+        "publicKey": [{"id": did, "type": "EthereumECDSAKey", "owner": address}],
+        "authentication": [{"type": "RsaSignatureAuthentication2018", "publicKey": did}],
+        "service": [{"type": "metadata", "index": 0, "serviceEndpoint": endpoint,
+                     "attributes": {"main": {"type": "algorithm", "name": "squid-py's", "files": [{"index": 0}]}, "encryptedFiles": "0x00"}}],
+        "proof": {"type": "DDOIntegritySignature", "created": "2020-06-01T10:00:00Z", "creator": address, "signatureValue": signature, "checksum": {"0": "0x00"}},
+    })
+}
+
+#[tokio::test]
+async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
+    let w = world().await;
+    let key = |i: usize| -> PrivateKeySigner { DEV_KEYS[i].parse().unwrap() };
+    let as_role = |i: usize| signing_provider(&w.chain.url, DEV_KEYS[i]).unwrap().0;
+    let endpoint = |id: B256| w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{}", brizo::assets::did::format(&id)));
+    let fresh = || B256::from(rand::random::<[u8; 32]>());
+    // squid-py registers with the id as checksum and no providers, then posts the DDO.
+    let register = |i: usize, id: B256| {
+        let (chain, addresses, url) = (as_role(i), w.chain.addresses.clone(), endpoint(id));
+        async move { agreement::register_did(&chain, &addresses, id, id, vec![], &url).await.unwrap() }
+    };
+    let svc = &w.svc;
+    let post = move |ddo: Value| async move {
+        let res = svc.http.post(svc.url("/api/v1/aquarius/assets/ddo")).json(&ddo).send().await.unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    };
+
+    // Registered on chain by its creator, then posted squid-py style: stored.
+    let id = fresh();
+    register(4, id).await;
+    let ddo = squid_py_ddo(&key(4), id, &endpoint(id));
+    let (status, body) = post(ddo.clone()).await;
+    assert_eq!(status, 201, "{body}\n{}", svc.log());
+    assert_eq!(svc.http.get(endpoint(id)).send().await.unwrap().json::<Value>().await.unwrap(), ddo);
+
+    // Registered to someone else: refused, whoever signed.
+    let id = fresh();
+    register(4, id).await;
+    let (status, body) = post(squid_py_ddo(&key(5), id, &endpoint(id))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("owned on chain by"), "{body}");
+    assert_eq!(svc.http.get(endpoint(id)).send().await.unwrap().status(), 404);
+
+    // Not registered at all: refused.
+    let id = fresh();
+    let (status, body) = post(squid_py_ddo(&key(4), id, &endpoint(id))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not registered"), "{body}");
+
+    // squid-py's `create(owner_address=...)`: registered, handed over, then posted by the
+    // registrant. Taken from a publisher this service serves (the provider by default) only.
+    for (registrant, expected) in [(2, 201), (4, 403)] {
+        let id = fresh();
+        register(registrant, id).await;
+        let registry = brizo::chain::contracts::DIDRegistry::new(w.chain.addresses.get("DIDRegistry").unwrap(), as_role(registrant));
+        registry.transferDIDOwnership(id, w.chain.accounts[3].address).send().await.unwrap().get_receipt().await.unwrap();
+        let (status, body) = post(squid_py_ddo(&key(registrant), id, &endpoint(id))).await;
+        assert_eq!(status, expected, "registrant {registrant}: {body}");
+    }
+
+    // `brizo asset publish` (registers, then posts an EIP-191 proof) still publishes.
+    let algorithm = w.algorithm().await;
+    assert_eq!(svc.http.get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{algorithm}"))).send().await.unwrap().status(), 200);
 }

@@ -261,7 +261,7 @@ async fn encrypt(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result
 
 #[post("/api/v1/aquarius/assets/ddo")]
 async fn publish_ddo(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
-    let did = ctx.metadata.publish(&body).await?;
+    let did = ctx.publish_ddo(&body).await?;
     Ok(HttpResponse::Created().json(json!({"id": did})))
 }
 

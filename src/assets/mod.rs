@@ -11,6 +11,9 @@ pub mod results;
 pub enum AssetError {
     #[error("{0}")]
     Invalid(String),
+    /// Understood, but not allowed (who may write a DDO).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0} is not registered")]
     NotFound(String),
     #[error(transparent)]

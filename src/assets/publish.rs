@@ -1,6 +1,6 @@
 //! Publishing an asset the Ocean way, as a publisher's tool does it: the file list encrypted
-//! to the provider (`services/encrypt`), the DDO signed and stored in the metadata store, the
-//! DID registered on chain with the provider and the DDO's URL.
+//! to the provider (`services/encrypt`), the DID registered on chain with the provider and the
+//! DDO's URL, then the DDO, signed, stored in the metadata store.
 
 use alloy::primitives::{keccak256, Address, B256, U256};
 use alloy::providers::DynProvider;
@@ -42,8 +42,8 @@ pub enum Asset {
     Algorithm(AlgorithmTerms),
 }
 
-/// Publishes through the service at `service` (its metadata store and encrypt endpoint) and
-/// registers the DID on chain with `publisher`'s key. Returns the DID.
+/// Registers the DID on chain with `publisher`'s key, then publishes through the service at
+/// `service` (its encrypt endpoint and metadata store). Returns the DID.
 pub async fn publish(
     service: &str,
     chain: &DynProvider,
@@ -104,8 +104,14 @@ pub async fn publish(
         "service": services,
         "proof": {"type": "DDOIntegritySignature", "created": now, "creator": publisher.address().to_string(), "signatureValue": signature},
     });
-    http.post(format!("{service}{DDO_PATH}")).json(&ddo).send().await?.error_for_status()?;
+    // On chain first, then the DDO, as squid-py does: the metadata store accepts a DDO only
+    // for a DID registered to its creator.
     let checksum = keccak256(ddo.to_string());
     crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url).await?;
+    let res = http.post(format!("{service}{DDO_PATH}")).json(&ddo).send().await?;
+    if !res.status().is_success() {
+        let status = res.status();
+        anyhow::bail!("{did_text} is registered on chain, but the metadata store refused its DDO ({status}): {}", res.text().await.unwrap_or_default());
+    }
     Ok(did_text)
 }

@@ -13,7 +13,7 @@ use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use serde_json::Value;
 
-use super::metadata::MetadataStore;
+use super::metadata::{MetadataStore, Registration};
 use super::{did, AssetError};
 use crate::chain::call_error;
 use crate::chain::contracts::DIDRegistry;
@@ -62,24 +62,41 @@ impl Resolver {
 
     pub async fn resolve(&self, did_text: &str) -> Result<Resolved, AssetError> {
         let id = did::parse(did_text).ok_or_else(|| AssetError::Invalid(format!("{did_text:?} is not a did:op DID")))?;
-        if let Some((at, hit)) = self.cache.lock().unwrap().get(&id) {
-            if at.elapsed() < self.cache_for {
-                return Ok(hit.clone());
-            }
+        if let Some((at, hit)) = self.cache.lock().unwrap().get(&id)
+            && at.elapsed() < self.cache_for
+        {
+            return Ok(hit.clone());
         }
         let resolved = self.resolve_uncached(id).await?;
         self.cache.lock().unwrap().insert(id, (Instant::now(), resolved.clone()));
         Ok(resolved)
     }
 
+    /// Drops a cached resolution (its DDO was just replaced).
+    pub fn forget(&self, id: &B256) {
+        self.cache.lock().unwrap().remove(id);
+    }
+
     async fn resolve_uncached(&self, id: B256) -> Result<Resolved, AssetError> {
+        let did = did::format(&id);
+        let (registration, url) = self.registration(id).await?.ok_or_else(|| AssetError::NotFound(did.clone()))?;
+        let ddo = self.fetch(&did, &url).await?;
+        if ddo.get("id").and_then(Value::as_str).and_then(did::parse) != Some(id) {
+            return Err(AssetError::Fetch { did, message: format!("the document at {url} describes another DID") });
+        }
+        Ok(Resolved { did, ddo, owner: registration.owner, registrant: registration.registrant, url })
+    }
+
+    /// The DID's owner, who registered its current URL, and that URL; `None` when the DID is
+    /// not registered. Read from the chain every time (no cache).
+    pub async fn registration(&self, id: B256) -> Result<Option<(Registration, String)>, AssetError> {
         let did = did::format(&id);
         let p = &self.keeper.provider;
         let registry_address = self.keeper.addresses.get("DIDRegistry")?;
         let registry = DIDRegistry::new(registry_address, p);
         let block = registry.getBlockNumberUpdated(id).call().await.map_err(|e| call_error("resolving the DID", e))?;
         if block.is_zero() {
-            return Err(AssetError::NotFound(did));
+            return Ok(None);
         }
         let block = block.to::<u64>();
         let filter = Filter::new()
@@ -96,12 +113,8 @@ impl Resolver {
             .ok_or_else(|| AssetError::Fetch { did: did.clone(), message: format!("no DIDAttributeRegistered event at block {block}") })?;
         let url = event.inner.data._value.clone();
         let registrant = event.inner.data._lastUpdatedBy;
-        let ddo = self.fetch(&did, &url).await?;
-        if ddo.get("id").and_then(Value::as_str).and_then(did::parse) != Some(id) {
-            return Err(AssetError::Fetch { did, message: format!("the document at {url} describes another DID") });
-        }
         let owner = registry.getDIDOwner(id).call().await.map_err(|e| call_error("reading the DID owner", e))?;
-        Ok(Resolved { did, ddo, owner, registrant, url })
+        Ok(Some((Registration { owner, registrant }, url)))
     }
 
     async fn fetch(&self, did: &str, url: &str) -> Result<Value, AssetError> {
