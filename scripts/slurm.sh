@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: scripts/slurm.sh start|stop|token|env|stop-munge [DIR]
+# Usage: scripts/slurm.sh start|stop|token|env|stop-munge|try [DIR]
 # A real one-node Slurm cluster on this machine (Debian's Slurm 22.05: munged, slurmctld, slurmd,
 # slurmrestd with JWT), for the Slurm backend's tests, benchmark and `make try-slurm`.
 #   start: installs what is missing, writes the cluster's config under DIR (default
@@ -9,6 +9,7 @@
 #   stop:  stops the daemons this script started in DIR (by PID), and nothing else.
 #   token: prints a JWT for root (jobs run as root: they start containers), valid 1 day.
 #   env:   prints the environment a Slurm client needs for DIR (SLURM_CONF).
+#   try:   `make try-slurm`: a job end to end through the service with config/examples/slurm.toml.
 #   stop-munge: stops munged (one per machine, shared by every cluster) if this script started it.
 source "$(dirname "$0")/lib.sh"
 cmd="${1:-start}"
@@ -125,5 +126,36 @@ token)
 env)
   echo "SLURM_CONF=$CONF"
   ;;
-*) die "usage: $0 start|stop|token|env|stop-munge [DIR]" ;;
+try)
+  # End to end with config/examples/slurm.toml; stops what it started.
+  cd "$ROOT"
+  bash scripts/setup.sh
+  bash "$0" start
+  trap 'kill $SERVICE 2>/dev/null; wait $SERVICE 2>/dev/null; bash "$ROOT/scripts/slurm.sh" stop; bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" stop' EXIT
+  bash "$0" token >"$STATE_DIR/slurm/token"
+  say "installing the runner at /opt/brizo/brizo-runner (on a real cluster: on every node)"
+  runner=$(bash scripts/runner.sh)
+  install -D -m 0755 "$runner" /opt/brizo/brizo-runner
+  say "putting the example dataset on the \"shared filesystem\" /srv/brizo/shared/datasets"
+  install -D -m 0644 examples/datasets/weather/daily.csv /srv/brizo/shared/datasets/weather/daily.csv
+  chmod 0755 /srv /srv/brizo /srv/brizo/shared /srv/brizo/shared/datasets /srv/brizo/shared/datasets/weather
+  export BRIZO_ADMIN_TOKEN=try-slurm-operator-token
+  say "building brizo with the Slurm backend (cargo feature slurm; the first build takes several minutes)"
+  cargo build --locked --features aws,slurm --bin brizo
+  BRIZO="$ROOT/target/debug/brizo"
+  rm -rf data/slurm
+  say "serving with config/examples/slurm.toml on 127.0.0.1:8030 (log: $STATE_DIR/slurm-service.log)"
+  "$BRIZO" serve --config config/examples/slurm.toml >"$STATE_DIR/slurm-service.log" 2>&1 &
+  SERVICE=$!
+  for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:8030/health >/dev/null && break
+    kill -0 $SERVICE 2>/dev/null || { cat "$STATE_DIR/slurm-service.log" >&2; die "brizo serve stopped"; }
+    sleep 0.2
+  done
+  say "running the weather summary on the cluster's copy of the dataset: routed to Slurm"
+  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
+    --input weather=file:///srv/brizo/shared/datasets/weather/daily.csv --download "$STATE_DIR/slurm-results"
+  say "outputs downloaded to $STATE_DIR/slurm-results; the Slurm job: scontrol show job (SLURM_CONF=$CONF)"
+  ;;
+*) die "usage: $0 start|stop|token|env|stop-munge|try [DIR]" ;;
 esac
