@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: end-to-end time of a trivial job through the API against the bare Docker
 # create/start/wait/remove of the same image, in one run; prints the ratio and the phases.
-# Then the same on AWS Batch (moto) against a bare SDK SubmitJob -> SUCCEEDED loop.
+# Then the same on AWS Batch (moto) against a bare SDK SubmitJob -> SUCCEEDED loop, and on
+# Slurm against a bare slurmrestd submit -> COMPLETED loop running the same image.
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/setup.sh"
-trap 'bash "$ROOT/scripts/dockerd.sh" stop' EXIT
+trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" stop' EXIT
 cd "$ROOT"
 say "benchmark (release build; the first one compiles for a few minutes)"
 cargo bench --locked --bench e2e
@@ -12,3 +13,5 @@ say "AWS Batch benchmark on moto (cargo feature aws; its release build takes sev
 bash "$ROOT/scripts/test-deps.sh"
 bash "$ROOT/scripts/runner.sh" >/dev/null
 cargo bench --locked --features aws --bench aws
+say "Slurm benchmark on a one-node cluster (cargo feature slurm)"
+cargo bench --locked --features aws,slurm --bench slurm

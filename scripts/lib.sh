@@ -7,6 +7,12 @@ STATE_DIR="${BRIZO_STATE_DIR:-$ROOT/.state}"
 mkdir -p "$STATE_DIR"
 
 say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+# timed NAME CMD...: runs CMD and says how long the stage NAME took.
+timed() {
+  local name=$1 start=$SECONDS; shift
+  "$@"
+  say "$name took $((SECONDS - start)) s" >&2
+}
 warn() { printf '\033[1;33m!! \033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31mxx \033[0m %s\n' "$*" >&2; exit 1; }
 

@@ -2,22 +2,24 @@
 # `make test`: installs what is missing, starts the engine, runs every test against it, and
 # stops what it started.
 source "$(dirname "$0")/lib.sh"
-bash "$ROOT/scripts/setup.sh"
-bash "$ROOT/scripts/test-deps.sh"
+timed "setup (engine, base image)" bash "$ROOT/scripts/setup.sh"
+timed "test dependencies (emulators, chain, Slurm)" bash "$ROOT/scripts/test-deps.sh"
 trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" stop' EXIT
 cd "$ROOT"
 say "checking the Terraform modules (fmt, checkov)"
-bash "$ROOT/scripts/terraform-check.sh"
+timed "Terraform checks" bash "$ROOT/scripts/terraform-check.sh"
 # The static runner AWS Batch jobs start (moto runs them on the local engine).
-bash "$ROOT/scripts/runner.sh" >/dev/null
+timed "the static runner" bash "$ROOT/scripts/runner.sh" >/dev/null
 say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster)"
 set +e
+suite_start=$SECONDS
 # One build for everything: the backends are workspace members anyway, so the service's
 # `aws` and `slurm` features cost only the service's own crate. Each test that needs a Slurm
 # cluster starts its own through scripts/slurm.sh (own ports and folder) and stops it.
 cargo test --workspace --locked --features brizo/aws,brizo/slurm -- --test-threads="${BRIZO_TEST_THREADS:-4}" 2>&1 | tee "$STATE_DIR/test.log"
 status=${PIPESTATUS[0]}
 set -e
+say "the test suite (build and run) took $((SECONDS - suite_start)) s"
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$STATE_DIR/test.log"
 exit "$status"
