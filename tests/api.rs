@@ -214,6 +214,34 @@ async fn a_missing_image_fails_the_job_with_the_reason_and_keeps_it() {
     assert!(job["error"].as_str().unwrap().contains("brizo-test/not-built-here:1"), "{job}");
 }
 
+/// A job that can never start ends at once with the reason, leaves no container, and a
+/// followed log of it ends: a misspelt command, and an image reference the engine rejects.
+#[tokio::test]
+async fn a_job_that_can_never_start_ends_with_the_reason() {
+    let svc = Service::start().await;
+    let mut body = python_job("print(1)");
+    body["entrypoint"] = json!("pyhton3 $ALGO");
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["status"], 32, "{job}");
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("pyhton3"), "{job}");
+    assert!(job["exitCode"].is_null(), "{job}");
+    let followed = tokio::time::timeout(PATIENCE, svc.get(&format!("/api/v2/jobs/{id}/logs?follow=true")).send())
+        .await
+        .expect("following the log of a job that never started did not answer");
+    tokio::time::timeout(PATIENCE, followed.unwrap().text()).await.expect("the followed log never ended").unwrap();
+    svc.wait_cleaned(&id).await;
+    assert!(common::containers_of(&svc.instance()).is_empty(), "a container was left behind");
+
+    let mut body = python_job("print(1)");
+    body["image"] = json!("brizo/Not-A-Valid:Reference");
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert!(matches!(job["status"].as_i64(), Some(32)), "{job}");
+    assert!(job["error"].as_str().unwrap().contains("brizo/Not-A-Valid:Reference"), "{job}");
+}
+
 #[tokio::test]
 async fn a_failing_algorithm_reports_its_exit_code() {
     let svc = Service::start().await;
@@ -253,7 +281,12 @@ async fn health_metrics_and_openapi() {
     assert_eq!(health["backend"]["name"], "docker");
     let id = svc.submit(python_job("print(1)")).await;
     svc.wait_finished(&id, PATIENCE).await;
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(svc.http.get(svc.url("/metrics")).send().await.unwrap().status(), 401, "metrics without the token");
+    assert!(health["backends"]["local"]["capabilities"]["isolatesNetwork"].as_bool().unwrap(), "{health}");
+    // The scheme is case-insensitive.
+    let lower = svc.http.get(svc.url("/metrics")).header("Authorization", format!("bearer {}", common::TOKEN)).send().await.unwrap();
+    assert_eq!(lower.status(), 200);
+    let metrics = svc.get("/metrics").send().await.unwrap().text().await.unwrap();
     for needle in [
         "brizo_jobs_finished_total{outcome=\"succeeded\"} 1",
         "brizo_job_phase_seconds_bucket{phase=\"running\"",
@@ -341,4 +374,19 @@ async fn without_a_chain_the_metadata_store_takes_no_ddo() {
     assert!(res.headers().contains_key("retry-after"));
     expect_error(res, 503, "without a chain").await;
     expect_error(svc.http.get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{did}"))).send().await.unwrap(), 404, "no DDO").await;
+
+    // Job status, stop and delete of v1 say the same, signed as a Squid client signs them.
+    let consumer = key.address().to_string();
+    let agreement = format!("0x{}", "cd".repeat(32));
+    let signature = key.sign_message_sync(format!("{consumer}{agreement}").as_bytes()).unwrap().to_string();
+    for method in [reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let res = svc
+            .http
+            .request(method.clone(), svc.url("/api/v1/brizo/services/compute"))
+            .query(&[("consumerAddress", consumer.as_str()), ("serviceAgreementId", agreement.as_str()), ("signature", signature.as_str())])
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, 503, "without a chain").await;
+    }
 }

@@ -3,7 +3,8 @@
 //! PID: a job on cluster data routed to Slurm with its logs readable while it runs, local data
 //! on Docker, Slurm's accounting set from the job's limits, stop, a service restart while a
 //! Slurm job runs, a job over its memory and one over its time. Each job's container runs on
-//! the local Docker engine with the real static runner inside.
+//! the local Docker engine with the real static runner inside. And a v1 job, under an agreement
+//! on a local chain with the real keeper contracts, routed to Slurm by its dataset and settled.
 //! Built with `--features slurm` (`make test` does).
 #![cfg(feature = "slurm")]
 
@@ -40,6 +41,10 @@ async fn cluster() -> &'static Slurm {
 /// A service with Docker as the default and the cluster next to `datasets/cluster`, the part of
 /// its dataset root that stands for the cluster's shared filesystem. `extra`: TOML appended.
 async fn service(extra: &str) -> Service {
+    service_with(&[], extra).await
+}
+
+async fn service_with(env: &[(&str, &str)], extra: &str) -> Service {
     let cluster = cluster().await;
     let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
     let staging = cluster.dir.join(format!("staging-{}", common::free_port()));
@@ -68,7 +73,7 @@ poll_ms = 200
         staging = staging.display(),
         runner = runner.display(),
     );
-    Service::start_with_config(&[], &config).await
+    Service::start_with_config(env, &config).await
 }
 
 fn job_on(code: &str, input: &str) -> serde_json::Value {
@@ -279,4 +284,85 @@ fn containers_of_job(id: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+}
+
+/// The Squid-compatible flow with the dataset on the cluster: a consumer orders, starts the
+/// published algorithm through the v1 API, the job runs on Slurm, and the publisher is paid.
+#[tokio::test]
+async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
+    use alloy::primitives::U256;
+    use brizo::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
+    use brizo::chain::dev::{DEV_KEYS, DevChain, DevOptions};
+    use brizo::chain::signing_provider;
+    use brizo::squid::{Algorithm, Consumer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let chain = DevChain::start(&DevOptions::new(common::free_port(), artifacts.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n(install the chain tools with scripts/chain-deps.sh)"));
+    let env = [
+        ("BRIZO_CHAIN__KEEPER_URL", chain.url.as_str()),
+        ("BRIZO_CHAIN__ARTIFACTS_DIR", artifacts.to_str().unwrap()),
+        ("BRIZO_PROVIDER_KEY", DEV_KEYS[2]),
+    ];
+    let svc = service_with(&env, "").await;
+    let (publisher_chain, _) = signing_provider(&chain.url, DEV_KEYS[2]).unwrap();
+    let publisher: alloy::signers::local::PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
+    let (image, tag) = common::IMAGE.split_once(':').unwrap();
+    let data = svc.dataset("cluster/numbers/values.txt", "3\n4\n5\n");
+    let dataset = publish::publish(
+        &svc.base,
+        &publisher_chain,
+        &chain.addresses,
+        &publisher,
+        &Asset::Dataset(DatasetTerms {
+            name: "numbers on the cluster".into(),
+            files: vec![data],
+            price: U256::from(7u64) * U256::from(10u64).pow(U256::from(18u64)),
+            timeout_secs: 120,
+            allow_raw_algorithm: false,
+            trusted_algorithms: vec![],
+            allow_network_access: false,
+            containers: vec![(image.into(), tag.into())],
+        }),
+    )
+    .await
+    .unwrap();
+    let code = svc.dataset(
+        "algorithms/sum.py",
+        "import pathlib\ntotal = sum(int(x) for p in pathlib.Path('/data/inputs').rglob('*') if p.is_file() for x in p.read_text().split())\n\
+         print('sum', total, flush=True)\npathlib.Path('/data/outputs/sum.txt').write_text(str(total))\n",
+    );
+    let algorithm = publish::publish(
+        &svc.base,
+        &publisher_chain,
+        &chain.addresses,
+        &publisher,
+        &Asset::Algorithm(AlgorithmTerms { name: "sum".into(), file: code, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() }),
+    )
+    .await
+    .unwrap();
+
+    let (consumer_chain, _) = signing_provider(&chain.url, DEV_KEYS[3]).unwrap();
+    let consumer = Consumer { http: reqwest::Client::new(), service: svc.base.clone(), signer: DEV_KEYS[3].parse().unwrap(), chain: consumer_chain, addresses: chain.addresses.clone() };
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let before = consumer.balance(terms.publisher).await.unwrap();
+    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm)).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        let status = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0].clone();
+        if status["status"] == 70 && !status["settlement"].is_null() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "job {job} did not finish and settle: {status}\n{}", svc.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["outcome"], "succeeded", "{status}\n{}", svc.log());
+    assert_eq!(status["settlement"]["state"], "paid", "{status}");
+    assert_eq!(svc.job(&job).await["backend"], "cluster", "the v1 job did not run on Slurm");
+    assert_eq!(&consumer.download(status["resultsUrls"][0].as_str().unwrap(), &job).await.unwrap()[..], b"12");
+    assert_eq!(consumer.balance(terms.publisher).await.unwrap() - before, terms.price);
+    // The Slurm job brizo submitted for it is in the cluster's records.
+    assert!(slurm_job(&job).await.contains("JobState=COMPLETED"), "{}", slurm_job(&job).await);
 }

@@ -21,8 +21,10 @@ impl FromRequest for Operator {
             .headers()
             .get("Authorization")
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim);
+            // The scheme is case-insensitive (RFC 9110, 11.1).
+            .and_then(|h| h.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         ready(match given {
             None => Err(ApiError::Unauthorized("missing operator token: send Authorization: Bearer <BRIZO_ADMIN_TOKEN>".into())),
             Some(token) if constant_time_eq(token.as_bytes(), expected) => Ok(Operator),

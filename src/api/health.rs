@@ -1,9 +1,12 @@
-//! Liveness and Prometheus metrics.
+//! Liveness (open, for load balancers and probes) and Prometheus metrics (behind the operator
+//! token: job counts and latencies are the publisher's business; Prometheus sends it with
+//! `authorization: {credentials: ...}`).
 
 use actix_web::{get, web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
+use super::auth::Operator;
 use crate::jobs::Engine;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -20,7 +23,9 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
     for (name, backend) in &engine.backends {
         let status = backend.ping().await.map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string());
         all_ok &= status == "ok";
-        backends.insert(name.clone(), json!({"kind": backend.name(), "status": status}));
+        let c = backend.capabilities();
+        backends.insert(name.clone(), json!({"kind": backend.name(), "status": status, "capabilities": {
+            "isolatesNetwork": c.isolates_network, "fetches": c.fetches, "backstop": c.backstop}}));
     }
     let default = &engine.config().backend;
     let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "store": store,
@@ -30,6 +35,6 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
 }
 
 #[get("/metrics")]
-async fn metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+async fn metrics(_operator: Operator, handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
 }

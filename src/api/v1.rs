@@ -172,14 +172,18 @@ fn consumer_error(job: &Job) -> Option<String> {
 }
 
 #[get("/api/v1/brizo/services/compute")]
-async fn compute_status(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn compute_status(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
+    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
+    ctx.chain()?;
     Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
 }
 
 #[put("/api/v1/brizo/services/compute")]
-async fn stop_compute(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn stop_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
+    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
+    ctx.chain()?;
     for job in jobs_of(&engine, &caller).await? {
         if !job.is_finished() && !job.removed {
             engine.stop(&job.id, Some(&caller.owner)).await?;
@@ -189,8 +193,10 @@ async fn stop_compute(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Res
 }
 
 #[delete("/api/v1/brizo/services/compute")]
-async fn delete_compute(engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn delete_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
+    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
+    ctx.chain()?;
     for job in jobs_of(&engine, &caller).await? {
         if !job.removed {
             engine.remove(&job.id, Some(&caller.owner)).await?;

@@ -1,5 +1,6 @@
 //! The native operator API, `/api/v2`: bearer-token protected, described by OpenAPI at
-//! `/api/v2/openapi.json` with a docs page at `/api/v2/docs/`.
+//! `/api/v2/openapi.json` with a docs page at `/api/v2/docs/` (both open: they describe the
+//! API and hold nothing of the publisher's).
 
 use std::time::Duration;
 

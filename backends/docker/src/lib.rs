@@ -245,6 +245,14 @@ impl ComputeBackend for DockerBackend {
                     Err(e) if status_of(&e) == Some(404) => {
                         return Err(BackendError::image_not_found(spec.image.clone()));
                     }
+                    // The engine rejects the reference itself ("invalid reference format").
+                    Err(e) if status_of(&e) == Some(400) => {
+                        return Err(BackendError::invalid_spec(format!(
+                            "image {:?}: {}",
+                            spec.image,
+                            message_of(&e)
+                        )));
+                    }
                     Err(e) => return Err(classify(e, &spec.job_id)),
                 }
                 let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -271,6 +279,16 @@ impl ComputeBackend for DockerBackend {
                 Ok(()) => {}
                 // 304: already started by a concurrent call.
                 Err(e) if status_of(&e) == Some(304) => {}
+                // The runtime could not start the command (no such executable, not executable):
+                // the job cannot run as given. Its container goes now, not with a retry.
+                Err(e) if cannot_start(&e) => {
+                    let _ = self.remove(&spec.job_id).await;
+                    return Err(BackendError::invalid_spec(format!(
+                        "the container could not start its command {:?}: {}",
+                        spec.command.first().map(String::as_str).unwrap_or_default(),
+                        message_of(&e)
+                    )));
+                }
                 Err(e) => return Err(classify(e, &spec.job_id)),
             }
         }
@@ -411,6 +429,17 @@ impl ComputeBackend for DockerBackend {
             .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_JOB)))
             .collect())
     }
+}
+
+/// A start refused because of the job itself, as the engine words it (Docker 20.10 answers
+/// 400 for a missing executable; older engines 500 with the runtime's message).
+fn cannot_start(e: &DockerError) -> bool {
+    let message = message_of(e);
+    status_of(e) == Some(400)
+        || (status_of(e) == Some(500)
+            && ["executable file not found", "no such file or directory", "permission denied", "exec format error"]
+                .iter()
+                .any(|m| message.contains(m)))
 }
 
 fn status_of(e: &DockerError) -> Option<u16> {

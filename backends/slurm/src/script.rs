@@ -112,7 +112,7 @@ impl Script<'_> {
 docker={docker}
 name={name}
 stopped=0
-stop() {{ stopped=1; "$docker" kill "$name" >/dev/null 2>&1; }}
+stop() {{ stopped=1; echo "brizo: Slurm ended the job (a cancel, or its time limit); stopping its container" >&2; "$docker" kill "$name" >/dev/null 2>&1; }}
 trap stop TERM INT HUP
 "$docker" rm -f "$name" >/dev/null 2>&1
 if ! "$docker" {create} >/dev/null; then
