@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{python_job, Service, IMAGE};
 use serde_json::{json, Value};
@@ -303,6 +303,70 @@ async fn health_metrics_and_openapi() {
     let docs = svc.http.get(svc.url("/api/v2/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"), "docs page");
+}
+
+/// A server that answers with a length it never sends: one byte a second, forever.
+async fn trickling_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request first (a GET fits one read), then the answer that never ends.
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n").await;
+                for _ in 0..600 {
+                    if socket.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Staging has the job's time limit and obeys a stop: an input that trickles in never keeps a
+/// job (or a staging slot) past either.
+#[tokio::test]
+async fn a_slow_input_ends_with_the_job_s_limit_or_a_stop() {
+    let svc = Service::start_with(&[("BRIZO_INPUTS__ALLOW_PRIVATE_ADDRESSES", "true")]).await;
+    let addr = trickling_server().await;
+    let mut body = python_job("print('never')");
+    body["inputs"] = json!([{"url": format!("http://{addr}/slow.csv"), "name": "slow"}]);
+    body["timeoutSeconds"] = json!(3);
+    let started = Instant::now();
+    let id = svc.submit(body.clone()).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["status"], 31, "{job}");
+    assert!(job["error"].as_str().unwrap().contains("did not arrive within its 3 s limit"), "{job}");
+    assert!(started.elapsed() < Duration::from_secs(60), "staging outlived the job's limit by far");
+
+    body["timeoutSeconds"] = json!(600);
+    let id = svc.submit(body).await;
+    svc.wait_status(&id, 20, PATIENCE).await;
+    let res = svc.post(&format!("/api/v2/jobs/{id}/stop")).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let job = svc.wait_finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["outcome"], "stopped", "{job}");
+}
+
+/// Outputs deeper than a path can be end the job with the reason instead of holding it in
+/// phase 50; its container and folder go.
+#[tokio::test]
+async fn outputs_that_cannot_be_listed_end_the_job() {
+    let svc = Service::start().await;
+    let code = "import os\nos.chdir('/data/outputs')\nfor _ in range(30):\n    os.mkdir('d' * 200)\n    os.chdir('d' * 200)\nopen('leaf.txt', 'w').write('x')\nprint('deep', flush=True)\n";
+    let id = svc.submit(python_job(code)).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    assert_eq!(job["outcome"], "failed", "{job}\n{}", svc.logs(&id).await);
+    assert!(job["error"].as_str().unwrap().contains("could not be listed"), "{job}");
+    svc.wait_cleaned(&id).await;
+    assert!(common::containers_of(&svc.instance()).is_empty());
+    assert!(!svc.data_dir().join("jobs").join(&id).exists(), "the job's folder is still there");
 }
 
 #[tokio::test]

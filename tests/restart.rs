@@ -85,3 +85,37 @@ async fn queued_jobs_survive_a_crash_and_orphans_are_swept() {
     assert!(common::containers_of(&svc.instance()).is_empty(), "orphans remain");
     assert!(!svc.data_dir().join("jobs").join("unknownjob").exists());
 }
+
+/// After a restart, a re-attached run keeps its slot: with `max_running_jobs = 1` a queued job
+/// does not start beside it.
+#[tokio::test]
+async fn a_restart_does_not_overshoot_max_running_jobs() {
+    let mut svc = Service::start_with(&[("BRIZO_MAX_RUNNING_JOBS", "1")]).await;
+    let blocker = svc.submit(python_job("import time\ntime.sleep(5)")).await;
+    let queued = svc.submit(python_job("import time\ntime.sleep(1)")).await;
+    svc.wait_status(&blocker, 40, PATIENCE).await;
+    svc.kill9();
+    svc.spawn().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut most = 0;
+    loop {
+        let running = running_containers(&svc.instance());
+        most = most.max(running);
+        let done = svc.job(&queued).await["status"] == 70 && svc.job(&blocker).await["status"] == 70;
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(most, 1, "two runs at once with max_running_jobs = 1\n{}", svc.log());
+    assert_eq!(svc.job(&queued).await["outcome"], "succeeded");
+}
+
+fn running_containers(instance: &str) -> usize {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args(["ps", "-q", "--filter", &format!("label=brizo.instance={instance}"), "--filter", "status=running"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().count()
+}

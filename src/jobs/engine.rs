@@ -398,6 +398,16 @@ impl Engine {
         jobs.extend(self.store.unsettled().await?);
         let now = Instant::now();
         let mut queued = 0;
+        // Runs that already go on (re-attached after a restart) take their slots before any
+        // queued job can: otherwise new starts would overshoot max_running_jobs.
+        let mut permits: HashMap<String, OwnedSemaphorePermit> = HashMap::new();
+        for job in jobs.iter().filter(|j| j.phase == Phase::Running) {
+            if !self.active.lock().unwrap().contains_key(&job.id)
+                && let Ok(permit) = self.run_slots.clone().try_acquire_owned()
+            {
+                permits.insert(job.id.clone(), permit);
+            }
+        }
         for job in jobs {
             if matches!(job.phase, Phase::Queued | Phase::Provisioned) {
                 queued += 1;
@@ -420,15 +430,16 @@ impl Engine {
                 .unwrap()
                 .insert(job.id.clone(), token.clone());
             let engine = self.clone();
-            tokio::spawn(async move { engine.drive(job.id, token).await });
+            let permit = permits.remove(&job.id);
+            tokio::spawn(async move { engine.drive(job.id, token, permit).await });
         }
         metrics::gauge!("brizo_jobs_queued").set(queued as f64);
         metrics::gauge!("brizo_jobs_active").set(self.active.lock().unwrap().len() as f64);
         Ok(())
     }
 
-    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken) {
-        let result = self.drive_steps(&id, &cancel).await;
+    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, permit: Option<OwnedSemaphorePermit>) {
+        let result = self.drive_steps(&id, &cancel, permit).await;
         self.active.lock().unwrap().remove(&id);
         match result {
             Ok(()) => {
@@ -482,8 +493,8 @@ impl Engine {
         Ok(())
     }
 
-    async fn drive_steps(&self, id: &str, cancel: &CancellationToken) -> Result<(), StepError> {
-        let mut run_permit: Option<OwnedSemaphorePermit> = None;
+    async fn drive_steps(&self, id: &str, cancel: &CancellationToken, permit: Option<OwnedSemaphorePermit>) -> Result<(), StepError> {
+        let mut run_permit: Option<OwnedSemaphorePermit> = permit;
         loop {
             let Some(job) = self.store.get(id).await? else {
                 return Ok(());
@@ -555,7 +566,23 @@ impl Engine {
                             .transition(id, Phase::Staging, transition)
                             .await?;
                     }
-                    self.stage(&job, Instant::now()).await?;
+                    // Staging has the job's own time limit, counted from when it began (so a
+                    // restart does not start it over), and a stop or removal ends it at once.
+                    let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+                    let left = Duration::from_secs_f64((began + job.timeout_secs as f64 - now_epoch()).max(0.0));
+                    tokio::select! {
+                        staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
+                            Ok(staged) => staged?,
+                            Err(_) => {
+                                let reason = format!(
+                                    "the job's inputs did not arrive within its {} s limit; nothing ran",
+                                    job.timeout_secs
+                                );
+                                self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
+                            }
+                        },
+                        _ = cancel.cancelled() => continue,
+                    }
                 }
                 Phase::Provisioned => {
                     if run_permit.is_none() {
@@ -967,7 +994,21 @@ impl Engine {
         let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir))
             .await
             .expect("listing does not panic");
-        let mut outputs = listed.map_err(|e| StepError::Retry(format!("listing outputs: {e}")))?;
+        // What the algorithm left cannot be read (a tree deeper than paths go, a name the
+        // filesystem refuses): that does not heal, so the job ends with the reason.
+        let mut outputs = match listed {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                let transition = Transition {
+                    outcome: Some(Outcome::Failed),
+                    error: Some(format!("the job's outputs could not be listed: {e}; nothing was published")),
+                    outputs: Some(vec![]),
+                    ..Default::default()
+                };
+                self.store.transition(&job.id, Phase::Publishing, transition).await?;
+                return Ok(());
+            }
+        };
         let total: u64 = outputs.iter().map(|o| o.size).sum();
         let cap = self.config.outputs.max_output_mb << 20;
         let mut transition = Transition::default();
