@@ -300,6 +300,14 @@ async fn health_metrics_and_openapi() {
     for path in ["/api/v2/jobs", "/api/v2/jobs/{id}", "/api/v2/jobs/{id}/logs", "/api/v2/jobs/{id}/outputs/{name}", "/api/v2/jobs/{id}/stop"] {
         assert!(spec["paths"].get(path).is_some(), "openapi lacks {path}");
     }
+    // Every job endpoint says it answers 401 without the token; a job needs an image and a command.
+    for (path, item) in spec["paths"].as_object().unwrap().iter().filter(|(p, _)| p.starts_with("/api/v2/jobs")) {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op["responses"].get("401").is_some(), "{method} {path} does not list 401");
+        }
+    }
+    assert_eq!(spec["components"]["schemas"]["JobRequest"]["properties"]["image"]["minLength"], 1, "{}", spec["components"]["schemas"]["JobRequest"]);
+    assert_eq!(spec["components"]["schemas"]["JobRequest"]["properties"]["entrypoint"]["minLength"], 1);
     let docs = svc.http.get(svc.url("/api/v2/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"), "docs page");

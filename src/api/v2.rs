@@ -126,7 +126,7 @@ impl From<Job> for JobStatus {
 
 /// Submit a job. Everything is checked before it is recorded: a refused request leaves nothing.
 #[utoipa::path(request_body = JobRequest, responses(
-    (status = 201, body = JobCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    (status = 201, body = JobCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "the backend does not answer; nothing was recorded")))]
 #[post("/api/v2/jobs")]
 async fn create_job(_: Operator, engine: web::Data<Engine>, body: web::Json<JobRequest>) -> Result<HttpResponse, ApiError> {
     if body.network && !engine.config().limits.allow_network {
@@ -160,7 +160,7 @@ struct LogsQuery {
 
 /// The algorithm's stdout and stderr, readable while it runs.
 #[utoipa::path(params(("id" = String, Path), LogsQuery), responses(
-    (status = 200, content_type = "text/plain", description = "log text"), (status = 404, body = ErrorBody)))]
+    (status = 200, content_type = "text/plain", description = "log text"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/logs")]
 async fn job_logs(_: Operator, engine: web::Data<Engine>, id: web::Path<String>, q: web::Query<LogsQuery>) -> Result<HttpResponse, ApiError> {
     let job = engine.get(&id, None).await?;
@@ -234,7 +234,7 @@ fn follow_log(
 
 /// One published output file, streamed from the results store.
 #[utoipa::path(params(("id" = String, Path), ("name" = String, Path, description = "path relative to /data/outputs")), responses(
-    (status = 200, content_type = "application/octet-stream", description = "the file"), (status = 404, body = ErrorBody)))]
+    (status = 200, content_type = "application/octet-stream", description = "the file"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/outputs/{name:.*}")]
 async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
@@ -244,7 +244,7 @@ async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(Str
 
 /// The job's signed receipt (proof of computation), once the job finished.
 #[utoipa::path(params(("id" = String, Path)), responses(
-    (status = 200, content_type = "application/json", description = "the signed receipt (docs/receipt.md)"), (status = 404, body = ErrorBody)))]
+    (status = 200, content_type = "application/json", description = "the signed receipt (docs/receipt.md)"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/receipt")]
 async fn job_receipt(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let job = engine.get(&id, None).await?;
@@ -254,7 +254,7 @@ async fn job_receipt(_: Operator, engine: web::Data<Engine>, id: web::Path<Strin
 
 /// Run a finished job again (same request, image pinned to the digest that ran), for audits.
 #[utoipa::path(params(("id" = String, Path)), responses(
-    (status = 201, body = JobCreated), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 201, body = JobCreated), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/v2/jobs/{id}/rerun")]
 async fn rerun_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let job = engine.rerun(&id).await?;
@@ -263,14 +263,14 @@ async fn rerun_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>
 
 /// Kill the job's run; the job ends as `stopped` (its logs and partial outputs are kept).
 #[utoipa::path(params(("id" = String, Path)), responses(
-    (status = 200, body = JobStatus), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already finished")))]
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already finished")))]
 #[post("/api/v2/jobs/{id}/stop")]
 async fn stop_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(JobStatus::from(engine.stop(&id, None).await?)))
 }
 
 /// Stop the job if it runs and remove its container, folder, logs and results.
-#[utoipa::path(params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[delete("/api/v2/jobs/{id}")]
 async fn delete_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     engine.remove(&id, None).await?;

@@ -151,8 +151,10 @@ pub struct InputSource {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobRequest {
     /// Container image, `name:tag`, present on the engine.
+    #[schema(min_length = 1)]
     pub image: String,
     /// Command line; `$ALGO` becomes the path of the algorithm inside the container.
+    #[schema(min_length = 1)]
     pub entrypoint: String,
     pub algorithm: AlgorithmSource,
     #[serde(default)]
