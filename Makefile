@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
-.PHONY: demo test bench setup build try-aws try-slurm
+.PHONY: demo test bench setup build try-aws try-slurm fuzz
 
 demo:
 	bash scripts/demo.sh
@@ -23,3 +23,7 @@ try-aws:
 # The Slurm backend on a one-node Slurm cluster on this machine (see config/examples/slurm.toml).
 try-slurm:
 	bash scripts/slurm.sh try
+
+# The API contract test, longer: schemathesis with many more cases and a random seed.
+fuzz:
+	bash scripts/setup.sh && bash scripts/test-deps.sh && BRIZO_SCHEMATHESIS_EXAMPLES=500 BRIZO_SCHEMATHESIS_SEED=$$RANDOM cargo test --locked --test schemathesis -- --nocapture

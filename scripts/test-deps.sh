@@ -27,3 +27,9 @@ fi
 # Debian's Slurm 22.05 (slurmctld, slurmd, slurmrestd with JWT) for the Slurm backend's tests;
 # each test binary starts a cluster of its own with scripts/slurm.sh.
 apt_install slurmctld slurmd slurm-client munge slurmrestd slurm-wlm-jwt-plugin curl
+# schemathesis (PyPI) for the API contract test (tests/schemathesis.rs).
+if ! command -v st >/dev/null 2>&1; then
+  say "installing schemathesis from PyPI (API contract tests)"
+  pip3 install -q 'schemathesis>=4,<5' || die "pip could not install schemathesis"
+  hash -r
+fi

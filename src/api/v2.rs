@@ -160,7 +160,7 @@ struct LogsQuery {
 
 /// The algorithm's stdout and stderr, readable while it runs.
 #[utoipa::path(params(("id" = String, Path), LogsQuery), responses(
-    (status = 200, content_type = "text/plain", description = "log text"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 200, content_type = "text/plain", description = "log text"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/logs")]
 async fn job_logs(_: Operator, engine: web::Data<Engine>, id: web::Path<String>, q: web::Query<LogsQuery>) -> Result<HttpResponse, ApiError> {
     let job = engine.get(&id, None).await?;

@@ -161,6 +161,7 @@ pub struct JobRequest {
     pub inputs: Vec<InputSource>,
     /// Wall-clock limit; capped by the publisher's `limits.max_timeout_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub timeout_seconds: Option<u64>,
     /// Give the algorithm a network. Off by default; the operator API allows it only when
     /// `limits.allow_network` is set, the v1 API when the dataset's DDO allows it.
