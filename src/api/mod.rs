@@ -76,18 +76,6 @@ fn template_matches(template: &str, path: &str) -> bool {
     t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn routes_are_matched_by_their_templates() {
-        assert!(super::template_matches("/api/v2/jobs/{id}", "/api/v2/jobs/abc"));
-        assert!(!super::template_matches("/api/v2/jobs/{id}", "/api/v2/jobs/abc/logs"));
-        assert!(super::template_matches("/api/v2/jobs/{id}/outputs/{name}", "/api/v2/jobs/a/outputs/sub/x.csv"));
-        assert_eq!(super::allowed_methods("/api/v2/jobs"), vec!["GET", "POST"]);
-        assert_eq!(super::allowed_methods("/api/v1/brizo/services/compute"), vec!["DELETE", "GET", "POST", "PUT"]);
-    }
-}
-
 /// Streams one of a finished job's published outputs from the results store.
 pub async fn stream_output(engine: &crate::jobs::Engine, job: &crate::jobs::Job, name: &str) -> Result<actix_web::HttpResponse, ApiError> {
     use futures::StreamExt;
@@ -102,4 +90,16 @@ pub async fn stream_output(engine: &crate::jobs::Engine, job: &crate::jobs::Job,
         .ok_or_else(|| ApiError::Internal(format!("output {name} of job {} is recorded but missing from the results store", job.id)))?;
     let stream = got.into_stream().map(|r| r.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string())));
     Ok(actix_web::HttpResponse::Ok().content_type("application/octet-stream").streaming(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn routes_are_matched_by_their_templates() {
+        assert!(super::template_matches("/api/v2/jobs/{id}", "/api/v2/jobs/abc"));
+        assert!(!super::template_matches("/api/v2/jobs/{id}", "/api/v2/jobs/abc/logs"));
+        assert!(super::template_matches("/api/v2/jobs/{id}/outputs/{name}", "/api/v2/jobs/a/outputs/sub/x.csv"));
+        assert_eq!(super::allowed_methods("/api/v2/jobs"), vec!["GET", "POST"]);
+        assert_eq!(super::allowed_methods("/api/v1/brizo/services/compute"), vec!["DELETE", "GET", "POST", "PUT"]);
+    }
 }

@@ -269,6 +269,11 @@ impl RemoteEngine for Slurm {
             "standard_error": log,
             "memory_per_node": container_mib,
             "cpus_per_task": spec.limits.cpus.ceil().max(1.0) as u64,
+            // A job whose node fails must end instead of running again behind the service's
+            // back (the engine decides what a lost run means). slurmrestd 22.05 ignores this
+            // (the job shows Requeue=1), so a requeued job is also ended in `status` and its
+            // script refuses a second run.
+            "requeue": false,
         });
         if let Some(secs) = spec.backstop_secs {
             job["time_limit"] = json!(secs.div_ceil(60).max(1));
@@ -299,7 +304,24 @@ impl RemoteEngine for Slurm {
                 log_ref: None,
             });
         };
+        let lost = job.restart_cnt > 0 && job.job_state != "RUNNING" && job.job_state != "COMPLETING";
+        if lost && job.job_state == "PENDING" {
+            // Requeued after its node failed: brizo runs a job once.
+            self.rest.cancel(run_id).await?;
+        }
         let state = match job.job_state.as_str() {
+            _ if lost => {
+                let engine = match self.job_id_of(&job) {
+                    Some(id) => self.engine_result(&id).await?,
+                    None => None,
+                };
+                RemoteState::Ended {
+                    started: engine.is_some(),
+                    exit_code: Some(engine.as_ref().map(|e| e.exit_code).unwrap_or(137)),
+                    oom_killed: false,
+                    reason: Some("the job's node failed (Slurm requeued it; brizo does not run a job twice)".into()),
+                }
+            }
             "PENDING" | "REQUEUED" | "RESV_DEL_HOLD" | "SUSPENDED" => RemoteState::Waiting,
             // COMPLETING: the script still reports how the container ended.
             "RUNNING" | "CONFIGURING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" => {

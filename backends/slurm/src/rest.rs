@@ -41,6 +41,9 @@ pub struct Job {
     pub exit_code: i64,
     #[serde(default)]
     pub state_reason: String,
+    /// How often Slurm requeued the job (after a node failure).
+    #[serde(default)]
+    pub restart_cnt: u64,
 }
 
 #[derive(Deserialize)]

@@ -111,6 +111,11 @@ impl Script<'_> {
 # brizo job {job}: its container, stopped with the job.
 docker={docker}
 name={name}
+# Slurm may run a job again after its node failed; brizo runs each job once.
+if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then
+  echo "brizo: Slurm started this job again after a failure; it runs once" >&2
+  exit 75
+fi
 stopped=0
 stop() {{ stopped=1; echo "brizo: Slurm ended the job (a cancel, or its time limit); stopping its container" >&2; "$docker" kill "$name" >/dev/null 2>&1; }}
 trap stop TERM INT HUP
