@@ -10,9 +10,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ROUNDS: usize = 15;
 const WARMUP: usize = 3;
@@ -35,23 +37,49 @@ async fn bare_run(docker: &bollard::Docker, image: &str, n: usize) -> [f64; 4] {
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         entrypoint: Some(vec![COMMAND.to_string()]),
-        host_config: Some(HostConfig { network_mode: Some("none".into()), ..Default::default() }),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    docker.create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body).await.unwrap();
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap();
     let create = lap();
     docker.start_container(&name, None).await.unwrap();
     let start = lap();
-    let mut wait = docker.wait_container(&name, Some(WaitContainerOptionsBuilder::default().condition("not-running").build()));
+    let mut wait = docker.wait_container(
+        &name,
+        Some(
+            WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build(),
+        ),
+    );
     while wait.next().await.is_some() {}
     let waited = lap();
-    docker.remove_container(&name, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await.unwrap();
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+        .unwrap();
     [create, start, waited, lap()]
 }
 
 #[tokio::main]
 async fn main() {
-    let docker = bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.expect("dockerd: run `scripts/dockerd.sh start`");
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .expect("dockerd: run `scripts/dockerd.sh start`");
     let svc = common::Service::start().await;
     let input = svc.dataset("bench/input.csv", "a,b\n1,2\n");
     let job = json!({"image": common::IMAGE, "entrypoint": COMMAND, "algorithm": {"rawcode": "# nothing"},
@@ -68,7 +96,9 @@ async fn main() {
         let b = bare_run(&docker, common::IMAGE, n).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
-        let done: Value = svc.poll_finished(&id, Duration::from_secs(120), Duration::from_millis(2)).await;
+        let done: Value = svc
+            .poll_finished(&id, Duration::from_secs(120), Duration::from_millis(2))
+            .await;
         let client = started.elapsed().as_secs_f64();
         assert_eq!(done["outcome"], "succeeded", "{done}");
         // Cleanup (container removal) happens right after the job reports finished; wait for
@@ -88,26 +118,68 @@ async fn main() {
             bare_steps[i].push(*step);
         }
         e2e_client.push(client);
-        let server = finished["dateFinished"].as_f64().unwrap() - finished["dateCreated"].as_f64().unwrap();
+        let server =
+            finished["dateFinished"].as_f64().unwrap() - finished["dateCreated"].as_f64().unwrap();
         e2e_server.push(server);
         e2e_with_cleanup.push(server + finished["timings"]["cleanupMs"].as_f64().unwrap() / 1000.0);
         for (phase, ms) in finished["timings"].as_object().unwrap() {
-            phases.entry(phase.clone()).or_default().push(ms.as_f64().unwrap() / 1000.0);
+            phases
+                .entry(phase.clone())
+                .or_default()
+                .push(ms.as_f64().unwrap() / 1000.0);
         }
     }
-    let (b, c, s, w) = (median(bare), median(e2e_client), median(e2e_server), median(e2e_with_cleanup));
-    println!("trivial job ({COMMAND} in {}, one small file input), {ROUNDS} rounds after {WARMUP} warm-up, medians:", common::IMAGE);
-    println!("  bare bollard create/start/wait/remove    {:>8.1} ms", b * 1000.0);
+    let (b, c, s, w) = (
+        median(bare),
+        median(e2e_client),
+        median(e2e_server),
+        median(e2e_with_cleanup),
+    );
+    println!(
+        "trivial job ({COMMAND} in {}, one small file input), {ROUNDS} rounds after {WARMUP} warm-up, medians:",
+        common::IMAGE
+    );
+    println!(
+        "  bare bollard create/start/wait/remove    {:>8.1} ms",
+        b * 1000.0
+    );
     for (i, step) in ["create", "start", "wait", "remove"].iter().enumerate() {
-        println!("    {step:<14} {:>8.1} ms", median(bare_steps[i].clone()) * 1000.0);
+        println!(
+            "    {step:<14} {:>8.1} ms",
+            median(bare_steps[i].clone()) * 1000.0
+        );
     }
-    println!("  brizo, submit -> finished (server)       {:>8.1} ms   ratio {:.2}", s * 1000.0, s / b);
-    println!("  brizo, submit -> finished (client poll)  {:>8.1} ms   ratio {:.2}", c * 1000.0, c / b);
-    println!("  brizo, submit -> finished + cleanup      {:>8.1} ms   ratio {:.2}", w * 1000.0, w / b);
+    println!(
+        "  brizo, submit -> finished (server)       {:>8.1} ms   ratio {:.2}",
+        s * 1000.0,
+        s / b
+    );
+    println!(
+        "  brizo, submit -> finished (client poll)  {:>8.1} ms   ratio {:.2}",
+        c * 1000.0,
+        c / b
+    );
+    println!(
+        "  brizo, submit -> finished + cleanup      {:>8.1} ms   ratio {:.2}",
+        w * 1000.0,
+        w / b
+    );
     println!("  per phase (server):");
-    for phase in ["queuedMs", "stagingMs", "startingMs", "runningMs", "filteringMs", "publishingMs", "cleanupMs"] {
+    for phase in [
+        "queuedMs",
+        "stagingMs",
+        "startingMs",
+        "runningMs",
+        "filteringMs",
+        "publishingMs",
+        "cleanupMs",
+    ] {
         if let Some(xs) = phases.remove(phase) {
-            println!("    {:<14} {:>8.1} ms", phase.trim_end_matches("Ms"), median(xs) * 1000.0);
+            println!(
+                "    {:<14} {:>8.1} ms",
+                phase.trim_end_matches("Ms"),
+                median(xs) * 1000.0
+            );
         }
     }
 }

@@ -35,21 +35,47 @@ struct Bare {
 
 impl Bare {
     async fn call(&self, request: reqwest::RequestBuilder) -> Value {
-        request.header("X-SLURM-USER-NAME", "root").header("X-SLURM-USER-TOKEN", &self.token).send().await.unwrap().json().await.unwrap()
+        request
+            .header("X-SLURM-USER-NAME", "root")
+            .header("X-SLURM-USER-TOKEN", &self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn run(&self, n: usize) -> f64 {
-        let script = format!("#!/bin/sh\nexec docker run --rm --network none {} {COMMAND}\n", common::IMAGE);
+        let script = format!(
+            "#!/bin/sh\nexec docker run --rm --network none {} {COMMAND}\n",
+            common::IMAGE
+        );
         let job = json!({"name": format!("bench-bare-{n}"), "environment": {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             "current_working_directory": self.dir.display().to_string(), "standard_output": self.dir.join("bare.log").display().to_string()});
         let started = Instant::now();
-        let submitted = self.call(self.http.post(format!("{}/slurm/v0.0.38/job/submit", self.url)).json(&json!({"script": script, "job": job}))).await;
-        let id = submitted["job_id"].as_u64().unwrap_or_else(|| panic!("{submitted}"));
+        let submitted = self
+            .call(
+                self.http
+                    .post(format!("{}/slurm/v0.0.38/job/submit", self.url))
+                    .json(&json!({"script": script, "job": job})),
+            )
+            .await;
+        let id = submitted["job_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{submitted}"));
         loop {
-            let out = self.call(self.http.get(format!("{}/slurm/v0.0.38/job/{id}", self.url))).await;
+            let out = self
+                .call(
+                    self.http
+                        .get(format!("{}/slurm/v0.0.38/job/{id}", self.url)),
+                )
+                .await;
             match out["jobs"][0]["job_state"].as_str() {
                 Some("COMPLETED") => return started.elapsed().as_secs_f64(),
-                Some("FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL") => panic!("the bare job failed: {out}"),
+                Some("FAILED" | "CANCELLED" | "TIMEOUT" | "NODE_FAIL") => {
+                    panic!("the bare job failed: {out}")
+                }
                 _ => tokio::time::sleep(POLL).await,
             }
         }
@@ -96,17 +122,42 @@ async fn main() {
         bare_times.push(b);
         service.push(s);
         for (phase, ms) in svc.job(&id).await["timings"].as_object().unwrap() {
-            phases.entry(phase.clone()).or_default().push(ms.as_f64().unwrap() / 1000.0);
+            phases
+                .entry(phase.clone())
+                .or_default()
+                .push(ms.as_f64().unwrap() / 1000.0);
         }
     }
     let (b, s) = (median(bare_times), median(service));
-    println!("trivial job ({COMMAND} in {}) on Slurm (one node, slurmrestd), {ROUNDS} rounds after {WARMUP} warm-up, medians:", common::IMAGE);
-    println!("  bare slurmrestd submit -> COMPLETED       {:>8.1} ms", b * 1000.0);
-    println!("  brizo, submit -> finished (client poll)   {:>8.1} ms   ratio {:.2}", s * 1000.0, s / b);
+    println!(
+        "trivial job ({COMMAND} in {}) on Slurm (one node, slurmrestd), {ROUNDS} rounds after {WARMUP} warm-up, medians:",
+        common::IMAGE
+    );
+    println!(
+        "  bare slurmrestd submit -> COMPLETED       {:>8.1} ms",
+        b * 1000.0
+    );
+    println!(
+        "  brizo, submit -> finished (client poll)   {:>8.1} ms   ratio {:.2}",
+        s * 1000.0,
+        s / b
+    );
     println!("  per phase (server):");
-    for phase in ["queuedMs", "stagingMs", "startingMs", "runningMs", "filteringMs", "publishingMs", "cleanupMs"] {
+    for phase in [
+        "queuedMs",
+        "stagingMs",
+        "startingMs",
+        "runningMs",
+        "filteringMs",
+        "publishingMs",
+        "cleanupMs",
+    ] {
         if let Some(xs) = phases.remove(phase) {
-            println!("    {:<14} {:>8.1} ms", phase.trim_end_matches("Ms"), median(xs) * 1000.0);
+            println!(
+                "    {:<14} {:>8.1} ms",
+                phase.trim_end_matches("Ms"),
+                median(xs) * 1000.0
+            );
         }
     }
 }

@@ -8,7 +8,11 @@ trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" 
 cd "$ROOT"
 say "checking the Terraform modules (fmt, checkov)"
 timed "Terraform checks" bash "$ROOT/scripts/terraform-check.sh"
-# The static runner AWS Batch jobs start (moto runs them on the local engine).
+# Style and lints first: they fail fast, before the long suite.
+timed "cargo fmt --check" cargo fmt --all --check
+timed "cargo clippy (all targets, all backends, warnings are errors)" \
+  cargo clippy --workspace --all-targets --locked --features brizo/aws,brizo/slurm --quiet -- -D warnings
+# The static runner remote jobs start (moto and Slurm run them on the local engine).
 timed "the static runner" bash "$ROOT/scripts/runner.sh" >/dev/null
 say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster)"
 set +e

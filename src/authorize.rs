@@ -14,14 +14,14 @@ use serde_json::Value;
 use crate::assets::ddo::{self, ComputePolicy};
 use crate::assets::metadata::{self, MetadataStore};
 use crate::assets::resolver::Resolver;
-use crate::assets::{did, AssetError};
+use crate::assets::{AssetError, did};
+use crate::chain::ChainError;
 use crate::chain::agreement::{ConditionIds, Refusal, Terms};
 use crate::chain::keeper::Keeper;
-use crate::chain::ChainError;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::jobs::model::{AgreementRecord, AlgorithmSource, InputSource};
 use crate::jobs::JobRequest;
+use crate::jobs::model::{AgreementRecord, AlgorithmSource, InputSource};
 
 /// What the chain side of the service needs; `keeper` and `resolver` are absent without a chain.
 pub struct ChainContext {
@@ -33,18 +33,33 @@ pub struct ChainContext {
 }
 
 impl ChainContext {
-    pub fn new(config: &Config, keeper: Option<Arc<Keeper>>, metadata: MetadataStore) -> Result<Self, ChainError> {
+    pub fn new(
+        config: &Config,
+        keeper: Option<Arc<Keeper>>,
+        metadata: MetadataStore,
+    ) -> Result<Self, ChainError> {
         let mut publishers = config
             .chain
             .publishers
             .iter()
-            .map(|p| Address::from_str(p).map_err(|_| ChainError::Config(format!("chain.publishers: {p:?} is not an address"))))
+            .map(|p| {
+                Address::from_str(p).map_err(|_| {
+                    ChainError::Config(format!("chain.publishers: {p:?} is not an address"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if publishers.is_empty() {
             publishers.extend(keeper.as_ref().map(|k| k.address));
         }
-        let resolver = keeper.clone().map(|k| Resolver::new(config, k, metadata.clone()));
-        Ok(Self { keeper, resolver, metadata, publishers })
+        let resolver = keeper
+            .clone()
+            .map(|k| Resolver::new(config, k, metadata.clone()));
+        Ok(Self {
+            keeper,
+            resolver,
+            metadata,
+            publishers,
+        })
     }
 
     /// A DID both owned and registered by a served publisher (ownership alone can be handed
@@ -91,27 +106,48 @@ pub struct StartRequest {
 }
 
 pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
 }
 
 pub fn parse_address(text: &str) -> Result<Address, ApiError> {
-    Address::from_str(text.trim()).map_err(|_| ApiError::BadRequest(format!("consumerAddress {text:?} is not an Ethereum address")))
+    Address::from_str(text.trim()).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "consumerAddress {text:?} is not an Ethereum address"
+        ))
+    })
 }
 
 pub fn parse_agreement_id(text: &str) -> Result<B256, ApiError> {
-    did::parse_id(text).ok_or_else(|| ApiError::BadRequest(format!("serviceAgreementId {text:?} is not 32 bytes of hex")))
+    did::parse_id(text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "serviceAgreementId {text:?} is not 32 bytes of hex"
+        ))
+    })
 }
 
 pub fn check_signature(consumer: Address, message: &str, signature: &str) -> Result<(), ApiError> {
-    crate::auth::signature::verify(consumer, message, signature, crate::jobs::model::now_epoch() as u64)
-        .map_err(|e| ApiError::Unauthorized(format!("invalid signature: {e}")))
+    crate::auth::signature::verify(
+        consumer,
+        message,
+        signature,
+        crate::jobs::model::now_epoch() as u64,
+    )
+    .map_err(|e| ApiError::Unauthorized(format!("invalid signature: {e}")))
 }
 
 impl From<ChainError> for ApiError {
     fn from(e: ChainError) -> Self {
         match e {
-            ChainError::Unreachable(m) => ApiError::Unavailable(format!("chain node unreachable ({m}); try again")),
-            ChainError::Transaction { what, message } => ApiError::Unavailable(format!("{what} failed on chain: {message}; try again")),
+            ChainError::Unreachable(m) => {
+                ApiError::Unavailable(format!("chain node unreachable ({m}); try again"))
+            }
+            ChainError::Transaction { what, message } => {
+                ApiError::Unavailable(format!("{what} failed on chain: {message}; try again"))
+            }
             ChainError::Config(m) => ApiError::Internal(m),
         }
     }
@@ -148,34 +184,64 @@ pub struct Authorized {
 
 /// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
 /// the compute condition once the job itself is known to be acceptable.
-pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<Authorized, ApiError> {
+pub async fn authorize_start(
+    ctx: &ChainContext,
+    req: &StartRequest,
+) -> Result<Authorized, ApiError> {
     let signature = required(&req.signature, "signature")?;
     let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
     let consumer_text = required(&req.consumer_address, "consumerAddress")?;
     let consumer = parse_address(consumer_text)?;
     let agreement_id = parse_agreement_id(agreement_text)?;
-    if req.algorithm_did.as_deref().is_none_or(|d| d.trim().is_empty()) && req.algorithm_meta.is_none() {
-        return Err(ApiError::BadRequest("algorithmDID or algorithmMeta is required".into()));
+    if req
+        .algorithm_did
+        .as_deref()
+        .is_none_or(|d| d.trim().is_empty())
+        && req.algorithm_meta.is_none()
+    {
+        return Err(ApiError::BadRequest(
+            "algorithmDID or algorithmMeta is required".into(),
+        ));
     }
     // The message is the strings as the client sent them (Squid signs exactly these).
-    check_signature(consumer, &format!("{consumer_text}{agreement_text}"), signature)?;
+    check_signature(
+        consumer,
+        &format!("{consumer_text}{agreement_text}"),
+        signature,
+    )?;
 
     let (keeper, resolver) = ctx.chain()?;
-    let Some(on_chain) = crate::chain::agreement::get(&keeper.provider, &keeper.addresses, agreement_id).await? else {
-        return Err(ApiError::NotFound(format!("unknown agreement {agreement_id}")));
+    let Some(on_chain) =
+        crate::chain::agreement::get(&keeper.provider, &keeper.addresses, agreement_id).await?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "unknown agreement {agreement_id}"
+        )));
     };
     let dataset = resolver.resolve(&did::format(&on_chain.did)).await?;
     if !ctx.served(&dataset) {
-        return Err(ApiError::Forbidden(format!("{} was not published by a publisher this service computes for", dataset.did)));
+        return Err(ApiError::Forbidden(format!(
+            "{} was not published by a publisher this service computes for",
+            dataset.did
+        )));
     }
     let policy = ddo::compute_policy(&dataset.ddo)?;
-    let terms = Terms { agreement_id, did: on_chain.did, price: policy.price, publisher: dataset.owner, consumer };
+    let terms = Terms {
+        agreement_id,
+        did: on_chain.did,
+        price: policy.price,
+        publisher: dataset.owner,
+        consumer,
+    };
     let ids = keeper.check(&terms).await?.map_err(refusal)?;
 
     let (algorithm, container) = algorithm_of(ctx, resolver, &policy, req).await?;
     let image = format!("{}:{}", container.image, container.tag);
     if !policy.supported_containers.is_empty() && !policy.supported_containers.contains(&image) {
-        return Err(ApiError::Forbidden(format!("image {image} is not one the dataset supports ({})", policy.supported_containers.join(", "))));
+        return Err(ApiError::Forbidden(format!(
+            "image {image} is not one the dataset supports ({})",
+            policy.supported_containers.join(", ")
+        )));
     }
     let inputs = dataset_inputs(keeper, &dataset.ddo, &on_chain.did)?;
     let request = JobRequest {
@@ -197,7 +263,12 @@ pub async fn authorize_start(ctx: &ChainContext, req: &StartRequest) -> Result<A
         escrow_id: ids.escrow.to_string(),
         output: req.output.clone(),
     };
-    Ok(Authorized { request, record, terms, ids })
+    Ok(Authorized {
+        request,
+        record,
+        terms,
+        ids,
+    })
 }
 
 async fn algorithm_of(
@@ -206,10 +277,22 @@ async fn algorithm_of(
     policy: &ComputePolicy,
     req: &StartRequest,
 ) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), ApiError> {
-    if let Some(algorithm_did) = req.algorithm_did.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+    if let Some(algorithm_did) = req
+        .algorithm_did
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
         let resolved = resolver.resolve(algorithm_did).await?;
-        if !policy.trusted_algorithms.is_empty() && !policy.trusted_algorithms.contains(&resolved.did.to_lowercase()) {
-            return Err(ApiError::Forbidden(format!("algorithm {} is not trusted by this dataset", resolved.did)));
+        if !policy.trusted_algorithms.is_empty()
+            && !policy
+                .trusted_algorithms
+                .contains(&resolved.did.to_lowercase())
+        {
+            return Err(ApiError::Forbidden(format!(
+                "algorithm {} is not trusted by this dataset",
+                resolved.did
+            )));
         }
         let info = ddo::algorithm_info(&resolved.ddo)?;
         let url = match ddo::encrypted_files(&resolved.ddo) {
@@ -227,33 +310,78 @@ async fn algorithm_of(
         // Only a served publisher's algorithm may name a location the provider's own
         // credentials open (local files, its buckets); anyone else's is fetched over http(s).
         if !ctx.served(&resolved) && !is_http(&url) {
-            return Err(ApiError::Forbidden(format!("algorithm {} is not a served publisher's; its code must be at an http(s) URL", resolved.did)));
+            return Err(ApiError::Forbidden(format!(
+                "algorithm {} is not a served publisher's; its code must be at an http(s) URL",
+                resolved.did
+            )));
         }
-        return Ok((AlgorithmSource { rawcode: None, url: Some(url), did: Some(resolved.did) }, info));
+        return Ok((
+            AlgorithmSource {
+                rawcode: None,
+                url: Some(url),
+                did: Some(resolved.did),
+            },
+            info,
+        ));
     }
     let meta = req.algorithm_meta.as_ref().expect("checked above");
     if !policy.allow_raw_algorithm {
         return Err(ApiError::Forbidden("this dataset does not allow raw algorithms (privacy.allowRawAlgorithm); use a published, trusted algorithm".into()));
     }
-    let info = ddo::container_info(meta.get("container").ok_or_else(|| ApiError::BadRequest("algorithmMeta.container is required".into()))?)?;
-    let rawcode = meta.get("rawcode").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
-    let url = meta.get("url").and_then(Value::as_str).filter(|u| !u.is_empty()).map(str::to_string);
+    let info = ddo::container_info(
+        meta.get("container")
+            .ok_or_else(|| ApiError::BadRequest("algorithmMeta.container is required".into()))?,
+    )?;
+    let rawcode = meta
+        .get("rawcode")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let url = meta
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
     if rawcode.is_none() && url.is_none() {
-        return Err(ApiError::BadRequest("algorithmMeta needs rawcode or url".into()));
+        return Err(ApiError::BadRequest(
+            "algorithmMeta needs rawcode or url".into(),
+        ));
     }
     // The provider's credentials must not fetch for the consumer: raw code comes over http(s).
     if url.as_deref().is_some_and(|u| !is_http(u)) {
-        return Err(ApiError::BadRequest("algorithmMeta.url must be an http(s) URL".into()));
+        return Err(ApiError::BadRequest(
+            "algorithmMeta.url must be an http(s) URL".into(),
+        ));
     }
-    Ok((AlgorithmSource { url: if rawcode.is_some() { None } else { url }, rawcode, did: None }, info))
+    Ok((
+        AlgorithmSource {
+            url: if rawcode.is_some() { None } else { url },
+            rawcode,
+            did: None,
+        },
+        info,
+    ))
 }
 
 /// The dataset's files, decrypted: each becomes `/data/inputs/<did hex>/<n>`.
-fn dataset_inputs(keeper: &Keeper, ddo_doc: &Value, did_bytes: &B256) -> Result<Vec<InputSource>, ApiError> {
-    let hex_files = ddo::encrypted_files(ddo_doc).ok_or_else(|| ApiError::BadRequest("the dataset has no encryptedFiles".into()))?;
-    let plain = keeper.decrypt(&decode_hex(hex_files)?).map_err(|e| ApiError::Internal(format!("dataset files: {e}")))?;
+fn dataset_inputs(
+    keeper: &Keeper,
+    ddo_doc: &Value,
+    did_bytes: &B256,
+) -> Result<Vec<InputSource>, ApiError> {
+    let hex_files = ddo::encrypted_files(ddo_doc)
+        .ok_or_else(|| ApiError::BadRequest("the dataset has no encryptedFiles".into()))?;
+    let plain = keeper
+        .decrypt(&decode_hex(hex_files)?)
+        .map_err(|e| ApiError::Internal(format!("dataset files: {e}")))?;
     let name = hex::encode(did_bytes);
-    Ok(ddo::file_urls(&plain)?.into_iter().map(|url| InputSource { url, name: Some(name.clone()) }).collect())
+    Ok(ddo::file_urls(&plain)?
+        .into_iter()
+        .map(|url| InputSource {
+            url,
+            name: Some(name.clone()),
+        })
+        .collect())
 }
 
 fn is_http(url: &str) -> bool {
@@ -262,19 +390,32 @@ fn is_http(url: &str) -> bool {
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>, ApiError> {
-    hex::decode(text.trim().trim_start_matches("0x")).map_err(|_| ApiError::BadRequest("encryptedFiles is not hex".into()))
+    hex::decode(text.trim().trim_start_matches("0x"))
+        .map_err(|_| ApiError::BadRequest("encryptedFiles is not hex".into()))
 }
 
 /// Terms and condition ids back from a stored agreement record (for settlement).
 pub fn terms_of(record: &AgreementRecord) -> Result<(Terms, ConditionIds), String> {
-    let b = |s: &str| B256::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not 32 bytes"));
-    let a = |s: &str| Address::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not an address"));
+    let b =
+        |s: &str| B256::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not 32 bytes"));
+    let a = |s: &str| {
+        Address::from_str(s).map_err(|_| format!("stored agreement: {s:?} is not an address"))
+    };
     let terms = Terms {
         agreement_id: b(&record.agreement_id)?,
-        did: did::parse(&record.did).ok_or_else(|| format!("stored agreement: bad DID {}", record.did))?,
-        price: U256::from_str(&record.price).map_err(|_| "stored agreement: bad price".to_string())?,
+        did: did::parse(&record.did)
+            .ok_or_else(|| format!("stored agreement: bad DID {}", record.did))?,
+        price: U256::from_str(&record.price)
+            .map_err(|_| "stored agreement: bad price".to_string())?,
         publisher: a(&record.publisher)?,
         consumer: a(&record.consumer)?,
     };
-    Ok((terms, ConditionIds { lock: b(&record.lock_id)?, compute: b(&record.compute_id)?, escrow: b(&record.escrow_id)? }))
+    Ok((
+        terms,
+        ConditionIds {
+            lock: b(&record.lock_id)?,
+            compute: b(&record.compute_id)?,
+            escrow: b(&record.escrow_id)?,
+        },
+    ))
 }

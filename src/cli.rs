@@ -15,7 +15,11 @@ use crate::jobs::model::{AlgorithmSource, InputSource};
 use crate::jobs::{JobRequest, Outcome};
 
 #[derive(Parser)]
-#[command(name = "brizo", version, about = "Compute-to-data: run algorithms next to a publisher's data")]
+#[command(
+    name = "brizo",
+    version,
+    about = "Compute-to-data: run algorithms next to a publisher's data"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,11 @@ struct ChainArgs {
     #[arg(long, env = "BRIZO_SERVER", default_value = "http://127.0.0.1:8030")]
     server: String,
     /// Ethereum node with the keeper contracts.
-    #[arg(long, env = "BRIZO_KEEPER_URL", default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long,
+        env = "BRIZO_KEEPER_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
     keeper_url: String,
     /// Ocean-style artifacts of the deployment.
     #[arg(long, env = "BRIZO_ARTIFACTS_DIR", default_value = "artifacts")]
@@ -215,7 +223,12 @@ struct ServeArgs {
 #[derive(Args, Clone)]
 struct ServerArgs {
     /// URL of the brizo service.
-    #[arg(long, env = "BRIZO_SERVER", default_value = "http://127.0.0.1:8030", global = true)]
+    #[arg(
+        long,
+        env = "BRIZO_SERVER",
+        default_value = "http://127.0.0.1:8030",
+        global = true
+    )]
     server: String,
     /// Operator token.
     #[arg(long, env = "BRIZO_ADMIN_TOKEN", hide_env_values = true, global = true)]
@@ -227,19 +240,44 @@ enum JobCommand {
     /// Submit a job, follow it (phase and logs) and say where its outputs are.
     Run(RunArgs),
     /// Show a job.
-    Status { id: String, #[command(flatten)] server: ServerArgs },
+    Status {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a job's log (--follow: until it ends).
-    Logs { id: String, #[arg(long, short)] follow: bool, #[command(flatten)] server: ServerArgs },
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Kill a job's run.
-    Stop { id: String, #[command(flatten)] server: ServerArgs },
+    Stop {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Stop a job and remove all it left.
-    Delete { id: String, #[command(flatten)] server: ServerArgs },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// List jobs.
-    List { #[command(flatten)] server: ServerArgs },
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Run the job a receipt describes again (same algorithm and inputs, the image pinned to
     /// the digest that ran) and report whether the outputs' hashes match. Exits non-zero when
     /// they do not.
-    Rerun { receipt: PathBuf, #[command(flatten)] server: ServerArgs },
+    Rerun {
+        receipt: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Args)]
@@ -251,7 +289,11 @@ struct RunArgs {
     #[arg(long, default_value = "python3 $ALGO")]
     entrypoint: String,
     /// File holding the algorithm's code.
-    #[arg(long, conflicts_with = "algorithm_url", required_unless_present = "algorithm_url")]
+    #[arg(
+        long,
+        conflicts_with = "algorithm_url",
+        required_unless_present = "algorithm_url"
+    )]
     algorithm: Option<PathBuf>,
     /// URL of the algorithm's code.
     #[arg(long)]
@@ -270,13 +312,29 @@ struct RunArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime starts")
+    };
     match cli.command {
         Command::Serve(args) => {
             init_tracing();
-            let chain = (args.keeper_url.is_some() || args.artifacts_dir.is_some())
-                .then(|| crate::config::ChainOverrides { keeper_url: args.keeper_url, artifacts_dir: args.artifacts_dir });
-            let config = Config::load(args.config.as_deref(), Overrides { bind: args.bind, data_dir: args.data_dir, chain })?;
+            let chain = (args.keeper_url.is_some() || args.artifacts_dir.is_some()).then_some(
+                crate::config::ChainOverrides {
+                    keeper_url: args.keeper_url,
+                    artifacts_dir: args.artifacts_dir,
+                },
+            );
+            let config = Config::load(
+                args.config.as_deref(),
+                Overrides {
+                    bind: args.bind,
+                    data_dir: args.data_dir,
+                    chain,
+                },
+            )?;
             // The engine shares actix's system runtime; make it multi-threaded so drivers,
             // log copies and staging run beside the HTTP server's main loop.
             actix_web::rt::System::with_tokio_rt(runtime).block_on(crate::app::serve(config))
@@ -285,15 +343,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Asset(AssetCommand::Publish(cmd)) => runtime().block_on(publish_asset(cmd)),
         Command::Consumer(cmd) => runtime().block_on(consumer(cmd)),
         Command::Config(ConfigCommand::FromTerraform { outputs, name }) => {
-            let raw = std::fs::read(&outputs).with_context(|| format!("reading {}", outputs.display()))?;
-            let value: serde_json::Value = serde_json::from_slice(&raw).with_context(|| format!("{} is not JSON", outputs.display()))?;
-            print!("{}", crate::terraform::config_from_outputs(&value, &name).map_err(anyhow::Error::msg)?);
+            let raw = std::fs::read(&outputs)
+                .with_context(|| format!("reading {}", outputs.display()))?;
+            let value: serde_json::Value = serde_json::from_slice(&raw)
+                .with_context(|| format!("{} is not JSON", outputs.display()))?;
+            print!(
+                "{}",
+                crate::terraform::config_from_outputs(&value, &name).map_err(anyhow::Error::msg)?
+            );
             Ok(())
         }
-        Command::Proof(ProofCommand::Verify { receipt, outputs, logs, keeper_url, provider }) => {
-            runtime().block_on(verify_receipt(receipt, outputs, logs, keeper_url, provider))
-        }
-        Command::Chain(ChainCommand::Dev { port, artifacts_dir, anvil, keeper_contracts, summary }) => {
+        Command::Proof(ProofCommand::Verify {
+            receipt,
+            outputs,
+            logs,
+            keeper_url,
+            provider,
+        }) => runtime().block_on(verify_receipt(receipt, outputs, logs, keeper_url, provider)),
+        Command::Chain(ChainCommand::Dev {
+            port,
+            artifacts_dir,
+            anvil,
+            keeper_contracts,
+            summary,
+        }) => {
             let mut options = crate::chain::dev::DevOptions::new(port, artifacts_dir);
             options.anvil = anvil.unwrap_or(options.anvil);
             options.keeper_contracts = keeper_contracts.unwrap_or(options.keeper_contracts);
@@ -304,12 +377,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn rerun(path: PathBuf, client: Client) -> anyhow::Result<()> {
     use crate::proof::receipt::SignedReceipt;
-    let original: SignedReceipt = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("{} is not a brizo receipt", path.display()))?;
-    crate::proof::verify::check_signature(&original, None).map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
+    let original: SignedReceipt = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a brizo receipt", path.display()))?;
+    crate::proof::verify::check_signature(&original, None)
+        .map_err(|e| anyhow::anyhow!("the receipt does not verify: {e}"))?;
     let old = &original.receipt;
     let id = client.rerun(&old.job_id).await?;
-    println!("rerunning job {} as job {id} in {}", old.job_id, old.image_digest.as_deref().unwrap_or(&old.image));
+    println!(
+        "rerunning job {} as job {id} in {}",
+        old.job_id,
+        old.image_digest.as_deref().unwrap_or(&old.image)
+    );
     let rerun = loop {
         let status = client.status(&id).await?;
         if status.phase.is_terminal() && status.receipt_hash.is_some() {
@@ -322,25 +402,57 @@ async fn rerun(path: PathBuf, client: Client) -> anyhow::Result<()> {
     let mut line = |what: &str, a: String, b: String| {
         let ok = a == b;
         same &= ok;
-        println!("  {} {what}: {}", if ok { "same     " } else { "DIFFERENT" }, if ok { a } else { format!("{a} then, {b} now") });
+        println!(
+            "  {} {what}: {}",
+            if ok { "same     " } else { "DIFFERENT" },
+            if ok { a } else { format!("{a} then, {b} now") }
+        );
     };
     let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    line("image digest", shown(old.image_digest.clone()), shown(new.image_digest.clone()));
-    line("algorithm sha256", shown(old.algorithm.sha256.clone()), shown(new.algorithm.sha256.clone()));
+    line(
+        "image digest",
+        shown(old.image_digest.clone()),
+        shown(new.image_digest.clone()),
+    );
+    line(
+        "algorithm sha256",
+        shown(old.algorithm.sha256.clone()),
+        shown(new.algorithm.sha256.clone()),
+    );
     for (a, b) in old.inputs.iter().zip(&new.inputs) {
-        line(&format!("input {}/{}", a.name, a.index), shown(a.sha256.clone()), shown(b.sha256.clone()));
+        line(
+            &format!("input {}/{}", a.name, a.index),
+            shown(a.sha256.clone()),
+            shown(b.sha256.clone()),
+        );
     }
-    line("exit code", shown(old.exit_code.map(|c| c.to_string())), shown(new.exit_code.map(|c| c.to_string())));
-    let names = |r: &crate::proof::receipt::Receipt| r.outputs.iter().map(|o| o.name.clone()).collect::<Vec<_>>().join(", ");
+    line(
+        "exit code",
+        shown(old.exit_code.map(|c| c.to_string())),
+        shown(new.exit_code.map(|c| c.to_string())),
+    );
+    let names = |r: &crate::proof::receipt::Receipt| {
+        r.outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     line("outputs", names(old), names(new));
     for (a, b) in old.outputs.iter().zip(&new.outputs) {
-        line(&format!("output {}", a.name), a.sha256.clone(), b.sha256.clone());
+        line(
+            &format!("output {}", a.name),
+            a.sha256.clone(),
+            b.sha256.clone(),
+        );
     }
     if same {
         println!("the rerun reproduces the receipt's outputs");
         Ok(())
     } else {
-        anyhow::bail!("the rerun does not reproduce the receipt (a non-deterministic algorithm, or changed inputs)")
+        anyhow::bail!(
+            "the rerun does not reproduce the receipt (a non-deterministic algorithm, or changed inputs)"
+        )
     }
 }
 
@@ -352,35 +464,73 @@ async fn verify_receipt(
     provider: Option<String>,
 ) -> anyhow::Result<()> {
     use crate::proof::{receipt::SignedReceipt, verify};
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let signed: SignedReceipt = serde_json::from_str(&text).with_context(|| format!("{} is not a brizo receipt", path.display()))?;
-    let provider = provider.map(|p| p.parse::<alloy::primitives::Address>()).transpose().context("--provider is not an address")?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let signed: SignedReceipt = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a brizo receipt", path.display()))?;
+    let provider = provider
+        .map(|p| p.parse::<alloy::primitives::Address>())
+        .transpose()
+        .context("--provider is not an address")?;
     let fail = |e: verify::Mismatch| anyhow::anyhow!("verification failed: {e}");
     verify::check_signature(&signed, provider).map_err(fail)?;
-    println!("ok  hash {} of the canonical receipt, signed by {}", signed.hash, signed.receipt.provider);
+    println!(
+        "ok  hash {} of the canonical receipt, signed by {}",
+        signed.hash, signed.receipt.provider
+    );
     if let Some(dir) = outputs {
         verify::check_outputs(&signed, &dir).map_err(fail)?;
-        println!("ok  {} output(s) in {} match", signed.receipt.outputs.len(), dir.display());
+        println!(
+            "ok  {} output(s) in {} match",
+            signed.receipt.outputs.len(),
+            dir.display()
+        );
     }
     if let Some(log) = logs {
         verify::check_logs(&signed, &log).map_err(fail)?;
         println!("ok  the log matches");
     }
     if let Some(url) = keeper_url {
-        let registry = signed.receipt.contracts.get("DIDRegistry").context("the receipt names no DIDRegistry")?.parse()?;
+        let registry = signed
+            .receipt
+            .contracts
+            .get("DIDRegistry")
+            .context("the receipt names no DIDRegistry")?
+            .parse()?;
         let chain = crate::chain::provider(&url)?;
-        verify::check_anchor(&signed, &chain, registry).await.map_err(fail)?;
-        println!("ok  anchored on chain under {}", signed.anchor.as_ref().map(|a| a.did.as_str()).unwrap_or(""));
+        verify::check_anchor(&signed, &chain, registry)
+            .await
+            .map_err(fail)?;
+        println!(
+            "ok  anchored on chain under {}",
+            signed.anchor.as_ref().map(|a| a.did.as_str()).unwrap_or("")
+        );
     }
-    println!("job {}: {} (exit code {}), image {} ({})", signed.receipt.job_id, signed.receipt.outcome,
-        signed.receipt.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()), signed.receipt.image,
-        signed.receipt.image_digest.as_deref().unwrap_or("no digest"));
+    println!(
+        "job {}: {} (exit code {}), image {} ({})",
+        signed.receipt.job_id,
+        signed.receipt.outcome,
+        signed
+            .receipt
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into()),
+        signed.receipt.image,
+        signed
+            .receipt
+            .image_digest
+            .as_deref()
+            .unwrap_or("no digest")
+    );
     Ok(())
 }
 
 fn key_from_env(var: &str) -> anyhow::Result<alloy::signers::local::PrivateKeySigner> {
-    let key = std::env::var(var).with_context(|| format!("set {var} to the account's private key (hex)"))?;
-    key.trim().parse().map_err(|_| anyhow::anyhow!("{var} is not a valid private key"))
+    let key = std::env::var(var)
+        .with_context(|| format!("set {var} to the account's private key (hex)"))?;
+    key.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{var} is not a valid private key"))
 }
 
 fn split_image(image: &str) -> (String, String) {
@@ -393,19 +543,56 @@ fn split_image(image: &str) -> (String, String) {
 async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
     use crate::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
     let (asset, chain) = match cmd {
-        PublishCommand::Dataset { name, files, price, timeout, allow_raw, trusted, allow_network, containers, chain } => {
-            let price = alloy::primitives::utils::parse_units(&price, 18).with_context(|| format!("--price {price:?}"))?.get_absolute();
+        PublishCommand::Dataset {
+            name,
+            files,
+            price,
+            timeout,
+            allow_raw,
+            trusted,
+            allow_network,
+            containers,
+            chain,
+        } => {
+            let price = alloy::primitives::utils::parse_units(&price, 18)
+                .with_context(|| format!("--price {price:?}"))?
+                .get_absolute();
             let containers = containers.iter().map(|c| split_image(c)).collect();
-            let terms = DatasetTerms { name, files, price, timeout_secs: timeout, allow_raw_algorithm: allow_raw, trusted_algorithms: trusted, allow_network_access: allow_network, containers };
+            let terms = DatasetTerms {
+                name,
+                files,
+                price,
+                timeout_secs: timeout,
+                allow_raw_algorithm: allow_raw,
+                trusted_algorithms: trusted,
+                allow_network_access: allow_network,
+                containers,
+            };
             (Asset::Dataset(terms), chain)
         }
-        PublishCommand::Algorithm { name, file, container, entrypoint, chain } => {
+        PublishCommand::Algorithm {
+            name,
+            file,
+            container,
+            entrypoint,
+            chain,
+        } => {
             let (image, tag) = split_image(&container);
-            (Asset::Algorithm(AlgorithmTerms { name, file, image, tag, entrypoint }), chain)
+            (
+                Asset::Algorithm(AlgorithmTerms {
+                    name,
+                    file,
+                    image,
+                    tag,
+                    entrypoint,
+                }),
+                chain,
+            )
         }
     };
     let publisher = key_from_env("BRIZO_PUBLISHER_KEY")?;
-    let (provider, _) = crate::chain::signing_provider(&chain.keeper_url, &hex::encode(publisher.to_bytes()))?;
+    let (provider, _) =
+        crate::chain::signing_provider(&chain.keeper_url, &hex::encode(publisher.to_bytes()))?;
     let addresses = crate::chain::artifacts::Addresses::load(&chain.artifacts_dir, "development")?;
     let did = publish::publish(&chain.server, &provider, &addresses, &publisher, &asset).await?;
     println!("{did}");
@@ -414,20 +601,42 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
 
 async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     use crate::squid::{Algorithm, Consumer};
-    let ConsumerCommand::Compute { dataset, algorithm, rawcode, container, entrypoint, download, chain } = cmd;
+    let ConsumerCommand::Compute {
+        dataset,
+        algorithm,
+        rawcode,
+        container,
+        entrypoint,
+        download,
+        chain,
+    } = cmd;
     let signer = key_from_env("BRIZO_CONSUMER_KEY")?;
-    let (provider, _) = crate::chain::signing_provider(&chain.keeper_url, &hex::encode(signer.to_bytes()))?;
+    let (provider, _) =
+        crate::chain::signing_provider(&chain.keeper_url, &hex::encode(signer.to_bytes()))?;
     let addresses = crate::chain::artifacts::Addresses::load(&chain.artifacts_dir, "development")?;
-    let consumer = Consumer { http: reqwest::Client::new(), service: chain.server.trim_end_matches('/').to_string(), signer, chain: provider, addresses };
+    let consumer = Consumer {
+        http: reqwest::Client::new(),
+        service: chain.server.trim_end_matches('/').to_string(),
+        signer,
+        chain: provider,
+        addresses,
+    };
     println!("consumer {}", consumer.address());
     let terms = consumer.order(&dataset, 0).await?;
-    println!("  agreement {} created; {} OCEAN locked in escrow", terms.agreement_id, alloy::primitives::utils::format_units(terms.price, 18)?);
+    println!(
+        "  agreement {} created; {} OCEAN locked in escrow",
+        terms.agreement_id,
+        alloy::primitives::utils::format_units(terms.price, 18)?
+    );
     let choice = match (algorithm, rawcode) {
         (Some(did), _) => Algorithm::Did(did),
         (None, Some(path)) => {
             let (image, tag) = split_image(container.as_deref().unwrap_or_default());
-            let code = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            Algorithm::Meta(serde_json::json!({"rawcode": code, "container": {"image": image, "tag": tag, "entrypoint": entrypoint}}))
+            let code = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Algorithm::Meta(
+                serde_json::json!({"rawcode": code, "container": {"image": image, "tag": tag, "entrypoint": entrypoint}}),
+            )
         }
         (None, None) => anyhow::bail!("give --algorithm DID or --rawcode FILE"),
     };
@@ -435,11 +644,19 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     println!("  compute started over the v1 API (signed request): job {job}");
     let mut last = 0;
     let status = loop {
-        let list = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await?;
-        let status = list.into_iter().next().context("the service lists no such job")?;
+        let list = consumer
+            .call(reqwest::Method::GET, terms.agreement_id, Some(&job))
+            .await?;
+        let status = list
+            .into_iter()
+            .next()
+            .context("the service lists no such job")?;
         let code = status["status"].as_i64().unwrap_or(0);
         if code != last {
-            println!("  status {code}: {}", status["statusText"].as_str().unwrap_or(""));
+            println!(
+                "  status {code}: {}",
+                status["statusText"].as_str().unwrap_or("")
+            );
             last = code;
         }
         if matches!(code, 31 | 32 | 70) && !status["settlement"].is_null() {
@@ -459,11 +676,20 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     if let Some(error) = status["error"].as_str() {
         println!("  reason: {error}");
     }
-    println!("  settlement: {} ({})", status["settlement"]["state"].as_str().unwrap_or("?"), status["settlement"]["reason"].as_str().unwrap_or(""));
+    println!(
+        "  settlement: {} ({})",
+        status["settlement"]["state"].as_str().unwrap_or("?"),
+        status["settlement"]["reason"].as_str().unwrap_or("")
+    );
     if let Some(tx) = status["settlement"]["tx"].as_str() {
         println!("  reward transaction: {tx}");
     }
-    for url in status["resultsUrls"].as_array().into_iter().flatten().filter_map(|u| u.as_str()) {
+    for url in status["resultsUrls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str())
+    {
         println!("  result: {url}");
         if let Some(dir) = &download {
             let name = url.rsplit("/outputs/").next().unwrap_or("output");
@@ -478,8 +704,14 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     // The receipt follows settlement by a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let receipt_url = loop {
-        let list = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await?;
-        if let Some(url) = list.first().and_then(|s| s["receiptUrl"].as_str()).filter(|u| !u.is_empty()) {
+        let list = consumer
+            .call(reqwest::Method::GET, terms.agreement_id, Some(&job))
+            .await?;
+        if let Some(url) = list
+            .first()
+            .and_then(|s| s["receiptUrl"].as_str())
+            .filter(|u| !u.is_empty())
+        {
             break Some(url.to_string());
         }
         if std::time::Instant::now() > deadline {
@@ -490,11 +722,17 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     match (&receipt_url, &download) {
         (Some(url), Some(dir)) => {
             std::fs::create_dir_all(dir)?;
-            std::fs::write(dir.join("receipt.json"), consumer.download(url, &job).await?)?;
+            std::fs::write(
+                dir.join("receipt.json"),
+                consumer.download(url, &job).await?,
+            )?;
             if let Some(log) = &log_text {
                 std::fs::write(dir.join("algorithm.log"), log)?;
             }
-            println!("  receipt (proof of computation) saved {}", dir.join("receipt.json").display());
+            println!(
+                "  receipt (proof of computation) saved {}",
+                dir.join("receipt.json").display()
+            );
         }
         (Some(url), None) => println!("  receipt: {url}"),
         (None, _) => println!("  no receipt yet"),
@@ -505,14 +743,23 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn chain_dev(options: crate::chain::dev::DevOptions, summary: Option<PathBuf>) -> anyhow::Result<()> {
+async fn chain_dev(
+    options: crate::chain::dev::DevOptions,
+    summary: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
-    bar.set_message(format!("starting anvil on 127.0.0.1:{} and deploying the keeper contracts 0.13.2", options.port));
+    bar.set_message(format!(
+        "starting anvil on 127.0.0.1:{} and deploying the keeper contracts 0.13.2",
+        options.port
+    ));
     let chain = crate::chain::dev::DevChain::start(&options).await;
     bar.finish_and_clear();
     let chain = chain?;
-    println!("chain {} at {} (chain id {})", "development", chain.url, chain.chain_id);
+    println!(
+        "chain development at {} (chain id {})",
+        chain.url, chain.chain_id
+    );
     println!("artifacts written to {}", chain.artifacts_dir.display());
     for (name, address) in &chain.addresses.0 {
         println!("  {name:<26} {address}");
@@ -538,12 +785,19 @@ async fn chain_dev(options: crate::chain::dev::DevOptions, summary: Option<PathB
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BRIZO_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = EnvFilter::try_from_env("BRIZO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,actix_server=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn client(server: &ServerArgs) -> anyhow::Result<Client> {
-    let token = server.token.clone().context("no operator token: pass --token or set BRIZO_ADMIN_TOKEN")?;
+    let token = server
+        .token
+        .clone()
+        .context("no operator token: pass --token or set BRIZO_ADMIN_TOKEN")?;
     Ok(Client::new(&server.server, &token))
 }
 
@@ -551,7 +805,10 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
     match cmd {
         JobCommand::Run(args) => run_job(args).await,
         JobCommand::Status { id, server } => {
-            println!("{}", serde_json::to_string_pretty(&client(&server)?.status(&id).await?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client(&server)?.status(&id).await?)?
+            );
             Ok(())
         }
         JobCommand::Logs { id, follow, server } => {
@@ -565,7 +822,10 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
         }
         JobCommand::Stop { id, server } => {
             let status = client(&server)?.stop(&id).await?;
-            println!("stop requested for {}; it is {}", status.job_id, status.status_text);
+            println!(
+                "stop requested for {}; it is {}",
+                status.job_id, status.status_text
+            );
             Ok(())
         }
         JobCommand::Delete { id, server } => {
@@ -577,7 +837,10 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
         JobCommand::List { server } => {
             for j in client(&server)?.list().await? {
                 let outcome = j.outcome.map(|o| o.as_str()).unwrap_or("-");
-                println!("{}  {:>2} {:<24} {:<14} {}", j.job_id, j.status, j.status_text, outcome, j.image);
+                println!(
+                    "{}  {:>2} {:<24} {:<14} {}",
+                    j.job_id, j.status, j.status_text, outcome, j.image
+                );
             }
             Ok(())
         }
@@ -596,8 +859,14 @@ fn say(bar: &ProgressBar, line: String) {
 fn parse_input(spec: &str) -> InputSource {
     // NAME=URL, but a URL itself may hold '=' (queries): only a plain name counts as one.
     match spec.split_once('=') {
-        Some((name, url)) if !name.contains(':') && !name.contains('/') => InputSource { url: url.into(), name: Some(name.into()) },
-        _ => InputSource { url: spec.into(), name: None },
+        Some((name, url)) if !name.contains(':') && !name.contains('/') => InputSource {
+            url: url.into(),
+            name: Some(name.into()),
+        },
+        _ => InputSource {
+            url: spec.into(),
+            name: None,
+        },
     }
 }
 
@@ -605,11 +874,18 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
     let client = client(&args.server)?;
     let algorithm = match (&args.algorithm, &args.algorithm_url) {
         (Some(path), _) => AlgorithmSource {
-            rawcode: Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+            rawcode: Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            ),
             url: None,
             did: None,
         },
-        (None, url) => AlgorithmSource { rawcode: None, url: url.clone(), did: None },
+        (None, url) => AlgorithmSource {
+            rawcode: None,
+            url: url.clone(),
+            did: None,
+        },
     };
     let request = JobRequest {
         image: args.image.clone(),
@@ -622,17 +898,24 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
     let id = client.submit(&request).await?;
     eprintln!("job {id} submitted");
     if let Ok(status) = client.status(&id).await {
-        eprintln!("  runs on backend {:?}: {}", status.backend, status.backend_reason);
+        eprintln!(
+            "  runs on backend {:?}: {}",
+            status.backend, status.backend_reason
+        );
     }
 
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("template is valid"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed}] {msg}").expect("template is valid"),
+    );
     bar.enable_steady_tick(Duration::from_millis(120));
     // Logs stream above the spinner while the job runs.
     let log_task = {
         let (client, id, bar) = (client.clone(), id.clone(), bar.clone());
         tokio::spawn(async move {
-            let Ok(res) = client.logs(&id, true).await else { return };
+            let Ok(res) = client.logs(&id, true).await else {
+                return;
+            };
             let mut body = res.bytes_stream();
             let mut pending = String::new();
             while let Some(Ok(chunk)) = body.next().await {
@@ -653,7 +936,10 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{} ({})", status.status_text, status.status));
         if status.status != last_status && bar.is_hidden() {
             // No terminal (CI, a pipe): phases as plain lines instead of a spinner.
-            say(&bar, format!("  phase {}: {}", status.status, status.status_text));
+            say(
+                &bar,
+                format!("  phase {}: {}", status.status, status.status_text),
+            );
         }
         last_status = status.status;
         if status.phase.is_terminal() {
@@ -676,7 +962,10 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
         println!("  no outputs");
     }
     for o in &status.outputs {
-        println!("  output {} ({} bytes, sha256 {})", o.name, o.size, o.sha256);
+        println!(
+            "  output {} ({} bytes, sha256 {})",
+            o.name, o.size, o.sha256
+        );
         println!("    {}", client.output_url(&id, &o.name));
     }
     if let Some(dir) = &args.download {
@@ -702,9 +991,15 @@ mod tests {
 
     #[test]
     fn inputs_take_an_optional_name() {
-        assert_eq!(parse_input("census=file:///d/c.csv").name.as_deref(), Some("census"));
+        assert_eq!(
+            parse_input("census=file:///d/c.csv").name.as_deref(),
+            Some("census")
+        );
         assert_eq!(parse_input("census=file:///d/c.csv").url, "file:///d/c.csv");
         let signed = parse_input("https://host/x?sig=abc");
-        assert_eq!((signed.name, signed.url.as_str()), (None, "https://host/x?sig=abc"));
+        assert_eq!(
+            (signed.name, signed.url.as_str()),
+            (None, "https://host/x?sig=abc")
+        );
     }
 }

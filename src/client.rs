@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
 use crate::api::v2::{JobCreated, JobStatus};
@@ -17,8 +17,15 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Self {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("HTTP client builds");
-        Self { http, base: base.trim_end_matches('/').to_string(), token: token.to_string() }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client builds");
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -46,21 +53,33 @@ impl Client {
     }
 
     pub async fn submit(&self, request: &JobRequest) -> anyhow::Result<String> {
-        let created: JobCreated = self.json(self.http.post(self.url("/api/v2/jobs")).json(request)).await?;
+        let created: JobCreated = self
+            .json(self.http.post(self.url("/api/v2/jobs")).json(request))
+            .await?;
         Ok(created.job_id)
     }
 
     pub async fn rerun(&self, id: &str) -> anyhow::Result<String> {
-        let created: JobCreated = self.json(self.http.post(self.url(&format!("/api/v2/jobs/{id}/rerun")))).await?;
+        let created: JobCreated = self
+            .json(
+                self.http
+                    .post(self.url(&format!("/api/v2/jobs/{id}/rerun"))),
+            )
+            .await?;
         Ok(created.job_id)
     }
 
     pub async fn receipt(&self, id: &str) -> anyhow::Result<crate::proof::receipt::SignedReceipt> {
-        self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}/receipt")))).await
+        self.json(
+            self.http
+                .get(self.url(&format!("/api/v2/jobs/{id}/receipt"))),
+        )
+        .await
     }
 
     pub async fn status(&self, id: &str) -> anyhow::Result<JobStatus> {
-        self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}")))).await
+        self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}"))))
+            .await
     }
 
     pub async fn list(&self) -> anyhow::Result<Vec<JobStatus>> {
@@ -68,16 +87,23 @@ impl Client {
     }
 
     pub async fn stop(&self, id: &str) -> anyhow::Result<JobStatus> {
-        self.json(self.http.post(self.url(&format!("/api/v2/jobs/{id}/stop")))).await
+        self.json(self.http.post(self.url(&format!("/api/v2/jobs/{id}/stop"))))
+            .await
     }
 
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        self.send(self.http.delete(self.url(&format!("/api/v2/jobs/{id}")))).await.map(|_| ())
+        self.send(self.http.delete(self.url(&format!("/api/v2/jobs/{id}"))))
+            .await
+            .map(|_| ())
     }
 
     /// The log so far, or (with `follow`) a response that streams it until the job ends.
     pub async fn logs(&self, id: &str, follow: bool) -> anyhow::Result<reqwest::Response> {
-        self.send(self.http.get(self.url(&format!("/api/v2/jobs/{id}/logs?follow={follow}")))).await
+        self.send(
+            self.http
+                .get(self.url(&format!("/api/v2/jobs/{id}/logs?follow={follow}"))),
+        )
+        .await
     }
 
     pub fn output_url(&self, id: &str, name: &str) -> String {

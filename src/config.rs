@@ -117,6 +117,8 @@ pub struct ChainOverrides {
 }
 
 impl Config {
+    // figment's own error, large but returned once, at start-up.
+    #[allow(clippy::result_large_err)]
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, figment::Error> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(file) = file {
@@ -138,10 +140,10 @@ impl Config {
 
     /// Defaults that depend on other values (the data dir), filled once after loading.
     fn fill_derived_defaults(&mut self) {
-        if self.data_dir.is_relative() {
-            if let Ok(cwd) = std::env::current_dir() {
-                self.data_dir = cwd.join(&self.data_dir);
-            }
+        if self.data_dir.is_relative()
+            && let Ok(cwd) = std::env::current_dir()
+        {
+            self.data_dir = cwd.join(&self.data_dir);
         }
         if self.inputs.dataset_roots.is_empty() {
             self.inputs.dataset_roots = vec![self.data_dir.join("datasets")];
@@ -160,7 +162,10 @@ impl Config {
                     .sections
                     .entry("docker".into())
                     .or_insert_with(|| serde_json::json!({}));
-                if let Some(table) = section.as_object_mut().filter(|t| !t.contains_key("socket")) {
+                if let Some(table) = section
+                    .as_object_mut()
+                    .filter(|t| !t.contains_key("socket"))
+                {
                     table.insert("socket".into(), self.docker.socket.clone().into());
                 }
             }
@@ -215,6 +220,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's own (large) error.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

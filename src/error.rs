@@ -57,7 +57,9 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(message) = self {
             tracing::error!("internal error: {message}");
         }
-        response.json(ErrorBody { error: self.to_string() })
+        response.json(ErrorBody {
+            error: self.to_string(),
+        })
     }
 }
 

@@ -4,9 +4,9 @@
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::DynProvider;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
-use anyhow::{bail, Context};
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::assets::{ddo, did};
@@ -35,15 +35,24 @@ impl Consumer {
     }
 
     pub fn sign(&self, message: &str) -> String {
-        self.signer.sign_message_sync(message.as_bytes()).expect("local signing").to_string()
+        self.signer
+            .sign_message_sync(message.as_bytes())
+            .expect("local signing")
+            .to_string()
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let res = req.send().await.with_context(|| format!("cannot reach {}", self.service))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.service))?;
         let status = res.status();
         let body: Value = res.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("{status}: {}", body["error"].as_str().unwrap_or("(no message)"));
+            bail!(
+                "{status}: {}",
+                body["error"].as_str().unwrap_or("(no message)")
+            );
         }
         Ok(body)
     }
@@ -52,24 +61,61 @@ impl Consumer {
     /// provider, with the price locked. `compute_timeout` is in blocks (0: none).
     pub async fn order(&self, dataset: &str, compute_timeout: u64) -> anyhow::Result<Terms> {
         let id = did::parse(dataset).with_context(|| format!("{dataset} is not a did:op DID"))?;
-        let ddo_doc = self.json(self.http.get(format!("{}/api/v1/aquarius/assets/ddo/{}", self.service, did::format(&id)))).await?;
+        let ddo_doc = self
+            .json(self.http.get(format!(
+                "{}/api/v1/aquarius/assets/ddo/{}",
+                self.service,
+                did::format(&id)
+            )))
+            .await?;
         let policy = ddo::compute_policy(&ddo_doc)?;
-        let info = self.json(self.http.get(format!("{}/api/v1/brizo", self.service))).await?;
-        let provider: Address = info["provider-address"].as_str().context("the service has no provider address")?.parse()?;
-        let publisher = DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.chain).getDIDOwner(id).call().await?;
-        let terms = Terms { agreement_id: B256::from(rand::random::<[u8; 32]>()), did: id, price: policy.price, publisher, consumer: self.address() };
-        agreement::create(&self.chain, &self.addresses, &terms, provider, [0, compute_timeout, 0]).await?;
+        let info = self
+            .json(self.http.get(format!("{}/api/v1/brizo", self.service)))
+            .await?;
+        let provider: Address = info["provider-address"]
+            .as_str()
+            .context("the service has no provider address")?
+            .parse()?;
+        let publisher = DIDRegistry::new(self.addresses.get("DIDRegistry")?, &self.chain)
+            .getDIDOwner(id)
+            .call()
+            .await?;
+        let terms = Terms {
+            agreement_id: B256::from(rand::random::<[u8; 32]>()),
+            did: id,
+            price: policy.price,
+            publisher,
+            consumer: self.address(),
+        };
+        agreement::create(
+            &self.chain,
+            &self.addresses,
+            &terms,
+            provider,
+            [0, compute_timeout, 0],
+        )
+        .await?;
         agreement::lock_reward(&self.chain, &self.addresses, &terms).await?;
         Ok(terms)
     }
 
     /// `POST services/compute`, signed over `consumerAddress + serviceAgreementId`.
     pub async fn start(&self, agreement_id: B256, algorithm: &Algorithm) -> anyhow::Result<String> {
-        self.start_with(agreement_id, algorithm, serde_json::json!({"publishOutput": 0, "publishAlgorithmLog": 1})).await
+        self.start_with(
+            agreement_id,
+            algorithm,
+            serde_json::json!({"publishOutput": 0, "publishAlgorithmLog": 1}),
+        )
+        .await
     }
 
     /// `start` with an `output` section (publishOutput, publishAlgorithmLog, whitelist).
-    pub async fn start_with(&self, agreement_id: B256, algorithm: &Algorithm, output: Value) -> anyhow::Result<String> {
+    pub async fn start_with(
+        &self,
+        agreement_id: B256,
+        algorithm: &Algorithm,
+        output: Value,
+    ) -> anyhow::Result<String> {
         let consumer = self.address().to_string();
         let agreement = agreement_id.to_string();
         let mut body = serde_json::json!({"consumerAddress": consumer, "serviceAgreementId": agreement,
@@ -78,8 +124,17 @@ impl Consumer {
             Algorithm::Did(d) => body["algorithmDID"] = Value::String(d.clone()),
             Algorithm::Meta(m) => body["algorithmMeta"] = m.clone(),
         }
-        let res = self.json(self.http.post(format!("{}/api/v1/brizo/services/compute", self.service)).json(&body)).await?;
-        Ok(res["jobId"].as_str().context("no jobId in the answer")?.to_string())
+        let res = self
+            .json(
+                self.http
+                    .post(format!("{}/api/v1/brizo/services/compute", self.service))
+                    .json(&body),
+            )
+            .await?;
+        Ok(res["jobId"]
+            .as_str()
+            .context("no jobId in the answer")?
+            .to_string())
     }
 
     fn query(&self, agreement_id: B256, job_id: Option<&str>) -> Vec<(String, String)> {
@@ -90,14 +145,28 @@ impl Consumer {
             ("consumerAddress".into(), consumer.clone()),
             ("serviceAgreementId".into(), agreement.clone()),
             ("jobId".into(), job.into()),
-            ("signature".into(), self.sign(&format!("{consumer}{job}{agreement}"))),
+            (
+                "signature".into(),
+                self.sign(&format!("{consumer}{job}{agreement}")),
+            ),
         ]
     }
 
     /// Status objects (`GET`), or after `PUT` (stop) / `DELETE` (remove).
-    pub async fn call(&self, method: reqwest::Method, agreement_id: B256, job_id: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        agreement_id: B256,
+        job_id: Option<&str>,
+    ) -> anyhow::Result<Vec<Value>> {
         let url = format!("{}/api/v1/brizo/services/compute", self.service);
-        let res = self.json(self.http.request(method, url).query(&self.query(agreement_id, job_id))).await?;
+        let res = self
+            .json(
+                self.http
+                    .request(method, url)
+                    .query(&self.query(agreement_id, job_id)),
+            )
+            .await?;
         Ok(res.as_array().cloned().unwrap_or_default())
     }
 
@@ -105,7 +174,12 @@ impl Consumer {
     pub async fn download(&self, url: &str, job_id: &str) -> anyhow::Result<bytes::Bytes> {
         let consumer = self.address().to_string();
         let signature = self.sign(&format!("{consumer}{job_id}"));
-        let res = self.http.get(url).query(&[("consumerAddress", &consumer), ("signature", &signature)]).send().await?;
+        let res = self
+            .http
+            .get(url)
+            .query(&[("consumerAddress", &consumer), ("signature", &signature)])
+            .send()
+            .await?;
         if !res.status().is_success() {
             bail!("{url}: {}", res.status());
         }

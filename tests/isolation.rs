@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{python_job, Service};
+use common::{Service, python_job};
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -67,7 +67,9 @@ print("env-has-token", any("TOKEN" in k for k in os.environ), flush=True)
 #[tokio::test]
 async fn memory_limit_ends_in_out_of_memory() {
     let svc = Service::start_with(&[("BRIZO_LIMITS__MEMORY_MB", "64")]).await;
-    let id = svc.submit(python_job("x = bytearray(400 << 20)\nprint('survived')")).await;
+    let id = svc
+        .submit(python_job("x = bytearray(400 << 20)\nprint('survived')"))
+        .await;
     let job = svc.wait_finished(&id, PATIENCE).await;
     assert_eq!(job["outcome"], "out_of_memory", "{job}");
     assert!(job["error"].as_str().unwrap().contains("64 MiB"), "{job}");
@@ -83,7 +85,10 @@ async fn timeout_kills_the_job() {
     let job = svc.wait_finished(&id, PATIENCE).await;
     assert_eq!(job["outcome"], "timed_out", "{job}");
     assert_eq!(job["timeoutSeconds"], 2);
-    assert!(job["error"].as_str().unwrap().contains("2 s limit"), "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("2 s limit"),
+        "{job}"
+    );
     assert!(svc.logs(&id).await.contains("sleeping"));
     svc.wait_cleaned(&id).await;
     assert!(common::containers_of(&svc.instance()).is_empty());
@@ -91,7 +96,11 @@ async fn timeout_kills_the_job() {
 
 #[tokio::test]
 async fn requested_timeouts_are_capped_by_the_publisher() {
-    let svc = Service::start_with(&[("BRIZO_LIMITS__MAX_TIMEOUT_SECS", "30"), ("BRIZO_LIMITS__DEFAULT_TIMEOUT_SECS", "20")]).await;
+    let svc = Service::start_with(&[
+        ("BRIZO_LIMITS__MAX_TIMEOUT_SECS", "30"),
+        ("BRIZO_LIMITS__DEFAULT_TIMEOUT_SECS", "20"),
+    ])
+    .await;
     let mut body = python_job("print(1)");
     body["timeoutSeconds"] = json!(86400);
     let id = svc.submit(body).await;
@@ -115,6 +124,11 @@ async fn images_outside_the_allowed_list_are_refused() {
     body["image"] = json!("debian:bookworm");
     let res = svc.post("/api/v2/jobs").json(&body).send().await.unwrap();
     assert_eq!(res.status(), 400);
-    assert!(res.text().await.unwrap().contains("not one this publisher supports"));
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("not one this publisher supports")
+    );
     svc.submit(python_job("print(1)")).await;
 }

@@ -7,17 +7,28 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{python_job, Service};
-use serde_json::{json, Value};
+use common::{Service, python_job};
+use serde_json::{Value, json};
 
 async fn receipt_of(svc: &Service, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let job = svc.job(id).await;
         if job["receiptHash"].is_string() {
-            return svc.get(&format!("/api/v2/jobs/{id}/receipt")).send().await.unwrap().json().await.unwrap();
+            return svc
+                .get(&format!("/api/v2/jobs/{id}/receipt"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         }
-        assert!(Instant::now() < deadline, "no receipt: {job}\n{}", svc.log());
+        assert!(
+            Instant::now() < deadline,
+            "no receipt: {job}\n{}",
+            svc.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -25,18 +36,35 @@ async fn receipt_of(svc: &Service, id: &str) -> Value {
 fn verify(receipt: &Value, dir: &Path, extra: &[&str]) -> (bool, String) {
     let path = dir.join(format!("receipt-{}.json", rand::random::<u32>()));
     std::fs::write(&path, serde_json::to_string_pretty(receipt).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_brizo")).args(["proof", "verify"]).arg(&path).args(extra).output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = Command::new(env!("CARGO_BIN_EXE_brizo"))
+        .args(["proof", "verify"])
+        .arg(&path)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test]
 async fn a_receipt_verifies_and_every_change_is_named() {
     let svc = Service::start().await;
     let data = svc.dataset("r/values.txt", "1 2 3\n");
-    let mut body = python_job("import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\nprint('n', len(v))\npathlib.Path('/data/outputs/out.txt').write_text(str(sum(map(int, v))))\n");
+    let mut body = python_job(
+        "import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\nprint('n', len(v))\npathlib.Path('/data/outputs/out.txt').write_text(str(sum(map(int, v))))\n",
+    );
     body["inputs"] = json!([{"url": data}]);
     let id = svc.submit(body).await;
-    assert_eq!(svc.wait_finished(&id, Duration::from_secs(120)).await["outcome"], "succeeded");
+    assert_eq!(
+        svc.wait_finished(&id, Duration::from_secs(120)).await["outcome"],
+        "succeeded"
+    );
     let signed = receipt_of(&svc, &id).await;
     let r = &signed["receipt"];
     assert_eq!(r["format"], "brizo-receipt/1");
@@ -56,18 +84,38 @@ async fn a_receipt_verifies_and_every_change_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let outputs = dir.path().join("outputs");
     std::fs::create_dir(&outputs).unwrap();
-    let got = svc.get(&format!("/api/v2/jobs/{id}/outputs/out.txt")).send().await.unwrap().bytes().await.unwrap();
+    let got = svc
+        .get(&format!("/api/v2/jobs/{id}/outputs/out.txt"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     std::fs::write(outputs.join("out.txt"), &got).unwrap();
     std::fs::write(dir.path().join("log.txt"), svc.logs(&id).await).unwrap();
     let log = dir.path().join("log.txt");
-    let args = ["--outputs", outputs.to_str().unwrap(), "--logs", log.to_str().unwrap()];
+    let args = [
+        "--outputs",
+        outputs.to_str().unwrap(),
+        "--logs",
+        log.to_str().unwrap(),
+    ];
     let (ok, text) = verify(&signed, dir.path(), &args);
     assert!(ok, "{text}");
-    assert!(text.contains("ok  hash") && text.contains("output(s)") && text.contains("the log matches"), "{text}");
+    assert!(
+        text.contains("ok  hash") && text.contains("output(s)") && text.contains("the log matches"),
+        "{text}"
+    );
 
     // Any change to a field breaks the hash.
-    for (pointer, value) in [("/receipt/exitCode", json!(1)), ("/receipt/outcome", json!("failed")), ("/receipt/imageDigest", json!("sha256:00")),
-                             ("/receipt/outputs/0/sha256", json!("00")), ("/receipt/inputs/0/size", json!(7))] {
+    for (pointer, value) in [
+        ("/receipt/exitCode", json!(1)),
+        ("/receipt/outcome", json!("failed")),
+        ("/receipt/imageDigest", json!("sha256:00")),
+        ("/receipt/outputs/0/sha256", json!("00")),
+        ("/receipt/inputs/0/size", json!(7)),
+    ] {
         let mut tampered = signed.clone();
         *tampered.pointer_mut(pointer).unwrap() = value;
         let (ok, text) = verify(&tampered, dir.path(), &[]);
@@ -76,8 +124,10 @@ async fn a_receipt_verifies_and_every_change_is_named() {
     // A re-hashed receipt signed by someone else: the signature says so.
     let mut resigned = signed.clone();
     resigned["receipt"]["exitCode"] = json!(1);
-    let receipt: brizo::proof::receipt::Receipt = serde_json::from_value(resigned["receipt"].clone()).unwrap();
-    let forged = brizo::proof::receipt::sign(receipt, &alloy::signers::local::PrivateKeySigner::random());
+    let receipt: brizo::proof::receipt::Receipt =
+        serde_json::from_value(resigned["receipt"].clone()).unwrap();
+    let forged =
+        brizo::proof::receipt::sign(receipt, &alloy::signers::local::PrivateKeySigner::random());
     let (ok, text) = verify(&serde_json::to_value(&forged).unwrap(), dir.path(), &[]);
     assert!(!ok && text.contains("signature mismatch"), "{text}");
     let mut bad_signature = signed.clone();
@@ -87,11 +137,17 @@ async fn a_receipt_verifies_and_every_change_is_named() {
     // A changed output byte, a missing or an extra output, a changed log.
     std::fs::write(outputs.join("out.txt"), b"7").unwrap();
     let (ok, text) = verify(&signed, dir.path(), &args);
-    assert!(!ok && text.contains("output out.txt: sha256 differs"), "{text}");
+    assert!(
+        !ok && text.contains("output out.txt: sha256 differs"),
+        "{text}"
+    );
     std::fs::write(outputs.join("out.txt"), &got).unwrap();
     std::fs::write(outputs.join("extra.txt"), b"x").unwrap();
     let (ok, text) = verify(&signed, dir.path(), &args);
-    assert!(!ok && text.contains("extra.txt is in the outputs folder but not in the receipt"), "{text}");
+    assert!(
+        !ok && text.contains("extra.txt is in the outputs folder but not in the receipt"),
+        "{text}"
+    );
     std::fs::remove_file(outputs.join("extra.txt")).unwrap();
     std::fs::remove_file(outputs.join("out.txt")).unwrap();
     let (ok, text) = verify(&signed, dir.path(), &args);
@@ -116,7 +172,14 @@ fn rerun(svc: &Service, receipt: &Value, dir: &Path) -> (bool, String) {
         .args(["--server", &svc.base, "--token", common::TOKEN])
         .output()
         .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test]
@@ -124,23 +187,49 @@ async fn a_rerun_reproduces_a_deterministic_job_and_flags_one_that_is_not() {
     let svc = Service::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = svc.dataset("rerun/values.txt", "4 5 6\n");
-    let mut body = python_job("import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\npathlib.Path('/data/outputs/sum.txt').write_text(str(sum(map(int, v))))\n");
+    let mut body = python_job(
+        "import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\npathlib.Path('/data/outputs/sum.txt').write_text(str(sum(map(int, v))))\n",
+    );
     body["inputs"] = json!([{"url": data}]);
     let id = svc.submit(body).await;
     svc.wait_finished(&id, Duration::from_secs(120)).await;
     let signed = receipt_of(&svc, &id).await;
     let (ok, text) = rerun(&svc, &signed, dir.path());
     assert!(ok, "{text}");
-    assert!(text.contains("same      image digest") && text.contains("same      output sum.txt") && text.contains("reproduces"), "{text}");
+    assert!(
+        text.contains("same      image digest")
+            && text.contains("same      output sum.txt")
+            && text.contains("reproduces"),
+        "{text}"
+    );
 
-    let random = svc.submit(python_job("import os\nopen('/data/outputs/r.bin','wb').write(os.urandom(16))")).await;
+    let random = svc
+        .submit(python_job(
+            "import os\nopen('/data/outputs/r.bin','wb').write(os.urandom(16))",
+        ))
+        .await;
     svc.wait_finished(&random, Duration::from_secs(120)).await;
     let signed = receipt_of(&svc, &random).await;
     let (ok, text) = rerun(&svc, &signed, dir.path());
     assert!(!ok, "{text}");
-    assert!(text.contains("DIFFERENT output r.bin") && text.contains("does not reproduce"), "{text}");
+    assert!(
+        text.contains("DIFFERENT output r.bin") && text.contains("does not reproduce"),
+        "{text}"
+    );
     // Reruns are ordinary jobs, pinned to the image digest that ran.
-    let list: Vec<Value> = svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    let list: Vec<Value> = svc
+        .get("/api/v2/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list.len(), 4);
-    assert!(list.iter().filter(|j| j["image"].as_str().unwrap().starts_with("sha256:")).count() == 2);
+    assert!(
+        list.iter()
+            .filter(|j| j["image"].as_str().unwrap().starts_with("sha256:"))
+            .count()
+            == 2
+    );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{python_job, Service};
+use common::{Service, python_job};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -25,17 +25,30 @@ async fn a_running_job_survives_a_crash_of_the_service() {
     assert_eq!(job["outputs"][0]["name"], "done.txt");
     let logs = svc.logs(&id).await;
     for i in 0..6 {
-        assert!(logs.contains(&format!("step {i}")), "log lost lines across the restart: {logs}");
+        assert!(
+            logs.contains(&format!("step {i}")),
+            "log lost lines across the restart: {logs}"
+        );
     }
     svc.wait_cleaned(&id).await;
-    assert!(common::containers_of(&svc.instance()).is_empty(), "orphan container");
-    assert!(!svc.data_dir().join("jobs").join(&id).exists(), "orphan job folder");
+    assert!(
+        common::containers_of(&svc.instance()).is_empty(),
+        "orphan container"
+    );
+    assert!(
+        !svc.data_dir().join("jobs").join(&id).exists(),
+        "orphan job folder"
+    );
 }
 
 #[tokio::test]
 async fn a_job_whose_container_ended_during_the_outage_is_collected() {
     let mut svc = Service::start().await;
-    let id = svc.submit(python_job("open('/data/outputs/r.txt','w').write('r')\nimport time\ntime.sleep(1)")).await;
+    let id = svc
+        .submit(python_job(
+            "open('/data/outputs/r.txt','w').write('r')\nimport time\ntime.sleep(1)",
+        ))
+        .await;
     svc.wait_status(&id, 40, PATIENCE).await;
     svc.kill9();
     tokio::time::sleep(Duration::from_secs(3)).await; // the container exits while nobody watches
@@ -53,12 +66,21 @@ async fn a_container_removed_during_the_outage_ends_the_job_with_a_reason() {
     let id = svc.submit(python_job("import time\ntime.sleep(300)")).await;
     svc.wait_status(&id, 40, PATIENCE).await;
     svc.kill9();
-    let status = std::process::Command::new("/usr/bin/docker").args(["rm", "-f", &format!("brizo-{id}")]).status().unwrap();
+    let status = std::process::Command::new("/usr/bin/docker")
+        .args(["rm", "-f", &format!("brizo-{id}")])
+        .status()
+        .unwrap();
     assert!(status.success());
     svc.spawn().await;
     let job = svc.wait_finished(&id, PATIENCE).await;
     assert_eq!(job["outcome"], "failed", "{job}");
-    assert!(job["error"].as_str().unwrap().contains("container disappeared"), "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("container disappeared"),
+        "{job}"
+    );
     svc.wait_cleaned(&id).await;
     assert!(!svc.data_dir().join("jobs").join(&id).exists());
 }
@@ -72,17 +94,31 @@ async fn queued_jobs_survive_a_crash_and_orphans_are_swept() {
     svc.kill9();
     // A container of this instance that no job knows: the sweep at start removes it.
     let orphan = std::process::Command::new("/usr/bin/docker")
-        .args(["create", "--label", &format!("brizo.instance={}", svc.instance()), "--label", "brizo.job-id=unknownjob", common::IMAGE, "true"])
+        .args([
+            "create",
+            "--label",
+            &format!("brizo.instance={}", svc.instance()),
+            "--label",
+            "brizo.job-id=unknownjob",
+            common::IMAGE,
+            "true",
+        ])
         .output()
         .unwrap();
     assert!(orphan.status.success());
     std::fs::create_dir_all(svc.data_dir().join("jobs").join("unknownjob")).unwrap();
     svc.spawn().await;
     for id in [&blocker, &queued] {
-        assert_eq!(svc.wait_finished(id, PATIENCE).await["outcome"], "succeeded");
+        assert_eq!(
+            svc.wait_finished(id, PATIENCE).await["outcome"],
+            "succeeded"
+        );
         svc.wait_cleaned(id).await;
     }
-    assert!(common::containers_of(&svc.instance()).is_empty(), "orphans remain");
+    assert!(
+        common::containers_of(&svc.instance()).is_empty(),
+        "orphans remain"
+    );
     assert!(!svc.data_dir().join("jobs").join("unknownjob").exists());
 }
 
@@ -101,21 +137,39 @@ async fn a_restart_does_not_overshoot_max_running_jobs() {
     loop {
         let running = running_containers(&svc.instance());
         most = most.max(running);
-        let done = svc.job(&queued).await["status"] == 70 && svc.job(&blocker).await["status"] == 70;
+        let done =
+            svc.job(&queued).await["status"] == 70 && svc.job(&blocker).await["status"] == 70;
         if done {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the jobs did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(most, 1, "two runs at once with max_running_jobs = 1\n{}", svc.log());
+    assert_eq!(
+        most,
+        1,
+        "two runs at once with max_running_jobs = 1\n{}",
+        svc.log()
+    );
     assert_eq!(svc.job(&queued).await["outcome"], "succeeded");
 }
 
 fn running_containers(instance: &str) -> usize {
     let out = std::process::Command::new("/usr/bin/docker")
-        .args(["ps", "-q", "--filter", &format!("label=brizo.instance={instance}"), "--filter", "status=running"])
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=brizo.instance={instance}"),
+            "--filter",
+            "status=running",
+        ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().count()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count()
 }

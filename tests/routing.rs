@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{python_job, Service};
-use serde_json::{json, Value};
+use common::{Service, python_job};
+use serde_json::{Value, json};
 
 const TWO_BACKENDS: &str = r#"
 backend = "local"
@@ -22,15 +22,31 @@ near = ["file://{data_dir}/datasets/census"]
 "#;
 
 fn containers_with(label: &str) -> usize {
-    let out = std::process::Command::new("/usr/bin/docker").args(["ps", "-q", "--filter", &format!("label={label}")]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().count()
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args(["ps", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .count()
 }
 
 #[tokio::test]
 async fn jobs_run_next_to_their_data() {
     let svc = Service::start_with_config(&[], TWO_BACKENDS).await;
-    let health: Value = svc.http.get(svc.url("/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(health["backends"]["near-census"]["status"], "ok", "{health}");
+    let health: Value = svc
+        .http
+        .get(svc.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health["backends"]["near-census"]["status"], "ok",
+        "{health}"
+    );
     assert_eq!(health["backends"]["local"]["kind"], "docker");
 
     let census = svc.dataset("census/2020.csv", "a\n1\n");
@@ -39,16 +55,33 @@ async fn jobs_run_next_to_their_data() {
     let near = svc.submit(body).await;
     let job = svc.wait_status(&near, 40, Duration::from_secs(120)).await;
     assert_eq!(job["backend"], "near-census");
-    assert!(job["backendReason"].as_str().unwrap().contains("next to 1 of the job's 1 input(s)"), "{job}");
+    assert!(
+        job["backendReason"]
+            .as_str()
+            .unwrap()
+            .contains("next to 1 of the job's 1 input(s)"),
+        "{job}"
+    );
     let instance = format!("brizo.instance={}", svc.instance());
-    assert!(containers_with("brizo.backend=near-census") >= 1, "the job's container is not on the chosen backend");
+    assert!(
+        containers_with("brizo.backend=near-census") >= 1,
+        "the job's container is not on the chosen backend"
+    );
     assert!(containers_with(&instance) >= 1);
 
     let elsewhere = svc.submit(python_job("print('no data')")).await;
-    let job = svc.wait_finished(&elsewhere, Duration::from_secs(120)).await;
+    let job = svc
+        .wait_finished(&elsewhere, Duration::from_secs(120))
+        .await;
     assert_eq!(job["backend"], "local");
-    assert!(job["backendReason"].as_str().unwrap().contains("no inputs"), "{job}");
-    assert_eq!(svc.wait_finished(&near, Duration::from_secs(120)).await["outcome"], "succeeded");
+    assert!(
+        job["backendReason"].as_str().unwrap().contains("no inputs"),
+        "{job}"
+    );
+    assert_eq!(
+        svc.wait_finished(&near, Duration::from_secs(120)).await["outcome"],
+        "succeeded"
+    );
 }
 
 #[tokio::test]
@@ -57,7 +90,12 @@ async fn a_backend_this_build_lacks_is_refused_at_start() {
     let config = dir.path().join("brizo.toml");
     std::fs::write(&config, "[[backends]]\nname = \"local\"\nkind = \"docker\"\n[[backends]]\nname = \"eu\"\nkind = \"aws-batch\"\nnear = [\"s3://eu-data\"]\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_brizo"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{}", common::free_port()), "--config"])
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{}", common::free_port()),
+            "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path())
@@ -68,9 +106,15 @@ async fn a_backend_this_build_lacks_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Without the feature the kind is refused naming it; with it, its settings are required.
     #[cfg(not(feature = "aws"))]
-    assert!(stderr.contains("\"eu\"") && stderr.contains("--features aws"), "{stderr}");
+    assert!(
+        stderr.contains("\"eu\"") && stderr.contains("--features aws"),
+        "{stderr}"
+    );
     #[cfg(feature = "aws")]
-    assert!(stderr.contains("\"eu\"") && stderr.contains("[backends.aws]"), "{stderr}");
+    assert!(
+        stderr.contains("\"eu\"") && stderr.contains("[backends.aws]"),
+        "{stderr}"
+    );
 
     std::fs::write(&config, "backend = \"missing\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_brizo"))
@@ -79,5 +123,9 @@ async fn a_backend_this_build_lacks_is_refused_at_start() {
         .env("BRIZO_ADMIN_TOKEN", common::TOKEN)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("default backend \"missing\""), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("default backend \"missing\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -18,13 +18,34 @@ async fn the_v2_api_holds_to_its_openapi_document() {
         .args(["run", &svc.url("/api/v2/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--max-examples", &examples, "--seed", &seed])
-        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
         .args(["--phases", "examples,fuzzing,coverage", "--no-color"])
         .output()
         .await
-        .unwrap_or_else(|e| panic!("running schemathesis (`st`): {e}; install it with scripts/test-deps.sh"));
-    let report = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "schemathesis found failures:\n{report}");
-    assert!(report.contains(" passed"), "schemathesis ran no case:\n{report}");
-    println!("{}", report.lines().filter(|l| l.contains("generated") || l.contains("Seed")).collect::<Vec<_>>().join("\n"));
+        .unwrap_or_else(|e| {
+            panic!("running schemathesis (`st`): {e}; install it with scripts/test-deps.sh")
+        });
+    let report =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
+    assert!(
+        report.contains(" passed"),
+        "schemathesis ran no case:\n{report}"
+    );
+    println!(
+        "{}",
+        report
+            .lines()
+            .filter(|l| l.contains("generated") || l.contains("Seed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -339,30 +339,70 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
         &publisher_chain,
         &chain.addresses,
         &publisher,
-        &Asset::Algorithm(AlgorithmTerms { name: "sum".into(), file: code, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() }),
+        &Asset::Algorithm(AlgorithmTerms {
+            name: "sum".into(),
+            file: code,
+            image: image.into(),
+            tag: tag.into(),
+            entrypoint: "python3 $ALGO".into(),
+        }),
     )
     .await
     .unwrap();
 
     let (consumer_chain, _) = signing_provider(&chain.url, DEV_KEYS[3]).unwrap();
-    let consumer = Consumer { http: reqwest::Client::new(), service: svc.base.clone(), signer: DEV_KEYS[3].parse().unwrap(), chain: consumer_chain, addresses: chain.addresses.clone() };
+    let consumer = Consumer {
+        http: reqwest::Client::new(),
+        service: svc.base.clone(),
+        signer: DEV_KEYS[3].parse().unwrap(),
+        chain: consumer_chain,
+        addresses: chain.addresses.clone(),
+    };
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let before = consumer.balance(terms.publisher).await.unwrap();
-    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm)).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
-        let status = consumer.call(reqwest::Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0].clone();
+        let status = consumer
+            .call(reqwest::Method::GET, terms.agreement_id, Some(&job))
+            .await
+            .unwrap()[0]
+            .clone();
         if status["status"] == 70 && !status["settlement"].is_null() {
             break status;
         }
-        assert!(Instant::now() < deadline, "job {job} did not finish and settle: {status}\n{}", svc.log());
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not finish and settle: {status}\n{}",
+            svc.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status["outcome"], "succeeded", "{status}\n{}", svc.log());
     assert_eq!(status["settlement"]["state"], "paid", "{status}");
-    assert_eq!(svc.job(&job).await["backend"], "cluster", "the v1 job did not run on Slurm");
-    assert_eq!(&consumer.download(status["resultsUrls"][0].as_str().unwrap(), &job).await.unwrap()[..], b"12");
-    assert_eq!(consumer.balance(terms.publisher).await.unwrap() - before, terms.price);
+    assert_eq!(
+        svc.job(&job).await["backend"],
+        "cluster",
+        "the v1 job did not run on Slurm"
+    );
+    assert_eq!(
+        &consumer
+            .download(status["resultsUrls"][0].as_str().unwrap(), &job)
+            .await
+            .unwrap()[..],
+        b"12"
+    );
+    assert_eq!(
+        consumer.balance(terms.publisher).await.unwrap() - before,
+        terms.price
+    );
     // The Slurm job brizo submitted for it is in the cluster's records.
-    assert!(slurm_job(&job).await.contains("JobState=COMPLETED"), "{}", slurm_job(&job).await);
+    assert!(
+        slurm_job(&job).await.contains("JobState=COMPLETED"),
+        "{}",
+        slurm_job(&job).await
+    );
 }

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
 use brizo::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
 use brizo::chain::agreement::{self, Terms};
 use brizo::chain::contracts::ConditionState;
-use brizo::chain::dev::{DevChain, DevOptions, DEV_KEYS};
+use brizo::chain::dev::{DEV_KEYS, DevChain, DevOptions};
 use brizo::chain::signing_provider;
 use brizo::squid::{Algorithm, Consumer};
-use common::{Service, IMAGE};
+use common::{IMAGE, Service};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -34,9 +34,12 @@ async fn world() -> World {
 
 async fn world_with(extra: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let chain = DevChain::start(&DevOptions::new(common::free_port(), dir.path().join("artifacts")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n(install the chain tools with scripts/chain-deps.sh)"));
+    let chain = DevChain::start(&DevOptions::new(
+        common::free_port(),
+        dir.path().join("artifacts"),
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n(install the chain tools with scripts/chain-deps.sh)"));
     let artifacts = dir.path().join("artifacts");
     let mut env = vec![
         ("BRIZO_CHAIN__KEEPER_URL", chain.url.as_str()),
@@ -55,12 +58,26 @@ impl World {
 
     fn consumer(&self, index: usize) -> Consumer {
         let (chain, _) = signing_provider(&self.chain.url, DEV_KEYS[index]).unwrap();
-        Consumer { http: reqwest::Client::new(), service: self.svc.base.clone(), signer: DEV_KEYS[index].parse().unwrap(), chain, addresses: self.chain.addresses.clone() }
+        Consumer {
+            http: reqwest::Client::new(),
+            service: self.svc.base.clone(),
+            signer: DEV_KEYS[index].parse().unwrap(),
+            chain,
+            addresses: self.chain.addresses.clone(),
+        }
     }
 
     async fn publish(&self, asset: Asset) -> String {
         let (chain, _) = signing_provider(&self.chain.url, DEV_KEYS[2]).unwrap();
-        publish::publish(&self.svc.base, &chain, &self.chain.addresses, &self.publisher(), &asset).await.unwrap()
+        publish::publish(
+            &self.svc.base,
+            &chain,
+            &self.chain.addresses,
+            &self.publisher(),
+            &asset,
+        )
+        .await
+        .unwrap()
     }
 
     /// A dataset of three numbers, and optionally its policy changed by `tweak`.
@@ -89,27 +106,53 @@ impl World {
              pathlib.Path('/data/outputs/sum.txt').write_text(str(total))\n",
         );
         let (image, tag) = IMAGE.split_once(':').unwrap();
-        self.publish(Asset::Algorithm(AlgorithmTerms { name: "sum".into(), file: url, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() })).await
+        self.publish(Asset::Algorithm(AlgorithmTerms {
+            name: "sum".into(),
+            file: url,
+            image: image.into(),
+            tag: tag.into(),
+            entrypoint: "python3 $ALGO".into(),
+        }))
+        .await
     }
 
     async fn wait_finished(&self, consumer: &Consumer, terms: &Terms, job: &str) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let list = consumer.call(Method::GET, terms.agreement_id, Some(job)).await.unwrap();
+            let list = consumer
+                .call(Method::GET, terms.agreement_id, Some(job))
+                .await
+                .unwrap();
             let status = &list[0];
-            if status["status"] == 70 && !status["settlement"].is_null() || matches!(status["status"].as_i64(), Some(31 | 32)) && !status["settlement"].is_null() {
+            if status["status"] == 70 && !status["settlement"].is_null()
+                || matches!(status["status"].as_i64(), Some(31 | 32))
+                    && !status["settlement"].is_null()
+            {
                 return status.clone();
             }
-            assert!(Instant::now() < deadline, "job {job} did not finish and settle: {status}\n{}", self.svc.log());
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not finish and settle: {status}\n{}",
+                self.svc.log()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
 async fn post_start(svc: &Service, body: &Value) -> (u16, Value) {
-    let res = svc.http.post(svc.url("/api/v1/brizo/services/compute")).json(body).send().await.unwrap();
+    let res = svc
+        .http
+        .post(svc.url("/api/v1/brizo/services/compute"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
-    let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
     let mut body: Value = res.json().await.unwrap_or(Value::Null);
     if let Some(r) = retry_after {
         body["retryAfter"] = json!(r);
@@ -126,20 +169,50 @@ fn start_body(consumer: &Consumer, agreement: &str, algorithm_did: &str) -> Valu
 #[tokio::test]
 async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     let w = world().await;
-    let info: Value = w.svc.http.get(w.svc.url("/api/v1/brizo")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(info["provider-address"], w.chain.accounts[2].address.to_string());
-    assert_eq!(info["contracts"]["DIDRegistry"], w.chain.addresses.get("DIDRegistry").unwrap().to_string());
+    let info: Value = w
+        .svc
+        .http
+        .get(w.svc.url("/api/v1/brizo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["provider-address"],
+        w.chain.accounts[2].address.to_string()
+    );
+    assert_eq!(
+        info["contracts"]["DIDRegistry"],
+        w.chain.addresses.get("DIDRegistry").unwrap().to_string()
+    );
 
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;
     // The DDO in the metadata store never shows where the data is.
-    let ddo: Value = w.svc.http.get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{dataset}"))).send().await.unwrap().json().await.unwrap();
-    assert!(!ddo.to_string().contains("values.txt"), "a file location leaked into the public DDO: {ddo}");
+    let ddo: Value = w
+        .svc
+        .http
+        .get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{dataset}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !ddo.to_string().contains("values.txt"),
+        "a file location leaked into the public DDO: {ddo}"
+    );
 
     let consumer = w.consumer(3);
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let publisher_before = consumer.balance(terms.publisher).await.unwrap();
-    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm.clone()))
+        .await
+        .unwrap();
     assert_eq!(job.len(), 32);
 
     let status = w.wait_finished(&consumer, &terms, &job).await;
@@ -155,77 +228,141 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     // Results and the log, for this consumer only.
     let url = status["resultsUrls"][0].as_str().unwrap();
     assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
-    let log = consumer.download(status["algorithmLogUrl"].as_str().unwrap(), &job).await.unwrap();
+    let log = consumer
+        .download(status["algorithmLogUrl"].as_str().unwrap(), &job)
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&log).contains("sum 12 of 1 file(s)"));
     let stranger = w.consumer(4);
-    assert!(stranger.download(url, &job).await.is_err(), "another consumer downloaded the results");
+    assert!(
+        stranger.download(url, &job).await.is_err(),
+        "another consumer downloaded the results"
+    );
     let res = w.svc.http.get(url).send().await.unwrap();
     assert_eq!(res.status(), 400, "unsigned download must be refused");
 
     // Settlement on chain: every condition fulfilled, the publisher paid the price.
     let provider = brizo::chain::provider(&w.chain.url).unwrap();
-    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms).await.unwrap();
+    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms)
+        .await
+        .unwrap();
     for id in [ids.lock, ids.compute, ids.escrow] {
-        assert_eq!(agreement::condition(&provider, &w.chain.addresses, id).await.unwrap().state, ConditionState::Fulfilled);
+        assert_eq!(
+            agreement::condition(&provider, &w.chain.addresses, id)
+                .await
+                .unwrap()
+                .state,
+            ConditionState::Fulfilled
+        );
     }
-    assert_eq!(consumer.balance(terms.publisher).await.unwrap() - publisher_before, terms.price);
+    assert_eq!(
+        consumer.balance(terms.publisher).await.unwrap() - publisher_before,
+        terms.price
+    );
 
     // The receipt: issued after settlement, anchored on chain, served to the consumer.
     let deadline = Instant::now() + PATIENCE;
     let receipt_url = loop {
-        let status = &consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0];
+        let status = &consumer
+            .call(Method::GET, terms.agreement_id, Some(&job))
+            .await
+            .unwrap()[0];
         if let Some(url) = status["receiptUrl"].as_str().filter(|u| !u.is_empty()) {
             break url.to_string();
         }
         assert!(Instant::now() < deadline, "no receipt: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let signed: Value = serde_json::from_slice(&consumer.download(&receipt_url, &job).await.unwrap()).unwrap();
+    let signed: Value =
+        serde_json::from_slice(&consumer.download(&receipt_url, &job).await.unwrap()).unwrap();
     let r = &signed["receipt"];
     assert_eq!(r["agreementId"], terms.agreement_id.to_string());
     assert_eq!(r["consumer"], consumer.address().to_string());
     assert_eq!(r["provider"], w.chain.accounts[2].address.to_string());
     assert_eq!(r["chainId"], w.chain.chain_id);
     assert_eq!(r["inputs"][0]["did"], dataset.as_str());
-    assert!(r["inputs"][0]["source"].is_null(), "a dataset's file location leaked into its receipt");
+    assert!(
+        r["inputs"][0]["source"].is_null(),
+        "a dataset's file location leaked into its receipt"
+    );
     assert_eq!(r["algorithm"]["did"], algorithm.as_str());
     assert_eq!(r["settlement"]["state"], "paid");
-    assert!(r["settlement"]["computeTx"].is_string() && r["settlement"]["rewardTx"].is_string(), "{r}");
+    assert!(
+        r["settlement"]["computeTx"].is_string() && r["settlement"]["rewardTx"].is_string(),
+        "{r}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let receipt_file = dir.path().join("receipt.json");
     std::fs::write(&receipt_file, serde_json::to_string(&signed).unwrap()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_brizo"))
         .args(["proof", "verify"])
         .arg(&receipt_file)
-        .args(["--keeper-url", &w.chain.url, "--provider", &w.chain.accounts[2].address.to_string()])
+        .args([
+            "--keeper-url",
+            &w.chain.url,
+            "--provider",
+            &w.chain.accounts[2].address.to_string(),
+        ])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.contains("anchored on chain"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("anchored on chain"),
+        "{text}"
+    );
     // The anchor holds this receipt's hash and no other.
-    let mut other: brizo::proof::receipt::SignedReceipt = serde_json::from_value(signed.clone()).unwrap();
+    let mut other: brizo::proof::receipt::SignedReceipt =
+        serde_json::from_value(signed.clone()).unwrap();
     other.hash = format!("0x{}", "ab".repeat(32));
     let registry = w.chain.addresses.get("DIDRegistry").unwrap();
     let provider_chain = brizo::chain::provider(&w.chain.url).unwrap();
-    let err = brizo::proof::verify::check_anchor(&other, &provider_chain, registry).await.unwrap_err();
+    let err = brizo::proof::verify::check_anchor(&other, &provider_chain, registry)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("anchor mismatch"), "{err}");
 
     // One job per agreement: starting again answers the same job.
-    assert_eq!(consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap(), job);
+    assert_eq!(
+        consumer
+            .start(terms.agreement_id, &Algorithm::Did(algorithm.clone()))
+            .await
+            .unwrap(),
+        job
+    );
 
     // Listing without a job id; another consumer sees nothing of it.
-    assert_eq!(consumer.call(Method::GET, terms.agreement_id, None).await.unwrap().len(), 1);
+    assert_eq!(
+        consumer
+            .call(Method::GET, terms.agreement_id, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     for method in [Method::GET, Method::PUT, Method::DELETE] {
-        let err = stranger.call(method.clone(), terms.agreement_id, Some(&job)).await.unwrap_err();
+        let err = stranger
+            .call(method.clone(), terms.agreement_id, Some(&job))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("404"), "{method}: {err}");
     }
     // Delete: the job is marked removed and its results go.
-    let after = consumer.call(Method::DELETE, terms.agreement_id, Some(&job)).await.unwrap();
+    let after = consumer
+        .call(Method::DELETE, terms.agreement_id, Some(&job))
+        .await
+        .unwrap();
     assert_eq!(after[0]["removed"], 1);
     assert!(consumer.download(url, &job).await.is_err());
     // A settled agreement runs nothing more.
-    let err = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm.clone())).await.unwrap_err();
-    assert!(err.to_string().contains("403") && err.to_string().contains("already settled"), "{err}");
+    let err = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("403") && err.to_string().contains("already settled"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -233,12 +370,15 @@ async fn requests_are_refused_with_the_reason() {
     let w = world().await;
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;
-    let untrusting = w.dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))]).await;
-    let raw_ok = w.dataset(|d| {
-        d.allow_raw_algorithm = true;
-        d.allow_network_access = true;
-    })
-    .await;
+    let untrusting = w
+        .dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))])
+        .await;
+    let raw_ok = w
+        .dataset(|d| {
+            d.allow_raw_algorithm = true;
+            d.allow_network_access = true;
+        })
+        .await;
     let consumer = w.consumer(3);
     let other = w.consumer(4);
     let paid = consumer.order(&dataset, 0).await.unwrap();
@@ -255,12 +395,26 @@ async fn requests_are_refused_with_the_reason() {
     replayed["signature"] = start_body(&consumer, &agreement, &algorithm)["signature"].clone();
     cases.push(("replayed signature", replayed, 401, "signature"));
     // Another consumer, correctly signed, on someone else's agreement.
-    cases.push(("other consumer", start_body(&other, &agreement, &algorithm), 403, "not the consumer"));
+    cases.push((
+        "other consumer",
+        start_body(&other, &agreement, &algorithm),
+        403,
+        "not the consumer",
+    ));
     // Auth tokens: tampered, stale.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let token = |ts: u64| format!("{}-{ts}", consumer.sign(&format!("Ocean Protocol Authentication\n{ts}")));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |ts: u64| {
+        format!(
+            "{}-{ts}",
+            consumer.sign(&format!("Ocean Protocol Authentication\n{ts}"))
+        )
+    };
     let mut tampered = start_body(&consumer, &agreement, &algorithm);
-    tampered["signature"] = json!(token(now - 10).replace(&format!("-{}", now - 10), &format!("-{}", now - 5)));
+    tampered["signature"] =
+        json!(token(now - 10).replace(&format!("-{}", now - 10), &format!("-{}", now - 5)));
     cases.push(("tampered token", tampered, 401, "signature"));
     let mut stale = start_body(&consumer, &agreement, &algorithm);
     stale["signature"] = json!(token(now - 25 * 3600));
@@ -272,46 +426,103 @@ async fn requests_are_refused_with_the_reason() {
     raw["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
     cases.push(("raw code not allowed", raw, 403, "raw algorithms"));
     // Unknown agreement; malformed fields.
-    cases.push(("unknown agreement", start_body(&consumer, &format!("0x{}", "12".repeat(32)), &algorithm), 404, "unknown agreement"));
+    cases.push((
+        "unknown agreement",
+        start_body(&consumer, &format!("0x{}", "12".repeat(32)), &algorithm),
+        404,
+        "unknown agreement",
+    ));
     cases.push(("missing signature", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": agreement, "algorithmDID": algorithm}), 400, "signature is required"));
     cases.push(("bad address", json!({"consumerAddress": "0x123", "serviceAgreementId": agreement, "algorithmDID": algorithm, "signature": "0x00"}), 400, "not an Ethereum address"));
     cases.push(("bad agreement id", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": "xyz", "algorithmDID": algorithm, "signature": "0x00"}), 400, "32 bytes"));
 
     // Created but not paid.
-    let unpaid = Terms { agreement_id: alloy::primitives::B256::from(rand::random::<[u8; 32]>()), ..paid };
+    let unpaid = Terms {
+        agreement_id: alloy::primitives::B256::from(rand::random::<[u8; 32]>()),
+        ..paid
+    };
     let provider_address = w.chain.accounts[2].address;
-    agreement::create(&consumer.chain, &w.chain.addresses, &unpaid, provider_address, [0, 0, 0]).await.unwrap();
-    cases.push(("lock not fulfilled", start_body(&consumer, &unpaid.agreement_id.to_string(), &algorithm), 403, "not locked"));
+    agreement::create(
+        &consumer.chain,
+        &w.chain.addresses,
+        &unpaid,
+        provider_address,
+        [0, 0, 0],
+    )
+    .await
+    .unwrap();
+    cases.push((
+        "lock not fulfilled",
+        start_body(&consumer, &unpaid.agreement_id.to_string(), &algorithm),
+        403,
+        "not locked",
+    ));
     // Expired: the compute condition times out after 2 blocks.
     let expiring = consumer.order(&dataset, 2).await.unwrap();
-    let _: Value = consumer.chain.raw_request("anvil_mine".into(), (U256::from(5u64),)).await.unwrap();
-    cases.push(("expired agreement", start_body(&consumer, &expiring.agreement_id.to_string(), &algorithm), 403, "expired"));
+    let _: Value = consumer
+        .chain
+        .raw_request("anvil_mine".into(), (U256::from(5u64),))
+        .await
+        .unwrap();
+    cases.push((
+        "expired agreement",
+        start_body(&consumer, &expiring.agreement_id.to_string(), &algorithm),
+        403,
+        "expired",
+    ));
     // An algorithm the dataset does not trust.
     let untrusted = consumer.order(&untrusting, 0).await.unwrap();
-    cases.push(("untrusted algorithm", start_body(&consumer, &untrusted.agreement_id.to_string(), &algorithm), 403, "not trusted"));
+    cases.push((
+        "untrusted algorithm",
+        start_body(&consumer, &untrusted.agreement_id.to_string(), &algorithm),
+        403,
+        "not trusted",
+    ));
     // Raw code allowed, but in an image the dataset does not support.
     let raw_order = consumer.order(&raw_ok, 0).await.unwrap();
     let mut wrong_image = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
     wrong_image.as_object_mut().unwrap().remove("algorithmDID");
     wrong_image["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "debian", "tag": "bookworm", "entrypoint": "python3 $ALGO"}});
-    cases.push(("unsupported image", wrong_image, 403, "not one the dataset supports"));
+    cases.push((
+        "unsupported image",
+        wrong_image,
+        403,
+        "not one the dataset supports",
+    ));
 
     for (name, body, status, needle) in cases {
         let (got, answer) = post_start(&w.svc, &body).await;
         assert_eq!(got, status, "{name}: {answer}");
-        let message = answer["error"].as_str().unwrap_or_else(|| panic!("{name}: no error message: {answer}"));
-        assert!(message.contains(needle), "{name}: {message:?} lacks {needle:?}");
+        let message = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no error message: {answer}"));
+        assert!(
+            message.contains(needle),
+            "{name}: {message:?} lacks {needle:?}"
+        );
     }
     // None of the refused requests started a job.
-    let list: Vec<Value> = w.svc.get("/api/v2/jobs").send().await.unwrap().json().await.unwrap();
+    let list: Vec<Value> = w
+        .svc
+        .get("/api/v2/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(list.is_empty(), "{list:?}");
 
     // The same agreement with a valid auth token and lower-case address is accepted; raw code
     // runs where the dataset allows it.
-    let mut with_token = start_body(&consumer, &agreement.trim_start_matches("0x"), &algorithm);
+    let mut with_token = start_body(&consumer, agreement.trim_start_matches("0x"), &algorithm);
     with_token["consumerAddress"] = json!(consumer.address().to_string().to_lowercase());
     with_token["signature"] = json!(token(now));
-    with_token["algorithmDid"] = with_token.as_object_mut().unwrap().remove("algorithmDID").unwrap();
+    with_token["algorithmDid"] = with_token
+        .as_object_mut()
+        .unwrap()
+        .remove("algorithmDID")
+        .unwrap();
     let (got, answer) = post_start(&w.svc, &with_token).await;
     assert_eq!(got, 200, "{answer}");
     let mut raw_run = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
@@ -324,23 +535,40 @@ async fn requests_are_refused_with_the_reason() {
     let status = w.wait_finished(&consumer, &raw_order, job).await;
     assert_eq!(status["outcome"], "succeeded", "{status}");
     // This dataset allows network access: the container got one (it has none by default).
-    let log = String::from_utf8_lossy(&consumer.download(status["algorithmLogUrl"].as_str().unwrap(), job).await.unwrap()).to_string();
+    let log = String::from_utf8_lossy(
+        &consumer
+            .download(status["algorithmLogUrl"].as_str().unwrap(), job)
+            .await
+            .unwrap(),
+    )
+    .to_string();
     assert!(log.contains("raw ran") && log.contains("eth0"), "{log}");
     // The provider key never reaches the service's log.
-    assert!(!w.svc.log().contains(DEV_KEYS[2].trim_start_matches("0x")), "the provider key was logged");
+    assert!(
+        !w.svc.log().contains(DEV_KEYS[2].trim_start_matches("0x")),
+        "the provider key was logged"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_chain_answers_503_and_running_jobs_go_on() {
     let dir = tempfile::tempdir().unwrap();
     // Deploy, keep the artifacts, stop the node.
-    let chain = DevChain::start(&DevOptions::new(common::free_port(), dir.path().join("artifacts"))).await.unwrap();
+    let chain = DevChain::start(&DevOptions::new(
+        common::free_port(),
+        dir.path().join("artifacts"),
+    ))
+    .await
+    .unwrap();
     let dead_url = chain.url.clone();
     let consumer_address = chain.accounts[3].address.to_string();
     drop(chain);
     let svc = Service::start_with(&[
         ("BRIZO_CHAIN__KEEPER_URL", dead_url.as_str()),
-        ("BRIZO_CHAIN__ARTIFACTS_DIR", dir.path().join("artifacts").to_str().unwrap()),
+        (
+            "BRIZO_CHAIN__ARTIFACTS_DIR",
+            dir.path().join("artifacts").to_str().unwrap(),
+        ),
         ("BRIZO_PROVIDER_KEY", DEV_KEYS[3]),
     ])
     .await;
@@ -351,10 +579,18 @@ async fn an_unreachable_chain_answers_503_and_running_jobs_go_on() {
     let (status, answer) = post_start(&svc, &body).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["retryAfter"], "5");
-    assert!(answer["error"].as_str().unwrap().contains("unreachable"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("unreachable"),
+        "{answer}"
+    );
     // The engine is not held up by the chain.
-    let id = svc.submit(common::python_job("print('still running')")).await;
-    assert_eq!(svc.wait_finished(&id, PATIENCE).await["outcome"], "succeeded");
+    let id = svc
+        .submit(common::python_job("print('still running')"))
+        .await;
+    assert_eq!(
+        svc.wait_finished(&id, PATIENCE).await["outcome"],
+        "succeeded"
+    );
 }
 
 #[tokio::test]
@@ -362,17 +598,38 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
     let mut w = world().await;
     let dataset = w.dataset(|_| {}).await;
     let slow = {
-        let url = w.svc.dataset("algorithms/slow.py", "import time\ntime.sleep(2)\nprint('done', flush=True)\n");
+        let url = w.svc.dataset(
+            "algorithms/slow.py",
+            "import time\ntime.sleep(2)\nprint('done', flush=True)\n",
+        );
         let (image, tag) = IMAGE.split_once(':').unwrap();
-        w.publish(Asset::Algorithm(AlgorithmTerms { name: "slow".into(), file: url, image: image.into(), tag: tag.into(), entrypoint: "python3 $ALGO".into() })).await
+        w.publish(Asset::Algorithm(AlgorithmTerms {
+            name: "slow".into(),
+            file: url,
+            image: image.into(),
+            tag: tag.into(),
+            entrypoint: "python3 $ALGO".into(),
+        }))
+        .await
     };
     let consumer = w.consumer(3);
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let provider_address = w.chain.accounts[2].address;
-    let before = consumer.chain.get_transaction_count(provider_address).await.unwrap();
-    let job = consumer.start(terms.agreement_id, &Algorithm::Did(slow)).await.unwrap();
+    let before = consumer
+        .chain
+        .get_transaction_count(provider_address)
+        .await
+        .unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(slow))
+        .await
+        .unwrap();
     // Starting sends nothing: the compute condition is fulfilled once the algorithm ran.
-    let after_start = consumer.chain.get_transaction_count(provider_address).await.unwrap();
+    let after_start = consumer
+        .chain
+        .get_transaction_count(provider_address)
+        .await
+        .unwrap();
     assert_eq!(after_start, before);
     w.svc.wait_status(&job, 40, PATIENCE).await;
     w.svc.kill9();
@@ -380,17 +637,36 @@ async fn a_restart_between_start_and_settlement_sends_nothing_twice() {
     let status = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(status["settlement"]["state"], "paid", "{status}");
     let deadline = Instant::now() + PATIENCE;
-    while consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap()[0]["receiptUrl"] == "" {
+    while consumer
+        .call(Method::GET, terms.agreement_id, Some(&job))
+        .await
+        .unwrap()[0]["receiptUrl"]
+        == ""
+    {
         assert!(Instant::now() < deadline, "no receipt");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Exactly three transactions: the compute condition, the reward, the receipt's anchor.
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 3);
+    assert_eq!(
+        consumer
+            .chain
+            .get_transaction_count(provider_address)
+            .await
+            .unwrap(),
+        after_start + 3
+    );
     // Another restart after settlement sends nothing.
     w.svc.kill9();
     w.svc.spawn().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(consumer.chain.get_transaction_count(provider_address).await.unwrap(), after_start + 3);
+    assert_eq!(
+        consumer
+            .chain
+            .get_transaction_count(provider_address)
+            .await
+            .unwrap(),
+        after_start + 3
+    );
     let _ = &w.dir;
 }
 
@@ -417,18 +693,47 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
     let consumer = w.consumer(3);
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let before = consumer.balance(terms.publisher).await.unwrap();
-    let job = consumer.start(terms.agreement_id, &Algorithm::Did(algorithm)).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
     let status = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(status["status"], 31, "{status}");
-    assert!(!status.to_string().contains("gone.csv"), "the dataset's location leaked to the consumer: {status}");
+    assert!(
+        !status.to_string().contains("gone.csv"),
+        "the dataset's location leaked to the consumer: {status}"
+    );
     assert_eq!(status["settlement"]["state"], "not_paid", "{status}");
-    assert!(status["settlement"]["reason"].as_str().unwrap().contains("returns to the consumer"));
+    assert!(
+        status["settlement"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("returns to the consumer")
+    );
     let provider = brizo::chain::provider(&w.chain.url).unwrap();
-    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms).await.unwrap();
+    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms)
+        .await
+        .unwrap();
     // Neither compute nor escrow fulfilled: after the time out the consumer can abort and be refunded.
-    assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.compute).await.unwrap().state, ConditionState::Unfulfilled);
-    assert_eq!(agreement::condition(&provider, &w.chain.addresses, ids.escrow).await.unwrap().state, ConditionState::Unfulfilled);
-    assert_eq!(consumer.balance(terms.publisher).await.unwrap(), before, "the publisher was paid for a job that never ran");
+    assert_eq!(
+        agreement::condition(&provider, &w.chain.addresses, ids.compute)
+            .await
+            .unwrap()
+            .state,
+        ConditionState::Unfulfilled
+    );
+    assert_eq!(
+        agreement::condition(&provider, &w.chain.addresses, ids.escrow)
+            .await
+            .unwrap()
+            .state,
+        ConditionState::Unfulfilled
+    );
+    assert_eq!(
+        consumer.balance(terms.publisher).await.unwrap(),
+        before,
+        "the publisher was paid for a job that never ran"
+    );
 }
 
 #[tokio::test]
@@ -441,25 +746,51 @@ async fn results_become_an_asset_owned_by_the_consumer() {
     let stranger = w.consumer(5);
     let terms = consumer.order(&dataset, 0).await.unwrap();
     let output = json!({"publishOutput": 1, "publishAlgorithmLog": 0, "whitelist": [friend.address().to_string()]});
-    let job = consumer.start_with(terms.agreement_id, &Algorithm::Did(algorithm.clone()), output).await.unwrap();
+    let job = consumer
+        .start_with(
+            terms.agreement_id,
+            &Algorithm::Did(algorithm.clone()),
+            output,
+        )
+        .await
+        .unwrap();
     w.wait_finished(&consumer, &terms, &job).await;
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
-        let status = consumer.call(Method::GET, terms.agreement_id, Some(&job)).await.unwrap().remove(0);
+        let status = consumer
+            .call(Method::GET, terms.agreement_id, Some(&job))
+            .await
+            .unwrap()
+            .remove(0);
         if status["resultsDid"] != "" && status["receiptUrl"] != "" {
             break status;
         }
-        assert!(Instant::now() < deadline, "no results asset: {status}\n{}", w.svc.log());
+        assert!(
+            Instant::now() < deadline,
+            "no results asset: {status}\n{}",
+            w.svc.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let results_did = status["resultsDid"].as_str().unwrap();
     // Owned by the consumer on chain, its DDO in the metadata store with its provenance.
     let provider = brizo::chain::provider(&w.chain.url).unwrap();
-    let registry = brizo::chain::contracts::DIDRegistry::new(w.chain.addresses.get("DIDRegistry").unwrap(), &provider);
+    let registry = brizo::chain::contracts::DIDRegistry::new(
+        w.chain.addresses.get("DIDRegistry").unwrap(),
+        &provider,
+    );
     let id = brizo::assets::did::parse(results_did).unwrap();
-    assert_eq!(registry.getDIDOwner(id).call().await.unwrap(), consumer.address());
+    assert_eq!(
+        registry.getDIDOwner(id).call().await.unwrap(),
+        consumer.address()
+    );
     // It resolves the Ocean way: DIDRegistry's event at the DID's last update names the DDO's URL.
-    let block = registry.getBlockNumberUpdated(id).call().await.unwrap().to::<u64>();
+    let block = registry
+        .getBlockNumberUpdated(id)
+        .call()
+        .await
+        .unwrap()
+        .to::<u64>();
     let filter = alloy::rpc::types::Filter::new()
         .address(w.chain.addresses.get("DIDRegistry").unwrap())
         .event_signature(<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
@@ -467,10 +798,25 @@ async fn results_become_an_asset_owned_by_the_consumer() {
         .from_block(block)
         .to_block(block);
     let logs = provider.get_logs(&filter).await.unwrap();
-    let event = logs[0].log_decode::<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered>().unwrap();
+    let event = logs[0]
+        .log_decode::<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered>()
+        .unwrap();
     let ddo_url = event.inner.data._value.clone();
-    assert_eq!(ddo_url, w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{results_did}")));
-    let ddo: Value = w.svc.http.get(&ddo_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        ddo_url,
+        w.svc
+            .url(&format!("/api/v1/aquarius/assets/ddo/{results_did}"))
+    );
+    let ddo: Value = w
+        .svc
+        .http
+        .get(&ddo_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ddo["id"], results_did);
     let provenance = &ddo["service"][0]["attributes"]["additionalInformation"]["provenance"];
     assert_eq!(provenance["sourceDatasets"][0], dataset.as_str());
@@ -478,14 +824,26 @@ async fn results_become_an_asset_owned_by_the_consumer() {
     assert_eq!(provenance["jobId"], job.as_str());
     assert_eq!(provenance["agreementId"], terms.agreement_id.to_string());
     assert_eq!(ddo["publicKey"][0]["owner"], consumer.address().to_string());
-    assert!(!ddo.to_string().contains("/results/"), "result locations must stay encrypted: {ddo}");
+    assert!(
+        !ddo.to_string().contains("/results/"),
+        "result locations must stay encrypted: {ddo}"
+    );
     // The receipt names it.
-    let signed: Value = serde_json::from_slice(&consumer.download(status["receiptUrl"].as_str().unwrap(), &job).await.unwrap()).unwrap();
+    let signed: Value = serde_json::from_slice(
+        &consumer
+            .download(status["receiptUrl"].as_str().unwrap(), &job)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(signed["receipt"]["resultsDid"], results_did);
     // The log is not published (publishAlgorithmLog 0); results go to the consumer and the
     // whitelisted address only.
     assert_eq!(status["algorithmLogUrl"], "");
-    let log_url = format!("{}/api/v1/brizo/services/compute/results/{job}/logs", w.svc.base);
+    let log_url = format!(
+        "{}/api/v1/brizo/services/compute/results/{job}/logs",
+        w.svc.base
+    );
     assert!(consumer.download(&log_url, &job).await.is_err());
     let url = status["resultsUrls"][0].as_str().unwrap();
     assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
@@ -499,7 +857,10 @@ async fn results_become_an_asset_owned_by_the_consumer() {
 fn squid_py_ddo(creator: &PrivateKeySigner, id: B256, endpoint: &str) -> Value {
     let did = brizo::assets::did::format(&id);
     let address = creator.address().to_string().to_lowercase();
-    let signature = creator.sign_hash_sync(&brizo::assets::metadata::squid_py_proof_hash(&id)).unwrap().to_string();
+    let signature = creator
+        .sign_hash_sync(&brizo::assets::metadata::squid_py_proof_hash(&id))
+        .unwrap()
+        .to_string();
     json!({
         "@context": "https://w3id.org/did/v1", "id": did, "created": "2020-06-01T10:00:00Z",
         "publicKey": [{"id": did, "type": "EthereumECDSAKey", "owner": address}],
@@ -515,16 +876,31 @@ async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
     let w = world().await;
     let key = |i: usize| -> PrivateKeySigner { DEV_KEYS[i].parse().unwrap() };
     let as_role = |i: usize| signing_provider(&w.chain.url, DEV_KEYS[i]).unwrap().0;
-    let endpoint = |id: B256| w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{}", brizo::assets::did::format(&id)));
+    let endpoint = |id: B256| {
+        w.svc.url(&format!(
+            "/api/v1/aquarius/assets/ddo/{}",
+            brizo::assets::did::format(&id)
+        ))
+    };
     let fresh = || B256::from(rand::random::<[u8; 32]>());
     // squid-py registers with the id as checksum and no providers, then posts the DDO.
     let register = |i: usize, id: B256| {
         let (chain, addresses, url) = (as_role(i), w.chain.addresses.clone(), endpoint(id));
-        async move { agreement::register_did(&chain, &addresses, id, id, vec![], &url).await.unwrap() }
+        async move {
+            agreement::register_did(&chain, &addresses, id, id, vec![], &url)
+                .await
+                .unwrap()
+        }
     };
     let svc = &w.svc;
     let post = move |ddo: Value| async move {
-        let res = svc.http.post(svc.url("/api/v1/aquarius/assets/ddo")).json(&ddo).send().await.unwrap();
+        let res = svc
+            .http
+            .post(svc.url("/api/v1/aquarius/assets/ddo"))
+            .json(&ddo)
+            .send()
+            .await
+            .unwrap();
         (res.status().as_u16(), res.json::<Value>().await.unwrap())
     };
 
@@ -534,34 +910,74 @@ async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
     let ddo = squid_py_ddo(&key(4), id, &endpoint(id));
     let (status, body) = post(ddo.clone()).await;
     assert_eq!(status, 201, "{body}\n{}", svc.log());
-    assert_eq!(svc.http.get(endpoint(id)).send().await.unwrap().json::<Value>().await.unwrap(), ddo);
+    assert_eq!(
+        svc.http
+            .get(endpoint(id))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap(),
+        ddo
+    );
 
     // Registered to someone else: refused, whoever signed.
     let id = fresh();
     register(4, id).await;
     let (status, body) = post(squid_py_ddo(&key(5), id, &endpoint(id))).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("owned on chain by"), "{body}");
-    assert_eq!(svc.http.get(endpoint(id)).send().await.unwrap().status(), 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("owned on chain by"),
+        "{body}"
+    );
+    assert_eq!(
+        svc.http.get(endpoint(id)).send().await.unwrap().status(),
+        404
+    );
 
     // Not registered at all: refused.
     let id = fresh();
     let (status, body) = post(squid_py_ddo(&key(4), id, &endpoint(id))).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("not registered"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not registered"),
+        "{body}"
+    );
 
     // squid-py's `create(owner_address=...)`: registered, handed over, then posted by the
     // registrant. Taken from a publisher this service serves (the provider by default) only.
     for (registrant, expected) in [(2, 201), (4, 403)] {
         let id = fresh();
         register(registrant, id).await;
-        let registry = brizo::chain::contracts::DIDRegistry::new(w.chain.addresses.get("DIDRegistry").unwrap(), as_role(registrant));
-        registry.transferDIDOwnership(id, w.chain.accounts[3].address).send().await.unwrap().get_receipt().await.unwrap();
+        let registry = brizo::chain::contracts::DIDRegistry::new(
+            w.chain.addresses.get("DIDRegistry").unwrap(),
+            as_role(registrant),
+        );
+        registry
+            .transferDIDOwnership(id, w.chain.accounts[3].address)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
         let (status, body) = post(squid_py_ddo(&key(registrant), id, &endpoint(id))).await;
         assert_eq!(status, expected, "registrant {registrant}: {body}");
     }
 
     // `brizo asset publish` (registers, then posts an EIP-191 proof) still publishes.
     let algorithm = w.algorithm().await;
-    assert_eq!(svc.http.get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{algorithm}"))).send().await.unwrap().status(), 200);
+    assert_eq!(
+        svc.http
+            .get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{algorithm}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }

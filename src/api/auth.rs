@@ -1,8 +1,8 @@
 //! The operator's bearer token.
 
-use std::future::{ready, Ready};
+use std::future::{Ready, ready};
 
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::error::ApiError;
 use crate::jobs::Engine;
@@ -15,7 +15,9 @@ impl FromRequest for Operator {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let engine = req.app_data::<web::Data<Engine>>().expect("engine is registered");
+        let engine = req
+            .app_data::<web::Data<Engine>>()
+            .expect("engine is registered");
         let expected = engine.config().admin_token.as_bytes();
         let given = req
             .headers()
@@ -26,7 +28,9 @@ impl FromRequest for Operator {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         ready(match given {
-            None => Err(ApiError::Unauthorized("missing operator token: send Authorization: Bearer <BRIZO_ADMIN_TOKEN>".into())),
+            None => Err(ApiError::Unauthorized(
+                "missing operator token: send Authorization: Bearer <BRIZO_ADMIN_TOKEN>".into(),
+            )),
             Some(token) if constant_time_eq(token.as_bytes(), expected) => Ok(Operator),
             Some(_) => Err(ApiError::Unauthorized("wrong operator token".into())),
         })

@@ -2,11 +2,11 @@
 //! metadata store on Aquarius' paths (`/api/v1/aquarius/assets/ddo`). Jobs started here run
 //! in the same engine as v2 jobs, owned by the consumer's address.
 
-use actix_web::{delete, get, post, put, web, HttpResponse};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::authorize::{self, required, ChainContext, StartRequest};
+use crate::authorize::{self, ChainContext, StartRequest, required};
 use crate::error::ApiError;
 use crate::jobs::{Engine, Job, Outcome};
 
@@ -32,12 +32,21 @@ async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
     let mut body = json!({"software": "brizo-rs", "version": env!("CARGO_PKG_VERSION"), "keeper-version": "0.13.2"});
     if let Some(keeper) = &ctx.keeper {
         // Scheme, host and port only: node URLs often carry an API key in the path or userinfo.
-        let shown = url::Url::parse(&keeper.url).map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
-            + &u.port().map(|p| format!(":{p}")).unwrap_or_default()).unwrap_or_default();
+        let shown = url::Url::parse(&keeper.url)
+            .map(|u| {
+                format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
+                    + &u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            })
+            .unwrap_or_default();
         body["keeper-url"] = json!(shown);
         body["network"] = json!(keeper.network);
         // Checksummed, as Ocean tooling prints them.
-        let contracts: serde_json::Map<String, Value> = keeper.addresses.0.iter().map(|(k, v)| (k.clone(), json!(v.to_string()))).collect();
+        let contracts: serde_json::Map<String, Value> = keeper
+            .addresses
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v.to_string())))
+            .collect();
         body["contracts"] = Value::Object(contracts);
         body["provider-address"] = json!(keeper.address.to_string());
     }
@@ -45,7 +54,11 @@ async fn info(ctx: web::Data<ChainContext>) -> HttpResponse {
 }
 
 #[post("/api/v1/brizo/services/compute")]
-async fn start_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, body: web::Json<StartRequest>) -> Result<HttpResponse, ApiError> {
+async fn start_compute(
+    ctx: web::Data<ChainContext>,
+    engine: web::Data<Engine>,
+    body: web::Json<StartRequest>,
+) -> Result<HttpResponse, ApiError> {
     // One job per agreement: a repeated start (a client's retry, a replayed request) from the
     // agreement's signed consumer gets the job it already started; another run needs another
     // agreement. Looked up before the chain checks, which refuse a settled agreement.
@@ -53,13 +66,25 @@ async fn start_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, 
     let agreement_text = required(&body.service_agreement_id, "serviceAgreementId")?;
     let consumer = authorize::parse_address(consumer_text)?;
     let agreement_id = authorize::parse_agreement_id(agreement_text)?;
-    authorize::check_signature(consumer, &format!("{consumer_text}{agreement_text}"), required(&body.signature, "signature")?)?;
+    authorize::check_signature(
+        consumer,
+        &format!("{consumer_text}{agreement_text}"),
+        required(&body.signature, "signature")?,
+    )?;
     let owner = consumer.to_string().to_lowercase();
-    let existing = engine.store.by_agreement(&owner, &agreement_id.to_string()).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let existing = engine
+        .store
+        .by_agreement(&owner, &agreement_id.to_string())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(job) = existing.iter().find(|j| !j.removed) {
         return Ok(HttpResponse::Ok().json(json!({"jobId": job.id})));
     }
-    let authorize::Authorized { mut request, record, .. } = authorize::authorize_start(&ctx, &body).await?;
+    let authorize::Authorized {
+        mut request,
+        record,
+        ..
+    } = authorize::authorize_start(&ctx, &body).await?;
     engine.check(&mut request).await.map_err(|e| match e {
         // A decrypted dataset location must not reach the consumer in an error.
         crate::jobs::EngineError::Invalid(detail) => {
@@ -98,20 +123,34 @@ fn authenticate(q: &JobQuery) -> Result<Caller, ApiError> {
     let consumer = authorize::parse_address(consumer_text)?;
     let agreement_id = authorize::parse_agreement_id(agreement_text)?;
     let job_id = q.job_id.as_deref().map(str::trim).filter(|j| !j.is_empty());
-    authorize::check_signature(consumer, &format!("{consumer_text}{}{agreement_text}", job_id.unwrap_or("")), signature)?;
-    Ok(Caller { owner: consumer.to_string().to_lowercase(), agreement_id: agreement_id.to_string(), job_id: job_id.map(str::to_string) })
+    authorize::check_signature(
+        consumer,
+        &format!("{consumer_text}{}{agreement_text}", job_id.unwrap_or("")),
+        signature,
+    )?;
+    Ok(Caller {
+        owner: consumer.to_string().to_lowercase(),
+        agreement_id: agreement_id.to_string(),
+        job_id: job_id.map(str::to_string),
+    })
 }
 
 /// The caller's jobs under the agreement (one, when a job id is given). Another consumer's
 /// job, or one under another agreement, is "not found".
 async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError> {
-    let jobs = engine.store.by_agreement(&caller.owner, &caller.agreement_id).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let jobs = engine
+        .store
+        .by_agreement(&caller.owner, &caller.agreement_id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     match &caller.job_id {
         None => Ok(jobs),
         Some(id) => {
             let found: Vec<Job> = jobs.into_iter().filter(|j| &j.id == id).collect();
             if found.is_empty() {
-                return Err(ApiError::NotFound(format!("no job {id} of this consumer under this agreement")));
+                return Err(ApiError::NotFound(format!(
+                    "no job {id} of this consumer under this agreement"
+                )));
             }
             Ok(found)
         }
@@ -119,7 +158,12 @@ async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError>
 }
 
 fn status_objects(engine: &Engine, jobs: &[Job]) -> Value {
-    let base = engine.config().chain.public_url.trim_end_matches('/').to_string();
+    let base = engine
+        .config()
+        .chain
+        .public_url
+        .trim_end_matches('/')
+        .to_string();
     Value::Array(jobs.iter().map(|j| status_object(&base, j)).collect())
 }
 
@@ -127,11 +171,18 @@ fn status_objects(engine: &Engine, jobs: &[Job]) -> Value {
 pub fn status_object(base: &str, job: &Job) -> Value {
     let agreement = job.agreement.as_ref();
     let results: Vec<String> = if job.phase.is_terminal() && !job.removed {
-        job.outputs.iter().map(|o| format!("{base}{COMPUTE}/results/{}/outputs/{}", job.id, o.name)).collect()
+        job.outputs
+            .iter()
+            .map(|o| format!("{base}{COMPUTE}/results/{}/outputs/{}", job.id, o.name))
+            .collect()
     } else {
         vec![]
     };
-    let log_url = if job.date_started.is_some() && !job.removed && job.publishes_log() { format!("{base}{COMPUTE}/results/{}/logs", job.id) } else { String::new() };
+    let log_url = if job.date_started.is_some() && !job.removed && job.publishes_log() {
+        format!("{base}{COMPUTE}/results/{}/logs", job.id)
+    } else {
+        String::new()
+    };
     let stopreq = match (job.stop_requested, job.outcome) {
         (_, Some(Outcome::TimedOut)) => 2,
         (true, _) => 1,
@@ -164,15 +215,20 @@ pub fn status_object(base: &str, job: &Job) -> Value {
 /// provider's log has the details).
 fn consumer_error(job: &Job) -> Option<String> {
     match job.phase {
-        crate::jobs::Phase::DataProvisioningFailed if job.agreement.is_some() => {
-            Some("a file of the dataset could not be provisioned; the provider's log has the details".into())
-        }
+        crate::jobs::Phase::DataProvisioningFailed if job.agreement.is_some() => Some(
+            "a file of the dataset could not be provisioned; the provider's log has the details"
+                .into(),
+        ),
         _ => job.error.clone(),
     }
 }
 
 #[get("/api/v1/brizo/services/compute")]
-async fn compute_status(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn compute_status(
+    ctx: web::Data<ChainContext>,
+    engine: web::Data<Engine>,
+    q: web::Query<JobQuery>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
     // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
     ctx.chain()?;
@@ -180,7 +236,11 @@ async fn compute_status(ctx: web::Data<ChainContext>, engine: web::Data<Engine>,
 }
 
 #[put("/api/v1/brizo/services/compute")]
-async fn stop_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn stop_compute(
+    ctx: web::Data<ChainContext>,
+    engine: web::Data<Engine>,
+    q: web::Query<JobQuery>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
     // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
     ctx.chain()?;
@@ -193,7 +253,11 @@ async fn stop_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q
 }
 
 #[delete("/api/v1/brizo/services/compute")]
-async fn delete_compute(ctx: web::Data<ChainContext>, engine: web::Data<Engine>, q: web::Query<JobQuery>) -> Result<HttpResponse, ApiError> {
+async fn delete_compute(
+    ctx: web::Data<ChainContext>,
+    engine: web::Data<Engine>,
+    q: web::Query<JobQuery>,
+) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&q)?;
     // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
     ctx.chain()?;
@@ -229,50 +293,86 @@ async fn consumer_job(engine: &Engine, job_id: &str, q: &DownloadQuery) -> Resul
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/outputs/{name:.*}")]
-async fn result_output(engine: web::Data<Engine>, path: web::Path<(String, String)>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+async fn result_output(
+    engine: web::Data<Engine>,
+    path: web::Path<(String, String)>,
+    q: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
     let (job_id, name) = path.into_inner();
     let job = consumer_job(&engine, &job_id, &q).await?;
     super::stream_output(&engine, &job, &name).await
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/logs")]
-async fn result_log(engine: web::Data<Engine>, path: web::Path<String>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+async fn result_log(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+    q: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
     let job = consumer_job(&engine, &path, &q).await?;
     if !job.publishes_log() {
-        return Err(ApiError::NotFound(format!("job {} does not publish its log (output.publishAlgorithmLog)", job.id)));
+        return Err(ApiError::NotFound(format!(
+            "job {} does not publish its log (output.publishAlgorithmLog)",
+            job.id
+        )));
     }
-    let text = tokio::fs::read(engine.log_path(&job.id)).await.unwrap_or_default();
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text))
+    let text = tokio::fs::read(engine.log_path(&job.id))
+        .await
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/receipt")]
-async fn result_receipt(engine: web::Data<Engine>, path: web::Path<String>, q: web::Query<DownloadQuery>) -> Result<HttpResponse, ApiError> {
+async fn result_receipt(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+    q: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
     let job = consumer_job(&engine, &path, &q).await?;
-    let receipt = job.receipt.ok_or_else(|| ApiError::NotFound(format!("job {} has no receipt yet", job.id)))?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(receipt))
+    let receipt = job
+        .receipt
+        .ok_or_else(|| ApiError::NotFound(format!("job {} has no receipt yet", job.id)))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(receipt))
 }
 
 /// Encrypts a document (a dataset's files list) to the provider's key, for `encryptedFiles`.
 #[post("/api/v1/brizo/services/encrypt")]
-async fn encrypt(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn encrypt(
+    ctx: web::Data<ChainContext>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
     let (keeper, _) = ctx.chain()?;
     let document = match body.get("document") {
         Some(Value::String(s)) => s.clone(),
         Some(other) if !other.is_null() => other.to_string(),
-        _ => return Err(ApiError::BadRequest("document is required (the files list to encrypt)".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "document is required (the files list to encrypt)".into(),
+            ));
+        }
     };
     let cipher = keeper.encrypt(document.as_bytes())?;
     Ok(HttpResponse::Ok().json(json!({"encryptedDocument": format!("0x{}", hex::encode(cipher)), "providerAddress": keeper.address.to_string()})))
 }
 
 #[post("/api/v1/aquarius/assets/ddo")]
-async fn publish_ddo(ctx: web::Data<ChainContext>, body: web::Json<Value>) -> Result<HttpResponse, ApiError> {
+async fn publish_ddo(
+    ctx: web::Data<ChainContext>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
     let did = ctx.publish_ddo(&body).await?;
     Ok(HttpResponse::Created().json(json!({"id": did})))
 }
 
 #[get("/api/v1/aquarius/assets/ddo/{did}")]
-async fn get_ddo(ctx: web::Data<ChainContext>, did: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_ddo(
+    ctx: web::Data<ChainContext>,
+    did: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     match ctx.metadata.get(&did).await? {
         Some(ddo) => Ok(HttpResponse::Ok().json(ddo)),
         None => Err(ApiError::NotFound(format!("no DDO for {did}"))),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{HttpResponse, delete, get, post, web};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -33,7 +33,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -48,7 +51,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(job_receipt)
         .service(rerun_job)
         .service(openapi_json)
-        .service(utoipa_swagger_ui::SwaggerUi::new("/api/v2/docs/{_:.*}").url("/api/v2/docs/openapi.json", ApiDoc::openapi()));
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/api/v2/docs/{_:.*}")
+                .url("/api/v2/docs/openapi.json", ApiDoc::openapi()),
+        );
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -128,26 +134,43 @@ impl From<Job> for JobStatus {
 #[utoipa::path(request_body = JobRequest, responses(
     (status = 201, body = JobCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody, description = "the backend does not answer; nothing was recorded")))]
 #[post("/api/v2/jobs")]
-async fn create_job(_: Operator, engine: web::Data<Engine>, body: web::Json<JobRequest>) -> Result<HttpResponse, ApiError> {
+async fn create_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    body: web::Json<JobRequest>,
+) -> Result<HttpResponse, ApiError> {
     if body.network && !engine.config().limits.allow_network {
-        return Err(ApiError::BadRequest("network access for jobs is off on this service (limits.allow_network)".into()));
+        return Err(ApiError::BadRequest(
+            "network access for jobs is off on this service (limits.allow_network)".into(),
+        ));
     }
     let job = engine.submit(OPERATOR, body.into_inner()).await?;
-    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v2/jobs/{}", job.id))).json(JobCreated { job_id: job.id }))
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v2/jobs/{}", job.id)))
+        .json(JobCreated { job_id: job.id }))
 }
 
 /// All jobs, newest first (at most 1000).
 #[utoipa::path(responses((status = 200, body = Vec<JobStatus>), (status = 401, body = ErrorBody)))]
 #[get("/api/v2/jobs")]
 async fn list_jobs(_: Operator, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
-    let jobs: Vec<JobStatus> = engine.list(None).await?.into_iter().map(JobStatus::from).collect();
+    let jobs: Vec<JobStatus> = engine
+        .list(None)
+        .await?
+        .into_iter()
+        .map(JobStatus::from)
+        .collect();
     Ok(HttpResponse::Ok().json(jobs))
 }
 
 #[utoipa::path(params(("id" = String, Path)), responses(
     (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}")]
-async fn get_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(JobStatus::from(engine.get(&id, None).await?)))
 }
 
@@ -162,7 +185,12 @@ struct LogsQuery {
 #[utoipa::path(params(("id" = String, Path), LogsQuery), responses(
     (status = 200, content_type = "text/plain", description = "log text"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/logs")]
-async fn job_logs(_: Operator, engine: web::Data<Engine>, id: web::Path<String>, q: web::Query<LogsQuery>) -> Result<HttpResponse, ApiError> {
+async fn job_logs(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let job = engine.get(&id, None).await?;
     let path = engine.log_path(&job.id);
     if !q.follow {
@@ -171,9 +199,13 @@ async fn job_logs(_: Operator, engine: web::Data<Engine>, id: web::Path<String>,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(ApiError::Internal(format!("reading the log: {e}"))),
         };
-        return Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text));
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(text));
     }
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").streaming(follow_log(engine.into_inner(), job.id, path)))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .streaming(follow_log(engine.into_inner(), job.id, path)))
 }
 
 /// Tails the log file until the job has left the running phase and the file is drained.
@@ -189,54 +221,70 @@ fn follow_log(
         offset: u64,
         done: bool,
     }
-    futures::stream::unfold(Tail { engine, id, path, offset: 0, done: false }, |mut t| async move {
-        loop {
-            if t.done {
-                return None;
-            }
-            let mut chunk = vec![];
-            if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
-                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-                if len < t.offset {
-                    // Rewritten from the start after a re-attach: the beginning was sent already.
-                    t.offset = len;
-                }
-                if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
-                    let _ = f.take(256 * 1024).read_to_end(&mut chunk).await;
-                }
-            }
-            if !chunk.is_empty() {
-                t.offset += chunk.len() as u64;
-                return Some((Ok(Bytes::from(chunk)), t));
-            }
-            let running = match t.engine.get(&t.id, None).await {
-                Ok(job) => matches!(job.phase, Phase::Queued | Phase::Staging | Phase::Provisioned | Phase::Running),
-                Err(_) => false,
-            };
-            if !running {
-                // One last read after the run ended catches lines written meanwhile.
-                t.done = true;
-                let mut rest = vec![];
-                if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
-                    if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
-                        let _ = f.read_to_end(&mut rest).await;
-                    }
-                }
-                if rest.is_empty() {
+    futures::stream::unfold(
+        Tail {
+            engine,
+            id,
+            path,
+            offset: 0,
+            done: false,
+        },
+        |mut t| async move {
+            loop {
+                if t.done {
                     return None;
                 }
-                return Some((Ok(Bytes::from(rest)), t));
+                let mut chunk = vec![];
+                if let Ok(mut f) = tokio::fs::File::open(&t.path).await {
+                    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                    if len < t.offset {
+                        // Rewritten from the start after a re-attach: the beginning was sent already.
+                        t.offset = len;
+                    }
+                    if f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok() {
+                        let _ = f.take(256 * 1024).read_to_end(&mut chunk).await;
+                    }
+                }
+                if !chunk.is_empty() {
+                    t.offset += chunk.len() as u64;
+                    return Some((Ok(Bytes::from(chunk)), t));
+                }
+                let running = match t.engine.get(&t.id, None).await {
+                    Ok(job) => matches!(
+                        job.phase,
+                        Phase::Queued | Phase::Staging | Phase::Provisioned | Phase::Running
+                    ),
+                    Err(_) => false,
+                };
+                if !running {
+                    // One last read after the run ended catches lines written meanwhile.
+                    t.done = true;
+                    let mut rest = vec![];
+                    if let Ok(mut f) = tokio::fs::File::open(&t.path).await
+                        && f.seek(std::io::SeekFrom::Start(t.offset)).await.is_ok()
+                    {
+                        let _ = f.read_to_end(&mut rest).await;
+                    }
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    return Some((Ok(Bytes::from(rest)), t));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+        },
+    )
 }
 
 /// One published output file, streamed from the results store.
 #[utoipa::path(params(("id" = String, Path), ("name" = String, Path, description = "path relative to /data/outputs")), responses(
     (status = 200, content_type = "application/octet-stream", description = "the file"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/outputs/{name:.*}")]
-async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn job_output(
+    _: Operator,
+    engine: web::Data<Engine>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, name) = path.into_inner();
     let job = engine.get(&id, None).await?;
     super::stream_output(&engine, &job, &name).await
@@ -246,33 +294,57 @@ async fn job_output(_: Operator, engine: web::Data<Engine>, path: web::Path<(Str
 #[utoipa::path(params(("id" = String, Path)), responses(
     (status = 200, content_type = "application/json", description = "the signed receipt (docs/receipt.md)"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[get("/api/v2/jobs/{id}/receipt")]
-async fn job_receipt(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn job_receipt(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = engine.get(&id, None).await?;
-    let receipt = job.receipt.ok_or_else(|| ApiError::NotFound(format!("job {id} has no receipt yet (it is issued once the job finished)")))?;
-    Ok(HttpResponse::Ok().content_type("application/json").body(receipt))
+    let receipt = job.receipt.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "job {id} has no receipt yet (it is issued once the job finished)"
+        ))
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(receipt))
 }
 
 /// Run a finished job again (same request, image pinned to the digest that ran), for audits.
 #[utoipa::path(params(("id" = String, Path)), responses(
     (status = 201, body = JobCreated), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[post("/api/v2/jobs/{id}/rerun")]
-async fn rerun_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn rerun_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = engine.rerun(&id).await?;
-    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v2/jobs/{}", job.id))).json(JobCreated { job_id: job.id }))
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v2/jobs/{}", job.id)))
+        .json(JobCreated { job_id: job.id }))
 }
 
 /// Kill the job's run; the job ends as `stopped` (its logs and partial outputs are kept).
 #[utoipa::path(params(("id" = String, Path)), responses(
     (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already finished")))]
 #[post("/api/v2/jobs/{id}/stop")]
-async fn stop_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn stop_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(JobStatus::from(engine.stop(&id, None).await?)))
 }
 
 /// Stop the job if it runs and remove its container, folder, logs and results.
 #[utoipa::path(params(("id" = String, Path)), responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[delete("/api/v2/jobs/{id}")]
-async fn delete_job(_: Operator, engine: web::Data<Engine>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     engine.remove(&id, None).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,10 @@ fn invalid(m: impl Into<String>) -> AssetError {
 }
 
 pub fn service<'a>(ddo: &'a Value, kind: &str) -> Option<&'a Value> {
-    ddo.get("service")?.as_array()?.iter().find(|s| s.get("type").and_then(Value::as_str) == Some(kind))
+    ddo.get("service")?
+        .as_array()?
+        .iter()
+        .find(|s| s.get("type").and_then(Value::as_str) == Some(kind))
 }
 
 /// `attributes.main` of the metadata service (or of the DDO's only service).
@@ -37,8 +40,13 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
         .and_then(|s| s.pointer("/attributes/main"))
         .ok_or_else(|| invalid("the dataset has no compute service"))?;
     let price = match main.get("price") {
-        Some(Value::String(s)) => s.parse::<U256>().map_err(|_| invalid(format!("compute price {s:?} is not a number")))?,
-        Some(Value::Number(n)) => n.as_u64().map(U256::from).ok_or_else(|| invalid("compute price is not a whole number"))?,
+        Some(Value::String(s)) => s
+            .parse::<U256>()
+            .map_err(|_| invalid(format!("compute price {s:?} is not a number")))?,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(U256::from)
+            .ok_or_else(|| invalid("compute price is not a whole number"))?,
         _ => return Err(invalid("the compute service has no price")),
     };
     let privacy = main.get("privacy").cloned().unwrap_or(Value::Null);
@@ -47,7 +55,13 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
-                .filter_map(|c| Some(format!("{}:{}", c.get("image")?.as_str()?, c.get("tag").and_then(Value::as_str).unwrap_or("latest"))))
+                .filter_map(|c| {
+                    Some(format!(
+                        "{}:{}",
+                        c.get("image")?.as_str()?,
+                        c.get("tag").and_then(Value::as_str).unwrap_or("latest")
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -55,13 +69,24 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
         price,
         timeout_secs: main.get("timeout").and_then(Value::as_u64).unwrap_or(0),
         // Secure defaults: raw code and network only when the publisher said so.
-        allow_raw_algorithm: privacy.get("allowRawAlgorithm").and_then(Value::as_bool).unwrap_or(false),
+        allow_raw_algorithm: privacy
+            .get("allowRawAlgorithm")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         trusted_algorithms: privacy
             .get("trustedAlgorithms")
             .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(Value::as_str).map(|s| s.to_lowercase()).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.to_lowercase())
+                    .collect()
+            })
             .unwrap_or_default(),
-        allow_network_access: privacy.get("allowNetworkAccess").and_then(Value::as_bool).unwrap_or(false),
+        allow_network_access: privacy
+            .get("allowNetworkAccess")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         supported_containers: containers,
     })
 }
@@ -77,18 +102,29 @@ pub struct AlgorithmInfo {
 pub fn algorithm_info(ddo: &Value) -> Result<AlgorithmInfo, AssetError> {
     let main = main(ddo).ok_or_else(|| invalid("the algorithm DDO has no metadata service"))?;
     if main.get("type").and_then(Value::as_str) != Some("algorithm") {
-        return Err(invalid("the DDO is not an algorithm (attributes.main.type)"));
+        return Err(invalid(
+            "the DDO is not an algorithm (attributes.main.type)",
+        ));
     }
-    container_info(main.pointer("/algorithm/container").ok_or_else(|| invalid("the algorithm has no container"))?)
+    container_info(
+        main.pointer("/algorithm/container")
+            .ok_or_else(|| invalid("the algorithm has no container"))?,
+    )
 }
 
 /// `container {entrypoint, image, tag}` as in `algorithmMeta` and algorithm DDOs.
 pub fn container_info(container: &Value) -> Result<AlgorithmInfo, AssetError> {
-    let field = |name: &str| container.get(name).and_then(Value::as_str).map(str::to_string);
+    let field = |name: &str| {
+        container
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     Ok(AlgorithmInfo {
         image: field("image").ok_or_else(|| invalid("container.image is missing"))?,
         tag: field("tag").unwrap_or_else(|| "latest".into()),
-        entrypoint: field("entrypoint").ok_or_else(|| invalid("container.entrypoint is missing"))?,
+        entrypoint: field("entrypoint")
+            .ok_or_else(|| invalid("container.entrypoint is missing"))?,
     })
 }
 
@@ -102,15 +138,22 @@ pub fn encrypted_files(ddo: &Value) -> Option<&str> {
 
 /// File URLs from a decrypted files list (`[{"url": ...}, ...]`), in index order.
 pub fn file_urls(decrypted: &[u8]) -> Result<Vec<String>, AssetError> {
-    let files: Value = serde_json::from_slice(decrypted).map_err(|e| invalid(format!("decrypted files are not JSON: {e}")))?;
+    let files: Value = serde_json::from_slice(decrypted)
+        .map_err(|e| invalid(format!("decrypted files are not JSON: {e}")))?;
     let mut list: Vec<(u64, String)> = files
         .as_array()
         .ok_or_else(|| invalid("decrypted files are not a list"))?
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let url = f.get("url").and_then(Value::as_str).ok_or_else(|| invalid(format!("file {i} has no url")))?;
-            Ok((f.get("index").and_then(Value::as_u64).unwrap_or(i as u64), url.to_string()))
+            let url = f
+                .get("url")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("file {i} has no url")))?;
+            Ok((
+                f.get("index").and_then(Value::as_u64).unwrap_or(i as u64),
+                url.to_string(),
+            ))
         })
         .collect::<Result<_, AssetError>>()?;
     list.sort_by_key(|(i, _)| *i);

@@ -20,7 +20,9 @@ pub fn format(id: &B256) -> String {
 pub fn parse_id(text: &str) -> Option<B256> {
     let hex = text.trim();
     let hex = hex.strip_prefix("0x").unwrap_or(hex);
-    (hex.len() == 64).then(|| hex.parse::<B256>().ok()).flatten()
+    (hex.len() == 64)
+        .then(|| hex.parse::<B256>().ok())
+        .flatten()
 }
 
 #[cfg(test)]

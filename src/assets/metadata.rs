@@ -5,11 +5,11 @@
 
 use std::str::FromStr;
 
-use alloy::primitives::{keccak256, Address, Signature, B256};
+use alloy::primitives::{Address, B256, Signature, keccak256};
 use serde_json::Value;
 use sqlx::{Row, SqlitePool};
 
-use super::{did, AssetError};
+use super::{AssetError, did};
 use crate::jobs::model::now_epoch;
 
 #[derive(Clone)]
@@ -31,7 +31,9 @@ impl MetadataStore {
         if let Some(existing) = self.creator(&did).await?
             && existing != creator
         {
-            return Err(AssetError::Refused(format!("{did} was published by {existing}; only its creator may replace it")));
+            return Err(AssetError::Refused(format!(
+                "{did} was published by {existing}; only its creator may replace it"
+            )));
         }
         let now = now_epoch();
         sqlx::query(
@@ -49,18 +51,29 @@ impl MetadataStore {
     }
 
     pub async fn get(&self, did: &str) -> Result<Option<Value>, AssetError> {
-        let Some(id) = did::parse(did) else { return Ok(None) };
-        let row = sqlx::query("SELECT ddo FROM ddos WHERE did = ?").bind(did::format(&id)).fetch_optional(&self.pool).await?;
+        let Some(id) = did::parse(did) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT ddo FROM ddos WHERE did = ?")
+            .bind(did::format(&id))
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             let text: String = r.try_get("ddo")?;
-            serde_json::from_str(&text).map_err(|e| AssetError::Invalid(format!("stored DDO of {did}: {e}")))
+            serde_json::from_str(&text)
+                .map_err(|e| AssetError::Invalid(format!("stored DDO of {did}: {e}")))
         })
         .transpose()
     }
 
     async fn creator(&self, did: &str) -> Result<Option<Address>, AssetError> {
-        let row = sqlx::query("SELECT creator FROM ddos WHERE did = ?").bind(did).fetch_optional(&self.pool).await?;
-        Ok(row.and_then(|r| r.try_get::<String, _>("creator").ok()).and_then(|c| Address::from_str(&c).ok()))
+        let row = sqlx::query("SELECT creator FROM ddos WHERE did = ?")
+            .bind(did)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<String, _>("creator").ok())
+            .and_then(|c| Address::from_str(&c).ok()))
     }
 }
 
@@ -68,22 +81,34 @@ impl MetadataStore {
 /// real clients write (see [`squid_py_proof_hash`]). Returns the DID's id and the creator.
 /// This proves who wrote the DDO, not that they may: [`may_write`] asks the chain.
 pub fn verify_proof(ddo: &Value) -> Result<(B256, Address), AssetError> {
-    let id_text = ddo.get("id").and_then(Value::as_str).ok_or_else(|| AssetError::Invalid("the DDO has no id".into()))?;
-    let id = did::parse(id_text).ok_or_else(|| AssetError::Invalid(format!("id {id_text:?} is not a did:op DID")))?;
+    let id_text = ddo
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AssetError::Invalid("the DDO has no id".into()))?;
+    let id = did::parse(id_text)
+        .ok_or_else(|| AssetError::Invalid(format!("id {id_text:?} is not a did:op DID")))?;
     let did = did::format(&id);
-    let proof = ddo.get("proof").ok_or_else(|| AssetError::Invalid("the DDO has no proof (creator and signatureValue)".into()))?;
+    let proof = ddo.get("proof").ok_or_else(|| {
+        AssetError::Invalid("the DDO has no proof (creator and signatureValue)".into())
+    })?;
     // squid-py writes `account.address` as the account was made: checksummed or not.
     let creator = proof
         .get("creator")
         .and_then(Value::as_str)
         .and_then(|c| Address::from_str(c.trim()).ok())
         .ok_or_else(|| AssetError::Invalid("proof.creator is not an address".into()))?;
-    let signature = proof.get("signatureValue").and_then(Value::as_str).ok_or_else(|| AssetError::Invalid("proof.signatureValue is missing".into()))?;
-    let signature = Signature::from_str(signature.trim()).map_err(|_| AssetError::Invalid("proof.signatureValue is not 65 bytes of hex".into()))?;
+    let signature = proof
+        .get("signatureValue")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AssetError::Invalid("proof.signatureValue is missing".into()))?;
+    let signature = Signature::from_str(signature.trim())
+        .map_err(|_| AssetError::Invalid("proof.signatureValue is not 65 bytes of hex".into()))?;
     // This service's CLI (and its results assets): EIP-191 personal_sign of the DID text.
     let cli = signature.recover_address_from_msg(did.as_bytes()).ok();
     // squid-py 0.9.3's `OceanAssets.create`.
-    let squid_py = signature.recover_address_from_prehash(&squid_py_proof_hash(&id)).ok();
+    let squid_py = signature
+        .recover_address_from_prehash(&squid_py_proof_hash(&id))
+        .ok();
     if cli == Some(creator) || squid_py == Some(creator) {
         Ok((id, creator))
     } else {
@@ -102,14 +127,21 @@ pub fn verify_proof(ddo: &Value) -> Result<(B256, Address), AssetError> {
 /// signs that keccak256 as it is (`Account.signHash`, no second prefix). So the message is
 /// `"\x19Ethereum Signed Message:\n32" + repr(id_bytes)`, whatever length that repr has.
 pub fn squid_py_proof_hash(id: &B256) -> B256 {
-    keccak256(format!("\x19Ethereum Signed Message:\n32{}", python_bytes_repr(id.as_slice())))
+    keccak256(format!(
+        "\x19Ethereum Signed Message:\n32{}",
+        python_bytes_repr(id.as_slice())
+    ))
 }
 
 /// `repr(bytes)` as CPython writes it (`PyBytes_Repr`): single quotes unless the bytes hold a
 /// `'` and no `"`; `\\`, the quote, `\t`, `\n`, `\r` escaped; other bytes outside printable
 /// ASCII as `\xhh` (lower-case hex).
 fn python_bytes_repr(bytes: &[u8]) -> String {
-    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') { b'"' } else { b'\'' };
+    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
+        b'"'
+    } else {
+        b'\''
+    };
     let mut out = String::from("b");
     out.push(quote as char);
     for &b in bytes {
@@ -144,21 +176,31 @@ pub struct Registration {
 /// and `creator` must be its owner on chain, or a publisher this service serves that
 /// registered the DID's current URL itself: squid-py's `create(owner_address=...)` hands the
 /// DID over between registering and posting, and a served publisher may do the same.
-pub fn may_write(did: &str, creator: Address, registration: Option<Registration>, publishers: &[Address]) -> Result<(), AssetError> {
+pub fn may_write(
+    did: &str,
+    creator: Address,
+    registration: Option<Registration>,
+    publishers: &[Address],
+) -> Result<(), AssetError> {
     let Some(r) = registration else {
-        return Err(AssetError::Refused(format!("{did} is not registered in DIDRegistry; register it on chain first, then post its DDO")));
+        return Err(AssetError::Refused(format!(
+            "{did} is not registered in DIDRegistry; register it on chain first, then post its DDO"
+        )));
     };
     if r.owner == creator || (r.registrant == creator && publishers.contains(&creator)) {
         return Ok(());
     }
-    Err(AssetError::Refused(format!("{did} is owned on chain by {}, not by proof.creator {creator}", r.owner)))
+    Err(AssetError::Refused(format!(
+        "{did} is owned on chain by {}, not by proof.creator {creator}",
+        r.owner
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy::signers::local::PrivateKeySigner;
     use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
     use serde_json::json;
 
     // Computed with squid-py's rule in Python (pip install eth-account), so anyone can recompute:
@@ -187,19 +229,35 @@ mod tests {
     fn bytes_are_written_as_python_writes_their_repr() {
         // print(repr(bytes.fromhex(h))) for each h
         let cases = [
-            ("0c27d2b3f60a5c0d9d2b7e0a1e4f7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6", r#"b"\x0c'\xd2\xb3\xf6\n\\\r\x9d+~\n\x1eO{\x8c\x9d\x0e\x1f*;L]n\x7f\x80\x91\xa2\xb3\xc4\xd5\xe6""#),
-            ("5c0a0d09227f80ff000102030405060708090a0b0c0d0e0f1011121314151617", r#"b'\\\n\r\t"\x7f\x80\xff\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17'"#),
-            ("2722414141414141414141414141414141414141414141414141414141414141", r#"b'\'"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'"#),
+            (
+                "0c27d2b3f60a5c0d9d2b7e0a1e4f7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6",
+                r#"b"\x0c'\xd2\xb3\xf6\n\\\r\x9d+~\n\x1eO{\x8c\x9d\x0e\x1f*;L]n\x7f\x80\x91\xa2\xb3\xc4\xd5\xe6""#,
+            ),
+            (
+                "5c0a0d09227f80ff000102030405060708090a0b0c0d0e0f1011121314151617",
+                r#"b'\\\n\r\t"\x7f\x80\xff\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17'"#,
+            ),
+            (
+                "2722414141414141414141414141414141414141414141414141414141414141",
+                r#"b'\'"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'"#,
+            ),
         ];
         for (hex_id, repr) in cases {
-            assert_eq!(python_bytes_repr(&hex::decode(hex_id).unwrap()), repr, "{hex_id}");
+            assert_eq!(
+                python_bytes_repr(&hex::decode(hex_id).unwrap()),
+                repr,
+                "{hex_id}"
+            );
         }
     }
 
     #[test]
     fn squid_py_proofs_are_accepted() {
         let id = did::parse(DID).unwrap();
-        assert_eq!(verify_proof(&ddo(DID, ADDRESS, SQUID_PY_SIGNATURE)).unwrap(), (id, ADDRESS.parse().unwrap()));
+        assert_eq!(
+            verify_proof(&ddo(DID, ADDRESS, SQUID_PY_SIGNATURE)).unwrap(),
+            (id, ADDRESS.parse().unwrap())
+        );
         // The creator as squid-py may write it: not checksummed.
         assert!(verify_proof(&ddo(DID, &ADDRESS.to_lowercase(), SQUID_PY_SIGNATURE)).is_ok());
     }
@@ -207,20 +265,34 @@ mod tests {
     #[test]
     fn cli_proofs_are_accepted() {
         let signer: PrivateKeySigner = KEY.parse().unwrap();
-        let signature = signer.sign_message_sync(DID.as_bytes()).unwrap().to_string();
-        assert_eq!(verify_proof(&ddo(DID, ADDRESS, &signature)).unwrap().1, signer.address());
+        let signature = signer
+            .sign_message_sync(DID.as_bytes())
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            verify_proof(&ddo(DID, ADDRESS, &signature)).unwrap().1,
+            signer.address()
+        );
     }
 
     #[test]
     fn proofs_by_anyone_else_or_of_another_did_are_refused() {
         let other = PrivateKeySigner::random();
         // Someone else claiming to have created it, with the creator's signature...
-        let err = verify_proof(&ddo(DID, &other.address().to_string(), SQUID_PY_SIGNATURE)).unwrap_err().to_string();
-        assert!(err.contains("is not") && err.contains(&other.address().to_string()), "{err}");
+        let err = verify_proof(&ddo(DID, &other.address().to_string(), SQUID_PY_SIGNATURE))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not") && err.contains(&other.address().to_string()),
+            "{err}"
+        );
         // ... or signing it, in either form, in the creator's name.
         let forged = other.sign_message_sync(DID.as_bytes()).unwrap().to_string();
         assert!(verify_proof(&ddo(DID, ADDRESS, &forged)).is_err());
-        let forged = other.sign_hash_sync(&squid_py_proof_hash(&did::parse(DID).unwrap())).unwrap().to_string();
+        let forged = other
+            .sign_hash_sync(&squid_py_proof_hash(&did::parse(DID).unwrap()))
+            .unwrap()
+            .to_string();
         assert!(verify_proof(&ddo(DID, ADDRESS, &forged)).is_err());
         // The creator's signature of another DID.
         let another = format!("did:op:{}", "ab".repeat(32));
@@ -240,9 +312,16 @@ mod tests {
         assert!(may_write(DID, publisher, registered(owner, publisher), &[publisher]).is_ok());
         assert!(may_write(DID, registrant, registered(owner, registrant), &[publisher]).is_err());
         assert!(may_write(DID, publisher, registered(owner, registrant), &[publisher]).is_err());
-        let err = may_write(DID, stranger, registered(owner, owner), &[publisher]).unwrap_err().to_string();
-        assert!(err.contains(&owner.to_string()) && err.contains(&stranger.to_string()), "{err}");
-        let err = may_write(DID, owner, None, &[owner]).unwrap_err().to_string();
+        let err = may_write(DID, stranger, registered(owner, owner), &[publisher])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&owner.to_string()) && err.contains(&stranger.to_string()),
+            "{err}"
+        );
+        let err = may_write(DID, owner, None, &[owner])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not registered"), "{err}");
     }
 }

@@ -2,11 +2,11 @@
 //! to the provider (`services/encrypt`), the DID registered on chain with the provider and the
 //! DDO's URL, then the DDO, signed, stored in the metadata store.
 
-use alloy::primitives::{keccak256, Address, B256, U256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::DynProvider;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
-use serde_json::{json, Value};
+use alloy::signers::local::PrivateKeySigner;
+use serde_json::{Value, json};
 
 use super::did;
 use super::resolver::DDO_PATH;
@@ -53,10 +53,20 @@ pub async fn publish(
 ) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let service = service.trim_end_matches('/');
-    let info: Value = http.get(format!("{service}/api/v1/brizo")).send().await?.error_for_status()?.json().await?;
+    let info: Value = http
+        .get(format!("{service}/api/v1/brizo"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let provider: Address = info["provider-address"]
         .as_str()
-        .ok_or_else(|| anyhow::anyhow!("{service} runs without a chain; start it with --keeper-url and --artifacts-dir"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{service} runs without a chain; start it with --keeper-url and --artifacts-dir"
+            )
+        })?
         .parse()?;
     let id = B256::from(rand::random::<[u8; 32]>());
     let did_text = did::format(&id);
@@ -64,7 +74,11 @@ pub async fn publish(
         Asset::Dataset(d) => d.files.iter().map(String::as_str).collect(),
         Asset::Algorithm(a) => vec![a.file.as_str()],
     };
-    let list: Vec<Value> = files.iter().enumerate().map(|(i, url)| json!({"index": i, "url": url})).collect();
+    let list: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, url)| json!({"index": i, "url": url}))
+        .collect();
     let encrypted: Value = http
         .post(format!("{service}/api/v1/brizo/services/encrypt"))
         .json(&json!({"documentId": did_text, "document": Value::Array(list).to_string(), "publisherAddress": publisher.address().to_string()}))
@@ -73,7 +87,10 @@ pub async fn publish(
         .error_for_status()?
         .json()
         .await?;
-    let encrypted_files = encrypted["encryptedDocument"].as_str().unwrap_or_default().to_string();
+    let encrypted_files = encrypted["encryptedDocument"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let ddo_url = format!("{service}{DDO_PATH}/{did_text}");
     let mut services = vec![];
@@ -90,12 +107,16 @@ pub async fn publish(
             json!({"type": "dataset", "name": d.name, "author": publisher.address().to_string(), "dateCreated": now,
                    "files": (0..d.files.len()).map(|i| json!({"index": i})).collect::<Vec<_>>()})
         }
-        Asset::Algorithm(a) => json!({"type": "algorithm", "name": a.name, "author": publisher.address().to_string(), "dateCreated": now,
+        Asset::Algorithm(a) => {
+            json!({"type": "algorithm", "name": a.name, "author": publisher.address().to_string(), "dateCreated": now,
             "files": [{"index": 0}],
-            "algorithm": {"language": "", "format": "", "version": "", "container": {"entrypoint": a.entrypoint, "image": a.image, "tag": a.tag}}}),
+            "algorithm": {"language": "", "format": "", "version": "", "container": {"entrypoint": a.entrypoint, "image": a.image, "tag": a.tag}}})
+        }
     };
     services.insert(0, json!({"type": "metadata", "index": 0, "serviceEndpoint": ddo_url, "attributes": {"main": main, "encryptedFiles": encrypted_files}}));
-    let signature = publisher.sign_message_sync(did_text.as_bytes())?.to_string();
+    let signature = publisher
+        .sign_message_sync(did_text.as_bytes())?
+        .to_string();
     let ddo = json!({
         "@context": "https://w3id.org/did/v1",
         "id": did_text,
@@ -107,11 +128,19 @@ pub async fn publish(
     // On chain first, then the DDO, as squid-py does: the metadata store accepts a DDO only
     // for a DID registered to its creator.
     let checksum = keccak256(ddo.to_string());
-    crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url).await?;
-    let res = http.post(format!("{service}{DDO_PATH}")).json(&ddo).send().await?;
+    crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url)
+        .await?;
+    let res = http
+        .post(format!("{service}{DDO_PATH}"))
+        .json(&ddo)
+        .send()
+        .await?;
     if !res.status().is_success() {
         let status = res.status();
-        anyhow::bail!("{did_text} is registered on chain, but the metadata store refused its DDO ({status}): {}", res.text().await.unwrap_or_default());
+        anyhow::bail!(
+            "{did_text} is registered on chain, but the metadata store refused its DDO ({status}): {}",
+            res.text().await.unwrap_or_default()
+        );
     }
     Ok(did_text)
 }

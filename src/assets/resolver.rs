@@ -14,7 +14,7 @@ use alloy::sol_types::SolEvent;
 use serde_json::Value;
 
 use super::metadata::{MetadataStore, Registration};
-use super::{did, AssetError};
+use super::{AssetError, did};
 use crate::chain::call_error;
 use crate::chain::contracts::DIDRegistry;
 use crate::chain::keeper::Keeper;
@@ -51,7 +51,10 @@ impl Resolver {
         Self {
             keeper,
             store,
-            own_prefix: format!("{}{DDO_PATH}/", config.chain.public_url.trim_end_matches('/')),
+            own_prefix: format!(
+                "{}{DDO_PATH}/",
+                config.chain.public_url.trim_end_matches('/')
+            ),
             allow_private: config.inputs.allow_private_addresses,
             timeout: Duration::from_secs(config.chain.ddo_timeout_secs),
             max_bytes: config.chain.ddo_max_kb * 1024,
@@ -61,14 +64,18 @@ impl Resolver {
     }
 
     pub async fn resolve(&self, did_text: &str) -> Result<Resolved, AssetError> {
-        let id = did::parse(did_text).ok_or_else(|| AssetError::Invalid(format!("{did_text:?} is not a did:op DID")))?;
+        let id = did::parse(did_text)
+            .ok_or_else(|| AssetError::Invalid(format!("{did_text:?} is not a did:op DID")))?;
         if let Some((at, hit)) = self.cache.lock().unwrap().get(&id)
             && at.elapsed() < self.cache_for
         {
             return Ok(hit.clone());
         }
         let resolved = self.resolve_uncached(id).await?;
-        self.cache.lock().unwrap().insert(id, (Instant::now(), resolved.clone()));
+        self.cache
+            .lock()
+            .unwrap()
+            .insert(id, (Instant::now(), resolved.clone()));
         Ok(resolved)
     }
 
@@ -79,22 +86,41 @@ impl Resolver {
 
     async fn resolve_uncached(&self, id: B256) -> Result<Resolved, AssetError> {
         let did = did::format(&id);
-        let (registration, url) = self.registration(id).await?.ok_or_else(|| AssetError::NotFound(did.clone()))?;
+        let (registration, url) = self
+            .registration(id)
+            .await?
+            .ok_or_else(|| AssetError::NotFound(did.clone()))?;
         let ddo = self.fetch(&did, &url).await?;
         if ddo.get("id").and_then(Value::as_str).and_then(did::parse) != Some(id) {
-            return Err(AssetError::Fetch { did, message: format!("the document at {url} describes another DID") });
+            return Err(AssetError::Fetch {
+                did,
+                message: format!("the document at {url} describes another DID"),
+            });
         }
-        Ok(Resolved { did, ddo, owner: registration.owner, registrant: registration.registrant, url })
+        Ok(Resolved {
+            did,
+            ddo,
+            owner: registration.owner,
+            registrant: registration.registrant,
+            url,
+        })
     }
 
     /// The DID's owner, who registered its current URL, and that URL; `None` when the DID is
     /// not registered. Read from the chain every time (no cache).
-    pub async fn registration(&self, id: B256) -> Result<Option<(Registration, String)>, AssetError> {
+    pub async fn registration(
+        &self,
+        id: B256,
+    ) -> Result<Option<(Registration, String)>, AssetError> {
         let did = did::format(&id);
         let p = &self.keeper.provider;
         let registry_address = self.keeper.addresses.get("DIDRegistry")?;
         let registry = DIDRegistry::new(registry_address, p);
-        let block = registry.getBlockNumberUpdated(id).call().await.map_err(|e| call_error("resolving the DID", e))?;
+        let block = registry
+            .getBlockNumberUpdated(id)
+            .call()
+            .await
+            .map_err(|e| call_error("resolving the DID", e))?;
         if block.is_zero() {
             return Ok(None);
         }
@@ -105,25 +131,47 @@ impl Resolver {
             .topic1(id)
             .from_block(block)
             .to_block(block);
-        let logs = p.get_logs(&filter).await.map_err(|e| call_error("reading the DID's registration", e))?;
+        let logs = p
+            .get_logs(&filter)
+            .await
+            .map_err(|e| call_error("reading the DID's registration", e))?;
         let event = logs
             .iter()
             .rev()
             .find_map(|log| log.log_decode::<DIDRegistry::DIDAttributeRegistered>().ok())
-            .ok_or_else(|| AssetError::Fetch { did: did.clone(), message: format!("no DIDAttributeRegistered event at block {block}") })?;
+            .ok_or_else(|| AssetError::Fetch {
+                did: did.clone(),
+                message: format!("no DIDAttributeRegistered event at block {block}"),
+            })?;
         let url = event.inner.data._value.clone();
         let registrant = event.inner.data._lastUpdatedBy;
-        let owner = registry.getDIDOwner(id).call().await.map_err(|e| call_error("reading the DID owner", e))?;
+        let owner = registry
+            .getDIDOwner(id)
+            .call()
+            .await
+            .map_err(|e| call_error("reading the DID owner", e))?;
         Ok(Some((Registration { owner, registrant }, url)))
     }
 
     async fn fetch(&self, did: &str, url: &str) -> Result<Value, AssetError> {
-        let fail = |message: String| AssetError::Fetch { did: did.to_string(), message };
+        let fail = |message: String| AssetError::Fetch {
+            did: did.to_string(),
+            message,
+        };
         if let Some(rest) = url.strip_prefix(&self.own_prefix) {
-            return self.store.get(rest).await?.ok_or_else(|| fail(format!("{url} is not in this service's metadata store")));
+            return self
+                .store
+                .get(rest)
+                .await?
+                .ok_or_else(|| fail(format!("{url} is not in this service's metadata store")));
         }
-        let parsed = crate::storage::vet_remote_url(url, self.allow_private).await.map_err(|e| fail(e.to_string()))?;
-        let bytes = crate::storage::fetch_bytes(&parsed, self.max_bytes, self.allow_private, self.timeout).await.map_err(|e| fail(e.to_string()))?;
+        let parsed = crate::storage::vet_remote_url(url, self.allow_private)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let bytes =
+            crate::storage::fetch_bytes(&parsed, self.max_bytes, self.allow_private, self.timeout)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("{url} is not JSON: {e}")))
     }
 }

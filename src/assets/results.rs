@@ -3,7 +3,7 @@
 //! its file locations (in the results store) encrypted to the provider like any dataset's.
 //! Idempotent: the DID is derived from the job id, and each step checks what is done.
 
-use alloy::primitives::{keccak256, Address, B256};
+use alloy::primitives::{Address, B256, keccak256};
 use alloy::signers::SignerSync;
 use serde_json::json;
 
@@ -20,8 +20,17 @@ pub fn results_did(job_id: &str) -> B256 {
     keccak256(format!("brizo-results:{job_id}"))
 }
 
-pub async fn publish(config: &Config, keeper: &Keeper, metadata: &MetadataStore, results: &ResultsStore, job: &Job) -> anyhow::Result<String> {
-    let agreement = job.agreement.as_ref().ok_or_else(|| anyhow::anyhow!("only agreement jobs publish results"))?;
+pub async fn publish(
+    config: &Config,
+    keeper: &Keeper,
+    metadata: &MetadataStore,
+    results: &ResultsStore,
+    job: &Job,
+) -> anyhow::Result<String> {
+    let agreement = job
+        .agreement
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("only agreement jobs publish results"))?;
     let consumer: Address = agreement.consumer.parse()?;
     let id = results_did(&job.id);
     let did_text = did::format(&id);
@@ -30,7 +39,10 @@ pub async fn publish(config: &Config, keeper: &Keeper, metadata: &MetadataStore,
     let files: Vec<serde_json::Value> =
         job.outputs.iter().enumerate().map(|(i, o)| json!({"index": i, "url": results.location(&job.id, &format!("outputs/{}", o.name))})).collect();
     let encrypted = keeper.encrypt(serde_json::Value::Array(files).to_string().as_bytes())?;
-    let created = crate::proof::receipt::rfc3339(job.date_finished.unwrap_or_else(crate::jobs::model::now_epoch));
+    let created = crate::proof::receipt::rfc3339(
+        job.date_finished
+            .unwrap_or_else(crate::jobs::model::now_epoch),
+    );
     let provider = keeper.address.to_string();
     let ddo = json!({
         "@context": "https://w3id.org/did/v1",
@@ -58,7 +70,9 @@ pub async fn publish(config: &Config, keeper: &Keeper, metadata: &MetadataStore,
     let owner = registry.getDIDOwner(id).call().await?;
     if owner != consumer {
         if owner == Address::ZERO {
-            keeper.register_did(id, keccak256(ddo.to_string()), &ddo_url).await?;
+            keeper
+                .register_did(id, keccak256(ddo.to_string()), &ddo_url)
+                .await?;
         }
         keeper.transfer_did(id, consumer).await?;
     }

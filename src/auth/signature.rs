@@ -27,14 +27,23 @@ pub enum AuthError {
 /// The address that signed `message` (EIP-191 personal message).
 pub fn recover(message: &str, signature: &str) -> Result<Address, AuthError> {
     let sig = Signature::from_str(signature.trim()).map_err(|_| AuthError::Malformed)?;
-    sig.recover_address_from_msg(message.as_bytes()).map_err(|_| AuthError::Malformed)
+    sig.recover_address_from_msg(message.as_bytes())
+        .map_err(|_| AuthError::Malformed)
 }
 
 /// Checks that `consumer` signed either `message` itself or a valid auth token.
-pub fn verify(consumer: Address, message: &str, signature: &str, now_secs: u64) -> Result<(), AuthError> {
+pub fn verify(
+    consumer: Address,
+    message: &str,
+    signature: &str,
+    now_secs: u64,
+) -> Result<(), AuthError> {
     let signature = signature.trim();
     // A token is `0x<130 hex>-<digits>`: exactly one '-' (Brizo's rule).
-    if let Some((sig, timestamp)) = signature.split_once('-').filter(|_| signature.matches('-').count() == 1) {
+    if let Some((sig, timestamp)) = signature
+        .split_once('-')
+        .filter(|_| signature.matches('-').count() == 1)
+    {
         let ts: u64 = timestamp.parse().map_err(|_| AuthError::Malformed)?;
         let signer = recover(&format!("{TOKEN_MESSAGE_PREFIX}{ts}"), sig)?;
         if signer != consumer {
@@ -58,11 +67,13 @@ pub fn verify(consumer: Address, message: &str, signature: &str, now_secs: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy::signers::local::PrivateKeySigner;
     use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
 
     fn sign(key: &PrivateKeySigner, message: &str) -> String {
-        key.sign_message_sync(message.as_bytes()).unwrap().to_string()
+        key.sign_message_sync(message.as_bytes())
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -71,18 +82,73 @@ mod tests {
         let other = PrivateKeySigner::random();
         let now = 1_800_000_000;
         let message = format!("{}{}", consumer.address(), "0xabc");
-        assert_eq!(verify(consumer.address(), &message, &sign(&consumer, &message), now), Ok(()));
-        assert_eq!(verify(consumer.address(), &message, &sign(&other, &message), now), Err(AuthError::WrongSigner(consumer.address())));
-        assert_eq!(verify(consumer.address(), "tampered", &sign(&consumer, &message), now), Err(AuthError::WrongSigner(consumer.address())));
-        assert_eq!(verify(consumer.address(), &message, "0x1234", now), Err(AuthError::Malformed));
+        assert_eq!(
+            verify(
+                consumer.address(),
+                &message,
+                &sign(&consumer, &message),
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(consumer.address(), &message, &sign(&other, &message), now),
+            Err(AuthError::WrongSigner(consumer.address()))
+        );
+        assert_eq!(
+            verify(
+                consumer.address(),
+                "tampered",
+                &sign(&consumer, &message),
+                now
+            ),
+            Err(AuthError::WrongSigner(consumer.address()))
+        );
+        assert_eq!(
+            verify(consumer.address(), &message, "0x1234", now),
+            Err(AuthError::Malformed)
+        );
 
-        let token = |key: &PrivateKeySigner, ts: u64| format!("{}-{ts}", sign(key, &format!("{TOKEN_MESSAGE_PREFIX}{ts}")));
-        assert_eq!(verify(consumer.address(), "ignored", &token(&consumer, now - 60), now), Ok(()));
-        assert_eq!(verify(consumer.address(), "ignored", &token(&consumer, now - TOKEN_LIFETIME_SECS - 1), now), Err(AuthError::Expired));
-        assert_eq!(verify(consumer.address(), "ignored", &token(&consumer, now + 3600), now), Err(AuthError::FromTheFuture));
-        assert_eq!(verify(consumer.address(), "ignored", &token(&other, now), now), Err(AuthError::WrongSigner(consumer.address())));
+        let token = |key: &PrivateKeySigner, ts: u64| {
+            format!("{}-{ts}", sign(key, &format!("{TOKEN_MESSAGE_PREFIX}{ts}")))
+        };
+        assert_eq!(
+            verify(
+                consumer.address(),
+                "ignored",
+                &token(&consumer, now - 60),
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                consumer.address(),
+                "ignored",
+                &token(&consumer, now - TOKEN_LIFETIME_SECS - 1),
+                now
+            ),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            verify(
+                consumer.address(),
+                "ignored",
+                &token(&consumer, now + 3600),
+                now
+            ),
+            Err(AuthError::FromTheFuture)
+        );
+        assert_eq!(
+            verify(consumer.address(), "ignored", &token(&other, now), now),
+            Err(AuthError::WrongSigner(consumer.address()))
+        );
         // Changing the timestamp after signing breaks the token.
-        let tampered = token(&consumer, now - 60).replace(&format!("-{}", now - 60), &format!("-{}", now - 30));
-        assert_eq!(verify(consumer.address(), "ignored", &tampered, now), Err(AuthError::WrongSigner(consumer.address())));
+        let tampered = token(&consumer, now - 60)
+            .replace(&format!("-{}", now - 60), &format!("-{}", now - 30));
+        assert_eq!(
+            verify(consumer.address(), "ignored", &tampered, now),
+            Err(AuthError::WrongSigner(consumer.address()))
+        );
     }
 }

@@ -7,7 +7,7 @@ use alloy::providers::{DynProvider, Provider};
 use super::artifacts::Addresses;
 use super::contracts::*;
 use super::deploy::compute_template_id;
-use super::{call_error, ChainError};
+use super::{ChainError, call_error};
 use crate::send_tx;
 
 /// The three conditions of an EscrowComputeExecutionTemplate agreement.
@@ -30,23 +30,61 @@ pub struct Terms {
 }
 
 /// The condition ids these terms produce, computed by the contracts themselves.
-pub async fn condition_ids(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<ConditionIds, ChainError> {
+pub async fn condition_ids(
+    p: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+) -> Result<ConditionIds, ChainError> {
     let lock_c = LockRewardCondition::new(a.get("LockRewardCondition")?, p);
     let compute_c = ComputeExecutionCondition::new(a.get("ComputeExecutionCondition")?, p);
     let escrow_c = EscrowReward::new(a.get("EscrowReward")?, p);
     let escrow_address = a.get("EscrowReward")?;
     let err = |e| call_error("computing condition ids", e);
-    let lock_hash = lock_c.hashValues(escrow_address, t.price).call().await.map_err(err)?;
-    let lock = lock_c.generateId(t.agreement_id, lock_hash).call().await.map_err(err)?;
-    let compute_hash = compute_c.hashValues(t.did, t.consumer).call().await.map_err(err)?;
-    let compute = compute_c.generateId(t.agreement_id, compute_hash).call().await.map_err(err)?;
-    let escrow_hash = escrow_c.hashValues(t.price, t.publisher, t.consumer, lock, compute).call().await.map_err(err)?;
-    let escrow = escrow_c.generateId(t.agreement_id, escrow_hash).call().await.map_err(err)?;
-    Ok(ConditionIds { lock, compute, escrow })
+    let lock_hash = lock_c
+        .hashValues(escrow_address, t.price)
+        .call()
+        .await
+        .map_err(err)?;
+    let lock = lock_c
+        .generateId(t.agreement_id, lock_hash)
+        .call()
+        .await
+        .map_err(err)?;
+    let compute_hash = compute_c
+        .hashValues(t.did, t.consumer)
+        .call()
+        .await
+        .map_err(err)?;
+    let compute = compute_c
+        .generateId(t.agreement_id, compute_hash)
+        .call()
+        .await
+        .map_err(err)?;
+    let escrow_hash = escrow_c
+        .hashValues(t.price, t.publisher, t.consumer, lock, compute)
+        .call()
+        .await
+        .map_err(err)?;
+    let escrow = escrow_c
+        .generateId(t.agreement_id, escrow_hash)
+        .call()
+        .await
+        .map_err(err)?;
+    Ok(ConditionIds {
+        lock,
+        compute,
+        escrow,
+    })
 }
 
 /// Consumer side: creates the agreement (`timeouts` in blocks, 0 for none) naming `provider`.
-pub async fn create(p: &DynProvider, a: &Addresses, t: &Terms, provider: Address, timeouts: [u64; 3]) -> Result<ConditionIds, ChainError> {
+pub async fn create(
+    p: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+    provider: Address,
+    timeouts: [u64; 3],
+) -> Result<ConditionIds, ChainError> {
     let ids = condition_ids(p, a, t).await?;
     let agreements = AgreementStoreManager::new(a.get("AgreementStoreManager")?, p);
     send_tx!(
@@ -67,8 +105,14 @@ pub async fn create(p: &DynProvider, a: &Addresses, t: &Terms, provider: Address
 /// Consumer side: approves and locks the price in escrow.
 pub async fn lock_reward(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<(), ChainError> {
     let lock = a.get("LockRewardCondition")?;
-    send_tx!(OceanToken::new(a.get("OceanToken")?, p).approve(lock, t.price), "approving the price");
-    send_tx!(LockRewardCondition::new(lock, p).fulfill(t.agreement_id, a.get("EscrowReward")?, t.price), "locking the reward");
+    send_tx!(
+        OceanToken::new(a.get("OceanToken")?, p).approve(lock, t.price),
+        "approving the price"
+    );
+    send_tx!(
+        LockRewardCondition::new(lock, p).fulfill(t.agreement_id, a.get("EscrowReward")?, t.price),
+        "locking the reward"
+    );
     Ok(())
 }
 
@@ -81,7 +125,11 @@ pub struct OnChainAgreement {
     pub condition_ids: Vec<B256>,
 }
 
-pub async fn get(p: &DynProvider, a: &Addresses, agreement_id: B256) -> Result<Option<OnChainAgreement>, ChainError> {
+pub async fn get(
+    p: &DynProvider,
+    a: &Addresses,
+    agreement_id: B256,
+) -> Result<Option<OnChainAgreement>, ChainError> {
     let r = AgreementStoreManager::new(a.get("AgreementStoreManager")?, p)
         .getAgreement(agreement_id)
         .call()
@@ -90,7 +138,12 @@ pub async fn get(p: &DynProvider, a: &Addresses, agreement_id: B256) -> Result<O
     if r.did == B256::ZERO && r.conditionIds.is_empty() {
         return Ok(None);
     }
-    Ok(Some(OnChainAgreement { did: r.did, did_owner: r.didOwner, template_id: r.templateId, condition_ids: r.conditionIds }))
+    Ok(Some(OnChainAgreement {
+        did: r.did,
+        did_owner: r.didOwner,
+        template_id: r.templateId,
+        condition_ids: r.conditionIds,
+    }))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,13 +154,21 @@ pub struct ConditionInfo {
     pub created_at_block: u64,
 }
 
-pub async fn condition(p: &DynProvider, a: &Addresses, id: B256) -> Result<ConditionInfo, ChainError> {
+pub async fn condition(
+    p: &DynProvider,
+    a: &Addresses,
+    id: B256,
+) -> Result<ConditionInfo, ChainError> {
     let r = ConditionStoreManager::new(a.get("ConditionStoreManager")?, p)
         .getCondition(id)
         .call()
         .await
         .map_err(|e| call_error("reading a condition", e))?;
-    Ok(ConditionInfo { state: ConditionState::from_u8(r.state), time_out: r.timeOut.to::<u64>(), created_at_block: r.blockNumber.to::<u64>() })
+    Ok(ConditionInfo {
+        state: ConditionState::from_u8(r.state),
+        time_out: r.timeOut.to::<u64>(),
+        created_at_block: r.blockNumber.to::<u64>(),
+    })
 }
 
 /// Why the provider refuses to run anything for an agreement.
@@ -119,7 +180,9 @@ pub enum Refusal {
     WrongTemplate(B256),
     #[error("agreement is for another dataset")]
     OtherDataset,
-    #[error("the signer is not the consumer of this agreement (or the price differs from the asset's)")]
+    #[error(
+        "the signer is not the consumer of this agreement (or the price differs from the asset's)"
+    )]
     NotTheConsumer,
     #[error("the price is not locked: the lock condition is {0:?}; lock the reward first")]
     NotPaid(ConditionState),
@@ -133,8 +196,14 @@ pub enum Refusal {
 /// uses the compute template and names this dataset; its conditions are exactly the ones these
 /// terms produce (so the signer is its consumer and the price is the asset's); the price is
 /// locked (state 2: fulfilling compute proves no payment); nothing has timed out.
-pub async fn check(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<Result<ConditionIds, Refusal>, ChainError> {
-    let Some(agreement) = get(p, a, t.agreement_id).await? else { return Ok(Err(Refusal::UnknownAgreement(t.agreement_id))) };
+pub async fn check(
+    p: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+) -> Result<Result<ConditionIds, Refusal>, ChainError> {
+    let Some(agreement) = get(p, a, t.agreement_id).await? else {
+        return Ok(Err(Refusal::UnknownAgreement(t.agreement_id)));
+    };
     if agreement.template_id != compute_template_id() {
         return Ok(Err(Refusal::WrongTemplate(t.agreement_id)));
     }
@@ -145,7 +214,10 @@ pub async fn check(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<Result<C
     if agreement.condition_ids != [ids.lock, ids.compute, ids.escrow] {
         return Ok(Err(Refusal::NotTheConsumer));
     }
-    let block = p.get_block_number().await.map_err(|e| call_error("reading the block number", e))?;
+    let block = p
+        .get_block_number()
+        .await
+        .map_err(|e| call_error("reading the block number", e))?;
     let lock = condition(p, a, ids.lock).await?;
     match lock.state {
         ConditionState::Fulfilled => {}
@@ -164,32 +236,73 @@ pub async fn check(p: &DynProvider, a: &Addresses, t: &Terms) -> Result<Result<C
 }
 
 /// Provider side, idempotent: fulfils ComputeExecutionCondition unless it already is.
-pub async fn fulfill_compute(p: &DynProvider, a: &Addresses, t: &Terms, ids: &ConditionIds) -> Result<Option<B256>, ChainError> {
+pub async fn fulfill_compute(
+    p: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+    ids: &ConditionIds,
+) -> Result<Option<B256>, ChainError> {
     if condition(p, a, ids.compute).await?.state == ConditionState::Fulfilled {
         return Ok(None);
     }
     let c = ComputeExecutionCondition::new(a.get("ComputeExecutionCondition")?, p);
-    let receipt = send_tx!(c.fulfill(t.agreement_id, t.did, t.consumer), "fulfilling the compute condition");
+    let receipt = send_tx!(
+        c.fulfill(t.agreement_id, t.did, t.consumer),
+        "fulfilling the compute condition"
+    );
     Ok(Some(receipt.transaction_hash))
 }
 
 /// Provider side, idempotent: releases the escrow to the publisher unless already done.
-pub async fn release_reward(p: &DynProvider, a: &Addresses, t: &Terms, ids: &ConditionIds) -> Result<Option<B256>, ChainError> {
+pub async fn release_reward(
+    p: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+    ids: &ConditionIds,
+) -> Result<Option<B256>, ChainError> {
     if condition(p, a, ids.escrow).await?.state == ConditionState::Fulfilled {
         return Ok(None);
     }
     let e = EscrowReward::new(a.get("EscrowReward")?, p);
-    let receipt = send_tx!(e.fulfill(t.agreement_id, t.price, t.publisher, t.consumer, ids.lock, ids.compute), "releasing the reward");
+    let receipt = send_tx!(
+        e.fulfill(
+            t.agreement_id,
+            t.price,
+            t.publisher,
+            t.consumer,
+            ids.lock,
+            ids.compute
+        ),
+        "releasing the reward"
+    );
     Ok(Some(receipt.transaction_hash))
 }
 
 /// Publisher side: registers a DID with its checksum, providers and DDO URL.
-pub async fn register_did(p: &DynProvider, a: &Addresses, did: B256, checksum: B256, providers: Vec<Address>, url: &str) -> Result<B256, ChainError> {
+pub async fn register_did(
+    p: &DynProvider,
+    a: &Addresses,
+    did: B256,
+    checksum: B256,
+    providers: Vec<Address>,
+    url: &str,
+) -> Result<B256, ChainError> {
     let registry = DIDRegistry::new(a.get("DIDRegistry")?, p);
-    let receipt = send_tx!(registry.registerAttribute(did, checksum, providers, url.to_string()), "registering the DID");
+    let receipt = send_tx!(
+        registry.registerAttribute(did, checksum, providers, url.to_string()),
+        "registering the DID"
+    );
     Ok(receipt.transaction_hash)
 }
 
-pub async fn token_balance(p: &DynProvider, a: &Addresses, who: Address) -> Result<U256, ChainError> {
-    OceanToken::new(a.get("OceanToken")?, p).balanceOf(who).call().await.map_err(|e| call_error("reading a balance", e))
+pub async fn token_balance(
+    p: &DynProvider,
+    a: &Addresses,
+    who: Address,
+) -> Result<U256, ChainError> {
+    OceanToken::new(a.get("OceanToken")?, p)
+        .balanceOf(who)
+        .call()
+        .await
+        .map_err(|e| call_error("reading a balance", e))
 }

@@ -28,14 +28,23 @@ pub fn artifact_path(dir: &Path, contract: &str, network: &str) -> PathBuf {
 
 pub fn read(dir: &Path, contract: &str, network: &str) -> Result<Artifact, ChainError> {
     let path = artifact_path(dir, contract, network);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| ChainError::Config(format!("artifact {}: {e}; is --artifacts-dir right?", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| ChainError::Config(format!("artifact {}: {e}", path.display())))
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ChainError::Config(format!(
+            "artifact {}: {e}; is --artifacts-dir right?",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ChainError::Config(format!("artifact {}: {e}", path.display())))
 }
 
 /// The creation bytecode of `contract`, with `libraries` (name → address) linked in where the
 /// artifact has `__Name___...` placeholders.
-pub fn linked_bytecode(dir: &Path, contract: &str, libraries: &BTreeMap<String, Address>) -> Result<Bytes, ChainError> {
+pub fn linked_bytecode(
+    dir: &Path,
+    contract: &str,
+    libraries: &BTreeMap<String, Address>,
+) -> Result<Bytes, ChainError> {
     let artifact = read(dir, contract, "development")?;
     let mut code = artifact
         .bytecode
@@ -48,9 +57,14 @@ pub fn linked_bytecode(dir: &Path, contract: &str, libraries: &BTreeMap<String, 
         code = code.replace(&placeholder, &hex::encode(address.as_slice()));
     }
     if let Some(pos) = code.find("__") {
-        return Err(ChainError::Config(format!("{contract}: unlinked library placeholder {}", &code[pos..pos + 40.min(code.len() - pos)])));
+        return Err(ChainError::Config(format!(
+            "{contract}: unlinked library placeholder {}",
+            &code[pos..pos + 40.min(code.len() - pos)]
+        )));
     }
-    hex::decode(&code).map(Bytes::from).map_err(|e| ChainError::Config(format!("{contract} bytecode: {e}")))
+    hex::decode(&code)
+        .map(Bytes::from)
+        .map_err(|e| ChainError::Config(format!("{contract} bytecode: {e}")))
 }
 
 /// Where a deployment's contracts are.
@@ -59,7 +73,10 @@ pub struct Addresses(pub BTreeMap<String, Address>);
 
 impl Addresses {
     pub fn get(&self, contract: &str) -> Result<Address, ChainError> {
-        self.0.get(contract).copied().ok_or_else(|| ChainError::Config(format!("no address for {contract}")))
+        self.0
+            .get(contract)
+            .copied()
+            .ok_or_else(|| ChainError::Config(format!("no address for {contract}")))
     }
 
     /// Reads the addresses of every contract brizo uses from an artifacts folder.
@@ -83,8 +100,14 @@ impl Addresses {
         }
         let mut map = BTreeMap::new();
         for contract in super::contracts::CONTRACTS {
-            let text = chain.contracts.get(contract).ok_or_else(|| ChainError::Config(format!("chain.contracts has no address for {contract}")))?;
-            let address = text.parse().map_err(|_| ChainError::Config(format!("chain.contracts.{contract}: {text:?} is not an address")))?;
+            let text = chain.contracts.get(contract).ok_or_else(|| {
+                ChainError::Config(format!("chain.contracts has no address for {contract}"))
+            })?;
+            let address = text.parse().map_err(|_| {
+                ChainError::Config(format!(
+                    "chain.contracts.{contract}: {text:?} is not an address"
+                ))
+            })?;
             map.insert(contract.to_string(), address);
         }
         Ok(Addresses(map))
@@ -92,8 +115,14 @@ impl Addresses {
 }
 
 /// Writes `<Contract>.<network>.json` (name, address, abi) for each deployed contract.
-pub fn write(out: &Path, network: &str, source: &Path, addresses: &Addresses) -> Result<(), ChainError> {
-    std::fs::create_dir_all(out).map_err(|e| ChainError::Config(format!("{}: {e}", out.display())))?;
+pub fn write(
+    out: &Path,
+    network: &str,
+    source: &Path,
+    addresses: &Addresses,
+) -> Result<(), ChainError> {
+    std::fs::create_dir_all(out)
+        .map_err(|e| ChainError::Config(format!("{}: {e}", out.display())))?;
     for (contract, address) in &addresses.0 {
         let mut artifact = read(source, contract, "development")?;
         artifact.address = *address;
@@ -101,7 +130,8 @@ pub fn write(out: &Path, network: &str, source: &Path, addresses: &Addresses) ->
         artifact.name = Some(contract.clone());
         let path = artifact_path(out, contract, network);
         let text = serde_json::to_string_pretty(&artifact).expect("artifact serializes");
-        std::fs::write(&path, text).map_err(|e| ChainError::Config(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| ChainError::Config(format!("{}: {e}", path.display())))?;
     }
     Ok(())
 }

@@ -3,6 +3,9 @@
 //! that building brizo does not need the artifacts; deploying does, for the bytecode.
 //! Where a contract overloads a function, only the overload brizo uses is declared.
 
+// The contracts' own signatures, whatever their argument counts.
+#![allow(clippy::too_many_arguments)]
+
 alloy::sol! {
     #[sol(rpc)]
     interface OceanToken {

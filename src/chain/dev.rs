@@ -10,7 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 
 use super::artifacts::{self, Addresses};
 use super::contracts::OceanToken;
-use super::{signing_provider, wait_for_node, ChainError};
+use super::{ChainError, signing_provider, wait_for_node};
 use crate::send_tx;
 
 /// anvil's well-known development keys (from its default mnemonic). Public knowledge: never
@@ -25,7 +25,14 @@ pub const DEV_KEYS: [&str; 6] = [
 ];
 
 /// What each development account is for.
-pub const ROLES: [&str; 6] = ["deployer (contract owner)", "initial minter", "publisher and provider", "consumer", "second consumer", "spare"];
+pub const ROLES: [&str; 6] = [
+    "deployer (contract owner)",
+    "initial minter",
+    "publisher and provider",
+    "consumer",
+    "second consumer",
+    "spare",
+];
 
 /// Ocean tokens (in wei) minted to every account but the deployer.
 pub const FUNDING: u128 = 1_000 * 10u128.pow(18);
@@ -46,7 +53,11 @@ pub fn dev_accounts() -> Vec<DevAccount> {
     DEV_KEYS
         .iter()
         .zip(ROLES)
-        .map(|(key, role)| DevAccount { role, address: key.parse::<PrivateKeySigner>().expect("dev key").address(), private_key: key })
+        .map(|(key, role)| DevAccount {
+            role,
+            address: key.parse::<PrivateKeySigner>().expect("dev key").address(),
+            private_key: key,
+        })
         .collect()
 }
 
@@ -70,7 +81,9 @@ impl Drop for DevChain {
 /// Where anvil and the keeper-contracts package are unless told otherwise: what
 /// `scripts/chain-deps.sh` installs under `.state/tools`.
 pub fn default_tools_dir() -> PathBuf {
-    std::env::var_os("BRIZO_TOOLS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".state/tools"))
+    std::env::var_os("BRIZO_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".state/tools"))
 }
 
 pub struct DevOptions {
@@ -83,32 +96,60 @@ pub struct DevOptions {
 impl DevOptions {
     pub fn new(port: u16, artifacts_dir: PathBuf) -> Self {
         let tools = default_tools_dir();
-        Self { port, artifacts_dir, anvil: tools.join("anvil"), keeper_contracts: tools.join("keeper-contracts-0.13.2/artifacts") }
+        Self {
+            port,
+            artifacts_dir,
+            anvil: tools.join("anvil"),
+            keeper_contracts: tools.join("keeper-contracts-0.13.2/artifacts"),
+        }
     }
 }
 
 impl DevChain {
     pub async fn start(options: &DevOptions) -> Result<DevChain, ChainError> {
         check_exists(&options.anvil, "anvil")?;
-        check_exists(&options.keeper_contracts.join("DIDRegistry.development.json"), "the keeper-contracts 0.13.2 artifacts")?;
+        check_exists(
+            &options
+                .keeper_contracts
+                .join("DIDRegistry.development.json"),
+            "the keeper-contracts 0.13.2 artifacts",
+        )?;
         let child = Command::new(&options.anvil)
             .args(["--host", "127.0.0.1", "--port", &options.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| ChainError::Config(format!("starting {}: {e}", options.anvil.display())))?;
+            .map_err(|e| {
+                ChainError::Config(format!("starting {}: {e}", options.anvil.display()))
+            })?;
         let url = format!("http://127.0.0.1:{}", options.port);
         // From here on, dropping `chain` stops anvil, whatever fails next.
-        let mut chain = DevChain { child, url, chain_id: 0, addresses: Addresses(Default::default()), accounts: dev_accounts(), artifacts_dir: options.artifacts_dir.clone() };
+        let mut chain = DevChain {
+            child,
+            url,
+            chain_id: 0,
+            addresses: Addresses(Default::default()),
+            accounts: dev_accounts(),
+            artifacts_dir: options.artifacts_dir.clone(),
+        };
         let (deployer, owner) = signing_provider(&chain.url, DEV_KEYS[0])?;
         chain.chain_id = wait_for_node(&deployer, Duration::from_secs(20)).await?;
         let minter = chain.accounts[1].address;
-        chain.addresses = super::deploy::deploy(&deployer, owner, minter, &options.keeper_contracts).await?;
+        chain.addresses =
+            super::deploy::deploy(&deployer, owner, minter, &options.keeper_contracts).await?;
         let token = OceanToken::new(chain.addresses.get("OceanToken")?, &deployer);
         for account in &chain.accounts[1..] {
-            send_tx!(token.mint(account.address, U256::from(FUNDING)), format!("funding {}", account.address));
+            send_tx!(
+                token.mint(account.address, U256::from(FUNDING)),
+                format!("funding {}", account.address)
+            );
         }
-        artifacts::write(&options.artifacts_dir, "development", &options.keeper_contracts, &chain.addresses)?;
+        artifacts::write(
+            &options.artifacts_dir,
+            "development",
+            &options.keeper_contracts,
+            &chain.addresses,
+        )?;
         Ok(chain)
     }
 }
@@ -117,6 +158,9 @@ fn check_exists(path: &Path, what: &str) -> Result<(), ChainError> {
     if path.exists() {
         Ok(())
     } else {
-        Err(ChainError::Config(format!("{what} not found at {}; `scripts/chain-deps.sh` installs it (or set BRIZO_TOOLS_DIR)", path.display())))
+        Err(ChainError::Config(format!(
+            "{what} not found at {}; `scripts/chain-deps.sh` installs it (or set BRIZO_TOOLS_DIR)",
+            path.display()
+        )))
     }
 }

@@ -33,17 +33,29 @@ pub enum ChainError {
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A provider that signs with `key` (hex private key).
-pub fn signing_provider(url: &str, key: &str) -> Result<(DynProvider, alloy::primitives::Address), ChainError> {
-    let signer: PrivateKeySigner = key.trim().parse().map_err(|_| ChainError::Config("not a valid private key (expected 32 bytes of hex)".into()))?;
+pub fn signing_provider(
+    url: &str,
+    key: &str,
+) -> Result<(DynProvider, alloy::primitives::Address), ChainError> {
+    let signer: PrivateKeySigner = key.trim().parse().map_err(|_| {
+        ChainError::Config("not a valid private key (expected 32 bytes of hex)".into())
+    })?;
     let address = signer.address();
-    let url = url.parse().map_err(|e| ChainError::Config(format!("keeper URL {url:?}: {e}")))?;
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
+    let url = url
+        .parse()
+        .map_err(|e| ChainError::Config(format!("keeper URL {url:?}: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased();
     Ok((provider, address))
 }
 
 /// A read-only provider.
 pub fn provider(url: &str) -> Result<DynProvider, ChainError> {
-    let url = url.parse().map_err(|e| ChainError::Config(format!("keeper URL {url:?}: {e}")))?;
+    let url = url
+        .parse()
+        .map_err(|e| ChainError::Config(format!("keeper URL {url:?}: {e}")))?;
     Ok(ProviderBuilder::new().connect_http(url).erased())
 }
 
@@ -51,10 +63,17 @@ pub fn provider(url: &str) -> Result<DynProvider, ChainError> {
 pub fn call_error(what: &str, e: impl std::fmt::Display) -> ChainError {
     let message = e.to_string();
     let lower = message.to_lowercase();
-    if lower.contains("error sending request") || lower.contains("connection refused") || lower.contains("timed out") || lower.contains("transport") {
+    if lower.contains("error sending request")
+        || lower.contains("connection refused")
+        || lower.contains("timed out")
+        || lower.contains("transport")
+    {
         ChainError::Unreachable(format!("{what}: {message}"))
     } else {
-        ChainError::Transaction { what: what.to_string(), message }
+        ChainError::Transaction {
+            what: what.to_string(),
+            message,
+        }
     }
 }
 
@@ -63,14 +82,20 @@ pub fn call_error(what: &str, e: impl std::fmt::Display) -> ChainError {
 macro_rules! send_tx {
     ($call:expr, $what:expr) => {{
         let what: &str = &$what;
-        let pending = $call.send().await.map_err(|e| $crate::chain::call_error(what, e))?;
+        let pending = $call
+            .send()
+            .await
+            .map_err(|e| $crate::chain::call_error(what, e))?;
         let receipt = pending
             .with_timeout(Some($crate::chain::RECEIPT_TIMEOUT))
             .get_receipt()
             .await
             .map_err(|e| $crate::chain::call_error(what, e))?;
         if !receipt.status() {
-            return Err($crate::chain::ChainError::Transaction { what: what.to_string(), message: format!("reverted in {}", receipt.transaction_hash) });
+            return Err($crate::chain::ChainError::Transaction {
+                what: what.to_string(),
+                message: format!("reverted in {}", receipt.transaction_hash),
+            });
         }
         receipt
     }};
@@ -82,7 +107,9 @@ pub async fn wait_for_node(provider: &DynProvider, patience: Duration) -> Result
     loop {
         match provider.get_chain_id().await {
             Ok(id) => return Ok(id),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(ChainError::Unreachable(e.to_string())),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ChainError::Unreachable(e.to_string()));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

@@ -291,12 +291,12 @@ impl Engine {
             return invalid("timeoutSeconds must be at least 1".into());
         }
         for (i, input) in r.inputs.iter().enumerate() {
-            if let Some(name) = &input.name {
-                if !workspace::valid_input_name(name) {
-                    return invalid(format!(
-                        "inputs[{i}].name {name:?}: use letters, digits and . _ : - only"
-                    ));
-                }
+            if let Some(name) = &input.name
+                && !workspace::valid_input_name(name)
+            {
+                return invalid(format!(
+                    "inputs[{i}].name {name:?}: use letters, digits and . _ : - only"
+                ));
             }
             if input.url.starts_with("file:") {
                 workspace::resolve_dataset_path(&input.url, &self.config.inputs.dataset_roots)
@@ -341,7 +341,7 @@ impl Engine {
         }
         self.store.request_stop(id).await?;
         self.interrupt(id);
-        Ok(self.get(id, owner).await?)
+        self.get(id, owner).await
     }
 
     /// Stops the job if it runs and removes everything it left: container, folder, logs,
@@ -379,7 +379,7 @@ impl Engine {
                 warn!("reconcile: {e}");
             }
             ticks += 1;
-            if ticks % 60 == 0 {
+            if ticks.is_multiple_of(60) {
                 self.sweep_orphans().await;
             }
             tokio::select! {
@@ -438,7 +438,12 @@ impl Engine {
         Ok(())
     }
 
-    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, permit: Option<OwnedSemaphorePermit>) {
+    async fn drive(
+        self: Arc<Self>,
+        id: String,
+        cancel: CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         let result = self.drive_steps(&id, &cancel, permit).await;
         self.active.lock().unwrap().remove(&id);
         match result {
@@ -493,7 +498,12 @@ impl Engine {
         Ok(())
     }
 
-    async fn drive_steps(&self, id: &str, cancel: &CancellationToken, permit: Option<OwnedSemaphorePermit>) -> Result<(), StepError> {
+    async fn drive_steps(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StepError> {
         let mut run_permit: Option<OwnedSemaphorePermit> = permit;
         loop {
             let Some(job) = self.store.get(id).await? else {
@@ -568,8 +578,11 @@ impl Engine {
                     }
                     // Staging has the job's own time limit, counted from when it began (so a
                     // restart does not start it over), and a stop or removal ends it at once.
-                    let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
-                    let left = Duration::from_secs_f64((began + job.timeout_secs as f64 - now_epoch()).max(0.0));
+                    let began =
+                        job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+                    let left = Duration::from_secs_f64(
+                        (began + job.timeout_secs as f64 - now_epoch()).max(0.0),
+                    );
                     tokio::select! {
                         staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
                             Ok(staged) => staged?,
@@ -1001,11 +1014,15 @@ impl Engine {
             Err(e) => {
                 let transition = Transition {
                     outcome: Some(Outcome::Failed),
-                    error: Some(format!("the job's outputs could not be listed: {e}; nothing was published")),
+                    error: Some(format!(
+                        "the job's outputs could not be listed: {e}; nothing was published"
+                    )),
                     outputs: Some(vec![]),
                     ..Default::default()
                 };
-                self.store.transition(&job.id, Phase::Publishing, transition).await?;
+                self.store
+                    .transition(&job.id, Phase::Publishing, transition)
+                    .await?;
                 return Ok(());
             }
         };

@@ -72,7 +72,10 @@ impl Phase {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed)
+        matches!(
+            self,
+            Phase::Finished | Phase::DataProvisioningFailed | Phase::AlgorithmProvisioningFailed
+        )
     }
 
     /// Metric label.
@@ -113,9 +116,15 @@ impl Outcome {
         }
     }
     pub fn parse(s: &str) -> Option<Outcome> {
-        [Outcome::Succeeded, Outcome::Failed, Outcome::Stopped, Outcome::TimedOut, Outcome::OutOfMemory]
-            .into_iter()
-            .find(|o| o.as_str() == s)
+        [
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::Stopped,
+            Outcome::TimedOut,
+            Outcome::OutOfMemory,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
     }
 }
 
@@ -284,7 +293,11 @@ impl Job {
     }
 
     fn output_flag(&self, name: &str, default: bool) -> bool {
-        let value = self.agreement.as_ref().and_then(|a| a.output.as_ref()).and_then(|o| o.get(name));
+        let value = self
+            .agreement
+            .as_ref()
+            .and_then(|a| a.output.as_ref())
+            .and_then(|o| o.get(name));
         match value {
             Some(serde_json::Value::Bool(b)) => *b,
             Some(serde_json::Value::Number(n)) => n.as_i64() != Some(0),
@@ -310,13 +323,21 @@ impl Job {
             .and_then(|a| a.output.as_ref())
             .and_then(|o| o.get("whitelist"))
             .and_then(|w| w.as_array())
-            .map(|l| l.iter().filter_map(|a| a.as_str()).map(|a| a.to_lowercase()).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|a| a.as_str())
+                    .map(|a| a.to_lowercase())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
 pub fn now_epoch() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// 32 hex characters, as Brizo job ids are.

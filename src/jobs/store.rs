@@ -5,10 +5,15 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
-use super::model::{AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement, StagedDigests};
+use super::model::{
+    AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement,
+    StagedDigests,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,7 +51,10 @@ impl JobStore {
             // WAL + NORMAL survives a process crash (kill -9) without losing committed rows.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -77,7 +85,10 @@ impl JobStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| job_from_row(&r)).transpose()
     }
 
@@ -96,15 +107,20 @@ impl JobStore {
 
     /// Every job the engine still has to drive, oldest first.
     pub async fn unfinished(&self) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(job_from_row).collect()
     }
 
     /// Ids of jobs whose runs and folders must be gone: finished or removed.
     pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT status, removed FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT status, removed FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             None => true,
             Some(r) => {
@@ -115,7 +131,12 @@ impl JobStore {
     }
 
     /// Moves a job to `phase`, writing the given fields alongside (others stay as they are).
-    pub async fn transition(&self, id: &str, phase: Phase, t: Transition) -> Result<(), StoreError> {
+    pub async fn transition(
+        &self,
+        id: &str,
+        phase: Phase,
+        t: Transition,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE jobs SET status = ?,
                 outcome = COALESCE(?, outcome), error = COALESCE(?, error),
@@ -149,21 +170,36 @@ impl JobStore {
     }
 
     pub async fn mark_cleared(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET cleared = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET cleared = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn set_results_did(&self, id: &str, did: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ?").bind(did).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ?")
+            .bind(did)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn set_receipt(&self, id: &str, receipt: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ?").bind(receipt).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ?")
+            .bind(receipt)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    pub async fn set_settlement(&self, id: &str, settlement: &Settlement) -> Result<(), StoreError> {
+    pub async fn set_settlement(
+        &self,
+        id: &str,
+        settlement: &Settlement,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET settlement = ? WHERE id = ?")
             .bind(serde_json::to_string(settlement).expect("settlement serializes"))
             .bind(id)
@@ -174,7 +210,11 @@ impl JobStore {
 
     /// Jobs of `owner` under `agreement_id` (v1 lists), oldest first, removed ones included
     /// (a v1 client sees `removed: 1`).
-    pub async fn by_agreement(&self, owner: &str, agreement_id: &str) -> Result<Vec<Job>, StoreError> {
+    pub async fn by_agreement(
+        &self,
+        owner: &str,
+        agreement_id: &str,
+    ) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query("SELECT * FROM jobs WHERE owner = ? AND json_extract(agreement, '$.agreementId') = ? ORDER BY date_created")
             .bind(owner)
             .bind(agreement_id)
@@ -200,20 +240,32 @@ impl JobStore {
     }
 
     pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Marks a job removed (and stopping, if it still runs); the engine clears what it left.
     pub async fn mark_removed(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET removed = 1, stop_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE jobs SET removed = 1, stop_requested = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     pub async fn stop_requested(&self, id: &str) -> Result<(bool, bool), StoreError> {
-        let row = sqlx::query("SELECT stop_requested, removed FROM jobs WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT stop_requested, removed FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
-            Some(r) => (r.try_get::<i64, _>("stop_requested")? != 0, r.try_get::<i64, _>("removed")? != 0),
+            Some(r) => (
+                r.try_get::<i64, _>("stop_requested")? != 0,
+                r.try_get::<i64, _>("removed")? != 0,
+            ),
             None => (true, true),
         })
     }
@@ -229,7 +281,8 @@ impl JobStore {
 }
 
 fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let status: i64 = r.try_get("status")?;
     let request: String = r.try_get("request")?;
     let outputs: String = r.try_get("outputs")?;
@@ -241,7 +294,8 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
-        request: serde_json::from_str::<JobRequest>(&request).map_err(|e| corrupt("request", &e))?,
+        request: serde_json::from_str::<JobRequest>(&request)
+            .map_err(|e| corrupt("request", &e))?,
         phase: Phase::from_code(status).ok_or_else(|| corrupt("status", &status))?,
         outcome: match outcome {
             Some(o) => Some(Outcome::parse(&o).ok_or_else(|| corrupt("outcome", &o))?),
@@ -259,9 +313,18 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         date_finished: r.try_get("date_finished")?,
         outputs: serde_json::from_str(&outputs).map_err(|e| corrupt("outputs", &e))?,
         timings: serde_json::from_str(&timings).map_err(|e| corrupt("timings", &e))?,
-        agreement: agreement.map(|a| serde_json::from_str::<AgreementRecord>(&a)).transpose().map_err(|e| corrupt("agreement", &e))?,
-        settlement: settlement.map(|s| serde_json::from_str::<Settlement>(&s)).transpose().map_err(|e| corrupt("settlement", &e))?,
-        staged: staged.map(|s| serde_json::from_str::<StagedDigests>(&s)).transpose().map_err(|e| corrupt("staged", &e))?,
+        agreement: agreement
+            .map(|a| serde_json::from_str::<AgreementRecord>(&a))
+            .transpose()
+            .map_err(|e| corrupt("agreement", &e))?,
+        settlement: settlement
+            .map(|s| serde_json::from_str::<Settlement>(&s))
+            .transpose()
+            .map_err(|e| corrupt("settlement", &e))?,
+        staged: staged
+            .map(|s| serde_json::from_str::<StagedDigests>(&s))
+            .transpose()
+            .map_err(|e| corrupt("staged", &e))?,
         receipt: r.try_get("receipt")?,
         results_did: r.try_get("results_did")?,
         backend: r.try_get("backend")?,

@@ -41,9 +41,16 @@ pub fn place_inputs(inputs: &[InputSource]) -> Vec<PlacedInput> {
     inputs
         .iter()
         .map(|i| {
-            let name = i.name.clone().unwrap_or_else(|| DEFAULT_INPUT_NAME.to_string());
+            let name = i
+                .name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_INPUT_NAME.to_string());
             let n = counts.entry(name.clone()).or_default();
-            let placed = PlacedInput { name, index: *n, url: i.url.clone() };
+            let placed = PlacedInput {
+                name,
+                index: *n,
+                url: i.url.clone(),
+            };
             *n += 1;
             placed
         })
@@ -56,7 +63,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(jobs_dir: &Path, job_id: &str) -> Self {
-        Self { root: jobs_dir.join(job_id) }
+        Self {
+            root: jobs_dir.join(job_id),
+        }
     }
     pub fn inputs(&self) -> PathBuf {
         self.root.join("inputs")
@@ -76,7 +85,12 @@ impl Workspace {
         if self.root.exists() {
             tokio::fs::remove_dir_all(&self.root).await?;
         }
-        for dir in [self.inputs(), self.root.join("transformations"), self.outputs(), self.logs()] {
+        for dir in [
+            self.inputs(),
+            self.root.join("transformations"),
+            self.outputs(),
+            self.logs(),
+        ] {
             tokio::fs::create_dir_all(&dir).await?;
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
         }
@@ -108,22 +122,56 @@ fn give_to(dir: &Path, run_as: &str) -> std::io::Result<()> {
 
 /// The container the job runs in. `file_inputs` are the host paths of file:// inputs
 /// (already checked to lie under a dataset root), keyed by their place.
-pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(PlacedInput, PathBuf)]) -> Result<JobSpec, String> {
+pub fn build_spec(
+    config: &Config,
+    job: &Job,
+    ws: &Workspace,
+    file_inputs: &[(PlacedInput, PathBuf)],
+) -> Result<JobSpec, String> {
     let command = command_line(&job.request.entrypoint)?;
     let mut mounts = vec![
-        Mount { source: ws.inputs(), target: format!("{VOLUME}/inputs"), read_only: true },
-        Mount { source: ws.root.join("transformations"), target: format!("{VOLUME}/transformations"), read_only: true },
-        Mount { source: ws.outputs(), target: format!("{VOLUME}/outputs"), read_only: false },
-        Mount { source: ws.logs(), target: format!("{VOLUME}/logs"), read_only: false },
+        Mount {
+            source: ws.inputs(),
+            target: format!("{VOLUME}/inputs"),
+            read_only: true,
+        },
+        Mount {
+            source: ws.root.join("transformations"),
+            target: format!("{VOLUME}/transformations"),
+            read_only: true,
+        },
+        Mount {
+            source: ws.outputs(),
+            target: format!("{VOLUME}/outputs"),
+            read_only: false,
+        },
+        Mount {
+            source: ws.logs(),
+            target: format!("{VOLUME}/logs"),
+            read_only: false,
+        },
     ];
     for (placed, host) in file_inputs {
-        mounts.push(Mount { source: host.clone(), target: placed.target(), read_only: true });
+        mounts.push(Mount {
+            source: host.clone(),
+            target: placed.target(),
+            read_only: true,
+        });
     }
-    let mut names: Vec<String> = place_inputs(&job.request.inputs).into_iter().map(|p| p.name).collect();
+    let mut names: Vec<String> = place_inputs(&job.request.inputs)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     names.dedup();
     let env = vec![
-        ("DIDS".to_string(), serde_json::to_string(&names).expect("names serialize")),
-        ("TRANSFORMATION_DID".to_string(), job.request.algorithm.did.clone().unwrap_or_default()),
+        (
+            "DIDS".to_string(),
+            serde_json::to_string(&names).expect("names serialize"),
+        ),
+        (
+            "TRANSFORMATION_DID".to_string(),
+            job.request.algorithm.did.clone().unwrap_or_default(),
+        ),
         ("VOLUME".to_string(), VOLUME.to_string()),
         ("INPUTS".to_string(), format!("{VOLUME}/inputs")),
         ("OUTPUTS".to_string(), format!("{VOLUME}/outputs")),
@@ -156,10 +204,16 @@ pub fn build_spec(config: &Config, job: &Job, ws: &Workspace, file_inputs: &[(Pl
 /// argv from the entrypoint: `$ALGO` becomes the algorithm's path; words split as a shell
 /// would, but no shell runs (the image need not have one).
 pub fn command_line(entrypoint: &str) -> Result<Vec<String>, String> {
-    let expanded = entrypoint.replace("${ALGO}", ALGO_PATH).replace("$ALGO", ALGO_PATH);
-    let argv = shell_words::split(&expanded).map_err(|e| format!("entrypoint {entrypoint:?}: {e}"))?;
+    let expanded = entrypoint
+        .replace("${ALGO}", ALGO_PATH)
+        .replace("$ALGO", ALGO_PATH);
+    let argv =
+        shell_words::split(&expanded).map_err(|e| format!("entrypoint {entrypoint:?}: {e}"))?;
     if argv.is_empty() {
-        return Err("entrypoint is empty; give the command that runs the algorithm, e.g. \"python3 $ALGO\"".into());
+        return Err(
+            "entrypoint is empty; give the command that runs the algorithm, e.g. \"python3 $ALGO\""
+                .into(),
+        );
     }
     Ok(argv)
 }
@@ -167,12 +221,20 @@ pub fn command_line(entrypoint: &str) -> Result<Vec<String>, String> {
 /// Resolves a file:// input to a host path under one of `roots`, or says why not.
 pub fn resolve_dataset_path(url: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: not a URL ({e})"))?;
-    let path = parsed.to_file_path().map_err(|_| format!("{url}: not a local file path"))?;
+    let path = parsed
+        .to_file_path()
+        .map_err(|_| format!("{url}: not a local file path"))?;
     let real = path.canonicalize().map_err(|e| format!("{url}: {e}"))?;
-    let inside = roots.iter().filter_map(|r| r.canonicalize().ok()).any(|root| real.starts_with(&root) && real != root);
+    let inside = roots
+        .iter()
+        .filter_map(|r| r.canonicalize().ok())
+        .any(|root| real.starts_with(&root) && real != root);
     if !inside {
         let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-        return Err(format!("{url}: file inputs must lie under a dataset root ({})", shown.join(", ")));
+        return Err(format!(
+            "{url}: file inputs must lie under a dataset root ({})",
+            shown.join(", ")
+        ));
     }
     Ok(real)
 }
@@ -183,7 +245,9 @@ pub fn valid_input_name(name: &str) -> bool {
         && name.len() <= 128
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
 }
 
 #[cfg(test)]
@@ -192,16 +256,30 @@ mod tests {
 
     #[test]
     fn entrypoint_expands_algo_and_splits_words() {
-        assert_eq!(command_line("python3 $ALGO --flag 'two words'").unwrap(), vec!["python3", ALGO_PATH, "--flag", "two words"]);
-        assert_eq!(command_line("node ${ALGO}").unwrap(), vec!["node", ALGO_PATH]);
+        assert_eq!(
+            command_line("python3 $ALGO --flag 'two words'").unwrap(),
+            vec!["python3", ALGO_PATH, "--flag", "two words"]
+        );
+        assert_eq!(
+            command_line("node ${ALGO}").unwrap(),
+            vec!["node", ALGO_PATH]
+        );
         assert!(command_line("   ").is_err());
         assert!(command_line("python3 'unclosed").is_err());
     }
 
     #[test]
     fn inputs_sharing_a_name_are_numbered() {
-        let i = |url: &str, name: Option<&str>| InputSource { url: url.into(), name: name.map(Into::into) };
-        let placed = place_inputs(&[i("a", None), i("b", Some("d1")), i("c", None), i("d", Some("d1"))]);
+        let i = |url: &str, name: Option<&str>| InputSource {
+            url: url.into(),
+            name: name.map(Into::into),
+        };
+        let placed = place_inputs(&[
+            i("a", None),
+            i("b", Some("d1")),
+            i("c", None),
+            i("d", Some("d1")),
+        ]);
         let rels: Vec<String> = placed.iter().map(|p| p.rel()).collect();
         assert_eq!(rels, vec!["input/0", "d1/0", "input/1", "d1/1"]);
     }
@@ -212,14 +290,21 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("ok.csv"), "1").unwrap();
         std::fs::write(outside.path().join("secret"), "s").unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("link"))
+            .unwrap();
         let roots = vec![root.path().to_path_buf()];
         let url = |p: &Path| format!("file://{}", p.display());
         assert!(resolve_dataset_path(&url(&root.path().join("ok.csv")), &roots).is_ok());
         assert!(resolve_dataset_path(&url(&outside.path().join("secret")), &roots).is_err());
-        assert!(resolve_dataset_path(&url(&root.path().join("link")), &roots).is_err(), "symlinks out are refused");
+        assert!(
+            resolve_dataset_path(&url(&root.path().join("link")), &roots).is_err(),
+            "symlinks out are refused"
+        );
         assert!(resolve_dataset_path(&format!("{}/../{}", url(root.path()), "x"), &roots).is_err());
-        assert!(resolve_dataset_path(&url(root.path()), &roots).is_err(), "the root itself is not an input");
+        assert!(
+            resolve_dataset_path(&url(root.path()), &roots).is_err(),
+            "the root itself is not an input"
+        );
         assert!(resolve_dataset_path(&url(&root.path().join("missing")), &roots).is_err());
     }
 

@@ -6,17 +6,32 @@ use std::path::Path;
 use alloy::signers::local::PrivateKeySigner;
 
 use super::digest::Digest;
-use super::receipt::{rfc3339, Receipt, ReceiptAlgorithm, ReceiptInput, ReceiptLimits, ReceiptSettlement, FORMAT};
+use super::receipt::{
+    FORMAT, Receipt, ReceiptAlgorithm, ReceiptInput, ReceiptLimits, ReceiptSettlement, rfc3339,
+};
 use crate::chain::keeper::Keeper;
 use crate::config::Config;
-use crate::jobs::workspace::place_inputs;
 use crate::jobs::Job;
+use crate::jobs::workspace::place_inputs;
 
 /// The contracts a verifier needs to find the agreement and the anchor.
-const CONTRACTS: [&str; 5] = ["AgreementStoreManager", "ComputeExecutionCondition", "DIDRegistry", "EscrowReward", "LockRewardCondition"];
+const CONTRACTS: [&str; 5] = [
+    "AgreementStoreManager",
+    "ComputeExecutionCondition",
+    "DIDRegistry",
+    "EscrowReward",
+    "LockRewardCondition",
+];
 
 /// `signer` is the address whose key will sign it.
-pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Option<u64>, logs: Option<Digest>, signer: alloy::primitives::Address) -> Receipt {
+pub fn receipt(
+    config: &Config,
+    job: &Job,
+    keeper: Option<&Keeper>,
+    chain_id: Option<u64>,
+    logs: Option<Digest>,
+    signer: alloy::primitives::Address,
+) -> Receipt {
     let staged = job.staged.clone().unwrap_or_default();
     let agreement = job.agreement.as_ref();
     let inputs = place_inputs(&job.request.inputs)
@@ -29,7 +44,9 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
                 did: agreement.map(|a| a.did.clone()),
                 source: match agreement {
                     Some(_) => None,
-                    None => url::Url::parse(&placed.url).ok().map(|u| crate::storage::redact(&u)),
+                    None => url::Url::parse(&placed.url)
+                        .ok()
+                        .map(|u| crate::storage::redact(&u)),
                 },
                 name: placed.name,
                 index: placed.index,
@@ -39,7 +56,17 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
         })
         .collect();
     let contracts = keeper
-        .map(|k| CONTRACTS.iter().filter_map(|c| k.addresses.get(c).ok().map(|a| (c.to_string(), a.to_string()))).collect())
+        .map(|k| {
+            CONTRACTS
+                .iter()
+                .filter_map(|c| {
+                    k.addresses
+                        .get(c)
+                        .ok()
+                        .map(|a| (c.to_string(), a.to_string()))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let provider = signer.to_string();
     Receipt {
@@ -72,7 +99,10 @@ pub fn receipt(config: &Config, job: &Job, keeper: Option<&Keeper>, chain_id: Op
         started: job.date_started.map(rfc3339),
         finished: job.date_finished.map(rfc3339),
         exit_code: job.exit_code,
-        outcome: job.outcome.map(|o| o.as_str().to_string()).unwrap_or_else(|| "failed".into()),
+        outcome: job
+            .outcome
+            .map(|o| o.as_str().to_string())
+            .unwrap_or_else(|| "failed".into()),
         outputs: job.outputs.clone(),
         logs,
         results_did: job.results_did.clone(),
@@ -90,13 +120,20 @@ pub fn node_key(data_dir: &Path) -> std::io::Result<PrivateKeySigner> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("node.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return text.trim().parse().map_err(|_| std::io::Error::other(format!("{} is not a private key", path.display())));
+        return text.trim().parse().map_err(|_| {
+            std::io::Error::other(format!("{} is not a private key", path.display()))
+        });
     }
     let key = PrivateKeySigner::random();
     std::fs::create_dir_all(data_dir)?;
     // create_new: if another process made one meanwhile, theirs wins and is read back.
     use std::io::Write;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
         Ok(mut f) => {
             f.write_all(hex::encode(key.to_bytes()).as_bytes())?;
             f.sync_all()?;

@@ -27,7 +27,10 @@ pub fn file(path: &Path) -> std::io::Result<Digest> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(Digest { size, sha256: hex::encode(hasher.finalize()) })
+    Ok(Digest {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 pub fn path(p: &Path) -> std::io::Result<Digest> {
@@ -38,7 +41,12 @@ pub fn path(p: &Path) -> std::io::Result<Digest> {
     for entry in walkdir::WalkDir::new(p).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
         if entry.file_type().is_file() {
-            let rel = entry.path().strip_prefix(p).expect("under the root").to_string_lossy().into_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(p)
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned();
             entries.push((rel, file(entry.path())?));
         }
     }
@@ -49,12 +57,17 @@ pub fn path(p: &Path) -> std::io::Result<Digest> {
         hasher.update(format!("{rel}\0{}\0{}\n", d.size, d.sha256).as_bytes());
         size += d.size;
     }
-    Ok(Digest { size, sha256: hex::encode(hasher.finalize()) })
+    Ok(Digest {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 /// `path`, off the async runtime (datasets can be large).
 pub async fn path_async(p: std::path::PathBuf) -> std::io::Result<Digest> {
-    tokio::task::spawn_blocking(move || path(&p)).await.map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || path(&p))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]
@@ -68,13 +81,29 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/b"), b"!").unwrap();
         let a = file(&dir.path().join("a")).unwrap();
-        assert_eq!(a, Digest { size: 5, sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into() });
+        assert_eq!(
+            a,
+            Digest {
+                size: 5,
+                sha256: "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into()
+            }
+        );
         let whole = path(dir.path()).unwrap();
         assert_eq!(whole.size, 6);
         let b = file(&dir.path().join("sub/b")).unwrap();
-        let listing = format!("a\0{}\0{}\nsub/b\0{}\0{}\n", a.size, a.sha256, b.size, b.sha256);
-        assert_eq!(whole.sha256, hex::encode(Sha256::digest(listing.as_bytes())));
+        let listing = format!(
+            "a\0{}\0{}\nsub/b\0{}\0{}\n",
+            a.size, a.sha256, b.size, b.sha256
+        );
+        assert_eq!(
+            whole.sha256,
+            hex::encode(Sha256::digest(listing.as_bytes()))
+        );
         std::fs::write(dir.path().join("sub/b"), b"?").unwrap();
-        assert_ne!(path(dir.path()).unwrap().sha256, whole.sha256, "a changed byte changes the digest");
+        assert_ne!(
+            path(dir.path()).unwrap().sha256,
+            whole.sha256,
+            "a changed byte changes the digest"
+        );
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{keccak256, Address, B256};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::primitives::{Address, B256, keccak256};
 use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
 use super::digest::Digest;
@@ -122,8 +122,16 @@ pub fn hash(receipt: &Receipt) -> B256 {
 
 pub fn sign(receipt: Receipt, key: &PrivateKeySigner) -> SignedReceipt {
     let h = hash(&receipt);
-    let signature = key.sign_message_sync(h.as_slice()).expect("local signing").to_string();
-    SignedReceipt { receipt, hash: h.to_string(), signature, anchor: None }
+    let signature = key
+        .sign_message_sync(h.as_slice())
+        .expect("local signing")
+        .to_string();
+    SignedReceipt {
+        receipt,
+        hash: h.to_string(),
+        signature,
+        anchor: None,
+    }
 }
 
 /// The DID a job's receipt is anchored under: keccak256("brizo-receipt:" + job id).

@@ -16,7 +16,9 @@ use crate::chain::contracts::DIDRegistry;
 pub enum Mismatch {
     #[error("receipt format {0:?} is not one this verifier knows")]
     Format(String),
-    #[error("hash mismatch: the receipt's canonical form hashes to {computed}, not {claimed} (it was changed after signing)")]
+    #[error(
+        "hash mismatch: the receipt's canonical form hashes to {computed}, not {claimed} (it was changed after signing)"
+    )]
     Hash { computed: String, claimed: String },
     #[error("signature mismatch: signed by {signer}, not by the provider {provider}")]
     Signer { signer: String, provider: String },
@@ -25,7 +27,12 @@ pub enum Mismatch {
     #[error("output {0} is missing from the outputs folder")]
     MissingOutput(String),
     #[error("output {name}: {what} differs ({found} here, {expected} in the receipt)")]
-    Output { name: String, what: &'static str, found: String, expected: String },
+    Output {
+        name: String,
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
     #[error("output {0} is in the outputs folder but not in the receipt")]
     ExtraOutput(String),
     #[error("logs differ: sha256 {found} here, {expected} in the receipt")]
@@ -34,8 +41,14 @@ pub enum Mismatch {
     NoLogs,
     #[error("the receipt names no on-chain anchor")]
     NoAnchor,
-    #[error("anchor mismatch: {did} on chain has checksum {found}, not the receipt hash {expected}")]
-    Anchor { did: String, found: String, expected: String },
+    #[error(
+        "anchor mismatch: {did} on chain has checksum {found}, not the receipt hash {expected}"
+    )]
+    Anchor {
+        did: String,
+        found: String,
+        expected: String,
+    },
     #[error("{0}")]
     Io(String),
 }
@@ -47,13 +60,19 @@ pub fn check_signature(signed: &SignedReceipt, provider: Option<Address>) -> Res
     }
     let computed = receipt::hash(&signed.receipt).to_string();
     if !computed.eq_ignore_ascii_case(&signed.hash) {
-        return Err(Mismatch::Hash { computed, claimed: signed.hash.clone() });
+        return Err(Mismatch::Hash {
+            computed,
+            claimed: signed.hash.clone(),
+        });
     }
     let signer = receipt::signer_of(signed).ok_or(Mismatch::Signature)?;
     let claimed: Option<Address> = signed.receipt.provider.parse().ok();
     let expected = provider.or(claimed);
     if Some(signer) != expected {
-        return Err(Mismatch::Signer { signer: signer.to_string(), provider: signed.receipt.provider.clone() });
+        return Err(Mismatch::Signer {
+            signer: signer.to_string(),
+            provider: signed.receipt.provider.clone(),
+        });
     }
     Ok(())
 }
@@ -66,18 +85,34 @@ pub fn check_outputs(signed: &SignedReceipt, dir: &Path) -> Result<(), Mismatch>
         if !path.is_file() {
             return Err(Mismatch::MissingOutput(output.name.clone()));
         }
-        let d = digest::file(&path).map_err(|e| Mismatch::Io(format!("{}: {e}", path.display())))?;
+        let d =
+            digest::file(&path).map_err(|e| Mismatch::Io(format!("{}: {e}", path.display())))?;
         if d.size != output.size {
-            return Err(Mismatch::Output { name: output.name.clone(), what: "size", found: d.size.to_string(), expected: output.size.to_string() });
+            return Err(Mismatch::Output {
+                name: output.name.clone(),
+                what: "size",
+                found: d.size.to_string(),
+                expected: output.size.to_string(),
+            });
         }
         if d.sha256 != output.sha256 {
-            return Err(Mismatch::Output { name: output.name.clone(), what: "sha256", found: d.sha256, expected: output.sha256.clone() });
+            return Err(Mismatch::Output {
+                name: output.name.clone(),
+                what: "sha256",
+                found: d.sha256,
+                expected: output.sha256.clone(),
+            });
         }
     }
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(|e| Mismatch::Io(e.to_string()))?;
         if entry.file_type().is_file() {
-            let rel = entry.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
             if !signed.receipt.outputs.iter().any(|o| o.name == rel) {
                 return Err(Mismatch::ExtraOutput(rel));
             }
@@ -90,13 +125,20 @@ pub fn check_logs(signed: &SignedReceipt, log: &Path) -> Result<(), Mismatch> {
     let expected = signed.receipt.logs.as_ref().ok_or(Mismatch::NoLogs)?;
     let d = digest::file(log).map_err(|e| Mismatch::Io(format!("{}: {e}", log.display())))?;
     if d.sha256 != expected.sha256 {
-        return Err(Mismatch::Logs { found: d.sha256, expected: expected.sha256.clone() });
+        return Err(Mismatch::Logs {
+            found: d.sha256,
+            expected: expected.sha256.clone(),
+        });
     }
     Ok(())
 }
 
 /// The anchor DID's checksum on chain must be the receipt hash.
-pub async fn check_anchor(signed: &SignedReceipt, provider: &DynProvider, registry: Address) -> Result<(), Mismatch> {
+pub async fn check_anchor(
+    signed: &SignedReceipt,
+    provider: &DynProvider,
+    registry: Address,
+) -> Result<(), Mismatch> {
     let anchor = signed.anchor.as_ref().ok_or(Mismatch::NoAnchor)?;
     let id = did::parse(&anchor.did).ok_or(Mismatch::NoAnchor)?;
     let register = DIDRegistry::new(registry, provider)
@@ -107,7 +149,11 @@ pub async fn check_anchor(signed: &SignedReceipt, provider: &DynProvider, regist
     let found = register.lastChecksum;
     let expected: B256 = signed.hash.parse().map_err(|_| Mismatch::Signature)?;
     if found != expected {
-        return Err(Mismatch::Anchor { did: anchor.did.clone(), found: found.to_string(), expected: expected.to_string() });
+        return Err(Mismatch::Anchor {
+            did: anchor.did.clone(),
+            found: found.to_string(),
+            expected: expected.to_string(),
+        });
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub const IMAGE: &str = "brizo/python:3.11-bookworm";
 pub const TOKEN: &str = "test-operator-token-0123456789";
@@ -48,10 +48,17 @@ impl Service {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("datasets")).unwrap();
         let port = free_port();
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(toml) = toml {
             let path = dir.path().join("brizo.toml");
-            std::fs::write(&path, toml.replace("{data_dir}", &dir.path().to_string_lossy())).unwrap();
+            std::fs::write(
+                &path,
+                toml.replace("{data_dir}", &dir.path().to_string_lossy()),
+            )
+            .unwrap();
             env.push(("BRIZO_CONFIG".into(), path.to_string_lossy().into_owned()));
         }
         let mut service = Service {
@@ -73,30 +80,43 @@ impl Service {
 
     /// Starts (again) the service process on the same port and data folder.
     pub async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("service.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("service.log"))
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brizo"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port), "--data-dir"])
-            .arg(self.dir.path())
-            .env("BRIZO_ADMIN_TOKEN", TOKEN)
-            .env("BRIZO_RECONCILE_INTERVAL_MS", "200")
-            .env("BRIZO_LOG", "info,sqlx=warn")
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{}", self.port),
+            "--data-dir",
+        ])
+        .arg(self.dir.path())
+        .env("BRIZO_ADMIN_TOKEN", TOKEN)
+        .env("BRIZO_RECONCILE_INTERVAL_MS", "200")
+        .env("BRIZO_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(log);
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn brizo");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await {
-                if r.status().as_u16() == self.ready_health {
-                    break;
-                }
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await
+                && r.status().as_u16() == self.ready_health
+            {
+                break;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("brizo serve exited with {status}; its log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "brizo serve did not become healthy; is dockerd running? log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "brizo serve did not become healthy; is dockerd running? log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.child = Some(child);
@@ -141,16 +161,26 @@ impl Service {
         let status = res.status();
         let text = res.text().await.unwrap();
         assert_eq!(status, 201, "submit answered {status}: {text}");
-        serde_json::from_str::<Value>(&text).unwrap()["jobId"].as_str().unwrap().to_string()
+        serde_json::from_str::<Value>(&text).unwrap()["jobId"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        self.get(&format!("/api/v2/jobs/{id}")).send().await.unwrap().json().await.unwrap()
+        self.get(&format!("/api/v2/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Polls until the job reaches a terminal status (31, 32 or 70).
     pub async fn wait_finished(&self, id: &str, patience: Duration) -> Value {
-        self.poll_finished(id, patience, Duration::from_millis(100)).await
+        self.poll_finished(id, patience, Duration::from_millis(100))
+            .await
     }
 
     /// `wait_finished` polling every `every` (benchmarks poll fast, to measure the service).
@@ -161,7 +191,11 @@ impl Service {
             if matches!(job["status"].as_i64(), Some(31 | 32 | 70)) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} did not finish in {patience:?}: {job}\nservice log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not finish in {patience:?}: {job}\nservice log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(every).await;
         }
     }
@@ -175,7 +209,11 @@ impl Service {
             if job["timings"].get("cleanupMs").is_some() {
                 return;
             }
-            assert!(Instant::now() < deadline, "job {id} was never cleaned up: {job}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "job {id} was never cleaned up: {job}\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -187,7 +225,10 @@ impl Service {
             if job["status"].as_i64() == Some(status) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} never reached status {status}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached status {status}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -202,14 +243,23 @@ impl Service {
     }
 
     pub async fn logs(&self, id: &str) -> String {
-        self.get(&format!("/api/v2/jobs/{id}/logs")).send().await.unwrap().text().await.unwrap()
+        self.get(&format!("/api/v2/jobs/{id}/logs"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -222,11 +272,18 @@ impl Drop for Service {
         }
         // Containers this test's service left (there should be none) go with it.
         let _ = Command::new("/usr/bin/docker")
-            .args(["ps", "-aq", "--filter", &format!("label=brizo.instance={}", self.instance())])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=brizo.instance={}", self.instance()),
+            ])
             .output()
             .map(|out| {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("/usr/bin/docker").args(["rm", "-f", id]).output();
+                    let _ = Command::new("/usr/bin/docker")
+                        .args(["rm", "-f", id])
+                        .output();
                 }
             });
     }
@@ -247,7 +304,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() && !p.is_symlink() {
-                if p.file_name().is_some_and(|n| n == "jobs" || n == "logs" || n == "results") {
+                if p.file_name()
+                    .is_some_and(|n| n == "jobs" || n == "logs" || n == "results")
+                {
                     continue;
                 }
                 out.extend(walk(&p));
@@ -260,7 +319,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A python job: `code` runs as the algorithm.
@@ -271,10 +334,18 @@ pub fn python_job(code: &str) -> Value {
 /// Containers on the engine labelled with this service's instance.
 pub fn containers_of(instance: &str) -> Vec<String> {
     let out = Command::new("/usr/bin/docker")
-        .args(["ps", "-aq", "--filter", &format!("label=brizo.instance={instance}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=brizo.instance={instance}"),
+        ])
         .output()
         .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// A minimal HTTP/1.1 file server on loopback, the remote data source of http(s) inputs:
@@ -286,20 +357,34 @@ pub async fn http_files(files: Vec<(&'static str, Vec<u8>)>) -> std::net::Socket
     let files = std::sync::Arc::new(files);
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let files = files.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).to_string();
-                let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                let path = request
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/')
+                    .to_string();
                 let response = match files.iter().find(|(name, _)| *name == path) {
                     Some((_, body)) => {
-                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
                         r.extend_from_slice(body);
                         r
                     }
-                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = sock.write_all(&response).await;
             });

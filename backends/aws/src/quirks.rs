@@ -32,7 +32,11 @@ impl Intercept for IntegerTimestamps {
     ) -> Result<(), BoxError> {
         let body = context.response_mut().body_mut();
         let inner = std::mem::replace(body, SdkBody::taken());
-        *body = SdkBody::from_body_1_x(Rounding { inner, buffer: Vec::new(), done: false });
+        *body = SdkBody::from_body_1_x(Rounding {
+            inner,
+            buffer: Vec::new(),
+            done: false,
+        });
         Ok(())
     }
 }
@@ -48,7 +52,10 @@ impl Body for Rounding {
     type Data = Bytes;
     type Error = aws_smithy_types::body::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -72,12 +79,16 @@ impl Body for Rounding {
 }
 
 fn round_timestamps(raw: Vec<u8>) -> Vec<u8> {
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&raw) else { return raw };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+        return raw;
+    };
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
                 for (key, item) in map.iter_mut() {
-                    if let (true, Some(f)) = (key.ends_with("Time") || key == "timestamp", item.as_f64()) {
+                    if let (true, Some(f)) =
+                        (key.ends_with("Time") || key == "timestamp", item.as_f64())
+                    {
                         if !item.is_i64() && !item.is_u64() {
                             *item = serde_json::Value::from(f.round() as i64);
                         }
@@ -99,9 +110,16 @@ mod tests {
     #[test]
     fn float_timestamps_become_integers_and_nothing_else_changes() {
         let raw = br#"{"events":[{"ingestionTime":1795627414475,"message":"x 1.5","timestamp":1795627413889.782}],"nextForwardToken":"f/1"}"#;
-        let fixed: serde_json::Value = serde_json::from_slice(&super::round_timestamps(raw.to_vec())).unwrap();
-        assert_eq!(fixed["events"][0]["timestamp"], serde_json::json!(1795627413890i64));
-        assert_eq!(fixed["events"][0]["ingestionTime"], serde_json::json!(1795627414475i64));
+        let fixed: serde_json::Value =
+            serde_json::from_slice(&super::round_timestamps(raw.to_vec())).unwrap();
+        assert_eq!(
+            fixed["events"][0]["timestamp"],
+            serde_json::json!(1795627413890i64)
+        );
+        assert_eq!(
+            fixed["events"][0]["ingestionTime"],
+            serde_json::json!(1795627414475i64)
+        );
         assert_eq!(fixed["events"][0]["message"], "x 1.5");
         assert_eq!(super::round_timestamps(b"not json".to_vec()), b"not json");
     }

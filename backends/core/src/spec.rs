@@ -70,6 +70,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 512 << 20, cpus: 1.0, pids: 128, tmpfs_bytes: 64 << 20, output_bytes: 256 << 20 }
+        Self {
+            memory_bytes: 512 << 20,
+            cpus: 1.0,
+            pids: 128,
+            tmpfs_bytes: 64 << 20,
+            output_bytes: 256 << 20,
+        }
     }
 }

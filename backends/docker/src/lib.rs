@@ -437,9 +437,14 @@ fn cannot_start(e: &DockerError) -> bool {
     let message = message_of(e);
     status_of(e) == Some(400)
         || (status_of(e) == Some(500)
-            && ["executable file not found", "no such file or directory", "permission denied", "exec format error"]
-                .iter()
-                .any(|m| message.contains(m)))
+            && [
+                "executable file not found",
+                "no such file or directory",
+                "permission denied",
+                "exec format error",
+            ]
+            .iter()
+            .any(|m| message.contains(m)))
 }
 
 fn status_of(e: &DockerError) -> Option<u16> {

@@ -304,7 +304,8 @@ impl RemoteEngine for Slurm {
                 log_ref: None,
             });
         };
-        let lost = job.restart_cnt > 0 && job.job_state != "RUNNING" && job.job_state != "COMPLETING";
+        let lost =
+            job.restart_cnt > 0 && job.job_state != "RUNNING" && job.job_state != "COMPLETING";
         if lost && job.job_state == "PENDING" {
             // Requeued after its node failed: brizo runs a job once.
             self.rest.cancel(run_id).await?;
@@ -319,7 +320,10 @@ impl RemoteEngine for Slurm {
                     started: engine.is_some(),
                     exit_code: Some(engine.as_ref().map(|e| e.exit_code).unwrap_or(137)),
                     oom_killed: false,
-                    reason: Some("the job's node failed (Slurm requeued it; brizo does not run a job twice)".into()),
+                    reason: Some(
+                        "the job's node failed (Slurm requeued it; brizo does not run a job twice)"
+                            .into(),
+                    ),
                 }
             }
             "PENDING" | "REQUEUED" | "RESV_DEL_HOLD" | "SUSPENDED" => RemoteState::Waiting,

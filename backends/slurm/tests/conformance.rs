@@ -105,7 +105,10 @@ async fn futures_next(
 /// behind brizo's back), and its container goes. On a cluster of its own: the node is taken down.
 #[tokio::test]
 async fn a_job_whose_node_goes_down_ends_and_its_container_goes() {
-    let own = tokio::task::spawn_blocking(|| Slurm::start(&root()).unwrap_or_else(|e| panic!("{e}"))).await.unwrap();
+    let own =
+        tokio::task::spawn_blocking(|| Slurm::start(&root()).unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap();
     let config = SlurmConfig {
         url: own.url.clone(),
         user: "root".into(),
@@ -114,21 +117,42 @@ async fn a_job_whose_node_goes_down_ends_and_its_container_goes() {
         partition: String::new(),
         staging_dir: own.dir.join("staging"),
         shared: vec![],
-        runner_path: built_runner(&root()).unwrap_or_else(|e| panic!("{e}")).display().to_string(),
+        runner_path: built_runner(&root())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
+            .to_string(),
         docker: "docker".into(),
         images: ImageSource::Docker,
         poll_ms: 200,
     };
     let b = brizo_backend_slurm::connect(config, "conformance", "slurm-node").unwrap();
-    let mut s = brizo_backend_core::conformance::spec(IMAGE, &["/bin/sh", "-c", "echo started; sleep 300"]);
+    let mut s =
+        brizo_backend_core::conformance::spec(IMAGE, &["/bin/sh", "-c", "echo started; sleep 300"]);
     s.job_id = brizo_backend_core::conformance::unique_job_id("node");
     b.start(&s).await.unwrap();
     let mut logs = b.logs(&s.job_id);
-    let first = tokio::time::timeout(std::time::Duration::from_secs(60), futures_next(&mut logs)).await.expect("no output");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), futures_next(&mut logs))
+        .await
+        .expect("no output");
     assert!(first.contains("started"), "{first}");
-    let node = own.client("sinfo", &["-h", "-o", "%N"]).unwrap().trim().to_string();
-    own.client("scontrol", &["update", &format!("nodename={node}"), "state=down", "reason=brizo-test"]).unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(90), b.wait(&s.job_id)).await.expect("the job on a down node did not end");
+    let node = own
+        .client("sinfo", &["-h", "-o", "%N"])
+        .unwrap()
+        .trim()
+        .to_string();
+    own.client(
+        "scontrol",
+        &[
+            "update",
+            &format!("nodename={node}"),
+            "state=down",
+            "reason=brizo-test",
+        ],
+    )
+    .unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(90), b.wait(&s.job_id))
+        .await
+        .expect("the job on a down node did not end");
     match ended {
         Ok(exit) => assert_ne!(exit.exit_code, 0),
         Err(brizo_backend_core::BackendError::RunFailed { .. }) => {}
@@ -136,13 +160,27 @@ async fn a_job_whose_node_goes_down_ends_and_its_container_goes() {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=brizo.job-id={}", s.job_id)]).output().unwrap();
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=brizo.job-id={}", s.job_id),
+            ])
+            .output()
+            .unwrap();
         if String::from_utf8_lossy(&out.stdout).trim().is_empty() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the job's container outlived its node");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job's container outlived its node"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
-    let _ = own.client("scontrol", &["update", &format!("nodename={node}"), "state=resume"]);
+    let _ = own.client(
+        "scontrol",
+        &["update", &format!("nodename={node}"), "state=resume"],
+    );
     b.remove(&s.job_id).await.unwrap();
 }
