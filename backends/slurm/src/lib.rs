@@ -160,6 +160,40 @@ impl Slurm {
         .await
     }
 
+    /// How an ended Slurm job ended. The script's report proves the container started;
+    /// without it (cancelled in the queue, no image on the node) nothing ran. `lost`: its node
+    /// failed and Slurm requeued it, so Slurm's own exit and state say nothing of the run.
+    async fn ended(&self, job: &rest::Job, lost: bool) -> Result<RemoteState, BackendError> {
+        let report = match self.job_id_of(job) {
+            Some(id) => self.engine_result(&id).await?,
+            None => None,
+        };
+        let (fallback_exit, reason) = if lost {
+            (
+                137,
+                "the job's node failed (Slurm requeued it; brizo does not run a job twice)"
+                    .to_string(),
+            )
+        } else {
+            let detail = if job.state_reason.is_empty() || job.state_reason == "None" {
+                String::new()
+            } else {
+                format!(" ({})", job.state_reason)
+            };
+            (
+                exit_of_wait_status(job.exit_code),
+                format!("the Slurm job ended {}{detail}", job.job_state),
+            )
+        };
+        Ok(RemoteState::Ended {
+            started: report.is_some(),
+            exit_code: Some(report.as_ref().map_or(fallback_exit, |r| r.exit_code)),
+            oom_killed: report.is_some_and(|r| r.oom_killed)
+                || (!lost && job.job_state == "OUT_OF_MEMORY"),
+            reason: Some(reason),
+        })
+    }
+
     /// The brizo job id of a Slurm job, from its comment (for the status of a run id).
     fn job_id_of(&self, job: &rest::Job) -> Option<String> {
         job.comment
@@ -311,55 +345,13 @@ impl RemoteEngine for Slurm {
             self.rest.cancel(run_id).await?;
         }
         let state = match job.job_state.as_str() {
-            _ if lost => {
-                let engine = match self.job_id_of(&job) {
-                    Some(id) => self.engine_result(&id).await?,
-                    None => None,
-                };
-                RemoteState::Ended {
-                    started: engine.is_some(),
-                    exit_code: Some(engine.as_ref().map(|e| e.exit_code).unwrap_or(137)),
-                    oom_killed: false,
-                    reason: Some(
-                        "the job's node failed (Slurm requeued it; brizo does not run a job twice)"
-                            .into(),
-                    ),
-                }
-            }
+            _ if lost => self.ended(&job, true).await?,
             "PENDING" | "REQUEUED" | "RESV_DEL_HOLD" | "SUSPENDED" => RemoteState::Waiting,
             // COMPLETING: the script still reports how the container ended.
             "RUNNING" | "CONFIGURING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" => {
                 RemoteState::Running
             }
-            _ => {
-                // The script's report proves the container started; without it (cancelled in
-                // the queue, no image on the node) nothing ran.
-                let engine = match self.job_id_of(&job) {
-                    Some(id) => self.engine_result(&id).await?,
-                    None => None,
-                };
-                let reason = format!(
-                    "the Slurm job ended {}{}",
-                    job.job_state,
-                    if job.state_reason.is_empty() || job.state_reason == "None" {
-                        String::new()
-                    } else {
-                        format!(" ({})", job.state_reason)
-                    }
-                );
-                RemoteState::Ended {
-                    started: engine.is_some(),
-                    exit_code: Some(
-                        engine
-                            .as_ref()
-                            .map(|e| e.exit_code)
-                            .unwrap_or_else(|| exit_of_wait_status(job.exit_code)),
-                    ),
-                    oom_killed: engine.is_some_and(|e| e.oom_killed)
-                        || job.job_state == "OUT_OF_MEMORY",
-                    reason: Some(reason),
-                }
-            }
+            _ => self.ended(&job, false).await?,
         };
         Ok(RemoteStatus {
             state,
