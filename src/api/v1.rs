@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, delete, get, post, put, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::error::ApiError;
 use crate::authorize::{self, ChainContext, StartRequest, required};
-use crate::error::ApiError;
 use crate::jobs::{Engine, Job, Outcome};
 
 pub const BASE: &str = "/api/v1/brizo";
@@ -73,10 +73,8 @@ async fn start_compute(
     )?;
     let owner = consumer.to_string().to_lowercase();
     let existing = engine
-        .store
-        .by_agreement(&owner, &agreement_id.to_string())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .under_agreement(&owner, &agreement_id.to_string())
+        .await?;
     if let Some(job) = existing.iter().find(|j| !j.removed) {
         return Ok(HttpResponse::Ok().json(json!({"jobId": job.id})));
     }
@@ -139,10 +137,8 @@ fn authenticate(q: &JobQuery) -> Result<Caller, ApiError> {
 /// job, or one under another agreement, is "not found".
 async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError> {
     let jobs = engine
-        .store
-        .by_agreement(&caller.owner, &caller.agreement_id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .under_agreement(&caller.owner, &caller.agreement_id)
+        .await?;
     match &caller.job_id {
         None => Ok(jobs),
         Some(id) => {
@@ -373,7 +369,7 @@ async fn get_ddo(
     ctx: web::Data<ChainContext>,
     did: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    match ctx.metadata.get(&did).await? {
+    match ctx.ddo(&did).await? {
         Some(ddo) => Ok(HttpResponse::Ok().json(ddo)),
         None => Err(ApiError::NotFound(format!("no DDO for {did}"))),
     }

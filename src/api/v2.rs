@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{OpenApi, ToSchema};
 
 use super::auth::Operator;
-use crate::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, ErrorBody};
 use crate::jobs::model::{AlgorithmSource, InputSource, PhaseTimings};
 use crate::jobs::{Engine, Job, JobRequest, Outcome, OutputFile, Phase};
 
