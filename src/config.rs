@@ -22,6 +22,8 @@ pub struct Config {
     pub max_running_jobs: usize,
     pub max_staging_jobs: usize,
     pub reconcile_interval_ms: u64,
+    /// First delay before a failed step is tried again; it doubles per attempt, to 64 times.
+    pub retry_backoff_ms: u64,
     pub docker: DockerConfig,
     pub limits: LimitsConfig,
     pub inputs: InputsConfig,
@@ -74,6 +76,10 @@ pub struct LimitsConfig {
     pub user: String,
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
+    /// A job must start its run within this long of its submission.
+    pub max_wait_secs: u64,
+    /// How long past its timeout (or its stop request) a job may take to end.
+    pub grace_secs: u64,
     pub allow_network: bool,
 }
 

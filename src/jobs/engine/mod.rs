@@ -15,6 +15,8 @@ mod after_run;
 mod policy;
 mod run_steps;
 mod scheduler;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,7 +64,9 @@ pub struct Engine {
     pub results: ResultsStore,
     config: Arc<Config>,
     active: Mutex<HashMap<String, CancellationToken>>,
-    retry_at: Mutex<HashMap<String, (Instant, u32)>>,
+    retry_at: Mutex<HashMap<String, scheduler::Retry>>,
+    /// When this process first saw each pending stop request (the grace counts from there).
+    stop_seen: Mutex<HashMap<String, Instant>>,
     /// The key receipts are signed with, loaded (or made) once: the provider's, or the node's.
     receipt_key: Mutex<Option<alloy::signers::local::PrivateKeySigner>>,
     staging_slots: Arc<Semaphore>,
@@ -92,6 +96,7 @@ impl Engine {
             active: Mutex::default(),
             receipt_key: Mutex::default(),
             retry_at: Mutex::default(),
+            stop_seen: Mutex::default(),
             wake: Notify::new(),
         })
     }
@@ -377,6 +382,7 @@ impl Engine {
     }
 
     fn record_finish(&self, job: &Job, outcome: Outcome) {
+        self.stop_seen.lock().unwrap().remove(&job.id);
         metrics::counter!("brizo_jobs_finished_total", "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("brizo_job_duration_seconds")
             .record((now_epoch() - job.date_created).max(0.0));

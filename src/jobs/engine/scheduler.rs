@@ -11,9 +11,18 @@ use tracing::{info, warn};
 
 use super::Engine;
 use super::policy::{Action, StepError, policy};
-use crate::jobs::model::{Outcome, Phase, now_epoch};
+use crate::jobs::model::{Job, Outcome, Phase, now_epoch};
 use crate::jobs::store::{StoreError, Transition};
 use crate::jobs::workspace::Workspace;
+
+/// A job whose last drive failed: when to try again, how often it was tried, and why it
+/// failed (the reason a job that runs out of time ends with).
+#[derive(Debug, Clone)]
+pub(super) struct Retry {
+    pub at: Instant,
+    pub attempts: u32,
+    pub reason: String,
+}
 
 impl Engine {
     // ---- reconcile loop -----------------------------------------------------------------
@@ -70,7 +79,7 @@ impl Engine {
                 .lock()
                 .unwrap()
                 .get(&job.id)
-                .is_some_and(|(at, _)| *at > now)
+                .is_some_and(|r| r.at > now)
             {
                 continue;
             }
@@ -107,7 +116,7 @@ impl Engine {
                     .lock()
                     .unwrap()
                     .get(&id)
-                    .map(|(_, n)| n + 1)
+                    .map(|r| r.attempts + 1)
                     .unwrap_or(1);
                 match policy(&e, attempts) {
                     Action::Retry => self.retry_later(&id, &e.to_string()),
@@ -127,10 +136,94 @@ impl Engine {
 
     fn retry_later(&self, id: &str, reason: &str) {
         let mut retries = self.retry_at.lock().unwrap();
-        let attempts = retries.get(id).map(|(_, n)| n + 1).unwrap_or(1);
-        let delay = Duration::from_millis(500u64.saturating_mul(1 << attempts.min(6)));
+        let attempts = retries.get(id).map(|r| r.attempts + 1).unwrap_or(1);
+        let delay = Duration::from_millis(
+            self.config
+                .retry_backoff_ms
+                .max(1)
+                .saturating_mul(1 << attempts.min(6)),
+        );
         warn!(job = %id, attempt = attempts, "will retry in {delay:?}: {reason}");
-        retries.insert(id.to_string(), (Instant::now() + delay, attempts));
+        let retry = Retry {
+            at: Instant::now() + delay,
+            attempts,
+            reason: reason.to_string(),
+        };
+        retries.insert(id.to_string(), retry);
+    }
+
+    /// The job's last failure, for the reason it ends with when it runs out of time.
+    fn last_failure(&self, id: &str) -> String {
+        self.retry_at
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|r| format!(" (last attempt: {})", r.reason))
+            .unwrap_or_default()
+    }
+
+    /// Whether an unfinished job ran out of time: every job has a bound, whatever its input,
+    /// its algorithm or the backend do. Before its run it must start within
+    /// `limits.max_wait_secs` of its submission; once running, end within its timeout plus
+    /// `limits.grace_secs`; once a stop is asked for, end within the grace. Returns how the
+    /// job ends and why, or how long it has left.
+    fn overdue(&self, job: &Job) -> Result<Duration, (Outcome, String)> {
+        let limits = &self.config.limits;
+        let now = now_epoch();
+        let grace = limits.grace_secs as f64;
+        let mut left = match job.phase {
+            Phase::Queued | Phase::Staging | Phase::Provisioned => {
+                let end = job.date_created + limits.max_wait_secs as f64;
+                if now > end {
+                    return Err((
+                        Outcome::Failed,
+                        format!(
+                            "the job did not start within {} s of its submission (limits.max_wait_secs){}; nothing ran",
+                            limits.max_wait_secs,
+                            self.last_failure(&job.id)
+                        ),
+                    ));
+                }
+                end - now
+            }
+            _ => {
+                let end =
+                    job.date_started.unwrap_or(job.date_created) + job.timeout_secs as f64 + grace;
+                if now > end {
+                    return Err((
+                        Outcome::Failed,
+                        format!(
+                            "the job did not end within its {} s limit plus {} s of grace (limits.grace_secs){}",
+                            job.timeout_secs,
+                            limits.grace_secs,
+                            self.last_failure(&job.id)
+                        ),
+                    ));
+                }
+                end - now
+            }
+        };
+        if job.stop_requested {
+            let seen = *self
+                .stop_seen
+                .lock()
+                .unwrap()
+                .entry(job.id.clone())
+                .or_insert_with(Instant::now);
+            let waited = seen.elapsed().as_secs_f64();
+            if waited > grace {
+                return Err((
+                    Outcome::Stopped,
+                    format!(
+                        "stopped on request; the backend did not confirm within {} s{}, and its run is removed once it answers",
+                        limits.grace_secs,
+                        self.last_failure(&job.id)
+                    ),
+                ));
+            }
+            left = left.min(grace - waited);
+        }
+        Ok(Duration::from_secs_f64(left.max(0.0)))
     }
 
     /// Ends a job the policy gave up on, with the reason. A finished job (its after-run steps
@@ -183,74 +276,106 @@ impl Engine {
                     .await?;
                 continue;
             }
+            let left = match self.overdue(&job) {
+                Ok(left) => left,
+                Err((outcome, reason)) => {
+                    self.finish(&job, outcome, Some(reason), Phase::Finished)
+                        .await?;
+                    continue;
+                }
+            };
             let started = Instant::now();
             let phase = job.phase;
-            match phase {
-                Phase::Queued | Phase::Staging => {
-                    // A stop while waiting for a slot ends the wait (the loop then finishes the job).
-                    let _slot = tokio::select! {
-                        slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
-                        _ = cancel.cancelled() => continue,
-                    };
-                    let mut job = job;
-                    if job.phase == Phase::Queued {
-                        job.timings.queued_ms =
-                            Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
-                        let transition = Transition {
-                            timings: Some(job.timings.clone()),
-                            ..Default::default()
-                        };
-                        self.store
-                            .transition(id, Phase::Staging, transition)
-                            .await?;
-                    }
-                    // Staging has the job's own time limit, counted from when it began (so a
-                    // restart does not start it over), and a stop or removal ends it at once.
-                    let began =
-                        job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
-                    let left = Duration::from_secs_f64(
-                        (began + job.timeout_secs as f64 - now_epoch()).max(0.0),
-                    );
-                    tokio::select! {
-                        staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
-                            Ok(staged) => staged?,
-                            Err(_) => {
-                                let reason = format!(
-                                    "the job's inputs did not arrive within its {} s limit; nothing ran",
-                                    job.timeout_secs
-                                );
-                                self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
-                            }
-                        },
-                        _ = cancel.cancelled() => continue,
-                    }
+            // No step outlasts the job's bound: one that hangs (an engine that accepts the
+            // connection and never answers) is cut there, and the next turn ends the job.
+            let step = self.run_step(&job, cancel, &mut run_permit, started);
+            match tokio::time::timeout(left, step).await {
+                Ok(done) => done?,
+                Err(_) => {
+                    return Err(StepError::Retry(format!(
+                        "phase {} did not end in time",
+                        phase.code()
+                    )));
                 }
-                Phase::Provisioned => {
-                    if run_permit.is_none() {
-                        tokio::select! {
-                            permit = self.run_slots.clone().acquire_owned() => run_permit = Some(permit.expect("semaphore open")),
-                            _ = cancel.cancelled() => continue,
-                        }
-                    }
-                    self.start_run(&job, started).await?;
-                }
-                Phase::Running => {
-                    // A job re-attached after a restart takes a slot when one is free, but
-                    // never waits for one: its container already runs.
-                    let _slot = run_permit
-                        .take()
-                        .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
-                    self.follow_run(&job, cancel, started).await?;
-                }
-                Phase::Filtering => self.filter_outputs(&job, started).await?,
-                Phase::Publishing => self.publish(&job, started).await?,
-                Phase::Finished
-                | Phase::DataProvisioningFailed
-                | Phase::AlgorithmProvisioningFailed => unreachable!(),
             }
             metrics::histogram!("brizo_job_phase_seconds", "phase" => phase.name())
                 .record(started.elapsed().as_secs_f64());
         }
+    }
+
+    /// One step of an unfinished job, from its phase: the slots it needs first, then the
+    /// run step.
+    async fn run_step(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        run_permit: &mut Option<OwnedSemaphorePermit>,
+        started: Instant,
+    ) -> Result<(), StepError> {
+        let id = job.id.as_str();
+        match job.phase {
+            Phase::Queued | Phase::Staging => {
+                // A stop while waiting for a slot ends the wait (the loop then finishes the job).
+                let _slot = tokio::select! {
+                    slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                let mut job = job.clone();
+                if job.phase == Phase::Queued {
+                    job.timings.queued_ms =
+                        Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+                    let transition = Transition {
+                        timings: Some(job.timings.clone()),
+                        ..Default::default()
+                    };
+                    self.store
+                        .transition(id, Phase::Staging, transition)
+                        .await?;
+                }
+                // Staging has the job's own time limit, counted from when it began (so a
+                // restart does not start it over), and a stop or removal ends it at once.
+                let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+                let left = Duration::from_secs_f64(
+                    (began + job.timeout_secs as f64 - now_epoch()).max(0.0),
+                );
+                tokio::select! {
+                    staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
+                        Ok(staged) => staged?,
+                        Err(_) => {
+                            let reason = format!(
+                                "the job's inputs did not arrive within its {} s limit; nothing ran",
+                                job.timeout_secs
+                            );
+                            self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
+                        }
+                    },
+                    _ = cancel.cancelled() => return Ok(()),
+                }
+            }
+            Phase::Provisioned => {
+                if run_permit.is_none() {
+                    tokio::select! {
+                        permit = self.run_slots.clone().acquire_owned() => *run_permit = Some(permit.expect("semaphore open")),
+                        _ = cancel.cancelled() => return Ok(()),
+                    }
+                }
+                self.start_run(job, started).await?;
+            }
+            Phase::Running => {
+                // A job re-attached after a restart takes a slot when one is free, but
+                // never waits for one: its container already runs.
+                let _slot = run_permit
+                    .take()
+                    .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
+                self.follow_run(job, cancel, started).await?;
+            }
+            Phase::Filtering => self.filter_outputs(job, started).await?,
+            Phase::Publishing => self.publish(job, started).await?,
+            Phase::Finished
+            | Phase::DataProvisioningFailed
+            | Phase::AlgorithmProvisioningFailed => unreachable!(),
+        }
+        Ok(())
     }
 
     /// Removes containers and job folders that belong to no unfinished job of this instance
