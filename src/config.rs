@@ -80,6 +80,9 @@ pub struct LimitsConfig {
     pub max_wait_secs: u64,
     /// How long past its timeout (or its stop request) a job may take to end.
     pub grace_secs: u64,
+    /// How what a job writes is bounded while it runs.
+    #[serde(default)]
+    pub disk: crate::jobs::disk::DiskMode,
     pub allow_network: bool,
 }
 
@@ -204,6 +207,13 @@ impl Config {
                 "the default backend {:?} is not one of [[backends]] ({})",
                 self.backend,
                 names.join(", ")
+            ));
+        }
+        if self.limits.disk == crate::jobs::disk::DiskMode::Quota
+            && let Err(why) = crate::jobs::disk::can_quota()
+        {
+            return Err(format!(
+                "limits.disk = \"quota\" needs a filesystem per job, but {why}; run as root on a host with loop devices, or set limits.disk = \"auto\""
             ));
         }
         if self.limits.default_timeout_secs > self.limits.max_timeout_secs {

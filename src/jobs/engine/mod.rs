@@ -38,6 +38,24 @@ use crate::config::Config;
 use crate::storage::{self, ResultsStore};
 use policy::StepError;
 
+/// The size of each job's disk, or none when this host cannot (or is told not to) give jobs
+/// one; said once, at start-up.
+fn disk_quota(config: &Config) -> Option<crate::jobs::disk::Quota> {
+    use crate::jobs::disk::{self, DiskMode};
+    let content = (config.outputs.max_output_mb << 20) + config.outputs.max_log_kb * 1024;
+    match (config.limits.disk, disk::can_quota()) {
+        (DiskMode::Off, _) => None,
+        (_, Ok(())) => Some(disk::Quota::holding(content)),
+        (mode, Err(why)) => {
+            tracing::warn!(
+                ?mode,
+                "jobs write to plain folders, checked against the caps only after they end: {why}"
+            );
+            None
+        }
+    }
+}
+
 /// Errors the request path reports; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -69,6 +87,8 @@ pub struct Engine {
     stop_seen: Mutex<HashMap<String, Instant>>,
     /// The key receipts are signed with, loaded (or made) once: the provider's, or the node's.
     receipt_key: Mutex<Option<alloy::signers::local::PrivateKeySigner>>,
+    /// Each job's own filesystem, when jobs get one ([`crate::jobs::disk`]).
+    disk: Option<crate::jobs::disk::Quota>,
     staging_slots: Arc<Semaphore>,
     run_slots: Arc<Semaphore>,
     wake: Notify,
@@ -84,7 +104,9 @@ impl Engine {
         results: ResultsStore,
         keeper: Option<Arc<Keeper>>,
     ) -> Arc<Self> {
+        let disk = disk_quota(&config);
         Arc::new(Self {
+            disk,
             metadata: crate::assets::metadata::MetadataStore::new(store.pool()),
             keeper,
             staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),

@@ -25,7 +25,7 @@ impl Engine {
     /// straight from where it lies, and its digest comes from the backend after the run.
     pub(super) async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        ws.create(&self.config.limits.user)
+        ws.create(&self.config.limits.user, self.disk.map(|q| q.size))
             .await
             .map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
         if let Err(reason) = self.stage_algorithm(job, &ws).await {
@@ -425,6 +425,25 @@ impl Engine {
                 return Ok(());
             }
         };
+        // A disk that filled up while the job ran: the kernel refused its writes, so what is
+        // there is cut short. Said as such, rather than as the exit code it caused.
+        if let Some(quota) = self.disk
+            && crate::jobs::disk::is_full(&ws.disk(), quota)
+        {
+            let transition = Transition {
+                outcome: Some(Outcome::Failed),
+                error: Some(format!(
+                    "the job filled its disk ({} MiB for /data/outputs and /data/logs: outputs.max_output_mb and outputs.max_log_kb); nothing was published",
+                    quota.content >> 20
+                )),
+                outputs: Some(vec![]),
+                ..Default::default()
+            };
+            self.store
+                .transition(&job.id, Phase::Publishing, transition)
+                .await?;
+            return Ok(());
+        }
         let total: u64 = outputs.iter().map(|o| o.size).sum();
         let cap = self.config.outputs.max_output_mb << 20;
         let mut transition = Transition::default();
