@@ -64,6 +64,7 @@ impl Engine {
                 .fulfill_compute(&terms, &ids)
                 .await
                 .map_err(|e| StepError::Retry(e.to_string()))?;
+            super::failpoint("brizo::settle", &job.id).await;
             let tx = keeper
                 .release_reward(&terms, &ids)
                 .await
@@ -159,6 +160,7 @@ impl Engine {
                 tx: tx.map(|t| t.to_string()),
             });
         }
+        super::failpoint("brizo::receipt", &job.id).await;
         let text = serde_json::to_string_pretty(&signed).expect("receipt serializes");
         let dir = self.config.data_dir.join("receipts");
         tokio::fs::create_dir_all(&dir)

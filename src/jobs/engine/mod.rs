@@ -56,6 +56,18 @@ fn disk_quota(config: &Config) -> Option<crate::jobs::disk::Quota> {
     }
 }
 
+/// Fault injection for the crash tests (cargo feature `failpoints`): with
+/// `FAILPOINTS=brizo::<name>=return` the job holds here, as if the process had stopped at
+/// this line, until the test kills the process. Compiled to nothing otherwise.
+async fn failpoint(name: &'static str, job: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        tracing::warn!(job, "failpoint {name} holds the job");
+        std::future::pending::<()>().await;
+    }
+    let _ = (name, job);
+}
+
 /// Errors the request path reports; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -38,6 +38,7 @@ impl Engine {
                 )
                 .await;
         }
+        super::failpoint("brizo::stage", &job.id).await;
         let mut staged = StagedDigests::default();
         let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
@@ -281,6 +282,7 @@ impl Engine {
         cancel: &CancellationToken,
         started: Instant,
     ) -> Result<(), StepError> {
+        super::failpoint("brizo::follow", &job.id).await;
         let backend = self.backend_of(job)?;
         let logs = tokio::spawn(copy_logs(
             backend.logs(&job.id),
@@ -401,6 +403,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
+        super::failpoint("brizo::filter", &job.id).await;
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let outputs_dir = ws.outputs();
         let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir))
@@ -512,6 +515,7 @@ impl Engine {
                 .await
                 .map_err(|e| StepError::Retry(e.to_string()))?;
         }
+        super::failpoint("brizo::publish", &job.id).await;
         let mut timings = job.timings.clone();
         timings.publishing_ms = Some(started.elapsed().as_millis() as u64);
         let outcome = job.outcome.unwrap_or(Outcome::Failed);
