@@ -993,3 +993,41 @@ async fn a_job_cannot_write_past_its_disk_while_it_runs() {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(id.as_str()), "{mounts}");
 }
+
+/// "Why is my job not running?": a job queued behind a full run slot says so, with its place.
+#[tokio::test]
+async fn a_queued_job_says_what_it_waits_for() {
+    let svc = Service::start_with(&[("BRIZO_MAX_RUNNING_JOBS", "1")]).await;
+    let first = svc.submit(python_job("import time\ntime.sleep(4)")).await;
+    svc.wait_status(&first, 40, PATIENCE).await;
+    let second = svc.submit(python_job("print('second')")).await;
+    let job = svc.wait_status(&second, 30, PATIENCE).await;
+    assert_eq!(job["waiting"]["reason"], "run_slot", "{job}");
+    assert_eq!(job["waiting"]["position"], 1, "{job}");
+    assert!(
+        job["waiting"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("max_running_jobs"),
+        "{job}"
+    );
+    assert!(svc.job(&first).await.get("waiting").is_none());
+    let listed: Value = svc
+        .get("/api/v2/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["jobId"] == second.as_str())
+        .unwrap();
+    assert_eq!(row["waiting"]["reason"], "run_slot", "{row}");
+    let done = svc.wait_finished(&second, PATIENCE).await;
+    assert_eq!(done["outcome"], "succeeded");
+    assert!(done.get("waiting").is_none(), "{done}");
+}

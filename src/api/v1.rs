@@ -153,14 +153,38 @@ async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError>
     }
 }
 
-fn status_objects(engine: &Engine, jobs: &[Job]) -> Value {
+async fn status_objects(engine: &Engine, jobs: &[Job]) -> Result<Value, ApiError> {
     let base = engine
         .config()
         .chain
         .public_url
         .trim_end_matches('/')
         .to_string();
-    Value::Array(jobs.iter().map(|j| status_object(&base, j)).collect())
+    let waiting = engine.waiting_all(jobs).await?;
+    Ok(Value::Array(
+        jobs.iter()
+            .map(|j| {
+                let mut status = status_object(&base, j);
+                status["waiting"] = consumer_waiting(waiting.get(&j.id));
+                status
+            })
+            .collect(),
+    ))
+}
+
+/// What the consumer's job waits for. A failed step's own words name the provider's
+/// infrastructure (hosts, buckets), which are not the consumer's to see: they get that a step
+/// failed on the provider's side and when it is tried again.
+fn consumer_waiting(waiting: Option<&crate::jobs::model::Waiting>) -> Value {
+    use crate::jobs::model::WaitReason;
+    match waiting {
+        None => Value::Null,
+        Some(w) if w.reason == WaitReason::Retrying => json!({
+            "reason": w.reason,
+            "text": "a step failed on the provider's side (its engine or a store did not answer); it is tried again shortly",
+        }),
+        Some(w) => serde_json::to_value(w).expect("serializes"),
+    }
 }
 
 /// The status object Squid clients read.
@@ -228,7 +252,7 @@ async fn compute_status(
     let caller = authenticate(&q)?;
     // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
     ctx.chain()?;
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 #[put("/api/v1/brizo/services/compute")]
@@ -245,7 +269,7 @@ async fn stop_compute(
             engine.stop(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 #[delete("/api/v1/brizo/services/compute")]
@@ -262,7 +286,7 @@ async fn delete_compute(
             engine.remove(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 /// Downloads for the job's consumer only: `consumerAddress` and a signature of

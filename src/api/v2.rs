@@ -12,7 +12,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::auth::Operator;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::jobs::model::{AlgorithmSource, InputSource, PhaseTimings};
+use crate::jobs::model::{AlgorithmSource, InputSource, PhaseTimings, WaitReason, Waiting};
 use crate::jobs::{Engine, Job, JobRequest, Outcome, OutputFile, Phase};
 
 /// Jobs created through v2 belong to the operator.
@@ -22,7 +22,7 @@ pub const OPERATOR: &str = "operator";
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
     paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, super::health::health),
-    components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, ErrorBody)),
+    components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, Waiting, WaitReason, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -96,6 +96,10 @@ pub struct JobStatus {
     /// The backend the job runs on, and why (data locality).
     pub backend: String,
     pub backend_reason: String,
+    /// What the job waits for while it has not started running (a slot and its place in the
+    /// queue, a backend that does not answer, a stop); absent once it runs or has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
 }
 
 impl From<Job> for JobStatus {
@@ -125,6 +129,7 @@ impl From<Job> for JobStatus {
             results_did: job.results_did,
             backend: job.backend,
             backend_reason: job.backend_reason,
+            waiting: None,
             job_id: job.id,
         }
     }
@@ -154,11 +159,17 @@ async fn create_job(
 #[utoipa::path(responses((status = 200, body = Vec<JobStatus>), (status = 401, body = ErrorBody)))]
 #[get("/api/v2/jobs")]
 async fn list_jobs(_: Operator, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
-    let jobs: Vec<JobStatus> = engine
-        .list(None)
-        .await?
+    let jobs = engine.list(None).await?;
+    let mut waiting = engine.waiting_all(&jobs).await?;
+    let jobs: Vec<JobStatus> = jobs
         .into_iter()
-        .map(JobStatus::from)
+        .map(|job| {
+            let wait = waiting.remove(&job.id);
+            JobStatus {
+                waiting: wait,
+                ..JobStatus::from(job)
+            }
+        })
         .collect();
     Ok(HttpResponse::Ok().json(jobs))
 }
@@ -171,7 +182,12 @@ async fn get_job(
     engine: web::Data<Engine>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(JobStatus::from(engine.get(&id, None).await?)))
+    let job = engine.get(&id, None).await?;
+    let waiting = engine.waiting(&job).await?;
+    Ok(HttpResponse::Ok().json(JobStatus {
+        waiting,
+        ..JobStatus::from(job)
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

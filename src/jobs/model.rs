@@ -2,6 +2,36 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What an unfinished job waits for, in words and machine-readably: the question users of
+/// every compute-to-data service ask most is "why is my job not running?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub reason: WaitReason,
+    /// For people: what it waits for, and what would end the wait.
+    pub text: String,
+    /// Its place in the queue for a slot (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Queued for a staging slot (`max_staging_jobs`).
+    StagingSlot,
+    /// Its inputs and algorithm are being put in place.
+    Staging,
+    /// Staged, queued for a run slot (`max_running_jobs`).
+    RunSlot,
+    /// Has a run slot; the backend is starting its run.
+    Starting,
+    /// A step failed (the backend or a store did not answer); it is tried again soon.
+    Retrying,
+    /// A stop was asked for; the backend is ending the run.
+    Stopping,
+}
+
 /// Where a job stands. The numbers are the Brizo status codes Squid clients know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

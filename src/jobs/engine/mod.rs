@@ -17,6 +17,7 @@ mod run_steps;
 mod scheduler;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -77,6 +77,11 @@ impl MemoryBackend {
     fn count(list: &Mutex<Vec<String>>, id: &str) -> usize {
         list.lock().unwrap().iter().filter(|j| *j == id).count()
     }
+    /// Whether the job's run was removed (by its cleanup; the orphan sweep may remove it
+    /// again, which is harmless: removal is idempotent).
+    fn removed(&self, id: &str) -> bool {
+        Self::count(&self.removes, id) >= 1
+    }
 }
 
 #[async_trait]
@@ -353,7 +358,7 @@ async fn a_run_that_exits_0_succeeds_and_leaves_nothing() {
     assert_eq!(job.outcome, Some(Outcome::Succeeded), "{:?}", job.error);
     assert_eq!(job.exit_code, Some(0));
     assert_eq!(job.phase, Phase::Finished);
-    assert_eq!(MemoryBackend::count(&r.backend.removes, &id), 1);
+    assert!(r.backend.removed(&id));
     assert!(!r.engine.config().jobs_dir().join(&id).exists());
     let log = std::fs::read_to_string(r.engine.log_path(&id)).unwrap();
     assert_eq!(log, "hello from memory\n");
@@ -377,7 +382,7 @@ async fn a_start_the_backend_refuses_as_bad_ends_the_job_at_once_with_the_reason
     assert!(job.error.as_deref().unwrap().contains("pyhton3"), "{job:?}");
     assert_eq!(job.exit_code, None);
     // Whatever the refused start left is removed.
-    assert_eq!(MemoryBackend::count(&r.backend.removes, &id), 1);
+    assert!(r.backend.removed(&id));
 }
 
 #[tokio::test]
@@ -451,7 +456,7 @@ async fn a_run_past_its_timeout_is_stopped_and_times_out() {
     assert_eq!(job.outcome, Some(Outcome::TimedOut));
     assert!(job.error.unwrap().contains("1 s limit"));
     assert_eq!(MemoryBackend::count(&r.backend.stops, &id), 1);
-    assert_eq!(MemoryBackend::count(&r.backend.removes, &id), 1);
+    assert!(r.backend.removed(&id));
 }
 
 #[tokio::test]
@@ -472,7 +477,7 @@ async fn a_stop_ends_a_running_job_and_a_queued_one_never_starts() {
     let job = r.ended(&running).await;
     assert_eq!(job.outcome, Some(Outcome::Stopped));
     assert_eq!(MemoryBackend::count(&r.backend.stops, &running), 1);
-    assert_eq!(MemoryBackend::count(&r.backend.removes, &running), 1);
+    assert!(r.backend.removed(&running));
     // Another consumer cannot stop it, nor see it.
     assert!(r.engine.stop(&running, Some("mallory")).await.is_err());
 }
@@ -499,11 +504,11 @@ async fn an_engine_that_stays_away_while_running_ends_the_job_after_the_grace() 
     assert!(reason.contains("1 s of grace"), "{reason}");
     assert!(reason.contains("daemon restarting"), "{reason}");
     // ...and what it left goes once the engine is back.
-    assert_eq!(MemoryBackend::count(&backend.removes, &id), 0);
+    assert!(!backend.removed(&id));
     backend.set(|s| s.away = None);
     let job = r.ended(&id).await;
     assert_eq!(job.outcome, Some(Outcome::Failed));
-    assert_eq!(MemoryBackend::count(&backend.removes, &id), 1);
+    assert!(backend.removed(&id));
 }
 
 #[tokio::test]
@@ -527,7 +532,7 @@ async fn a_stop_the_engine_cannot_carry_out_still_ends_the_job_within_the_grace(
     assert!(job.error.unwrap().contains("did not confirm"));
     backend.set(|s| s.away = None);
     r.ended(&id).await;
-    assert_eq!(MemoryBackend::count(&backend.removes, &id), 1);
+    assert!(backend.removed(&id));
 }
 
 #[tokio::test]
@@ -617,4 +622,87 @@ async fn a_removed_job_leaves_nothing_and_is_hidden() {
             .join(&id)
             .exists()
     );
+}
+
+#[tokio::test]
+async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(MemoryBackend::scripted(|_| {}), |c| c.max_running_jobs = 1).await;
+    let running = r.submit(600).await;
+    r.reaches(&running, Phase::Running).await;
+    let second = r.submit(600).await;
+    r.reaches(&second, Phase::Provisioned).await;
+    let third = r.submit(600).await;
+    r.reaches(&third, Phase::Provisioned).await;
+    let wait = |id: String| {
+        let engine = r.engine.clone();
+        async move {
+            let job = engine.get(&id, None).await.unwrap();
+            engine.waiting(&job).await.unwrap()
+        }
+    };
+    assert_eq!(
+        wait(running.clone()).await,
+        None,
+        "a running job waits for nothing"
+    );
+    let w = wait(second.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(1)),
+        "{w:?}"
+    );
+    assert!(w.text.contains("0 job(s) ahead"), "{}", w.text);
+    let w = wait(third.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(2)),
+        "{w:?}"
+    );
+
+    // The slot frees: the next one runs and the last moves up.
+    r.engine.stop(&running, None).await.unwrap();
+    r.reaches(&second, Phase::Running).await;
+    let w = wait(third.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(1)),
+        "{w:?}"
+    );
+
+    // A stop asked for is what it waits on then.
+    r.engine.stop(&second, None).await.unwrap();
+    let job = r.engine.get(&second, None).await.unwrap();
+    if !job.is_finished() {
+        let w = r.engine.waiting(&job).await.unwrap().unwrap();
+        assert_eq!(w.reason, WaitReason::Stopping);
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| {
+                BackendError::unavailable("engine is upgrading")
+            }))
+        }),
+        |c| c.retry_backoff_ms = 2000,
+    )
+    .await;
+    let id = r.submit(600).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let w = loop {
+        let job = r.engine.get(&id, None).await.unwrap();
+        if let Some(w) = r.engine.waiting(&job).await.unwrap()
+            && w.reason == WaitReason::Retrying
+        {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "never retrying: {job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(w.text.contains("engine is upgrading"), "{}", w.text);
+    assert!(w.text.contains("trying again in"), "{}", w.text);
 }
