@@ -186,6 +186,8 @@ pub struct Authorized {
     pub record: AgreementRecord,
     pub terms: Terms,
     pub ids: ConditionIds,
+    /// The dataset asks for the publisher's approval of each job.
+    pub requires_approval: bool,
 }
 
 /// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
@@ -273,6 +275,7 @@ pub async fn authorize_start(
         request,
         record,
         terms,
+        requires_approval: policy.requires_approval,
         ids,
     })
 }

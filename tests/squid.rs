@@ -568,6 +568,7 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
             allow_raw_algorithm: false,
             trusted_algorithms: vec![],
             allow_network_access: false,
+            requires_approval: false,
             containers: vec![(image.into(), tag.into())],
         }))
         .await;

@@ -81,6 +81,7 @@ async fn start_compute(
     let authorize::Authorized {
         mut request,
         record,
+        requires_approval,
         ..
     } = authorize::authorize_start(&ctx, &body).await?;
     engine.check(&mut request).await.map_err(|e| match e {
@@ -93,7 +94,9 @@ async fn start_compute(
     })?;
     // The compute condition is fulfilled only once the algorithm ran (at settlement): until
     // then the consumer can still get the price back if the job never runs.
-    let job = engine.submit_under(&owner, request, Some(record)).await?;
+    let job = engine
+        .submit_under(&owner, request, Some(record), requires_approval)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))
 }
 
@@ -165,7 +168,12 @@ async fn status_objects(engine: &Engine, jobs: &[Job]) -> Result<Value, ApiError
         jobs.iter()
             .map(|j| {
                 let mut status = status_object(&base, j);
-                status["waiting"] = consumer_waiting(waiting.get(&j.id));
+                let wait = waiting.get(&j.id);
+                // Squid shows statusText: a job held for approval says so there too.
+                if wait.is_some_and(|w| w.reason == crate::jobs::model::WaitReason::Approval) {
+                    status["statusText"] = json!("Job waiting for the publisher's approval");
+                }
+                status["waiting"] = consumer_waiting(wait);
                 status
             })
             .collect(),

@@ -88,6 +88,7 @@ impl World {
             allow_raw_algorithm: false,
             trusted_algorithms: vec![],
             allow_network_access: false,
+            requires_approval: false,
             containers: vec![(image.into(), tag.into())],
         };
         tweak(&mut terms);

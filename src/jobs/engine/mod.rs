@@ -12,6 +12,8 @@
 //! overwrites, settlement reads the chain before it sends.
 
 mod after_run;
+mod approval;
+pub use approval::AlgorithmReview;
 mod policy;
 mod run_steps;
 mod scheduler;
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::model::{
-    AgreementRecord, Job, JobRequest, Outcome, Phase, PhaseTimings, new_job_id, now_epoch,
+    AgreementRecord, Approval, Job, JobRequest, Outcome, Phase, PhaseTimings, new_job_id, now_epoch,
 };
 use super::store::{JobStore, StoreError, Transition};
 use super::workspace;
@@ -98,6 +100,8 @@ pub struct Engine {
     retry_at: Mutex<HashMap<String, scheduler::Retry>>,
     /// When this process first saw each pending stop request (the grace counts from there).
     stop_seen: Mutex<HashMap<String, Instant>>,
+    /// When each job waiting for approval last had its agreement read on chain.
+    approval_checked: Mutex<HashMap<String, Instant>>,
     /// The key receipts are signed with, loaded (or made) once: the provider's, or the node's.
     receipt_key: Mutex<Option<alloy::signers::local::PrivateKeySigner>>,
     /// Each job's own filesystem, when jobs get one ([`crate::jobs::disk`]).
@@ -132,6 +136,7 @@ impl Engine {
             receipt_key: Mutex::default(),
             retry_at: Mutex::default(),
             stop_seen: Mutex::default(),
+            approval_checked: Mutex::default(),
             wake: Notify::new(),
         })
     }
@@ -145,18 +150,21 @@ impl Engine {
     /// Checks a request completely, then records it: a job that is accepted can run, and a
     /// request that is refused leaves nothing behind.
     pub async fn submit(&self, owner: &str, request: JobRequest) -> Result<Job, EngineError> {
-        self.submit_under(owner, request, None).await
+        self.submit_under(owner, request, None, false).await
     }
 
-    /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends).
+    /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends);
+    /// with `requires_approval` nothing of it runs before the publisher approves it.
     pub async fn submit_under(
         &self,
         owner: &str,
         mut request: JobRequest,
         agreement: Option<AgreementRecord>,
+        requires_approval: bool,
     ) -> Result<Job, EngineError> {
         self.check(&mut request).await?;
-        self.record(owner, request, agreement).await
+        let approval = requires_approval.then(Approval::pending);
+        self.record(owner, request, agreement, approval).await
     }
 
     /// Runs a finished job again for an audit: the same request, the image pinned to the
@@ -178,7 +186,7 @@ impl Engine {
         self.check(&mut request).await?;
         // ...then pinned to exactly what ran.
         request.image = digest;
-        self.record("operator", request, None).await
+        self.record("operator", request, None, None).await
     }
 
     async fn record(
@@ -186,6 +194,7 @@ impl Engine {
         owner: &str,
         request: JobRequest,
         agreement: Option<AgreementRecord>,
+        approval: Option<Approval>,
     ) -> Result<Job, EngineError> {
         let route = self.route(&request);
         let timeout_secs = request
@@ -217,6 +226,7 @@ impl Engine {
             results_did: None,
             backend: route.backend,
             backend_reason: route.reason,
+            approval,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);

@@ -42,6 +42,27 @@ impl Engine {
         let mut staged = StagedDigests::default();
         let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
+        // The publisher approved certain bytes; anything else does not run.
+        if let (Some(approved), Some(got)) = (
+            job.approval
+                .as_ref()
+                .and_then(|a| a.algorithm_sha256.as_deref()),
+            staged.algorithm.as_ref(),
+        ) && approved != got.sha256
+        {
+            let reason = format!(
+                "the algorithm changed after the publisher approved it (approved sha256 {approved}, now {})",
+                got.sha256
+            );
+            return self
+                .finish(
+                    job,
+                    Outcome::Failed,
+                    Some(reason),
+                    Phase::AlgorithmProvisioningFailed,
+                )
+                .await;
+        }
         let backend = self.backend_of(job)?.clone();
         for placed in place_inputs(&job.request.inputs) {
             if self.backend_fetches(job, backend.as_ref(), &placed.url) {

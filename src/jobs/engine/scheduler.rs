@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Engine;
+use super::approval::Gate;
 use super::policy::{Action, StepError, policy};
 use crate::jobs::model::{Job, Outcome, Phase, now_epoch};
 use crate::jobs::store::{StoreError, Transition};
@@ -275,6 +276,14 @@ impl Engine {
                 self.finish(&job, Outcome::Stopped, Some(reason.into()), Phase::Finished)
                     .await?;
                 continue;
+            }
+            // A job whose dataset asks for approval goes no further until it is given.
+            if job.phase == Phase::Queued {
+                match self.approval_gate(&job).await? {
+                    Gate::Open => {}
+                    Gate::Held => return Ok(()),
+                    Gate::Ended => continue,
+                }
             }
             let left = match self.overdue(&job) {
                 Ok(left) => left,

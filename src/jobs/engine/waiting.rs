@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Engine, EngineError};
-use crate::jobs::model::{Job, Phase, WaitReason, Waiting};
+use crate::jobs::model::{ApprovalState, Job, Phase, WaitReason, Waiting};
 
 impl Engine {
     /// What `job` waits for; `None` once it runs or has ended.
@@ -30,6 +30,11 @@ impl Engine {
             queue
                 .iter()
                 .filter(|q| q.phase == job.phase && !q.stop_requested)
+                .filter(|q| {
+                    q.approval
+                        .as_ref()
+                        .is_none_or(|a| a.state != ApprovalState::Pending)
+                })
                 .position(|q| q.id == job.id)
                 .map(|i| i + 1)
         };
@@ -69,6 +74,18 @@ impl Engine {
                     "attempt {} failed: {}; trying again in {secs} s",
                     retry.attempts, retry.reason
                 ),
+                None,
+            );
+        }
+        if job.phase == Phase::Queued
+            && job
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.state == ApprovalState::Pending)
+        {
+            return waiting(
+                WaitReason::Approval,
+                "waiting for the publisher to approve it (its dataset asks for approval of each job); not approved before the agreement expires, it ends without running and is not charged".into(),
                 None,
             );
         }
