@@ -132,7 +132,7 @@ enum PublishCommand {
         /// Give jobs on this dataset a network.
         #[arg(long)]
         allow_network: bool,
-        /// Hold each job until the publisher approves it (`brizo jobs approve`).
+        /// Hold each job until the publisher approves it (`brizo job approve`).
         #[arg(long)]
         requires_approval: bool,
         /// A supported image, image:tag (repeatable; none: any the engine has).
