@@ -188,6 +188,8 @@ pub struct Authorized {
     pub ids: ConditionIds,
     /// The dataset asks for the publisher's approval of each job.
     pub requires_approval: bool,
+    /// The dataset holds outputs until the publisher releases them.
+    pub review_outputs: bool,
 }
 
 /// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
@@ -276,6 +278,7 @@ pub async fn authorize_start(
         record,
         terms,
         requires_approval: policy.requires_approval,
+        review_outputs: policy.review_outputs,
         ids,
     })
 }

@@ -135,6 +135,9 @@ enum PublishCommand {
         /// Hold each job until the publisher approves it (`brizo job approve`).
         #[arg(long)]
         requires_approval: bool,
+        /// Hold each job's outputs until the publisher releases them (`brizo job release`).
+        #[arg(long)]
+        review_outputs: bool,
         /// A supported image, image:tag (repeatable; none: any the engine has).
         #[arg(long = "container")]
         containers: Vec<String>,
@@ -280,6 +283,34 @@ enum JobCommand {
     },
     /// Reject a job waiting for approval: it ends without running; the consumer is not charged.
     Reject {
+        id: String,
+        /// Why, for the consumer.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List a job's outputs held for review (names, sizes, sha256); read one with --show.
+    Held {
+        id: String,
+        /// Print this held output's content.
+        #[arg(long)]
+        show: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Release a job's held outputs: they are published and the job goes on.
+    Release {
+        id: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Withhold a job's held outputs: nothing is published, the consumer is not charged.
+    Withhold {
         id: String,
         /// Why, for the consumer.
         #[arg(long)]
@@ -582,6 +613,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
             trusted,
             allow_network,
             requires_approval,
+            review_outputs,
             containers,
             chain,
         } => {
@@ -598,6 +630,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
                 trusted_algorithms: trusted,
                 allow_network_access: allow_network,
                 requires_approval,
+                review_outputs,
                 containers,
             };
             (Asset::Dataset(terms), chain)
@@ -900,6 +933,47 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
         } => {
             let status = client(&server)?.reject(&id, by.as_deref(), &reason).await?;
             println!("job {} rejected; it ends without running", status.job_id);
+            Ok(())
+        }
+        JobCommand::Held { id, show, server } => {
+            let client = client(&server)?;
+            match show {
+                Some(name) => {
+                    let mut body = client.held_file(&id, &name).await?.bytes_stream();
+                    let mut out = tokio::io::stdout();
+                    while let Some(chunk) = body.next().await {
+                        out.write_all(&chunk?).await?;
+                    }
+                    out.flush().await?;
+                }
+                None => {
+                    for o in client.held(&id).await? {
+                        println!("{:>12}  {}  {}", o.size, o.sha256, o.name);
+                    }
+                }
+            }
+            Ok(())
+        }
+        JobCommand::Release { id, by, server } => {
+            let status = client(&server)?
+                .decide_outputs(&id, "release", by.as_deref(), None)
+                .await?;
+            println!("job {}: outputs released", status.job_id);
+            Ok(())
+        }
+        JobCommand::Withhold {
+            id,
+            reason,
+            by,
+            server,
+        } => {
+            let status = client(&server)?
+                .decide_outputs(&id, "withhold", by.as_deref(), Some(&reason))
+                .await?;
+            println!(
+                "job {}: outputs withheld; nothing is published",
+                status.job_id
+            );
             Ok(())
         }
         JobCommand::Delete { id, server } => {

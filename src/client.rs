@@ -117,6 +117,34 @@ impl Client {
         self.json(self.http.post(url).json(&body)).await
     }
 
+    /// One held output's content.
+    pub async fn held_file(&self, id: &str, name: &str) -> anyhow::Result<reqwest::Response> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/api/v2/jobs/{id}/held/{name}"))),
+        )
+        .await
+    }
+
+    /// The outputs held for review.
+    pub async fn held(&self, id: &str) -> anyhow::Result<Vec<crate::jobs::OutputFile>> {
+        self.json(self.http.get(self.url(&format!("/api/v2/jobs/{id}/held"))))
+            .await
+    }
+
+    /// Releases (`release`) or withholds (`withhold`) the held outputs.
+    pub async fn decide_outputs(
+        &self,
+        id: &str,
+        verb: &str,
+        by: Option<&str>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<JobStatus> {
+        let body = serde_json::json!({ "by": by, "reason": reason });
+        let url = self.url(&format!("/api/v2/jobs/{id}/{verb}"));
+        self.json(self.http.post(url).json(&body)).await
+    }
+
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(&format!("/api/v2/jobs/{id}"))))
             .await

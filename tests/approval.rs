@@ -227,3 +227,150 @@ async fn an_approval_not_given_before_the_agreement_expires_is_a_rejection() {
     assert_eq!(status, 409, "{answer}");
     assert_eq!(compute_state(&w, &terms).await, ConditionState::Unfulfilled);
 }
+
+async fn reviewed(w: &World) -> (String, String) {
+    let dataset = w.dataset(|t| t.review_outputs = true).await;
+    (dataset, w.algorithm().await)
+}
+
+/// Waits until the job's outputs are held for review.
+async fn held(w: &World, consumer: &Consumer, terms: &agreement::Terms, job: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = consumer_sees(w, consumer, terms, job, 50).await;
+        if seen["waiting"]["reason"] == "review" {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "never held: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn released_outputs_are_published_as_reviewed_and_paid() {
+    let w = world().await;
+    let (dataset, algorithm) = reviewed(&w).await;
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
+    let seen = held(&w, &consumer, &terms, &job).await;
+    assert!(
+        seen["statusText"].as_str().unwrap().contains("review"),
+        "{seen}"
+    );
+    assert_eq!(seen["resultsUrls"], json!([]), "{seen}");
+    // The publisher sees names, sizes, hashes and content.
+    let listed: Value = w
+        .svc
+        .get(&format!("/api/v2/jobs/{job}/held"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["name"], "sum.txt", "{listed}");
+    let content = w
+        .svc
+        .get(&format!("/api/v2/jobs/{job}/held/sum.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(content, "12");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"12"));
+    assert_eq!(listed[0]["sha256"], sha.as_str());
+    // Another name is not served, whatever it looks like.
+    let res = w
+        .svc
+        .get(&format!("/api/v2/jobs/{job}/held/../../brizo.sqlite"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Held, it stays held.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.svc.job(&job).await["status"], 50);
+
+    let (status, answer) = post(
+        &w,
+        &format!("/api/v2/jobs/{job}/release"),
+        json!({"by": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let done = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(done["settlement"]["state"], "paid", "{done}");
+    let record = w.svc.job(&job).await;
+    assert_eq!(record["outcome"], "succeeded", "{record}");
+    assert_eq!(record["outputs"][0]["sha256"], sha.as_str(), "{record}");
+    assert_eq!(record["release"]["state"], "approved");
+    let deadline = Instant::now() + PATIENCE;
+    let receipt = loop {
+        let res = w
+            .svc
+            .get(&format!("/api/v2/jobs/{job}/receipt"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break res.json::<Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        receipt["receipt"]["release"]["state"], "approved",
+        "{receipt}"
+    );
+    assert_eq!(receipt["receipt"]["release"]["by"], "dana");
+}
+
+#[tokio::test]
+async fn withheld_outputs_are_not_published_and_not_paid() {
+    let w = world().await;
+    let (dataset, algorithm) = reviewed(&w).await;
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
+    held(&w, &consumer, &terms, &job).await;
+    let (status, answer) = post(
+        &w,
+        &format!("/api/v2/jobs/{job}/withhold"),
+        json!({"reason": "the sum identifies a person"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let done = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(done["outcome"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("identifies a person"),
+        "{done}"
+    );
+    assert_eq!(done["settlement"]["state"], "not_paid", "{done}");
+    assert_eq!(done["resultsUrls"], json!([]));
+    assert_eq!(compute_state(&w, &terms).await, ConditionState::Unfulfilled);
+    // Nothing of it in the results store: no output, no log.
+    let results = w.svc.data_dir().join("results").join(&job);
+    let deadline = Instant::now() + PATIENCE;
+    while w.svc.job(&job).await["receiptHash"].is_null() {
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!results.join("outputs").exists());
+    assert!(!results.join("logs").exists());
+    // Decided once: a second decision is refused.
+    let (status, _) = post(&w, &format!("/api/v2/jobs/{job}/release"), json!({})).await;
+    assert_eq!(status, 409);
+}

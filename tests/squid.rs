@@ -569,6 +569,7 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
             trusted_algorithms: vec![],
             allow_network_access: false,
             requires_approval: false,
+            review_outputs: false,
             containers: vec![(image.into(), tag.into())],
         }))
         .await;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
 use crate::authorize::{self, ChainContext, StartRequest, required};
+use crate::jobs::model::Holds;
 use crate::jobs::{Engine, Job, Outcome};
 
 pub const BASE: &str = "/api/v1/brizo";
@@ -82,6 +83,7 @@ async fn start_compute(
         mut request,
         record,
         requires_approval,
+        review_outputs,
         ..
     } = authorize::authorize_start(&ctx, &body).await?;
     engine.check(&mut request).await.map_err(|e| match e {
@@ -95,7 +97,15 @@ async fn start_compute(
     // The compute condition is fulfilled only once the algorithm ran (at settlement): until
     // then the consumer can still get the price back if the job never runs.
     let job = engine
-        .submit_under(&owner, request, Some(record), requires_approval)
+        .submit_under(
+            &owner,
+            request,
+            Some(record),
+            Holds {
+                approval: requires_approval,
+                release: review_outputs,
+            },
+        )
         .await?;
     Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))
 }
@@ -170,8 +180,14 @@ async fn status_objects(engine: &Engine, jobs: &[Job]) -> Result<Value, ApiError
                 let mut status = status_object(&base, j);
                 let wait = waiting.get(&j.id);
                 // Squid shows statusText: a job held for approval says so there too.
-                if wait.is_some_and(|w| w.reason == crate::jobs::model::WaitReason::Approval) {
-                    status["statusText"] = json!("Job waiting for the publisher's approval");
+                match wait.map(|w| w.reason) {
+                    Some(crate::jobs::model::WaitReason::Approval) => {
+                        status["statusText"] = json!("Job waiting for the publisher's approval")
+                    }
+                    Some(crate::jobs::model::WaitReason::Review) => {
+                        status["statusText"] = json!("Outputs waiting for the publisher's review")
+                    }
+                    _ => {}
                 }
                 status["waiting"] = consumer_waiting(wait);
                 status

@@ -24,7 +24,7 @@ pub const OPERATOR: &str = "operator";
 #[derive(OpenApi)]
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
-    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, job_algorithm, approve_job, reject_job, super::health::health),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, job_algorithm, approve_job, reject_job, held_outputs, held_output, release_outputs, withhold_outputs, super::health::health),
     components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, Waiting, WaitReason, Approval, ApprovalState, AlgorithmReview, Decision, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -53,6 +53,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(job_algorithm)
         .service(approve_job)
         .service(reject_job)
+        .service(held_outputs)
+        .service(held_output)
+        .service(release_outputs)
+        .service(withhold_outputs)
         .service(delete_job)
         .service(job_receipt)
         .service(rerun_job)
@@ -109,6 +113,10 @@ pub struct JobStatus {
     /// The publisher's decision, for a job whose dataset asks for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Approval>,
+    /// The publisher's release (`approved`) or withholding (`rejected`) of the outputs, for a
+    /// job whose dataset reviews them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Approval>,
 }
 
 impl From<Job> for JobStatus {
@@ -140,6 +148,7 @@ impl From<Job> for JobStatus {
             backend_reason: job.backend_reason,
             waiting: None,
             approval: job.approval,
+            release: job.release,
             job_id: job.id,
         }
     }
@@ -426,6 +435,77 @@ async fn reject_job(
         .and_then(|d| d.reason.clone())
         .unwrap_or_default();
     let job = engine.reject(&id, &decider(&body), &reason).await?;
+    Ok(HttpResponse::Ok().json(JobStatus::from(job)))
+}
+
+/// The outputs of a job held for review (its dataset reviews outputs): names, sizes, sha256.
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 200, body = Vec<OutputFile>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "nothing held")))]
+#[get("/api/v2/jobs/{id}/held")]
+async fn held_outputs(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(engine.held_outputs(&id).await?))
+}
+
+/// One held output's content, for the publisher's review (never the consumer's).
+#[utoipa::path(params(("id" = String, Path), ("name" = String, Path, description = "path relative to /data/outputs")), responses(
+    (status = 200, content_type = "application/octet-stream", description = "the file"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[get("/api/v2/jobs/{id}/held/{name:.*}")]
+async fn held_output(
+    _: Operator,
+    engine: web::Data<Engine>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (id, name) = path.into_inner();
+    let file = engine.held_output(&id, &name).await?;
+    // Never through a link, whatever the folder holds.
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&file)
+        .map_err(|e| ApiError::NotFound(format!("held output {name:?}: {e}")))?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(opened));
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .streaming(stream))
+}
+
+/// Release the held outputs: they are published and the job goes on (and is paid).
+#[utoipa::path(params(("id" = String, Path)), request_body(content = Decision, description = "optional"), responses(
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/v2/jobs/{id}/release")]
+async fn release_outputs(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+    body: Option<web::Json<Decision>>,
+) -> Result<HttpResponse, ApiError> {
+    let job = engine.release_outputs(&id, &decider(&body)).await?;
+    Ok(HttpResponse::Ok().json(JobStatus::from(job)))
+}
+
+/// Withhold the held outputs: nothing is published (not the log either), the job fails with
+/// the reason, and the consumer is not charged.
+#[utoipa::path(params(("id" = String, Path)), request_body(content = Decision, description = "optional"), responses(
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/v2/jobs/{id}/withhold")]
+async fn withhold_outputs(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+    body: Option<web::Json<Decision>>,
+) -> Result<HttpResponse, ApiError> {
+    let reason = body
+        .as_ref()
+        .and_then(|d| d.reason.clone())
+        .unwrap_or_default();
+    let job = engine
+        .withhold_outputs(&id, &decider(&body), &reason)
+        .await?;
     Ok(HttpResponse::Ok().json(JobStatus::from(job)))
 }
 

@@ -33,6 +33,8 @@ pub struct ComputePolicy {
     pub allow_network_access: bool,
     /// `privacy.requiresApproval`: each job waits for the publisher's approval.
     pub requires_approval: bool,
+    /// `privacy.reviewOutputs`: outputs are held until the publisher releases them.
+    pub review_outputs: bool,
     /// `image:tag` pairs; empty: any image the publisher's engine has.
     pub supported_containers: Vec<String>,
 }
@@ -91,6 +93,10 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
             .unwrap_or(false),
         requires_approval: privacy
             .get("requiresApproval")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        review_outputs: privacy
+            .get("reviewOutputs")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         supported_containers: containers,

@@ -26,6 +26,8 @@ pub struct DatasetTerms {
     pub allow_network_access: bool,
     /// Each job waits for the publisher's approval (`privacy.requiresApproval`).
     pub requires_approval: bool,
+    /// Outputs are held until the publisher releases them (`privacy.reviewOutputs`).
+    pub review_outputs: bool,
     /// `(image, tag)`.
     pub containers: Vec<(String, String)>,
 }
@@ -102,7 +104,7 @@ pub async fn publish(
                 "attributes": {"main": {
                     "name": format!("compute on {}", d.name), "creator": publisher.address().to_string(), "datePublished": now,
                     "price": d.price.to_string(), "timeout": d.timeout_secs,
-                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval},
+                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval, "reviewOutputs": d.review_outputs},
                     "provider": {"type": "Azure", "environment": {"cluster": {"type": "docker"},
                         "supportedContainers": d.containers.iter().map(|(i, t)| json!({"image": i, "tag": t})).collect::<Vec<_>>(),
                         "supportedServers": []}}}}}));

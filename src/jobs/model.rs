@@ -42,6 +42,15 @@ impl Approval {
     }
 }
 
+/// The publisher's decisions a job waits for, from its dataset's policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// Before anything runs (`privacy.requiresApproval`).
+    pub approval: bool,
+    /// Before the outputs are released (`privacy.reviewOutputs`).
+    pub release: bool,
+}
+
 /// What an unfinished job waits for, in words and machine-readably: the question users of
 /// every compute-to-data service ask most is "why is my job not running?".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,6 +69,8 @@ pub struct Waiting {
 pub enum WaitReason {
     /// The dataset asks for the publisher's approval of each job; it has not been given yet.
     Approval,
+    /// The run ended; its outputs wait for the publisher's review (`privacy.reviewOutputs`).
+    Review,
     /// Queued for a staging slot (`max_staging_jobs`).
     StagingSlot,
     /// Its inputs and algorithm are being put in place.
@@ -349,6 +360,9 @@ pub struct Job {
     pub backend_reason: String,
     /// The publisher's approval, for a job whose dataset asks for one.
     pub approval: Option<Approval>,
+    /// The publisher's release of the outputs (approved: released; rejected: withheld), for
+    /// a job whose dataset reviews outputs.
+    pub release: Option<Approval>,
 }
 
 /// Digests of what was staged, for the receipt.
@@ -362,6 +376,13 @@ pub struct StagedDigests {
 }
 
 impl Job {
+    /// Whether the job's outputs wait for the publisher's release.
+    pub fn release_pending(&self) -> bool {
+        self.release
+            .as_ref()
+            .is_some_and(|r| r.state == ApprovalState::Pending)
+    }
+
     pub fn is_finished(&self) -> bool {
         self.phase.is_terminal()
     }

@@ -66,8 +66,8 @@ impl JobStore {
 
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason, approval)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason, approval, release)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&job.id)
         .bind(&job.owner)
@@ -80,6 +80,7 @@ impl JobStore {
         .bind(&job.backend)
         .bind(&job.backend_reason)
         .bind(job.approval.as_ref().map(|a| serde_json::to_string(a).expect("approval serializes")))
+        .bind(job.release.as_ref().map(|a| serde_json::to_string(a).expect("release serializes")))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -253,6 +254,18 @@ impl JobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records the publisher's release (or withholding) of the outputs, only while pending.
+    pub async fn decide_release(&self, id: &str, release: &Approval) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET release = ? WHERE id = ? AND json_extract(release, '$.state') = 'pending'",
+        )
+        .bind(serde_json::to_string(release).expect("release serializes"))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?")
             .bind(id)
@@ -306,6 +319,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     let settlement: Option<String> = r.try_get("settlement")?;
     let staged: Option<String> = r.try_get("staged")?;
     let approval: Option<String> = r.try_get("approval")?;
+    let release: Option<String> = r.try_get("release")?;
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -345,6 +359,10 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
             .map(|a| serde_json::from_str::<Approval>(&a))
             .transpose()
             .map_err(|e| corrupt("approval", &e))?,
+        release: release
+            .map(|a| serde_json::from_str::<Approval>(&a))
+            .transpose()
+            .map_err(|e| corrupt("release", &e))?,
         results_did: r.try_get("results_did")?,
         backend: r.try_get("backend")?,
         backend_reason: r.try_get("backend_reason")?,

@@ -48,6 +48,10 @@ pub struct Receipt {
     /// so that receipts of jobs without one read as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ReceiptApproval>,
+    /// The publisher's review of the outputs (`approved`: released, `rejected`: withheld),
+    /// for a job whose dataset reviews them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReceiptApproval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

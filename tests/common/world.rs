@@ -89,6 +89,7 @@ impl World {
             trusted_algorithms: vec![],
             allow_network_access: false,
             requires_approval: false,
+            review_outputs: false,
             containers: vec![(image.into(), tag.into())],
         };
         tweak(&mut terms);

@@ -59,7 +59,19 @@ impl Engine {
         };
         let (terms, ids) = crate::authorize::terms_of(record).map_err(StepError::Retry)?;
         let ran = job.exit_code.is_some() || job.outcome == Some(Outcome::TimedOut);
-        let settlement = if ran {
+        // Outputs the publisher withheld (or never released) were not delivered.
+        let withheld = job
+            .release
+            .as_ref()
+            .is_some_and(|r| r.state != crate::jobs::model::ApprovalState::Approved);
+        let settlement = if withheld {
+            Settlement {
+                state: "not_paid".into(),
+                tx: None,
+                compute_tx: None,
+                reason: "the publisher withheld the outputs; the reward stays in escrow and returns to the consumer once the agreement times out".into(),
+            }
+        } else if ran {
             let compute_tx = keeper
                 .fulfill_compute(&terms, &ids)
                 .await

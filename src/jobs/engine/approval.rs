@@ -167,7 +167,7 @@ impl Engine {
     }
 
     /// Like [`Self::agreement_expired`], at most once per [`EXPIRY_CHECK`] per job.
-    async fn agreement_expired_now_and_then(&self, job: &Job) -> bool {
+    pub(super) async fn agreement_expired_now_and_then(&self, job: &Job) -> bool {
         {
             let mut checked = self.approval_checked.lock().unwrap();
             let now = Instant::now();

@@ -13,6 +13,7 @@
 
 mod after_run;
 mod approval;
+mod release;
 pub use approval::AlgorithmReview;
 mod policy;
 mod run_steps;
@@ -32,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::model::{
-    AgreementRecord, Approval, Job, JobRequest, Outcome, Phase, PhaseTimings, new_job_id, now_epoch,
+    AgreementRecord, Approval, Holds, Job, JobRequest, Outcome, Phase, PhaseTimings, new_job_id,
+    now_epoch,
 };
 use super::store::{JobStore, StoreError, Transition};
 use super::workspace;
@@ -150,21 +152,22 @@ impl Engine {
     /// Checks a request completely, then records it: a job that is accepted can run, and a
     /// request that is refused leaves nothing behind.
     pub async fn submit(&self, owner: &str, request: JobRequest) -> Result<Job, EngineError> {
-        self.submit_under(owner, request, None, false).await
+        self.submit_under(owner, request, None, Holds::default())
+            .await
     }
 
     /// Like `submit`, for a job that runs under a Service Agreement (settled when it ends);
-    /// with `requires_approval` nothing of it runs before the publisher approves it.
+    /// `holds` are the publisher's decisions it waits for (approval before it runs, release
+    /// of its outputs after).
     pub async fn submit_under(
         &self,
         owner: &str,
         mut request: JobRequest,
         agreement: Option<AgreementRecord>,
-        requires_approval: bool,
+        holds: Holds,
     ) -> Result<Job, EngineError> {
         self.check(&mut request).await?;
-        let approval = requires_approval.then(Approval::pending);
-        self.record(owner, request, agreement, approval).await
+        self.record(owner, request, agreement, holds).await
     }
 
     /// Runs a finished job again for an audit: the same request, the image pinned to the
@@ -186,7 +189,8 @@ impl Engine {
         self.check(&mut request).await?;
         // ...then pinned to exactly what ran.
         request.image = digest;
-        self.record("operator", request, None, None).await
+        self.record("operator", request, None, Holds::default())
+            .await
     }
 
     async fn record(
@@ -194,7 +198,7 @@ impl Engine {
         owner: &str,
         request: JobRequest,
         agreement: Option<AgreementRecord>,
-        approval: Option<Approval>,
+        holds: Holds,
     ) -> Result<Job, EngineError> {
         let route = self.route(&request);
         let timeout_secs = request
@@ -226,7 +230,8 @@ impl Engine {
             results_did: None,
             backend: route.backend,
             backend_reason: route.reason,
-            approval,
+            approval: holds.approval.then(Approval::pending),
+            release: holds.release.then(Approval::pending),
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);

@@ -17,6 +17,9 @@ pub(super) enum StepError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The job waits for a decision of the publisher's; the scheduler looks again later.
+    #[error("held for the publisher's decision")]
+    Held,
 }
 
 /// What the drive loop does after a step failed.

@@ -13,7 +13,9 @@ use tracing::debug;
 
 use super::Engine;
 use super::policy::StepError;
-use crate::jobs::model::{Job, Outcome, OutputFile, Phase, StagedDigests, now_epoch};
+use crate::jobs::model::{
+    ApprovalState, Job, Outcome, OutputFile, Phase, StagedDigests, now_epoch,
+};
 use crate::jobs::store::Transition;
 use crate::jobs::workspace::{self, PlacedInput, Workspace, place_inputs};
 use crate::proof::digest;
@@ -404,6 +406,13 @@ impl Engine {
         job: &Job,
         started: Instant,
     ) -> Result<(), StepError> {
+        // Outputs already listed and held for the publisher's review: only the decision is
+        // awaited, or acted on (nothing is collected or listed again).
+        if job.release.is_some() && job.timings.filtering_ms.is_some() {
+            return self
+                .after_review(job, job.outputs.clone(), Transition::default())
+                .await;
+        }
         // The run's outputs into the job folder (a remote run sends them back), and the digests
         // of what it fetched itself.
         match self.backend_of(job)?.collect(&job.id).await {
@@ -480,6 +489,22 @@ impl Engine {
         }
         let mut timings = job.timings.clone();
         timings.filtering_ms = Some(started.elapsed().as_millis() as u64);
+        if job.release_pending() {
+            // Held: the listing, with each file's hash for the review, stays on the record.
+            let outputs = self.hashed(job, outputs).await?;
+            // What filtering found (an output over the cap) is kept with it.
+            let held = Transition {
+                outputs: Some(outputs.clone()),
+                timings: Some(timings),
+                outcome: transition.outcome,
+                error: transition.error.clone(),
+                ..Default::default()
+            };
+            self.store
+                .transition(&job.id, Phase::Filtering, held)
+                .await?;
+            return self.after_review(job, outputs, transition).await;
+        }
         transition.outputs = Some(outputs);
         transition.timings = Some(timings);
         self.store
@@ -530,7 +555,13 @@ impl Engine {
             }
         }
         let log = self.log_path(&job.id);
-        if log.exists() {
+        // Under review, the log is published only with the outputs' release.
+        if log.exists()
+            && !job
+                .release
+                .as_ref()
+                .is_some_and(|r| r.state != ApprovalState::Approved)
+        {
             self.results
                 .put_file(&job.id, "logs/algorithm.log", &log)
                 .await

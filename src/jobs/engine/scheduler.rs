@@ -105,6 +105,9 @@ impl Engine {
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let result = self.drive_steps(&id, &cancel, permit).await;
+        // A job held for the publisher is looked at again on the next tick, not at once
+        // (waking the loop for it would spin).
+        let held = matches!(result, Err(StepError::Held));
         self.active.lock().unwrap().remove(&id);
         match result {
             Ok(()) => {
@@ -131,8 +134,11 @@ impl Engine {
                 }
             }
             Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
+            Err(StepError::Held) => {}
         }
-        self.wake.notify_one();
+        if !held {
+            self.wake.notify_one();
+        }
     }
 
     fn retry_later(&self, id: &str, reason: &str) {
@@ -182,6 +188,23 @@ impl Engine {
                             "the job did not start within {} s of its submission (limits.max_wait_secs){}; nothing ran",
                             limits.max_wait_secs,
                             self.last_failure(&job.id)
+                        ),
+                    ));
+                }
+                end - now
+            }
+            Phase::Filtering if job.release_pending() => {
+                // Under review: the publisher has limits.max_wait_secs after the run's bound.
+                let end = job.date_started.unwrap_or(job.date_created)
+                    + job.timeout_secs as f64
+                    + grace
+                    + limits.max_wait_secs as f64;
+                if now > end {
+                    return Err((
+                        Outcome::Failed,
+                        format!(
+                            "the publisher did not review the outputs within {} s (limits.max_wait_secs); nothing was published",
+                            limits.max_wait_secs
                         ),
                     ));
                 }
@@ -281,7 +304,7 @@ impl Engine {
             if job.phase == Phase::Queued {
                 match self.approval_gate(&job).await? {
                     Gate::Open => {}
-                    Gate::Held => return Ok(()),
+                    Gate::Held => return Err(StepError::Held),
                     Gate::Ended => continue,
                 }
             }

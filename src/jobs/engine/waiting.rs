@@ -89,6 +89,16 @@ impl Engine {
                 None,
             );
         }
+        if job.phase == Phase::Filtering
+            && job.release_pending()
+            && job.timings.filtering_ms.is_some()
+        {
+            return waiting(
+                WaitReason::Review,
+                "the run ended; its outputs wait for the publisher's review before they are released".into(),
+                None,
+            );
+        }
         match job.phase {
             Phase::Queued => {
                 let ahead = position.unwrap_or(1) - 1;
