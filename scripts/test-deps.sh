@@ -33,3 +33,9 @@ if ! command -v st >/dev/null 2>&1; then
   pip3 install -q 'schemathesis>=4,<5' || die "pip could not install schemathesis"
   hash -r
 fi
+# eciespy (PyPI) and cryptography: the encrypted results are opened from Python, as a consumer
+# in another language would (tests/encryption.rs).
+if ! python3 -c "import ecies, cryptography" >/dev/null 2>&1; then
+  say "installing eciespy and cryptography from PyPI (encryption interop tests)"
+  pip3 install -q 'eciespy>=0.4,<0.5' cryptography || die "pip could not install eciespy"
+fi

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod jobs;
 pub mod proof;
+pub mod seal;
 pub mod squid;
 pub mod storage;
 pub mod terraform;
