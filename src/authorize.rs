@@ -192,6 +192,36 @@ pub struct Authorized {
     pub review_outputs: bool,
 }
 
+/// The key a job's results are encrypted to, if they are: the dataset may require it
+/// (`encryptResults`), the consumer may ask for it (`output.encrypt`). The key is the one the
+/// consumer gives (`output.publicKey`), else the one that signed the start request.
+fn encryption_key(
+    policy: &ComputePolicy,
+    req: &StartRequest,
+    signed: &str,
+) -> Result<Option<String>, AuthorizeError> {
+    let output = req.output.as_ref();
+    let given = output
+        .and_then(|o| o.get("publicKey"))
+        .and_then(Value::as_str);
+    let asked = output
+        .and_then(|o| o.get("encrypt"))
+        .is_some_and(|v| v.as_bool() == Some(true) || v.as_i64() == Some(1));
+    if !(policy.encrypt_results || asked || given.is_some()) {
+        return Ok(None);
+    }
+    let key = match given {
+        Some(text) => crate::seal::parse_public_key(text)
+            .map_err(|e| AuthorizeError::Invalid(format!("output.publicKey: {e}")))?,
+        None => crate::auth::signature::recover_public_key(
+            signed,
+            req.signature.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| AuthorizeError::BadSignature(e.to_string()))?,
+    };
+    Ok(Some(hex::encode(key)))
+}
+
 /// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
 /// the compute condition once the job itself is known to be acceptable.
 pub async fn authorize_start(
@@ -254,6 +284,7 @@ pub async fn authorize_start(
         )));
     }
     let inputs = dataset_inputs(keeper, &dataset.ddo, &on_chain.did)?;
+    let encrypt_to = encryption_key(&policy, req, &format!("{consumer_text}{agreement_text}"))?;
     let request = JobRequest {
         image,
         entrypoint: container.entrypoint,
@@ -261,6 +292,7 @@ pub async fn authorize_start(
         inputs,
         timeout_seconds: (policy.timeout_secs > 0).then_some(policy.timeout_secs),
         network: policy.allow_network_access,
+        encrypt_to,
     };
     let record = AgreementRecord {
         agreement_id: agreement_id.to_string(),

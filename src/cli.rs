@@ -138,6 +138,9 @@ enum PublishCommand {
         /// Hold each job's outputs until the publisher releases them (`brizo job release`).
         #[arg(long)]
         review_outputs: bool,
+        /// Encrypt every job's results to its consumer (they alone can read them).
+        #[arg(long)]
+        encrypt_results: bool,
         /// A supported image, image:tag (repeatable; none: any the engine has).
         #[arg(long = "container")]
         containers: Vec<String>,
@@ -177,9 +180,12 @@ enum ConsumerCommand {
         container: Option<String>,
         #[arg(long, default_value = "python3 $ALGO")]
         entrypoint: String,
-        /// Save the results here.
+        /// Save the results here (decrypted, when they are encrypted to you).
         #[arg(long)]
         download: Option<PathBuf>,
+        /// Have the results encrypted to your key: only you can read them.
+        #[arg(long)]
+        encrypt: bool,
         #[command(flatten)]
         chain: ChainArgs,
     },
@@ -359,6 +365,9 @@ struct RunArgs {
     /// URL of the algorithm's code.
     #[arg(long)]
     algorithm_url: Option<String>,
+    /// Encrypt the outputs and log to this secp256k1 public key (hex): only its holder reads them.
+    #[arg(long)]
+    encrypt_to: Option<String>,
     /// An input, `URL` or `NAME=URL` (repeatable).
     #[arg(long = "input")]
     inputs: Vec<String>,
@@ -614,6 +623,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
             allow_network,
             requires_approval,
             review_outputs,
+            encrypt_results,
             containers,
             chain,
         } => {
@@ -631,6 +641,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
                 allow_network_access: allow_network,
                 requires_approval,
                 review_outputs,
+                encrypt_results,
                 containers,
             };
             (Asset::Dataset(terms), chain)
@@ -673,6 +684,7 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         container,
         entrypoint,
         download,
+        encrypt,
         chain,
     } = cmd;
     let signer = key_from_env("BRIZO_CONSUMER_KEY")?;
@@ -705,7 +717,13 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --algorithm DID or --rawcode FILE"),
     };
-    let job = consumer.start(terms.agreement_id, &choice).await?;
+    let mut output = serde_json::json!({"publishOutput": 0, "publishAlgorithmLog": 1});
+    if encrypt {
+        output["encrypt"] = serde_json::json!(true);
+    }
+    let job = consumer
+        .start_with(terms.agreement_id, &choice, output)
+        .await?;
     println!("  compute started over the v1 API (signed request): job {job}");
     let mut last = 0;
     let status = loop {
@@ -729,9 +747,25 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    // Results encrypted to this consumer: open the content key with the consumer's key.
+    let key = match status["resultsKeyUrl"].as_str().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let sealed = consumer.download(url, &job).await?;
+            let key = crate::seal::ContentKey::open(&sealed, &consumer.signer.to_bytes().0)?;
+            println!("  results are encrypted to this consumer; decrypting them");
+            Some(key)
+        }
+        None => None,
+    };
+    let opened = |bytes: bytes::Bytes| -> anyhow::Result<Vec<u8>> {
+        match &key {
+            Some(key) => Ok(key.decrypt_bytes(&bytes)?),
+            None => Ok(bytes.to_vec()),
+        }
+    };
     let mut log_text = None;
     if let Some(url) = status["algorithmLogUrl"].as_str().filter(|u| !u.is_empty()) {
-        let log = consumer.download(url, &job).await?;
+        let log = opened(consumer.download(url, &job).await?)?;
         for line in String::from_utf8_lossy(&log).lines() {
             println!("  | {line}");
         }
@@ -762,7 +796,17 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&dest, consumer.download(url, &job).await?)?;
+            match &key {
+                // Decrypted in constant memory, straight from the downloaded ciphertext.
+                Some(key) => {
+                    let sealed = dest.with_extension("sealed");
+                    std::fs::write(&sealed, consumer.download(url, &job).await?)?;
+                    let result = key.decrypt_file(&sealed, &dest);
+                    let _ = std::fs::remove_file(&sealed);
+                    result?;
+                }
+                None => std::fs::write(&dest, consumer.download(url, &job).await?)?,
+            }
             println!("    saved {}", dest.display());
         }
     }
@@ -1042,6 +1086,7 @@ async fn run_job(args: RunArgs) -> anyhow::Result<()> {
         inputs: args.inputs.iter().map(|s| parse_input(s)).collect(),
         timeout_seconds: args.timeout,
         network: false,
+        encrypt_to: args.encrypt_to.clone(),
     };
     let id = client.submit(&request).await?;
     eprintln!("job {id} submitted");

@@ -38,6 +38,7 @@ pub enum SealError {
 }
 
 /// A job's content key: 32 random bytes, never stored in the clear.
+#[derive(Clone)]
 pub struct ContentKey([u8; 32]);
 
 impl ContentKey {
@@ -110,8 +111,24 @@ impl ContentKey {
         result
     }
 
+    /// Decrypts a small ciphertext held in memory (a log).
+    pub fn decrypt_bytes(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut plain = Vec::new();
+        self.decrypt_stream(&mut std::io::Cursor::new(sealed), &mut plain)?;
+        Ok(plain)
+    }
+
     fn decrypt_into(&self, src: &Path, dst: &Path) -> Result<Digest, SealError> {
         let mut input = std::io::BufReader::new(std::fs::File::open(src)?);
+        let mut output = std::io::BufWriter::new(std::fs::File::create(dst)?);
+        self.decrypt_stream(&mut input, &mut output)
+    }
+
+    fn decrypt_stream(
+        &self,
+        input: &mut impl Read,
+        output: &mut impl Write,
+    ) -> Result<Digest, SealError> {
         let mut header = [0u8; MAGIC.len() + NONCE_PREFIX];
         input
             .read_exact(&mut header)
@@ -122,11 +139,11 @@ impl ContentKey {
         let prefix: [u8; NONCE_PREFIX] = header[MAGIC.len()..].try_into().expect("7 bytes");
         let cipher = Aes256Gcm::new(&self.0.into());
         let mut stream = DecryptorBE32::from_aead(cipher, &prefix.into());
-        let mut output = Hashed::new(std::io::BufWriter::new(std::fs::File::create(dst)?));
-        let mut current = read_exact_or_less(&mut input, CHUNK + TAG)?;
+        let mut output = Hashed::new(output);
+        let mut current = read_exact_or_less(input, CHUNK + TAG)?;
         loop {
             let next = if current.len() == CHUNK + TAG {
-                read_exact_or_less(&mut input, CHUNK + TAG)?
+                read_exact_or_less(input, CHUNK + TAG)?
             } else {
                 vec![]
             };

@@ -326,6 +326,7 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
             allow_network_access: false,
             requires_approval: false,
             review_outputs: false,
+            encrypt_results: false,
             containers: vec![(image.into(), tag.into())],
         }),
     )

@@ -570,6 +570,7 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
             allow_network_access: false,
             requires_approval: false,
             review_outputs: false,
+            encrypt_results: false,
             containers: vec![(image.into(), tag.into())],
         }))
         .await;

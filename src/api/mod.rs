@@ -53,6 +53,7 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRes
 /// Routes outside the OpenAPI document (Squid's v1, metrics), as `(method, path template)`.
 const UNDOCUMENTED: &[(&str, &str)] = &[
     ("GET", "/metrics"),
+    ("GET", "/api/v1/brizo/services/compute/results/{job_id}/key"),
     ("GET", "/api/v1/brizo"),
     ("POST", "/api/v1/brizo/services/compute"),
     ("GET", "/api/v1/brizo/services/compute"),
@@ -127,21 +128,30 @@ pub async fn stream_output(
     job: &crate::jobs::Job,
     name: &str,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    use futures::StreamExt;
     if !job.phase.is_terminal() || !job.outputs.iter().any(|o| o.name == name) {
         return Err(ApiError::NotFound(format!(
             "job {} has no published output {name:?}",
             job.id
         )));
     }
+    stream_result(engine, job, &format!("outputs/{name}")).await
+}
+
+/// Streams a file of a finished job's from the results store (`rel` under the job's prefix).
+pub async fn stream_result(
+    engine: &crate::jobs::Engine,
+    job: &crate::jobs::Job,
+    rel: &str,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    use futures::StreamExt;
     let got = engine
         .results
-        .get(&job.id, &format!("outputs/{name}"))
+        .get(&job.id, rel)
         .await
         .map_err(|e| ApiError::Unavailable(format!("{e}; try again")))?
         .ok_or_else(|| {
-            ApiError::Internal(format!(
-                "output {name} of job {} is recorded but missing from the results store",
+            ApiError::NotFound(format!(
+                "{rel} of job {} is not in the results store",
                 job.id
             ))
         })?;

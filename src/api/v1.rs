@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(delete_compute)
         .service(result_output)
         .service(result_log)
+        .service(result_key)
         .service(result_receipt)
         .service(encrypt)
         .service(publish_ddo)
@@ -245,6 +246,8 @@ pub fn status_object(base: &str, job: &Job) -> Value {
         "resultsUrls": results,
         "resultsDid": job.results_did.clone().unwrap_or_default(),
         "receiptUrl": if job.receipt.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/receipt", job.id) } else { String::new() },
+        // Results encrypted to the consumer: their sealed content key (docs/encryption.md).
+        "resultsKeyUrl": if job.sealed.is_some() && !job.removed { format!("{base}{COMPUTE}/results/{}/key", job.id) } else { String::new() },
         "stopreq": stopreq,
         "removed": if job.removed { 1 } else { 0 },
         "outcome": job.outcome.map(|o| o.as_str()),
@@ -360,12 +363,40 @@ async fn result_log(
             job.id
         )));
     }
+    // Encrypted to the consumer: the published ciphertext (the plaintext is not kept).
+    if job.request.encrypt_to.is_some() {
+        if !job.phase.is_terminal() {
+            return Err(ApiError::Conflict(format!(
+                "job {}'s log is encrypted to its consumer and published when the job ends",
+                job.id
+            )));
+        }
+        return super::stream_result(&engine, &job, "logs/algorithm.log").await;
+    }
     let text = tokio::fs::read(engine.log_path(&job.id))
         .await
         .unwrap_or_default();
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))
+}
+
+/// The content key of a job whose results are encrypted, sealed to the consumer (ECIES, as
+/// PyPI eciespy opens it; docs/encryption.md).
+#[get("/api/v1/brizo/services/compute/results/{job_id}/key")]
+async fn result_key(
+    engine: web::Data<Engine>,
+    path: web::Path<String>,
+    q: web::Query<DownloadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let job = consumer_job(&engine, &path, &q).await?;
+    if job.sealed.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "job {} has no encrypted results (yet)",
+            job.id
+        )));
+    }
+    super::stream_result(&engine, &job, "key.ecies").await
 }
 
 #[get("/api/v1/brizo/services/compute/results/{job_id}/receipt")]

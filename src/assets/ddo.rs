@@ -35,6 +35,8 @@ pub struct ComputePolicy {
     pub requires_approval: bool,
     /// `privacy.reviewOutputs`: outputs are held until the publisher releases them.
     pub review_outputs: bool,
+    /// `privacy.encryptResults`: every job's results are encrypted to its consumer.
+    pub encrypt_results: bool,
     /// `image:tag` pairs; empty: any image the publisher's engine has.
     pub supported_containers: Vec<String>,
 }
@@ -97,6 +99,10 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
             .unwrap_or(false),
         review_outputs: privacy
             .get("reviewOutputs")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        encrypt_results: privacy
+            .get("encryptResults")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         supported_containers: containers,

@@ -28,6 +28,8 @@ pub struct DatasetTerms {
     pub requires_approval: bool,
     /// Outputs are held until the publisher releases them (`privacy.reviewOutputs`).
     pub review_outputs: bool,
+    /// Every job's results are encrypted to its consumer (`privacy.encryptResults`).
+    pub encrypt_results: bool,
     /// `(image, tag)`.
     pub containers: Vec<(String, String)>,
 }
@@ -104,7 +106,7 @@ pub async fn publish(
                 "attributes": {"main": {
                     "name": format!("compute on {}", d.name), "creator": publisher.address().to_string(), "datePublished": now,
                     "price": d.price.to_string(), "timeout": d.timeout_secs,
-                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval, "reviewOutputs": d.review_outputs},
+                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval, "reviewOutputs": d.review_outputs, "encryptResults": d.encrypt_results},
                     "provider": {"type": "Azure", "environment": {"cluster": {"type": "docker"},
                         "supportedContainers": d.containers.iter().map(|(i, t)| json!({"image": i, "tag": t})).collect::<Vec<_>>(),
                         "supportedServers": []}}}}}));

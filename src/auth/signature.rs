@@ -31,6 +31,24 @@ pub fn recover(message: &str, signature: &str) -> Result<Address, AuthError> {
         .map_err(|_| AuthError::Malformed)
 }
 
+/// The public key (SEC1, uncompressed) that made a signature `verify` accepted: a signature
+/// recovers the whole key, not only the address, so results can be encrypted to it.
+pub fn recover_public_key(message: &str, signature: &str) -> Result<Vec<u8>, AuthError> {
+    let signature = signature.trim();
+    let (message, sig) = match signature
+        .split_once('-')
+        .filter(|_| signature.matches('-').count() == 1)
+    {
+        Some((sig, ts)) => (format!("{TOKEN_MESSAGE_PREFIX}{ts}"), sig),
+        None => (message.to_string(), signature),
+    };
+    let sig = Signature::from_str(sig).map_err(|_| AuthError::Malformed)?;
+    let key = sig
+        .recover_from_msg(message.as_bytes())
+        .map_err(|_| AuthError::Malformed)?;
+    Ok(key.to_encoded_point(false).as_bytes().to_vec())
+}
+
 /// Checks that `consumer` signed either `message` itself or a valid auth token.
 pub fn verify(
     consumer: Address,

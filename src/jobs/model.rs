@@ -259,6 +259,10 @@ pub struct JobRequest {
     /// `limits.allow_network` is set, the v1 API when the dataset's DDO allows it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub network: bool,
+    /// Encrypt the outputs and the log to this secp256k1 public key (SEC1 hex, 65 bytes
+    /// `04…` or 33 bytes `02…`/`03…`): only its holder can read them (docs/encryption.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypt_to: Option<String>,
 }
 
 /// The Service Agreement a job runs under (v1), as settlement needs it.
@@ -302,8 +306,34 @@ pub struct OutputFile {
     /// Path relative to /data/outputs.
     pub name: String,
     pub size: u64,
-    /// Hex sha256 of the content.
+    /// Hex sha256 of the content (for an encrypted job: of the ciphertext, what anyone can
+    /// check).
     pub sha256: String,
+    /// For an encrypted job: the plaintext's size and sha256, what the consumer checks after
+    /// decrypting.
+    #[serde(rename = "plainSize", default, skip_serializing_if = "Option::is_none")]
+    pub plain_size: Option<u64>,
+    #[serde(
+        rename = "plainSha256",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub plain_sha256: Option<String>,
+}
+
+/// What an encrypted job published besides its outputs: to whom, the sealed key's hash, and
+/// the log's digests (ciphertext and plaintext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sealed {
+    /// The consumer's public key (SEC1, hex) the content key is sealed to.
+    pub recipient: String,
+    /// sha256 of the sealed key (`key.ecies` beside the results).
+    pub key_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::proof::digest::Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_plain: Option<crate::proof::digest::Digest>,
 }
 
 /// Milliseconds spent in each phase, filled as the job moves.
@@ -363,6 +393,8 @@ pub struct Job {
     /// The publisher's release of the outputs (approved: released; rejected: withheld), for
     /// a job whose dataset reviews outputs.
     pub release: Option<Approval>,
+    /// What an encrypted job published (set when it is published).
+    pub sealed: Option<Sealed>,
 }
 
 /// Digests of what was staged, for the receipt.

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::model::{
-    AgreementRecord, Approval, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings,
+    AgreementRecord, Approval, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Sealed,
     Settlement, StagedDigests,
 };
 
@@ -254,6 +254,16 @@ impl JobStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records what an encrypted job published.
+    pub async fn set_sealed(&self, id: &str, sealed: &Sealed) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET sealed = ? WHERE id = ?")
+            .bind(serde_json::to_string(sealed).expect("sealed serializes"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records the publisher's release (or withholding) of the outputs, only while pending.
     pub async fn decide_release(&self, id: &str, release: &Approval) -> Result<bool, StoreError> {
         let done = sqlx::query(
@@ -320,6 +330,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     let staged: Option<String> = r.try_get("staged")?;
     let approval: Option<String> = r.try_get("approval")?;
     let release: Option<String> = r.try_get("release")?;
+    let sealed: Option<String> = r.try_get("sealed")?;
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -363,6 +374,10 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
             .map(|a| serde_json::from_str::<Approval>(&a))
             .transpose()
             .map_err(|e| corrupt("release", &e))?,
+        sealed: sealed
+            .map(|a| serde_json::from_str::<Sealed>(&a))
+            .transpose()
+            .map_err(|e| corrupt("sealed", &e))?,
         results_did: r.try_get("results_did")?,
         backend: r.try_get("backend")?,
         backend_reason: r.try_get("backend_reason")?,

@@ -7,8 +7,8 @@ use alloy::signers::local::PrivateKeySigner;
 
 use super::digest::Digest;
 use super::receipt::{
-    FORMAT, Receipt, ReceiptAlgorithm, ReceiptApproval, ReceiptInput, ReceiptLimits,
-    ReceiptSettlement, rfc3339,
+    FORMAT, Receipt, ReceiptAlgorithm, ReceiptApproval, ReceiptEncryption, ReceiptInput,
+    ReceiptLimits, ReceiptSettlement, rfc3339,
 };
 use crate::chain::keeper::Keeper;
 use crate::config::Config;
@@ -114,6 +114,12 @@ pub fn receipt(
         },
         approval: job.approval.as_ref().map(decision),
         release: job.release.as_ref().map(decision),
+        encryption: job.sealed.as_ref().map(|s| ReceiptEncryption {
+            scheme: "brizo-seal-v1".into(),
+            recipient: s.recipient.clone(),
+            key_sha256: s.key_sha256.clone(),
+            logs_plain: s.log_plain.clone(),
+        }),
     }
 }
 

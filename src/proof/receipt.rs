@@ -52,6 +52,22 @@ pub struct Receipt {
     /// for a job whose dataset reviews them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReceiptApproval>,
+    /// For results encrypted to the consumer: to whom, the sealed key's hash, and the log's
+    /// plaintext digest (`logs` and `outputs[].sha256` are the ciphertexts';
+    /// `outputs[].plainSha256` the plaintexts').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ReceiptEncryption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptEncryption {
+    /// `brizo-seal-v1`: docs/encryption.md.
+    pub scheme: String,
+    /// The consumer's public key (SEC1, hex).
+    pub recipient: String,
+    pub key_sha256: String,
+    pub logs_plain: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -90,6 +90,7 @@ impl World {
             allow_network_access: false,
             requires_approval: false,
             review_outputs: false,
+            encrypt_results: false,
             containers: vec![(image.into(), tag.into())],
         };
         tweak(&mut terms);

@@ -126,7 +126,12 @@ impl Engine {
     /// here are deterministic), and an anchor already holding the hash is not sent again.
     async fn issue_receipt(&self, job: &Job) -> Result<(), StepError> {
         let log = self.log_path(&job.id);
-        let logs = if log.exists() {
+        let logs = if let Some(sealed) = &job.sealed {
+            // Encrypted: the log's ciphertext as published (the plaintext is gone).
+            sealed.log.clone()
+        } else if job.request.encrypt_to.is_some() {
+            None
+        } else if log.exists() {
             Some(
                 digest::path_async(log)
                     .await
@@ -212,6 +217,16 @@ impl Engine {
             .remove()
             .await
             .map_err(|e| StepError::Retry(e.to_string()))?;
+        // An encrypted job's plaintext log goes too: only its ciphertext stays, in the
+        // results store.
+        if job.request.encrypt_to.is_some() {
+            match tokio::fs::remove_file(self.log_path(&job.id)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StepError::Retry(format!("removing the plaintext log: {e}")));
+                }
+                _ => {}
+            }
+        }
         if job.timings.cleanup_ms.is_none() {
             let mut timings = job.timings.clone();
             timings.cleanup_ms = Some(started.elapsed().as_millis() as u64);

@@ -232,6 +232,7 @@ impl Engine {
             backend_reason: route.reason,
             approval: holds.approval.then(Approval::pending),
             release: holds.release.then(Approval::pending),
+            sealed: None,
         };
         self.store.insert(&job).await?;
         metrics::counter!("brizo_jobs_submitted_total").increment(1);
@@ -311,6 +312,10 @@ impl Engine {
                     .map_err(|e| EngineError::Invalid(format!("algorithm.url: {e}")))?;
             }
             _ => return invalid("algorithm needs exactly one of rawcode or url".into()),
+        }
+        if let Some(key) = &r.encrypt_to {
+            crate::seal::parse_public_key(key)
+                .map_err(|e| EngineError::Invalid(format!("encryptTo: {e}")))?;
         }
         if r.timeout_seconds == Some(0) {
             return invalid("timeoutSeconds must be at least 1".into());

@@ -517,55 +517,89 @@ impl Engine {
     /// was actually stored; then the container and the job folder go.
     pub(super) async fn publish(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        // An encrypted job: a fresh content key for this attempt (a retried attempt makes a
+        // new one and overwrites everything), sealed to the consumer beside the results.
+        let sealing = match &job.request.encrypt_to {
+            None => None,
+            Some(recipient) => match crate::seal::parse_public_key(recipient) {
+                Ok(public) => {
+                    let key = crate::seal::ContentKey::random();
+                    let sealed_key = key
+                        .seal(&public)
+                        .map_err(|e| StepError::Retry(format!("sealing the key: {e}")))?;
+                    Some((key, sealed_key, recipient.clone()))
+                }
+                Err(e) => {
+                    return self
+                        .fail_publishing(job, format!("encryptTo: {e}; nothing was published"))
+                        .await;
+                }
+            },
+        };
+        let key = sealing.as_ref().map(|(k, _, _)| k);
         let mut published = Vec::with_capacity(job.outputs.len());
         for output in &job.outputs {
+            let source = ws.outputs().join(&output.name);
             match self
-                .results
-                .put_file(
+                .put_output(
+                    &ws,
                     &job.id,
                     &format!("outputs/{}", output.name),
-                    &ws.outputs().join(&output.name),
+                    &source,
+                    key,
                 )
                 .await
             {
-                Ok((size, sha256)) => published.push(OutputFile {
-                    name: output.name.clone(),
-                    size,
-                    sha256,
-                }),
+                Ok(mut file) => {
+                    file.name = output.name.clone();
+                    published.push(file);
+                }
                 // The algorithm left a file brizo cannot read (its mode, a vanished file): that
                 // does not heal by retrying, so the job ends with the reason.
                 Err(StorageError::Io(e)) => {
                     let reason = format!("output {} could not be read: {e}", output.name);
-                    self.store
-                        .transition(
-                            &job.id,
-                            Phase::Publishing,
-                            Transition {
-                                outcome: Some(Outcome::Failed),
-                                error: Some(reason),
-                                outputs: Some(vec![]),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
-                    return Ok(());
+                    return self.fail_publishing(job, reason).await;
                 }
                 Err(e) => return Err(StepError::Retry(e.to_string())),
             }
         }
         let log = self.log_path(&job.id);
         // Under review, the log is published only with the outputs' release.
+        let mut log_digests = None;
         if log.exists()
             && !job
                 .release
                 .as_ref()
                 .is_some_and(|r| r.state != ApprovalState::Approved)
         {
-            self.results
-                .put_file(&job.id, "logs/algorithm.log", &log)
+            let file = self
+                .put_output(&ws, &job.id, "logs/algorithm.log", &log, key)
                 .await
                 .map_err(|e| StepError::Retry(e.to_string()))?;
+            log_digests = Some(file);
+        }
+        if let Some((_, sealed_key, recipient)) = &sealing {
+            let path = ws.root.join("key.ecies");
+            tokio::fs::write(&path, sealed_key)
+                .await
+                .map_err(|e| StepError::Retry(format!("writing the sealed key: {e}")))?;
+            let (_, key_sha256) = self
+                .results
+                .put_file(&job.id, "key.ecies", &path)
+                .await
+                .map_err(|e| StepError::Retry(e.to_string()))?;
+            let digest = |size, sha256| digest::Digest { size, sha256 };
+            let sealed = crate::jobs::model::Sealed {
+                recipient: recipient.clone(),
+                key_sha256,
+                log: log_digests
+                    .as_ref()
+                    .map(|f| digest(f.size, f.sha256.clone())),
+                log_plain: log_digests
+                    .as_ref()
+                    .and_then(|f| Some(digest(f.plain_size?, f.plain_sha256.clone()?))),
+            };
+            self.store.set_sealed(&job.id, &sealed).await?;
         }
         super::failpoint("brizo::publish", &job.id).await;
         let mut timings = job.timings.clone();
@@ -585,6 +619,63 @@ impl Engine {
             .await?;
         self.record_finish(job, outcome);
         Ok(())
+    }
+
+    /// Ends a job in publishing with `reason`, nothing published.
+    async fn fail_publishing(&self, job: &Job, reason: String) -> Result<(), StepError> {
+        let transition = Transition {
+            outcome: Some(Outcome::Failed),
+            error: Some(reason),
+            outputs: Some(vec![]),
+            ..Default::default()
+        };
+        self.store
+            .transition(&job.id, Phase::Publishing, transition)
+            .await?;
+        Ok(())
+    }
+
+    /// One file into the results store as `rel`, encrypted with `key` when there is one (the
+    /// ciphertext is made in the job's folder and goes with it). The digests are of what was
+    /// stored, and for an encrypted file of the plaintext too.
+    async fn put_output(
+        &self,
+        ws: &Workspace,
+        job_id: &str,
+        rel: &str,
+        source: &std::path::Path,
+        key: Option<&crate::seal::ContentKey>,
+    ) -> Result<OutputFile, StorageError> {
+        let Some(key) = key else {
+            let (size, sha256) = self.results.put_file(job_id, rel, source).await?;
+            return Ok(OutputFile {
+                name: rel.to_string(),
+                size,
+                sha256,
+                plain_size: None,
+                plain_sha256: None,
+            });
+        };
+        let sealed_dir = ws.root.join("sealed");
+        tokio::fs::create_dir_all(&sealed_dir).await?;
+        let target = sealed_dir.join(hex::encode(rel));
+        let (key, from, to) = (key.clone(), source.to_path_buf(), target.clone());
+        let plain = tokio::task::spawn_blocking(move || key.encrypt_file(&from, &to))
+            .await
+            .expect("encryption does not panic")
+            .map_err(|e| match e {
+                crate::seal::SealError::Io(e) => StorageError::Io(e),
+                other => StorageError::Io(std::io::Error::other(other.to_string())),
+            })?;
+        let (size, sha256) = self.results.put_file(job_id, rel, &target).await?;
+        let _ = tokio::fs::remove_file(&target).await;
+        Ok(OutputFile {
+            name: rel.to_string(),
+            size,
+            sha256,
+            plain_size: Some(plain.0.size),
+            plain_sha256: Some(plain.0.sha256),
+        })
     }
 }
 
@@ -666,6 +757,8 @@ fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
             continue;
         };
         out.push(OutputFile {
+            plain_size: None,
+            plain_sha256: None,
             name: rel,
             size: entry.metadata().map_err(std::io::Error::other)?.len(),
             sha256: String::new(),
