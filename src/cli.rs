@@ -141,6 +141,11 @@ enum PublishCommand {
         /// Encrypt every job's results to its consumer (they alone can read them).
         #[arg(long)]
         encrypt_results: bool,
+        /// A file of the dataset's public sample, for trying algorithms before buying
+        /// (repeatable). Declared in the DDO by sha256 and uploaded to the service (needs
+        /// BRIZO_ADMIN_TOKEN).
+        #[arg(long = "sample")]
+        samples: Vec<PathBuf>,
         /// A supported image, image:tag (repeatable; none: any the engine has).
         #[arg(long = "container")]
         containers: Vec<String>,
@@ -189,6 +194,29 @@ enum ConsumerCommand {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// Try an algorithm on the dataset's public sample, on this machine's Docker engine, in the
+    /// same image, layout and isolation as the real job: its log and outputs, before paying.
+    Try(TryArgs),
+}
+
+#[derive(Args)]
+struct TryArgs {
+    #[arg(long)]
+    dataset: String,
+    /// The algorithm's code, as the real job would run it ($ALGO).
+    #[arg(long)]
+    algorithm: PathBuf,
+    /// image:tag (default: the dataset's first supported container).
+    #[arg(long)]
+    container: Option<String>,
+    #[arg(long, default_value = "python3 $ALGO")]
+    entrypoint: String,
+    /// Copy the outputs here.
+    #[arg(long)]
+    download: Option<PathBuf>,
+    /// URL of the brizo service that serves the dataset.
+    #[arg(long, env = "BRIZO_SERVER", default_value = "http://127.0.0.1:8030")]
+    server: String,
 }
 
 #[derive(Subcommand)]
@@ -612,6 +640,7 @@ fn split_image(image: &str) -> (String, String) {
 
 async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
     use crate::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
+    let mut uploads: Vec<(String, Vec<u8>)> = vec![];
     let (asset, chain) = match cmd {
         PublishCommand::Dataset {
             name,
@@ -624,9 +653,31 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
             requires_approval,
             review_outputs,
             encrypt_results,
+            samples,
             containers,
             chain,
         } => {
+            let mut sample = vec![];
+            for path in &samples {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("--sample {}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .context("--sample names no file")?;
+                sample.push((
+                    crate::assets::ddo::SampleFile {
+                        name,
+                        size: bytes.len() as u64,
+                        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    },
+                    bytes,
+                ));
+            }
+            uploads = sample
+                .iter()
+                .map(|(f, b)| (f.name.clone(), b.clone()))
+                .collect();
             let price = alloy::primitives::utils::parse_units(&price, 18)
                 .with_context(|| format!("--price {price:?}"))?
                 .get_absolute();
@@ -642,6 +693,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
                 requires_approval,
                 review_outputs,
                 encrypt_results,
+                sample: sample.into_iter().map(|(f, _)| f).collect(),
                 containers,
             };
             (Asset::Dataset(terms), chain)
@@ -671,12 +723,73 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
         crate::chain::signing_provider(&chain.keeper_url, &hex::encode(publisher.to_bytes()))?;
     let addresses = crate::chain::artifacts::Addresses::load(&chain.artifacts_dir, "development")?;
     let did = publish::publish(&chain.server, &provider, &addresses, &publisher, &asset).await?;
+    if !uploads.is_empty() {
+        let token = std::env::var("BRIZO_ADMIN_TOKEN").context(
+            "uploading the sample needs the service's operator token: set BRIZO_ADMIN_TOKEN",
+        )?;
+        let http = reqwest::Client::new();
+        for (name, bytes) in uploads {
+            http.put(format!(
+                "{}/api/v2/samples/{did}/{name}",
+                chain.server.trim_end_matches('/')
+            ))
+            .bearer_auth(&token)
+            .body(bytes)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("uploading sample file {name}"))?;
+            eprintln!("sample file {name} uploaded");
+        }
+    }
     println!("{did}");
+    Ok(())
+}
+
+async fn try_sample(args: TryArgs) -> anyhow::Result<()> {
+    println!(
+        "trying {} on the sample of {}",
+        args.algorithm.display(),
+        args.dataset
+    );
+    let trial = crate::trial::run(
+        crate::trial::TrialArgs {
+            server: &args.server,
+            dataset: &args.dataset,
+            algorithm: &args.algorithm,
+            container: args.container.as_deref(),
+            entrypoint: &args.entrypoint,
+            keep: args.download.as_deref(),
+        },
+        |line| println!("  | {line}"),
+    )
+    .await?;
+    println!("  image: {}", trial.image);
+    println!("  exit code: {}", trial.exit_code);
+    for o in &trial.outputs {
+        println!(
+            "  output {} ({} bytes, sha256 {})",
+            o.name, o.size, o.sha256
+        );
+    }
+    if let Some(dir) = &args.download {
+        println!("  outputs copied to {}", dir.display());
+    }
+    if trial.exit_code != 0 {
+        anyhow::bail!(
+            "the algorithm exited with code {} on the sample",
+            trial.exit_code
+        );
+    }
     Ok(())
 }
 
 async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
     use crate::squid::{Algorithm, Consumer};
+    let cmd = match cmd {
+        ConsumerCommand::Try(args) => return try_sample(args).await,
+        other => other,
+    };
     let ConsumerCommand::Compute {
         dataset,
         algorithm,
@@ -686,7 +799,10 @@ async fn consumer(cmd: ConsumerCommand) -> anyhow::Result<()> {
         download,
         encrypt,
         chain,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("handled above")
+    };
     let signer = key_from_env("BRIZO_CONSUMER_KEY")?;
     let (provider, _) =
         crate::chain::signing_provider(&chain.keeper_url, &hex::encode(signer.to_bytes()))?;

@@ -91,6 +91,9 @@ pub struct InputsConfig {
     pub dataset_roots: Vec<PathBuf>,
     pub max_input_mb: u64,
     pub max_algorithm_kb: u64,
+    /// Largest file of a dataset's public sample the publisher may upload.
+    #[serde(default = "default_max_sample_kb")]
+    pub max_sample_kb: u64,
     pub allow_private_addresses: bool,
 }
 
@@ -123,6 +126,10 @@ pub struct ChainOverrides {
     pub keeper_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts_dir: Option<PathBuf>,
+}
+
+fn default_max_sample_kb() -> u64 {
+    10 * 1024
 }
 
 impl Config {

@@ -16,3 +16,4 @@ pub mod seal;
 pub mod squid;
 pub mod storage;
 pub mod terraform;
+pub mod trial;

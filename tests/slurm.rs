@@ -327,6 +327,7 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
             requires_approval: false,
             review_outputs: false,
             encrypt_results: false,
+            sample: vec![],
             containers: vec![(image.into(), tag.into())],
         }),
     )

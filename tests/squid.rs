@@ -571,6 +571,7 @@ async fn a_job_that_never_ran_leaves_the_reward_in_escrow() {
             requires_approval: false,
             review_outputs: false,
             encrypt_results: false,
+            sample: vec![],
             containers: vec![(image.into(), tag.into())],
         }))
         .await;

@@ -54,6 +54,7 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRes
 const UNDOCUMENTED: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/v1/brizo/services/compute/results/{job_id}/key"),
+    ("GET", "/api/v1/brizo/samples/{did}/{name}"),
     ("GET", "/api/v1/brizo"),
     ("POST", "/api/v1/brizo/services/compute"),
     ("GET", "/api/v1/brizo/services/compute"),

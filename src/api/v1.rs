@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(result_output)
         .service(result_log)
         .service(result_key)
+        .service(sample_file)
         .service(result_receipt)
         .service(encrypt)
         .service(publish_ddo)
@@ -379,6 +380,25 @@ async fn result_log(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body(text))
+}
+
+/// A file of a dataset's public sample, for anyone to try an algorithm on before buying.
+#[get("/api/v1/brizo/samples/{did}/{name}")]
+async fn sample_file(
+    engine: web::Data<Engine>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (did, name) = path.into_inner();
+    let file =
+        crate::assets::samples::SampleStore::new(&engine.config().data_dir).path(&did, &name)?;
+    match tokio::fs::read(&file).await {
+        Ok(bytes) => Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(bytes)),
+        Err(_) => Err(ApiError::NotFound(format!(
+            "{did} has no sample file {name:?}"
+        ))),
+    }
 }
 
 /// The content key of a job whose results are encrypted, sealed to the consumer (ECIES, as

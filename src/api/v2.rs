@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -24,7 +24,7 @@ pub const OPERATOR: &str = "operator";
 #[derive(OpenApi)]
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
-    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, job_algorithm, approve_job, reject_job, held_outputs, held_output, release_outputs, withhold_outputs, super::health::health),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, job_algorithm, approve_job, reject_job, held_outputs, held_output, release_outputs, withhold_outputs, put_sample, super::health::health),
     components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, Waiting, WaitReason, Approval, ApprovalState, AlgorithmReview, Decision, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -57,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(held_output)
         .service(release_outputs)
         .service(withhold_outputs)
+        .service(put_sample)
         .service(delete_job)
         .service(job_receipt)
         .service(rerun_job)
@@ -507,6 +508,38 @@ async fn withhold_outputs(
         .withhold_outputs(&id, &decider(&body), &reason)
         .await?;
     Ok(HttpResponse::Ok().json(JobStatus::from(job)))
+}
+
+/// Upload a file of a dataset's public sample (declared in its DDO with its sha256): anyone
+/// may then download it (`GET /api/v1/brizo/samples/{did}/{name}`) to try an algorithm before
+/// buying. It is what is uploaded, never derived from the dataset's files.
+#[utoipa::path(params(("did" = String, Path), ("name" = String, Path)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses(
+    (status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, description = "over inputs.max_sample_kb")))]
+#[put("/api/v2/samples/{did}/{name}")]
+async fn put_sample(
+    _: Operator,
+    engine: web::Data<Engine>,
+    path: web::Path<(String, String)>,
+    mut body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use futures::StreamExt;
+    let (did, name) = path.into_inner();
+    let limit = (engine.config().inputs.max_sample_kb * 1024) as usize;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::BadRequest(format!(
+                "the sample file is larger than {} KiB (inputs.max_sample_kb)",
+                limit / 1024
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    crate::assets::samples::SampleStore::new(&engine.config().data_dir)
+        .put(&did, &name, &bytes)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Stop the job if it runs and remove its container, folder, logs and results.

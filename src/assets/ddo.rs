@@ -147,6 +147,24 @@ pub fn container_info(container: &Value) -> Result<AlgorithmInfo, AssetError> {
 }
 
 /// The encrypted file list (hex), where Ocean DDOs keep it.
+/// A file of a dataset's public sample, as its DDO declares it (`attributes.main.sample` of the
+/// compute service): the publisher's own small stand-in for the data, served by the service,
+/// so that a data scientist can try an algorithm before buying.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SampleFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The sample files a dataset declares (none when it declares no sample).
+pub fn sample_files(ddo: &Value) -> Vec<SampleFile> {
+    service(ddo, "compute")
+        .and_then(|s| s.pointer("/attributes/main/sample"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
 pub fn encrypted_files(ddo: &Value) -> Option<&str> {
     service(ddo, "metadata")
         .and_then(|s| s.pointer("/attributes/encryptedFiles"))

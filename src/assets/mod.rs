@@ -6,6 +6,7 @@ pub mod metadata;
 pub mod publish;
 pub mod resolver;
 pub mod results;
+pub mod samples;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {

@@ -30,6 +30,8 @@ pub struct DatasetTerms {
     pub review_outputs: bool,
     /// Every job's results are encrypted to its consumer (`privacy.encryptResults`).
     pub encrypt_results: bool,
+    /// A public sample to try algorithms on before buying (uploaded to the service apart).
+    pub sample: Vec<crate::assets::ddo::SampleFile>,
     /// `(image, tag)`.
     pub containers: Vec<(String, String)>,
 }
@@ -105,7 +107,7 @@ pub async fn publish(
             services.push(json!({"type": "compute", "index": 1, "serviceEndpoint": format!("{service}/api/v1/brizo/services/compute"),
                 "attributes": {"main": {
                     "name": format!("compute on {}", d.name), "creator": publisher.address().to_string(), "datePublished": now,
-                    "price": d.price.to_string(), "timeout": d.timeout_secs,
+                    "price": d.price.to_string(), "timeout": d.timeout_secs, "sample": d.sample,
                     "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval, "reviewOutputs": d.review_outputs, "encryptResults": d.encrypt_results},
                     "provider": {"type": "Azure", "environment": {"cluster": {"type": "docker"},
                         "supportedContainers": d.containers.iter().map(|(i, t)| json!({"image": i, "tag": t})).collect::<Vec<_>>(),

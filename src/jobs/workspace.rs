@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use brizo_backend_core::{JobSpec, Limits, Mount};
 
-use super::model::{InputSource, Job};
+use super::model::{InputSource, JobRequest};
 use crate::config::Config;
 
 pub const VOLUME: &str = "/data";
@@ -134,11 +134,13 @@ fn give_to(dir: &Path, run_as: &str) -> std::io::Result<()> {
 /// (already checked to lie under a dataset root), keyed by their place.
 pub fn build_spec(
     config: &Config,
-    job: &Job,
+    job_id: &str,
+    request: &JobRequest,
+    timeout_secs: u64,
     ws: &Workspace,
     file_inputs: &[(PlacedInput, PathBuf)],
 ) -> Result<JobSpec, String> {
-    let command = command_line(&job.request.entrypoint)?;
+    let command = command_line(&request.entrypoint)?;
     let mut mounts = vec![
         Mount {
             source: ws.inputs(),
@@ -168,7 +170,7 @@ pub fn build_spec(
             read_only: true,
         });
     }
-    let mut names: Vec<String> = place_inputs(&job.request.inputs)
+    let mut names: Vec<String> = place_inputs(&request.inputs)
         .into_iter()
         .map(|p| p.name)
         .collect();
@@ -180,7 +182,7 @@ pub fn build_spec(
         ),
         (
             "TRANSFORMATION_DID".to_string(),
-            job.request.algorithm.did.clone().unwrap_or_default(),
+            request.algorithm.did.clone().unwrap_or_default(),
         ),
         ("VOLUME".to_string(), VOLUME.to_string()),
         ("INPUTS".to_string(), format!("{VOLUME}/inputs")),
@@ -191,15 +193,15 @@ pub fn build_spec(
         ("HOME".to_string(), "/tmp".to_string()),
     ];
     Ok(JobSpec {
-        job_id: job.id.clone(),
-        image: job.request.image.clone(),
+        job_id: job_id.to_string(),
+        image: request.image.clone(),
         command,
         env,
         mounts,
         fetch: vec![],
         working_dir: Some("/tmp".to_string()),
         user: config.limits.user.clone(),
-        network: job.request.network,
+        network: request.network,
         limits: Limits {
             memory_bytes: config.limits.memory_mb << 20,
             cpus: config.limits.cpus,
@@ -207,7 +209,7 @@ pub fn build_spec(
             tmpfs_bytes: config.limits.tmpfs_mb << 20,
             output_bytes: config.outputs.max_output_mb << 20,
         },
-        backstop_secs: Some(job.timeout_secs + BACKSTOP_GRACE_SECS),
+        backstop_secs: Some(timeout_secs + BACKSTOP_GRACE_SECS),
     })
 }
 

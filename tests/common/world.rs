@@ -91,6 +91,7 @@ impl World {
             requires_approval: false,
             review_outputs: false,
             encrypt_results: false,
+            sample: vec![],
             containers: vec![(image.into(), tag.into())],
         };
         tweak(&mut terms);

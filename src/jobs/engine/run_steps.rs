@@ -256,7 +256,16 @@ impl Engine {
         let fetch = self.fetched_inputs(job)?;
         let spec = self
             .file_inputs(job)
-            .and_then(|inputs| workspace::build_spec(&self.config, job, &ws, &inputs))
+            .and_then(|inputs| {
+                workspace::build_spec(
+                    &self.config,
+                    &job.id,
+                    &job.request,
+                    job.timeout_secs,
+                    &ws,
+                    &inputs,
+                )
+            })
             .map(|mut spec| {
                 spec.fetch = fetch;
                 spec
