@@ -48,6 +48,23 @@ async fn consumer_sees(
     }
 }
 
+/// The publisher's CLI (`brizo job ...`) against the service; its stdout, or a panic with
+/// its stderr.
+fn cli(w: &World, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brizo"))
+        .arg("job")
+        .args(args)
+        .args(["--server", &w.svc.base, "--token", common::TOKEN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "brizo job {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn post(w: &World, path: &str, body: Value) -> (u16, Value) {
     let res = w.svc.post(path).json(&body).send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
@@ -106,13 +123,12 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
         consumer.address().to_string().to_lowercase()
     );
 
-    let (status, approved) = post(
-        &w,
-        &format!("/api/v2/jobs/{job}/approve"),
-        json!({"by": "dana"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{approved}");
+    // The same through the CLI, as a publisher does it.
+    let shown = cli(&w, &["review", &job]);
+    assert!(shown.contains(&sha), "{shown}");
+    assert!(shown.contains("sum.txt"), "{shown}");
+    let approved = cli(&w, &["approve", &job, "--by", "dana"]);
+    assert!(approved.contains("approved"), "{approved}");
     let (again, answer) = post(&w, &format!("/api/v2/jobs/{job}/approve"), json!({})).await;
     assert_eq!(again, 409, "{answer}");
     let done = w.wait_finished(&consumer, &terms, &job).await;
@@ -297,13 +313,14 @@ async fn released_outputs_are_published_as_reviewed_and_paid() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(w.svc.job(&job).await["status"], 50);
 
-    let (status, answer) = post(
-        &w,
-        &format!("/api/v2/jobs/{job}/release"),
-        json!({"by": "dana"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let listed_cli = cli(&w, &["held", &job]);
+    assert!(
+        listed_cli.contains(&sha) && listed_cli.contains("sum.txt"),
+        "{listed_cli}"
+    );
+    assert_eq!(cli(&w, &["held", &job, "--show", "sum.txt"]), "12");
+    let released = cli(&w, &["release", &job, "--by", "dana"]);
+    assert!(released.contains("released"), "{released}");
     let done = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(done["settlement"]["state"], "paid", "{done}");
     let record = w.svc.job(&job).await;
@@ -342,13 +359,11 @@ async fn withheld_outputs_are_not_published_and_not_paid() {
         .await
         .unwrap();
     held(&w, &consumer, &terms, &job).await;
-    let (status, answer) = post(
+    let withheld = cli(
         &w,
-        &format!("/api/v2/jobs/{job}/withhold"),
-        json!({"reason": "the sum identifies a person"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+        &["withhold", &job, "--reason", "the sum identifies a person"],
+    );
+    assert!(withheld.contains("withheld"), "{withheld}");
     let done = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(done["outcome"], "failed", "{done}");
     assert!(

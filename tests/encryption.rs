@@ -217,3 +217,67 @@ async fn a_dataset_that_encrypts_results_seals_them_to_the_key_that_signed_the_r
         .unwrap();
     assert_eq!(listed[0]["resultsKeyUrl"], key_url);
 }
+
+/// The consumer's CLI end to end: order, start with `--encrypt`, follow, download: the files
+/// land decrypted, and `brizo proof verify` accepts them against the receipt.
+#[tokio::test]
+async fn the_consumer_cli_asks_for_encryption_and_downloads_decrypted_results() {
+    let w = world().await;
+    let dataset = w.dataset(|_| {}).await;
+    let algorithm = w.algorithm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let brizo = env!("CARGO_BIN_EXE_brizo");
+    let out = Command::new(brizo)
+        .args([
+            "consumer",
+            "compute",
+            "--dataset",
+            &dataset,
+            "--algorithm",
+            &algorithm,
+        ])
+        .args([
+            "--encrypt",
+            "--server",
+            &w.svc.base,
+            "--keeper-url",
+            &w.chain.url,
+        ])
+        .arg("--artifacts-dir")
+        .arg(w.dir.path().join("artifacts"))
+        .arg("--download")
+        .arg(dir.path())
+        .env("BRIZO_CONSUMER_KEY", brizo::chain::dev::DEV_KEYS[3])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("encrypted to this consumer"), "{stdout}");
+    assert!(stdout.contains("| sum 12"), "the log, decrypted: {stdout}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("outputs/sum.txt")).unwrap(),
+        "12"
+    );
+    let verified = Command::new(brizo)
+        .args(["proof", "verify"])
+        .arg(dir.path().join("receipt.json"))
+        .arg("--outputs")
+        .arg(dir.path().join("outputs"))
+        .arg("--logs")
+        .arg(dir.path().join("algorithm.log"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let receipt: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("receipt.json")).unwrap()).unwrap();
+    assert_eq!(receipt["receipt"]["encryption"]["scheme"], "brizo-seal-v1");
+}
