@@ -39,3 +39,6 @@ if ! python3 -c "import ecies, cryptography" >/dev/null 2>&1; then
   say "installing eciespy and cryptography from PyPI (encryption interop tests)"
   pip3 install -q 'eciespy>=0.4,<0.5' cryptography || die "pip could not install eciespy"
 fi
+# Headless Chromium and its WebDriver, Debian's, for the dashboard's browser tests
+# (tests/dashboard.rs).
+apt_install chromium chromium-driver

@@ -88,6 +88,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(crate::api::health::configure)
             .configure(crate::api::v2::configure)
             .configure(crate::api::v1::configure)
+            .configure(crate::api::ui::configure)
             .default_service(web::to(crate::api::not_found))
     })
     .bind(config.bind)

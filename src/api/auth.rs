@@ -38,7 +38,7 @@ impl FromRequest for Operator {
 }
 
 /// Compares without an early exit, so response times do not leak the token's prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod ui;
 pub mod v1;
 pub mod v2;
 

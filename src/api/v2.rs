@@ -245,7 +245,7 @@ async fn job_logs(
 }
 
 /// Tails the log file until the job has left the running phase and the file is drained.
-fn follow_log(
+pub(crate) fn follow_log(
     engine: std::sync::Arc<Engine>,
     id: String,
     path: std::path::PathBuf,

@@ -50,6 +50,19 @@ impl MetadataStore {
         Ok(did)
     }
 
+    /// Every DDO in the store, newest first (at most `limit`).
+    pub async fn list(&self, limit: i64) -> Result<Vec<Value>, AssetError> {
+        let rows = sqlx::query("SELECT ddo FROM ddos ORDER BY updated DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| sqlx::Row::try_get::<String, _>(r, "ddo").ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect())
+    }
+
     pub async fn get(&self, did: &str) -> Result<Option<Value>, AssetError> {
         let Some(id) = did::parse(did) else {
             return Ok(None);

@@ -161,6 +161,23 @@ impl Phase {
         )
     }
 
+    /// The phase a metric label names.
+    pub fn from_name(name: &str) -> Option<Phase> {
+        [
+            Phase::Queued,
+            Phase::Staging,
+            Phase::Provisioned,
+            Phase::Running,
+            Phase::Filtering,
+            Phase::Publishing,
+            Phase::Finished,
+            Phase::DataProvisioningFailed,
+            Phase::AlgorithmProvisioningFailed,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
+
     /// Metric label.
     pub fn name(self) -> &'static str {
         match self {

@@ -30,6 +30,17 @@ pub struct JobStore {
     pool: SqlitePool,
 }
 
+/// What the dashboard filters jobs by; `None`: any.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<i64>,
+    pub outcome: Option<String>,
+    pub backend: Option<String>,
+    pub owner: Option<String>,
+    pub before: Option<f64>,
+    pub limit: i64,
+}
+
 /// The fields a phase change writes.
 #[derive(Debug, Default)]
 pub struct Transition {
@@ -252,6 +263,77 @@ impl JobStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// One page of jobs, newest first, for the dashboard: those matching every filter given,
+    /// created before `before` (the last one of the previous page).
+    pub async fn page(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE removed = 0
+               AND (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR outcome = ?2)
+               AND (?3 IS NULL OR backend = ?3) AND (?4 IS NULL OR owner = ?4)
+               AND (?5 IS NULL OR date_created < ?5)
+             ORDER BY date_created DESC LIMIT ?6",
+        )
+        .bind(f.status)
+        .bind(&f.outcome)
+        .bind(&f.backend)
+        .bind(&f.owner)
+        .bind(f.before)
+        .bind(f.limit.clamp(1, 500))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Changes whenever any job does (a cheap look for live views).
+    pub async fn fingerprint(&self) -> Result<String, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(status), 0) AS s, COALESCE(MAX(date_created), 0) AS c,
+                    COALESCE(MAX(date_finished), 0) AS f, COALESCE(SUM(stop_requested + removed), 0) AS r,
+                    COALESCE(SUM(LENGTH(COALESCE(approval, '')) + LENGTH(COALESCE(release, ''))), 0) AS d
+             FROM jobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(format!(
+            "{}-{}-{}-{}-{}-{}",
+            row.try_get::<i64, _>("n")?,
+            row.try_get::<i64, _>("s")?,
+            row.try_get::<f64, _>("c")?,
+            row.try_get::<f64, _>("f")?,
+            row.try_get::<i64, _>("r")?,
+            row.try_get::<i64, _>("d")?
+        ))
+    }
+
+    /// Jobs finished since `since`, by hour and outcome; and the timings of the last `recent`
+    /// finished jobs.
+    pub async fn finished_since(&self, since: f64) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT CAST(date_finished / 3600 AS INTEGER) AS hour, COALESCE(outcome, 'failed') AS outcome, COUNT(*) AS n
+             FROM jobs WHERE date_finished >= ? GROUP BY hour, outcome ORDER BY hour",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("hour")?, r.try_get("outcome")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    pub async fn recent_timings(&self, recent: i64) -> Result<Vec<PhaseTimings>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT timings FROM jobs WHERE date_finished IS NOT NULL ORDER BY date_finished DESC LIMIT ?",
+        )
+        .bind(recent)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("timings").ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect())
     }
 
     /// Records what an encrypted job published.

@@ -371,6 +371,35 @@ impl Engine {
         Ok(self.store.by_agreement(owner, agreement_id).await?)
     }
 
+    /// One page of jobs for the dashboard.
+    pub async fn page(
+        &self,
+        filter: &crate::jobs::store::JobFilter,
+    ) -> Result<Vec<Job>, EngineError> {
+        Ok(self.store.page(filter).await?)
+    }
+
+    /// Changes whenever any job does.
+    pub async fn fingerprint(&self) -> Result<String, EngineError> {
+        Ok(self.store.fingerprint().await?)
+    }
+
+    /// Jobs finished per hour and outcome since `since`, and recent phase timings.
+    pub async fn stats(
+        &self,
+        since: f64,
+    ) -> Result<(Vec<(i64, String, i64)>, Vec<PhaseTimings>), EngineError> {
+        Ok((
+            self.store.finished_since(since).await?,
+            self.store.recent_timings(200).await?,
+        ))
+    }
+
+    /// Unfinished jobs (the dashboard counts them per backend).
+    pub async fn unfinished(&self) -> Result<Vec<Job>, EngineError> {
+        Ok(self.store.unfinished().await?)
+    }
+
     /// Whether the job store answers.
     pub async fn ping_store(&self) -> Result<(), EngineError> {
         Ok(self.store.ping().await?)
