@@ -230,13 +230,13 @@ impl Batch {
         url: &reqwest::Url,
         content_length: &str,
         content_type: &str,
-        ocp_date: &str,
+        ocp_headers: &[(&str, &str)],
     ) -> String {
         let to_sign = string_to_sign(
             method.as_str(),
             content_length,
             content_type,
-            &[("ocp-date", ocp_date)],
+            ocp_headers,
             &self.account,
             url.path(),
             &url.query_pairs()
@@ -265,16 +265,18 @@ impl Batch {
             None if method == reqwest::Method::POST => ("0".to_string(), ""),
             None => (String::new(), ""),
         };
-        let mut request = self
-            .http
-            .request(method.clone(), url.clone())
-            .header("ocp-date", &date)
-            .header(
-                "Authorization",
-                self.authorization(&method, &url, &length, kind, &date),
-            );
-        if let Some((start, end)) = range {
-            request = request.header("ocp-range", format!("bytes={start}-{end}"));
+        // Every `ocp-*` header is signed.
+        let range = range.map(|(start, end)| format!("bytes={start}-{end}"));
+        let mut ocp = vec![("ocp-date", date.as_str())];
+        if let Some(range) = &range {
+            ocp.push(("ocp-range", range.as_str()));
+        }
+        let mut request = self.http.request(method.clone(), url.clone()).header(
+            "Authorization",
+            self.authorization(&method, &url, &length, kind, &ocp),
+        );
+        for (name, value) in &ocp {
+            request = request.header(*name, *value);
         }
         if !kind.is_empty() {
             request = request.header("Content-Type", kind);

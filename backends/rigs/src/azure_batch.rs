@@ -56,6 +56,8 @@ struct State {
     jobs: Mutex<HashMap<String, Job>>,
     operations: Mutex<Vec<String>>,
     violations: Mutex<Vec<String>>,
+    /// The id of every Task_Add body that passed the checks, accepted or not.
+    task_adds: Mutex<Vec<String>>,
 }
 
 struct Job {
@@ -101,6 +103,7 @@ impl BatchStandin {
             jobs: Mutex::new(HashMap::new()),
             operations: Mutex::new(vec![]),
             violations: Mutex::new(vec![]),
+            task_adds: Mutex::new(vec![]),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the stand-in: {e}"))?;
@@ -164,6 +167,17 @@ impl BatchStandin {
     /// Every request as `METHOD /path`, in order.
     pub fn operations(&self) -> Vec<String> {
         self.state.operations.lock().unwrap().clone()
+    }
+
+    /// How many times a task of this id was asked for (Task_Add), accepted or not.
+    pub fn task_adds(&self, task_id: &str) -> usize {
+        self.state
+            .task_adds
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.eq_ignore_ascii_case(task_id))
+            .count()
     }
 
     /// The body a task was added with, as the client sent it.
@@ -372,21 +386,22 @@ impl State {
         req: &HttpRequest,
         body: &[u8],
         definition: &str,
-    ) -> Result<Value, HttpResponse> {
+    ) -> Result<Value, Box<HttpResponse>> {
         let kind = req
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !kind.starts_with("application/json") {
-            return Err(self.refuse(
+            return Err(Box::new(self.refuse(
                 400,
                 "InvalidHeaderValue",
                 &format!("Content-Type {kind:?} is not application/json"),
-            ));
+            )));
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| self.refuse(400, "InvalidRequestBody", &format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            Box::new(self.refuse(400, "InvalidRequestBody", &format!("not JSON: {e}")))
+        })?;
         let mut errors = vec![];
         validate(
             &self.definitions,
@@ -396,11 +411,11 @@ impl State {
             &mut errors,
         );
         if !errors.is_empty() {
-            return Err(self.refuse(
+            return Err(Box::new(self.refuse(
                 400,
                 "InvalidRequestBody",
                 &format!("not a valid {definition}: {}", errors.join("; ")),
-            ));
+            )));
         }
         Ok(value)
     }
@@ -408,7 +423,7 @@ impl State {
     fn add_job(&self, req: &HttpRequest, body: &[u8]) -> HttpResponse {
         let job = match self.body(req, body, "JobAddParameter") {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let id = job["id"].as_str().unwrap_or_default().to_string();
         if let Err(why) = check_id(&id) {
@@ -464,9 +479,10 @@ impl State {
     fn add_task(self: &Arc<Self>, req: &HttpRequest, job_id: &str, body: &[u8]) -> HttpResponse {
         let task = match self.body(req, body, "TaskAddParameter") {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let id = task["id"].as_str().unwrap_or_default().to_string();
+        self.task_adds.lock().unwrap().push(id.clone());
         if let Err(why) = check_id(&id) {
             return self.refuse(400, "InvalidPropertyValue", &format!("task id: {why}"));
         }
@@ -521,25 +537,31 @@ impl State {
             .finish()
     }
 
-    fn task(&self, job_id: &str, task_id: &str) -> Result<Arc<Mutex<Task>>, HttpResponse> {
+    fn task(&self, job_id: &str, task_id: &str) -> Result<Arc<Mutex<Task>>, Box<HttpResponse>> {
         let jobs = self.jobs.lock().unwrap();
         let Some(job) = jobs.get(&job_id.to_lowercase()) else {
-            return Err(error(
+            return Err(Box::new(error(
                 404,
                 "JobNotFound",
                 "The specified job does not exist.",
-            ));
+            )));
         };
         job.tasks
             .get(&task_id.to_lowercase())
             .cloned()
-            .ok_or_else(|| error(404, "TaskNotFound", "The specified task does not exist."))
+            .ok_or_else(|| {
+                Box::new(error(
+                    404,
+                    "TaskNotFound",
+                    "The specified task does not exist.",
+                ))
+            })
     }
 
     fn get_task(&self, job_id: &str, task_id: &str) -> HttpResponse {
         let task = match self.task(job_id, task_id) {
             Ok(t) => t,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let t = task.lock().unwrap();
         let mut out = t.body.clone();
@@ -577,7 +599,7 @@ impl State {
     fn terminate(&self, job_id: &str, task_id: &str) -> HttpResponse {
         let task = match self.task(job_id, task_id) {
             Ok(t) => t,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let mut t = task.lock().unwrap();
         if t.state == "completed" {
@@ -605,7 +627,7 @@ impl State {
     ) -> HttpResponse {
         let task = match self.task(job_id, task_id) {
             Ok(t) => t,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let path = {
             let t = task.lock().unwrap();
@@ -628,7 +650,8 @@ impl State {
             .insert_header(("ocp-batch-file-url", req.path().to_string()))
             .insert_header(("Content-Type", "application/octet-stream"));
         if head {
-            return response.no_chunking(size).finish();
+            // The server sends the headers of the whole file (its Content-Length), no body.
+            return response.body(bytes);
         }
         let range = req
             .headers()
@@ -955,15 +978,11 @@ pub fn validate(
                 errors.push(format!("{at}: {n} does not fit an int32"));
             }
         }
-        "number" => {
-            if !value.is_number() {
-                errors.push(format!("{at}: expected a number, got {value}"));
-            }
+        "number" if !value.is_number() => {
+            errors.push(format!("{at}: expected a number, got {value}"));
         }
-        "boolean" => {
-            if !value.is_boolean() {
-                errors.push(format!("{at}: expected a boolean, got {value}"));
-            }
+        "boolean" if !value.is_boolean() => {
+            errors.push(format!("{at}: expected a boolean, got {value}"));
         }
         _ => {}
     }
