@@ -201,14 +201,9 @@ impl AzureBatch {
             "--cap-drop".into(),
             "ALL".into(),
         ];
-        for cap in [
-            "CHOWN",
-            "DAC_OVERRIDE",
-            "FOWNER",
-            "SETUID",
-            "SETGID",
-            "KILL",
-        ] {
+        // The runner needs these to place read-only inputs (CHOWN), to become the job's uid
+        // (SETUID, SETGID) and to end what the job left (KILL); it gives them up with root.
+        for cap in ["CHOWN", "SETUID", "SETGID", "KILL"] {
             options.extend(["--cap-add".into(), cap.into()]);
         }
         options.extend([
