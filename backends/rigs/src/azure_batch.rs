@@ -159,6 +159,21 @@ impl BatchStandin {
         })
     }
 
+    /// Adds a Batch job on [`POOL`] directly (for scripts; clients use Job_Add).
+    pub fn add_job(&self, id: &str) {
+        self.state
+            .jobs
+            .lock()
+            .unwrap()
+            .entry(id.to_lowercase())
+            .or_insert_with(|| Job {
+                id: id.to_string(),
+                pool_id: POOL.to_string(),
+                created: now(),
+                tasks: HashMap::new(),
+            });
+    }
+
     /// Requests refused for not being what the specification defines, in words.
     pub fn violations(&self) -> Vec<String> {
         self.state.violations.lock().unwrap().clone()

@@ -17,7 +17,8 @@ pub const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 pub struct Azurite {
-    child: Child,
+    /// `None` for an Azurite this process did not start ([`Azurite::attach`]).
+    child: Option<Child>,
     pub port: u16,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -47,7 +48,7 @@ impl Azurite {
             .spawn()
             .map_err(|e| format!("starting Azurite: {e}"))?;
         let azurite = Azurite {
-            child,
+            child: Some(child),
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
@@ -59,6 +60,15 @@ impl Azurite {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(azurite)
+    }
+
+    /// An Azurite already listening on `port` (started by a script); never stopped from here.
+    pub fn attach(port: u16) -> Azurite {
+        Azurite {
+            child: None,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     /// The account's blob endpoint, as the backend's `blob_endpoint` takes it.
@@ -224,9 +234,9 @@ fn dechunk(mut s: &str) -> String {
 
 impl Drop for Azurite {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
     }
 }
