@@ -13,7 +13,8 @@
 //! those the runner needs to place files and give up root); `maxWallClockTime` is the backstop
 //! and `maxTaskRetryCount` 0 (a failed run is the service's to judge). The task id is derived
 //! from the brizo job id and the service's scope, so a restarted service finds its task again;
-//! its stdout.txt and stderr.txt are the log; TerminateTask stops it.
+//! its stdout.txt and stderr.txt are the log; TerminateTask stops it; removing a job deletes its
+//! task.
 //!
 //! Network: Batch gives no per-container "no network", and the runner needs Blob. The
 //! algorithm's reach is the pool's: the Terraform module puts it in a subnet whose only way out
@@ -403,6 +404,11 @@ impl RemoteEngine for AzureBatch {
 
     async fn cancel(&self, run_id: &str) -> Result<(), BackendError> {
         self.batch.terminate_task(&self.config.job_id, run_id).await
+    }
+
+    /// Task_Delete: the task record and its folder on the node go with the job.
+    async fn forget(&self, run_id: &str) -> Result<(), BackendError> {
+        self.batch.delete_task(&self.config.job_id, run_id).await
     }
 
     /// stdout.txt, then stderr.txt; the cursor is both offsets (`out:err`).

@@ -1,5 +1,5 @@
 //! A small typed client of the Azure Batch data-plane REST API: jobs (add, get), tasks (add,
-//! get, terminate) and task files (stdout.txt, stderr.txt) for logs. There is no official Rust
+//! get, terminate, delete) and task files (stdout.txt, stderr.txt) for logs. There is no official Rust
 //! crate for Batch; the shapes here follow the official specification
 //! (Azure/azure-rest-api-specs, `specification/batch/data-plane/Microsoft.Batch/stable/`
 //! [`API_VERSION`]`/BatchService.json`), and the tests check every request body against it.
@@ -419,6 +419,25 @@ impl Batch {
             Ok(_) => Ok(()),
             // TaskCompleted (already ended), TaskNotFound.
             Err(r) if r.status == 409 || r.status == 404 => Ok(()),
+            Err(r) => Err(r.into_error(&what)),
+        }
+    }
+
+    /// Deletes the task (and its files on the node); not an error when it is gone.
+    pub async fn delete_task(&self, job_id: &str, task_id: &str) -> Result<(), BackendError> {
+        let what = format!("deleting task {task_id} of job {job_id}");
+        match self
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/jobs/{}/tasks/{}", segment(job_id), segment(task_id)),
+                None,
+                None,
+                &what,
+            )
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(r) if r.status == 404 => Ok(()),
             Err(r) => Err(r.into_error(&what)),
         }
     }

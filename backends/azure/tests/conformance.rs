@@ -202,6 +202,10 @@ async fn tasks_are_added_as_the_specification_defines_with_the_limits_mapped() {
     );
     b.remove(&s.job_id).await.unwrap();
     assert!(
+        rig.batch.task_body(BATCH_JOB, &run.run_id).is_none(),
+        "remove left the task in the Batch job"
+    );
+    assert!(
         rig.batch.violations().is_empty(),
         "requests the specification refuses: {:?}",
         rig.batch.violations()
@@ -313,6 +317,31 @@ async fn outputs_over_the_cap_are_not_sent_back() {
     let _ = b.collect(&s.job_id).await;
     assert!(!output.path().join("big.bin").exists());
     b.remove(&s.job_id).await.unwrap();
+}
+
+/// Batch throttling (429) is a transient error (the engine retries it), and the retry succeeds.
+/// On a stand-in of its own: throttling the shared one would fail the other tests.
+#[tokio::test]
+async fn throttling_is_transient() {
+    let rig = rig().await;
+    let own =
+        tokio::task::spawn_blocking(|| BatchStandin::start().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap();
+    let mut c = config(rig);
+    c.batch_url = own.url.clone();
+    let b = brizo_backend_azure::connect(c, "conformance", "throttled").unwrap();
+    own.add_job(BATCH_JOB);
+    b.ping().await.unwrap();
+    own.throttle(1);
+    match b.ping().await {
+        Err(e) => {
+            assert_eq!(e.class(), brizo_backend_core::ErrorClass::Transient, "{e}");
+            assert!(e.to_string().contains("429"), "{e}");
+        }
+        Ok(()) => panic!("a throttled request passed"),
+    }
+    b.ping().await.unwrap();
 }
 
 /// A Batch job that does not exist makes the backend unavailable (a transient error), with

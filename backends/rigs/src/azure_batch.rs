@@ -1,7 +1,7 @@
 //! A STAND-IN for the Azure Batch service, for tests, the benchmark and `make try-azure`: Azure
 //! Batch has no emulator. It is test code, not Azure: it speaks the data-plane REST API as the
 //! official specification defines it (API version [`API_VERSION`]) for the operations brizo
-//! uses (Job_Add, Job_Get, Task_Add, Task_Get, Task_Terminate, File_GetFromTask,
+//! uses (Job_Add, Job_Get, Task_Add, Task_Get, Task_Terminate, Task_Delete, File_GetFromTask,
 //! File_GetPropertiesFromTask), and runs each task's command line as a container on the local
 //! Docker engine, the way moto does for AWS Batch.
 //!
@@ -58,6 +58,8 @@ struct State {
     violations: Mutex<Vec<String>>,
     /// The id of every Task_Add body that passed the checks, accepted or not.
     task_adds: Mutex<Vec<String>>,
+    /// Requests still to answer with 429 TooManyRequests, as a throttled account does.
+    throttle: std::sync::atomic::AtomicUsize,
 }
 
 struct Job {
@@ -104,6 +106,7 @@ impl BatchStandin {
             operations: Mutex::new(vec![]),
             violations: Mutex::new(vec![]),
             task_adds: Mutex::new(vec![]),
+            throttle: std::sync::atomic::AtomicUsize::new(0),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the stand-in: {e}"))?;
@@ -182,6 +185,13 @@ impl BatchStandin {
     /// Every request as `METHOD /path`, in order.
     pub fn operations(&self) -> Vec<String> {
         self.state.operations.lock().unwrap().clone()
+    }
+
+    /// Answers the next `n` requests with 429 TooManyRequests (after checking them).
+    pub fn throttle(&self, n: usize) {
+        self.state
+            .throttle
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many times a task of this id was asked for (Task_Add), accepted or not.
@@ -287,6 +297,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
     if let Err(why) = state.authenticate(&req, &query) {
         return state.refuse(403, "AuthenticationFailed", &why);
     }
+    if state
+        .throttle
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok()
+    {
+        return HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"code": "TooManyRequests",
+                "message": {"lang": "en-US", "value": "The account is throttled."}}));
+    }
     let parts: Vec<String> = req
         .path()
         .trim_matches('/')
@@ -301,6 +325,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
         ("POST", ["jobs", job, "tasks"]) => state.add_task(&req, job, &body),
         ("GET", ["jobs", job, "tasks", task]) => state.get_task(job, task),
         ("POST", ["jobs", job, "tasks", task, "terminate"]) => state.terminate(job, task),
+        ("DELETE", ["jobs", job, "tasks", task]) => state.delete_task(job, task),
         ("GET" | "HEAD", ["jobs", job, "tasks", task, "files", file]) => {
             state.file(&req, method == "HEAD", job, task, file)
         }
@@ -630,6 +655,19 @@ impl State {
             finish(&mut t, None, Some(ended_by_user()));
         }
         HttpResponse::NoContent().finish()
+    }
+
+    fn delete_task(&self, job_id: &str, task_id: &str) -> HttpResponse {
+        let mut jobs = self.jobs.lock().unwrap();
+        let Some(job) = jobs.get_mut(&job_id.to_lowercase()) else {
+            return error(404, "JobNotFound", "The specified job does not exist.");
+        };
+        let Some(task) = job.tasks.remove(&task_id.to_lowercase()) else {
+            return error(404, "TaskNotFound", "The specified task does not exist.");
+        };
+        // A running task is terminated first (its thread kills and removes the container).
+        task.lock().unwrap().terminate = true;
+        HttpResponse::Ok().finish()
     }
 
     fn file(
