@@ -7,7 +7,7 @@
 //!
 //! What it checks of every request, so that the client is right against Azure and not only
 //! against this server: the `api-version`, a valid Shared Key signature, and each request body
-//! against the specification's schemas (`fixtures/azure-batch/`, a copy of the relevant
+//! (and its own CloudTask answers) against the specification's schemas (`fixtures/azure-batch/`, a copy of the relevant
 //! definitions of `BatchService.json` with its source and commit): required properties, types,
 //! formats (durations), enums, and no property the specification does not define. A request
 //! that fails is refused with 400, as Batch would, and kept in [`BatchStandin::violations`].
@@ -633,6 +633,21 @@ impl State {
         if t.start.is_some() {
             out["nodeInfo"] = json!({"poolId": POOL, "nodeId": "standin-node-0"});
         }
+        // The stand-in holds itself to the specification too: an answer outside CloudTask
+        // (OData annotations aside) is a violation the tests see.
+        let mut checked = out.clone();
+        if let Some(o) = checked.as_object_mut() {
+            o.retain(|k, _| !k.starts_with("odata."));
+        }
+        let mut errors = vec![];
+        validate(
+            &self.definitions,
+            &json!({"$ref": "#/definitions/CloudTask"}),
+            &checked,
+            "CloudTask (the stand-in's answer)",
+            &mut errors,
+        );
+        self.violations.lock().unwrap().extend(errors);
         HttpResponse::Ok().json(out)
     }
 
@@ -1152,6 +1167,36 @@ mod tests {
         let mut baddur = good;
         baddur["constraints"]["maxWallClockTime"] = json!("60s");
         assert!(!check(baddur).is_empty());
+    }
+
+    #[test]
+    fn task_answers_are_checked_against_cloud_task() {
+        let spec: Value = serde_json::from_str(SPEC).unwrap();
+        let check = |body: &Value| {
+            let mut errors = vec![];
+            validate(
+                &spec["definitions"],
+                &json!({"$ref": "#/definitions/CloudTask"}),
+                body,
+                "task",
+                &mut errors,
+            );
+            errors
+        };
+        let task = json!({"id": "t1", "state": "completed", "commandLine": "/bin/true",
+            "executionInfo": {"retryCount": 0, "requeueCount": 0, "exitCode": 0, "result": "success",
+                "startTime": "2026-12-01T12:00:00Z", "endTime": "2026-12-01T12:00:01Z"},
+            "nodeInfo": {"poolId": "p", "nodeId": "n"}});
+        assert_eq!(check(&task), Vec::<String>::new());
+        let mut wrong = task.clone();
+        wrong["executionInfo"]["exitcode"] = json!(0);
+        assert!(check(&wrong)[0].contains("exitcode"));
+        let mut missing = task;
+        missing["executionInfo"]
+            .as_object_mut()
+            .unwrap()
+            .remove("requeueCount");
+        assert!(check(&missing)[0].contains("requeueCount"));
     }
 
     #[test]
