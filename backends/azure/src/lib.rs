@@ -84,6 +84,9 @@ pub struct AzureBatchConfig {
     pub poll_ms: u64,
 }
 
+/// The most one read of a task file asks for.
+const LOG_READ_BYTES: u64 = 4 << 20;
+
 fn default_key_env() -> String {
     "AZURE_BATCH_ACCESS_KEY".into()
 }
@@ -286,9 +289,11 @@ impl AzureBatch {
         if size <= offset {
             return Ok((Bytes::new(), offset));
         }
+        // At most a few MiB per read: a long log comes in pieces, never whole in memory.
+        let end = (size - 1).min(offset + LOG_READ_BYTES - 1);
         let bytes = self
             .batch
-            .task_file_range(job, task_id, name, offset, size - 1)
+            .task_file_range(job, task_id, name, offset, end)
             .await?;
         let next = offset + bytes.len() as u64;
         Ok((bytes, next))
