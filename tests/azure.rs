@@ -175,6 +175,13 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
         "{reported}"
     );
 
+    let log = s
+        .azurite
+        .get_blob("results", &format!("brizo/{id}/logs/algorithm.log"))
+        .unwrap()
+        .expect("the log is in the results container");
+    assert!(String::from_utf8_lossy(&log).contains("rows 3"));
+
     // The dataset went from its container straight into the task's container: the receipt's
     // digest of it is the runner's, and nothing of it was staged.
     let receipt = receipt_of(&s.svc, &id).await;
