@@ -19,9 +19,33 @@ use crate::chain::ChainError;
 use crate::chain::agreement::{ConditionIds, Refusal, Terms};
 use crate::chain::keeper::Keeper;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::jobs::JobRequest;
 use crate::jobs::model::{AgreementRecord, AlgorithmSource, InputSource};
+
+/// Why a request was refused, or could not be checked. The API gives each its status.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The request itself is malformed or incomplete.
+    #[error("{0}")]
+    Invalid(String),
+    /// The signature does not check out.
+    #[error("{0}")]
+    BadSignature(String),
+    /// Well-formed and signed, but the agreement or the dataset's policy does not allow it.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Something this check needs is not there (no chain configured); retrying can help.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Asset(#[from] AssetError),
+}
 
 /// What the chain side of the service needs; `keeper` and `resolver` are absent without a chain.
 pub struct ChainContext {
@@ -72,7 +96,7 @@ impl ChainContext {
     /// its creator may write it ([`metadata::may_write`]). Without a chain nothing says whom a
     /// DID belongs to, and a signature alone would let anyone take any DID's place in the
     /// store first, so writes answer 503 like the rest of v1 (reads still work).
-    pub async fn publish_ddo(&self, ddo: &Value) -> Result<String, ApiError> {
+    pub async fn publish_ddo(&self, ddo: &Value) -> Result<String, AuthorizeError> {
         let (_, resolver) = self.chain()?;
         let (id, creator) = metadata::verify_proof(ddo)?;
         let registration = resolver.registration(id).await?.map(|(r, _url)| r);
@@ -82,10 +106,15 @@ impl ChainContext {
         Ok(did)
     }
 
-    pub fn chain(&self) -> Result<(&Arc<Keeper>, &Resolver), ApiError> {
+    /// A DDO from the metadata store, as it was published.
+    pub async fn ddo(&self, did: &str) -> Result<Option<Value>, AuthorizeError> {
+        Ok(self.metadata.get(did).await?)
+    }
+
+    pub fn chain(&self) -> Result<(&Arc<Keeper>, &Resolver), AuthorizeError> {
         match (&self.keeper, &self.resolver) {
             (Some(k), Some(r)) => Ok((k, r)),
-            _ => Err(ApiError::Unavailable("this service runs without a chain (chain.keeper_url / --keeper-url); the v1 API needs one".into())),
+            _ => Err(AuthorizeError::Unavailable("this service runs without a chain (chain.keeper_url / --keeper-url); the v1 API needs one".into())),
         }
     }
 }
@@ -105,71 +134,48 @@ pub struct StartRequest {
     pub _job_id: Option<String>,
 }
 
-pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, ApiError> {
+pub fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, AuthorizeError> {
     value
         .as_deref()
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
+        .ok_or_else(|| AuthorizeError::Invalid(format!("{name} is required")))
 }
 
-pub fn parse_address(text: &str) -> Result<Address, ApiError> {
+pub fn parse_address(text: &str) -> Result<Address, AuthorizeError> {
     Address::from_str(text.trim()).map_err(|_| {
-        ApiError::BadRequest(format!(
+        AuthorizeError::Invalid(format!(
             "consumerAddress {text:?} is not an Ethereum address"
         ))
     })
 }
 
-pub fn parse_agreement_id(text: &str) -> Result<B256, ApiError> {
+pub fn parse_agreement_id(text: &str) -> Result<B256, AuthorizeError> {
     did::parse_id(text).ok_or_else(|| {
-        ApiError::BadRequest(format!(
+        AuthorizeError::Invalid(format!(
             "serviceAgreementId {text:?} is not 32 bytes of hex"
         ))
     })
 }
 
-pub fn check_signature(consumer: Address, message: &str, signature: &str) -> Result<(), ApiError> {
+pub fn check_signature(
+    consumer: Address,
+    message: &str,
+    signature: &str,
+) -> Result<(), AuthorizeError> {
     crate::auth::signature::verify(
         consumer,
         message,
         signature,
         crate::jobs::model::now_epoch() as u64,
     )
-    .map_err(|e| ApiError::Unauthorized(format!("invalid signature: {e}")))
+    .map_err(|e| AuthorizeError::BadSignature(format!("invalid signature: {e}")))
 }
 
-impl From<ChainError> for ApiError {
-    fn from(e: ChainError) -> Self {
-        match e {
-            ChainError::Unreachable(m) => {
-                ApiError::Unavailable(format!("chain node unreachable ({m}); try again"))
-            }
-            ChainError::Transaction { what, message } => {
-                ApiError::Unavailable(format!("{what} failed on chain: {message}; try again"))
-            }
-            ChainError::Config(m) => ApiError::Internal(m),
-        }
-    }
-}
-
-impl From<AssetError> for ApiError {
-    fn from(e: AssetError) -> Self {
-        match e {
-            AssetError::Invalid(m) => ApiError::BadRequest(m),
-            AssetError::Refused(m) => ApiError::Forbidden(m),
-            AssetError::NotFound(did) => ApiError::NotFound(format!("{did} is not registered")),
-            AssetError::Chain(c) => c.into(),
-            e @ AssetError::Fetch { .. } => ApiError::Unavailable(e.to_string()),
-            AssetError::Store(e) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-fn refusal(r: Refusal) -> ApiError {
+fn refusal(r: Refusal) -> AuthorizeError {
     match r {
-        Refusal::UnknownAgreement(_) => ApiError::NotFound(r.to_string()),
-        other => ApiError::Forbidden(other.to_string()),
+        Refusal::UnknownAgreement(_) => AuthorizeError::NotFound(r.to_string()),
+        other => AuthorizeError::Refused(other.to_string()),
     }
 }
 
@@ -180,6 +186,8 @@ pub struct Authorized {
     pub record: AgreementRecord,
     pub terms: Terms,
     pub ids: ConditionIds,
+    /// The dataset asks for the publisher's approval of each job.
+    pub requires_approval: bool,
 }
 
 /// Checks a start request completely. Nothing is sent to the chain here: the caller fulfils
@@ -187,7 +195,7 @@ pub struct Authorized {
 pub async fn authorize_start(
     ctx: &ChainContext,
     req: &StartRequest,
-) -> Result<Authorized, ApiError> {
+) -> Result<Authorized, AuthorizeError> {
     let signature = required(&req.signature, "signature")?;
     let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
     let consumer_text = required(&req.consumer_address, "consumerAddress")?;
@@ -199,7 +207,7 @@ pub async fn authorize_start(
         .is_none_or(|d| d.trim().is_empty())
         && req.algorithm_meta.is_none()
     {
-        return Err(ApiError::BadRequest(
+        return Err(AuthorizeError::Invalid(
             "algorithmDID or algorithmMeta is required".into(),
         ));
     }
@@ -214,13 +222,13 @@ pub async fn authorize_start(
     let Some(on_chain) =
         crate::chain::agreement::get(&keeper.provider, &keeper.addresses, agreement_id).await?
     else {
-        return Err(ApiError::NotFound(format!(
+        return Err(AuthorizeError::NotFound(format!(
             "unknown agreement {agreement_id}"
         )));
     };
     let dataset = resolver.resolve(&did::format(&on_chain.did)).await?;
     if !ctx.served(&dataset) {
-        return Err(ApiError::Forbidden(format!(
+        return Err(AuthorizeError::Refused(format!(
             "{} was not published by a publisher this service computes for",
             dataset.did
         )));
@@ -238,7 +246,7 @@ pub async fn authorize_start(
     let (algorithm, container) = algorithm_of(ctx, resolver, &policy, req).await?;
     let image = format!("{}:{}", container.image, container.tag);
     if !policy.supported_containers.is_empty() && !policy.supported_containers.contains(&image) {
-        return Err(ApiError::Forbidden(format!(
+        return Err(AuthorizeError::Refused(format!(
             "image {image} is not one the dataset supports ({})",
             policy.supported_containers.join(", ")
         )));
@@ -267,6 +275,7 @@ pub async fn authorize_start(
         request,
         record,
         terms,
+        requires_approval: policy.requires_approval,
         ids,
     })
 }
@@ -276,7 +285,7 @@ async fn algorithm_of(
     resolver: &Resolver,
     policy: &ComputePolicy,
     req: &StartRequest,
-) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), ApiError> {
+) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), AuthorizeError> {
     if let Some(algorithm_did) = req
         .algorithm_did
         .as_deref()
@@ -289,7 +298,7 @@ async fn algorithm_of(
                 .trusted_algorithms
                 .contains(&resolved.did.to_lowercase())
         {
-            return Err(ApiError::Forbidden(format!(
+            return Err(AuthorizeError::Refused(format!(
                 "algorithm {} is not trusted by this dataset",
                 resolved.did
             )));
@@ -306,11 +315,13 @@ async fn algorithm_of(
                 .and_then(Value::as_str)
                 .map(str::to_string),
         }
-        .ok_or_else(|| ApiError::BadRequest(format!("algorithm {} names no file", resolved.did)))?;
+        .ok_or_else(|| {
+            AuthorizeError::Invalid(format!("algorithm {} names no file", resolved.did))
+        })?;
         // Only a served publisher's algorithm may name a location the provider's own
         // credentials open (local files, its buckets); anyone else's is fetched over http(s).
         if !ctx.served(&resolved) && !is_http(&url) {
-            return Err(ApiError::Forbidden(format!(
+            return Err(AuthorizeError::Refused(format!(
                 "algorithm {} is not a served publisher's; its code must be at an http(s) URL",
                 resolved.did
             )));
@@ -326,12 +337,12 @@ async fn algorithm_of(
     }
     let meta = req.algorithm_meta.as_ref().expect("checked above");
     if !policy.allow_raw_algorithm {
-        return Err(ApiError::Forbidden("this dataset does not allow raw algorithms (privacy.allowRawAlgorithm); use a published, trusted algorithm".into()));
+        return Err(AuthorizeError::Refused("this dataset does not allow raw algorithms (privacy.allowRawAlgorithm); use a published, trusted algorithm".into()));
     }
-    let info = ddo::container_info(
-        meta.get("container")
-            .ok_or_else(|| ApiError::BadRequest("algorithmMeta.container is required".into()))?,
-    )?;
+    let info =
+        ddo::container_info(meta.get("container").ok_or_else(|| {
+            AuthorizeError::Invalid("algorithmMeta.container is required".into())
+        })?)?;
     let rawcode = meta
         .get("rawcode")
         .and_then(Value::as_str)
@@ -343,13 +354,13 @@ async fn algorithm_of(
         .filter(|u| !u.is_empty())
         .map(str::to_string);
     if rawcode.is_none() && url.is_none() {
-        return Err(ApiError::BadRequest(
+        return Err(AuthorizeError::Invalid(
             "algorithmMeta needs rawcode or url".into(),
         ));
     }
     // The provider's credentials must not fetch for the consumer: raw code comes over http(s).
     if url.as_deref().is_some_and(|u| !is_http(u)) {
-        return Err(ApiError::BadRequest(
+        return Err(AuthorizeError::Invalid(
             "algorithmMeta.url must be an http(s) URL".into(),
         ));
     }
@@ -368,12 +379,12 @@ fn dataset_inputs(
     keeper: &Keeper,
     ddo_doc: &Value,
     did_bytes: &B256,
-) -> Result<Vec<InputSource>, ApiError> {
+) -> Result<Vec<InputSource>, AuthorizeError> {
     let hex_files = ddo::encrypted_files(ddo_doc)
-        .ok_or_else(|| ApiError::BadRequest("the dataset has no encryptedFiles".into()))?;
+        .ok_or_else(|| AuthorizeError::Invalid("the dataset has no encryptedFiles".into()))?;
     let plain = keeper
         .decrypt(&decode_hex(hex_files)?)
-        .map_err(|e| ApiError::Internal(format!("dataset files: {e}")))?;
+        .map_err(|e| AuthorizeError::Internal(format!("dataset files: {e}")))?;
     let name = hex::encode(did_bytes);
     Ok(ddo::file_urls(&plain)?
         .into_iter()
@@ -389,9 +400,9 @@ fn is_http(url: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
-fn decode_hex(text: &str) -> Result<Vec<u8>, ApiError> {
+fn decode_hex(text: &str) -> Result<Vec<u8>, AuthorizeError> {
     hex::decode(text.trim().trim_start_matches("0x"))
-        .map_err(|_| ApiError::BadRequest("encryptedFiles is not hex".into()))
+        .map_err(|_| AuthorizeError::Invalid("encryptedFiles is not hex".into()))
 }
 
 /// Terms and condition ids back from a stored agreement record (for settlement).

@@ -133,6 +133,9 @@ enum PublishCommand {
         /// Give jobs on this dataset a network.
         #[arg(long)]
         allow_network: bool,
+        /// Hold each job until the publisher approves it (`brizo job approve`).
+        #[arg(long)]
+        requires_approval: bool,
         /// A supported image, image:tag (repeatable; none: any the engine has).
         #[arg(long = "container")]
         containers: Vec<String>,
@@ -257,6 +260,33 @@ enum JobCommand {
     /// Kill a job's run.
     Stop {
         id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show what a job would run (the algorithm's code and sha256, image, consumer), to
+    /// decide on a job waiting for approval.
+    Review {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a job waiting for approval: it runs, with exactly the algorithm reviewed.
+    Approve {
+        id: String,
+        /// Who approves, for the record and the receipt.
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Reject a job waiting for approval: it ends without running; the consumer is not charged.
+    Reject {
+        id: String,
+        /// Why, for the consumer.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -553,6 +583,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
             allow_raw,
             trusted,
             allow_network,
+            requires_approval,
             containers,
             chain,
         } => {
@@ -568,6 +599,7 @@ async fn publish_asset(cmd: PublishCommand) -> anyhow::Result<()> {
                 allow_raw_algorithm: allow_raw,
                 trusted_algorithms: trusted,
                 allow_network_access: allow_network,
+                requires_approval,
                 containers,
             };
             (Asset::Dataset(terms), chain)
@@ -828,6 +860,48 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 "stop requested for {}; it is {}",
                 status.job_id, status.status_text
             );
+            Ok(())
+        }
+        JobCommand::Review { id, server } => {
+            let review = client(&server)?.algorithm(&id).await?;
+            for (label, key) in [
+                ("consumer", "consumer"),
+                ("agreement", "agreementId"),
+                ("dataset", "datasetDid"),
+                ("algorithm", "algorithmDid"),
+                ("image", "image"),
+                ("entrypoint", "entrypoint"),
+                ("sha256", "sha256"),
+                ("size", "size"),
+            ] {
+                match &review[key] {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::String(s) => println!("{label:<11} {s}"),
+                    other => println!("{label:<11} {other}"),
+                }
+            }
+            match review["code"].as_str() {
+                Some(code) => println!("--- code ---\n{code}"),
+                None => println!("(the code is not text)"),
+            }
+            Ok(())
+        }
+        JobCommand::Approve { id, by, server } => {
+            let status = client(&server)?.approve(&id, by.as_deref()).await?;
+            println!(
+                "job {} approved; it is {}",
+                status.job_id, status.status_text
+            );
+            Ok(())
+        }
+        JobCommand::Reject {
+            id,
+            reason,
+            by,
+            server,
+        } => {
+            let status = client(&server)?.reject(&id, by.as_deref(), &reason).await?;
+            println!("job {} rejected; it ends without running", status.job_id);
             Ok(())
         }
         JobCommand::Delete { id, server } => {

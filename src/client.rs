@@ -91,6 +91,32 @@ impl Client {
             .await
     }
 
+    /// What the job would run, for the publisher's review.
+    pub async fn algorithm(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        self.json(
+            self.http
+                .get(self.url(&format!("/api/v2/jobs/{id}/algorithm"))),
+        )
+        .await
+    }
+
+    pub async fn approve(&self, id: &str, by: Option<&str>) -> anyhow::Result<JobStatus> {
+        let body = serde_json::json!({ "by": by });
+        let url = self.url(&format!("/api/v2/jobs/{id}/approve"));
+        self.json(self.http.post(url).json(&body)).await
+    }
+
+    pub async fn reject(
+        &self,
+        id: &str,
+        by: Option<&str>,
+        reason: &str,
+    ) -> anyhow::Result<JobStatus> {
+        let body = serde_json::json!({ "by": by, "reason": reason });
+        let url = self.url(&format!("/api/v2/jobs/{id}/reject"));
+        self.json(self.http.post(url).json(&body)).await
+    }
+
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
         self.send(self.http.delete(self.url(&format!("/api/v2/jobs/{id}"))))
             .await

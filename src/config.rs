@@ -22,6 +22,8 @@ pub struct Config {
     pub max_running_jobs: usize,
     pub max_staging_jobs: usize,
     pub reconcile_interval_ms: u64,
+    /// First delay before a failed step is tried again; it doubles per attempt, to 64 times.
+    pub retry_backoff_ms: u64,
     pub docker: DockerConfig,
     pub limits: LimitsConfig,
     pub inputs: InputsConfig,
@@ -74,6 +76,13 @@ pub struct LimitsConfig {
     pub user: String,
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
+    /// A job must start its run within this long of its submission.
+    pub max_wait_secs: u64,
+    /// How long past its timeout (or its stop request) a job may take to end.
+    pub grace_secs: u64,
+    /// How what a job writes is bounded while it runs.
+    #[serde(default)]
+    pub disk: crate::jobs::disk::DiskMode,
     pub allow_network: bool,
 }
 
@@ -198,6 +207,13 @@ impl Config {
                 "the default backend {:?} is not one of [[backends]] ({})",
                 self.backend,
                 names.join(", ")
+            ));
+        }
+        if self.limits.disk == crate::jobs::disk::DiskMode::Quota
+            && let Err(why) = crate::jobs::disk::can_quota()
+        {
+            return Err(format!(
+                "limits.disk = \"quota\" needs a filesystem per job, but {why}; run as root on a host with loop devices, or set limits.disk = \"auto\""
             ));
         }
         if self.limits.default_timeout_secs > self.limits.max_timeout_secs {

@@ -10,7 +10,6 @@ pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod error;
 pub mod jobs;
 pub mod proof;
 pub mod squid;

@@ -949,3 +949,85 @@ async fn without_a_chain_the_metadata_store_takes_no_ddo() {
         expect_error(res, 503, "without a chain").await;
     }
 }
+
+/// What a job writes is bounded while it runs, not only after: its writable folders are a
+/// filesystem of their own, sized from the caps. Writing far past them gets "no space left"
+/// from the kernel inside the container, and the job ends with that reason, though the
+/// algorithm itself shrugs the error off and exits 0. The host's disk never sees the rest.
+#[tokio::test]
+async fn a_job_cannot_write_past_its_disk_while_it_runs() {
+    if let Err(why) = brizo::jobs::disk::can_quota() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let svc = Service::start_with(&[
+        ("BRIZO_OUTPUTS__MAX_OUTPUT_MB", "2"),
+        ("BRIZO_OUTPUTS__MAX_LOG_KB", "64"),
+        ("BRIZO_LIMITS__DISK", "quota"),
+    ])
+    .await;
+    let code = "import errno\nwritten = 0\ntry:\n    with open('/data/logs/flood.bin', 'wb') as f:\n        for _ in range(200):\n            f.write(b'x' * (1 << 20)); f.flush(); written += 1\nexcept OSError as e:\n    print('refused after', written, 'MiB:', errno.errorcode[e.errno], flush=True)\n";
+    let id = svc.submit(python_job(code)).await;
+    let job = svc.wait_finished(&id, PATIENCE).await;
+    let logs = svc.logs(&id).await;
+    assert!(logs.contains("ENOSPC"), "{logs}");
+    let written: u64 = logs
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(written < 16, "wrote {written} MiB past a 2 MiB cap: {logs}");
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("filled its disk"),
+        "{job}"
+    );
+    assert_eq!(job["outputs"], json!([]));
+    // The disk is unmounted and the folder gone with the job.
+    let folder = svc.data_dir().join("jobs").join(&id);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while folder.exists() {
+        assert!(std::time::Instant::now() < deadline, "{folder:?} stays");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(id.as_str()), "{mounts}");
+}
+
+/// "Why is my job not running?": a job queued behind a full run slot says so, with its place.
+#[tokio::test]
+async fn a_queued_job_says_what_it_waits_for() {
+    let svc = Service::start_with(&[("BRIZO_MAX_RUNNING_JOBS", "1")]).await;
+    let first = svc.submit(python_job("import time\ntime.sleep(4)")).await;
+    svc.wait_status(&first, 40, PATIENCE).await;
+    let second = svc.submit(python_job("print('second')")).await;
+    let job = svc.wait_status(&second, 30, PATIENCE).await;
+    assert_eq!(job["waiting"]["reason"], "run_slot", "{job}");
+    assert_eq!(job["waiting"]["position"], 1, "{job}");
+    assert!(
+        job["waiting"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("max_running_jobs"),
+        "{job}"
+    );
+    assert!(svc.job(&first).await.get("waiting").is_none());
+    let listed: Value = svc
+        .get("/api/v2/jobs")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["jobId"] == second.as_str())
+        .unwrap();
+    assert_eq!(row["waiting"]["reason"], "run_slot", "{row}");
+    let done = svc.wait_finished(&second, PATIENCE).await;
+    assert_eq!(done["outcome"], "succeeded");
+    assert!(done.get("waiting").is_none(), "{done}");
+}

@@ -324,6 +324,7 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
             allow_raw_algorithm: false,
             trusted_algorithms: vec![],
             allow_network_access: false,
+            requires_approval: false,
             containers: vec![(image.into(), tag.into())],
         }),
     )

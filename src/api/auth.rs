@@ -4,7 +4,7 @@ use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, web};
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::jobs::Engine;
 
 /// Present in a handler's arguments, it admits only requests carrying the operator token.

@@ -18,8 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[get("/health")]
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let store = engine
-        .store
-        .ping()
+        .ping_store()
         .await
         .map(|_| "ok".to_string())
         .unwrap_or_else(|e| e.to_string());

@@ -1,13 +1,14 @@
 //! HTTP routes, one module per area, wired with `ServiceConfig`.
 
 pub mod auth;
+pub mod error;
 pub mod health;
 pub mod v1;
 pub mod v2;
 
 use actix_web::web;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// Bad JSON, paths and queries answer 400 with `{"error": ...}` like everything else.
 pub fn extractor_config(cfg: &mut web::ServiceConfig) {
@@ -31,7 +32,7 @@ pub fn extractor_config(cfg: &mut web::ServiceConfig) {
 pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     if req.resource_map().has_resource(req.path()) {
         let allow = allowed_methods(req.path()).join(", ");
-        let body = crate::error::ErrorBody {
+        let body = crate::api::error::ErrorBody {
             error: format!(
                 "{} is not a method of {}; it takes {allow}",
                 req.method(),

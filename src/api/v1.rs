@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, delete, get, post, put, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::error::ApiError;
 use crate::authorize::{self, ChainContext, StartRequest, required};
-use crate::error::ApiError;
 use crate::jobs::{Engine, Job, Outcome};
 
 pub const BASE: &str = "/api/v1/brizo";
@@ -73,16 +73,15 @@ async fn start_compute(
     )?;
     let owner = consumer.to_string().to_lowercase();
     let existing = engine
-        .store
-        .by_agreement(&owner, &agreement_id.to_string())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .under_agreement(&owner, &agreement_id.to_string())
+        .await?;
     if let Some(job) = existing.iter().find(|j| !j.removed) {
         return Ok(HttpResponse::Ok().json(json!({"jobId": job.id})));
     }
     let authorize::Authorized {
         mut request,
         record,
+        requires_approval,
         ..
     } = authorize::authorize_start(&ctx, &body).await?;
     engine.check(&mut request).await.map_err(|e| match e {
@@ -95,7 +94,9 @@ async fn start_compute(
     })?;
     // The compute condition is fulfilled only once the algorithm ran (at settlement): until
     // then the consumer can still get the price back if the job never runs.
-    let job = engine.submit_under(&owner, request, Some(record)).await?;
+    let job = engine
+        .submit_under(&owner, request, Some(record), requires_approval)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"jobId": job.id})))
 }
 
@@ -139,10 +140,8 @@ fn authenticate(q: &JobQuery) -> Result<Caller, ApiError> {
 /// job, or one under another agreement, is "not found".
 async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError> {
     let jobs = engine
-        .store
-        .by_agreement(&caller.owner, &caller.agreement_id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .under_agreement(&caller.owner, &caller.agreement_id)
+        .await?;
     match &caller.job_id {
         None => Ok(jobs),
         Some(id) => {
@@ -157,14 +156,43 @@ async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError>
     }
 }
 
-fn status_objects(engine: &Engine, jobs: &[Job]) -> Value {
+async fn status_objects(engine: &Engine, jobs: &[Job]) -> Result<Value, ApiError> {
     let base = engine
         .config()
         .chain
         .public_url
         .trim_end_matches('/')
         .to_string();
-    Value::Array(jobs.iter().map(|j| status_object(&base, j)).collect())
+    let waiting = engine.waiting_all(jobs).await?;
+    Ok(Value::Array(
+        jobs.iter()
+            .map(|j| {
+                let mut status = status_object(&base, j);
+                let wait = waiting.get(&j.id);
+                // Squid shows statusText: a job held for approval says so there too.
+                if wait.is_some_and(|w| w.reason == crate::jobs::model::WaitReason::Approval) {
+                    status["statusText"] = json!("Job waiting for the publisher's approval");
+                }
+                status["waiting"] = consumer_waiting(wait);
+                status
+            })
+            .collect(),
+    ))
+}
+
+/// What the consumer's job waits for. A failed step's own words name the provider's
+/// infrastructure (hosts, buckets), which are not the consumer's to see: they get that a step
+/// failed on the provider's side and when it is tried again.
+fn consumer_waiting(waiting: Option<&crate::jobs::model::Waiting>) -> Value {
+    use crate::jobs::model::WaitReason;
+    match waiting {
+        None => Value::Null,
+        Some(w) if w.reason == WaitReason::Retrying => json!({
+            "reason": w.reason,
+            "text": "a step failed on the provider's side (its engine or a store did not answer); it is tried again shortly",
+        }),
+        Some(w) => serde_json::to_value(w).expect("serializes"),
+    }
 }
 
 /// The status object Squid clients read.
@@ -232,7 +260,7 @@ async fn compute_status(
     let caller = authenticate(&q)?;
     // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
     ctx.chain()?;
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 #[put("/api/v1/brizo/services/compute")]
@@ -249,7 +277,7 @@ async fn stop_compute(
             engine.stop(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 #[delete("/api/v1/brizo/services/compute")]
@@ -266,7 +294,7 @@ async fn delete_compute(
             engine.remove(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?)))
+    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
 }
 
 /// Downloads for the job's consumer only: `consumerAddress` and a signature of
@@ -373,7 +401,7 @@ async fn get_ddo(
     ctx: web::Data<ChainContext>,
     did: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    match ctx.metadata.get(&did).await? {
+    match ctx.ddo(&did).await? {
         Some(ddo) => Ok(HttpResponse::Ok().json(ddo)),
         None => Err(ApiError::NotFound(format!("no DDO for {did}"))),
     }

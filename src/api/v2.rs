@@ -11,8 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{OpenApi, ToSchema};
 
 use super::auth::Operator;
-use crate::error::{ApiError, ErrorBody};
-use crate::jobs::model::{AlgorithmSource, InputSource, PhaseTimings};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::jobs::engine::AlgorithmReview;
+use crate::jobs::model::{
+    AlgorithmSource, Approval, ApprovalState, InputSource, PhaseTimings, WaitReason, Waiting,
+};
 use crate::jobs::{Engine, Job, JobRequest, Outcome, OutputFile, Phase};
 
 /// Jobs created through v2 belong to the operator.
@@ -21,8 +24,8 @@ pub const OPERATOR: &str = "operator";
 #[derive(OpenApi)]
 #[openapi(
     info(title = "brizo operator API", description = "Run algorithms next to the data: jobs on the publisher's compute backend."),
-    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, super::health::health),
-    components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, ErrorBody)),
+    paths(create_job, list_jobs, get_job, job_logs, job_output, job_receipt, rerun_job, stop_job, delete_job, job_algorithm, approve_job, reject_job, super::health::health),
+    components(schemas(JobRequest, AlgorithmSource, InputSource, JobCreated, JobStatus, OutputFile, Outcome, Phase, PhaseTimings, Waiting, WaitReason, Approval, ApprovalState, AlgorithmReview, Decision, ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -47,6 +50,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(job_logs)
         .service(job_output)
         .service(stop_job)
+        .service(job_algorithm)
+        .service(approve_job)
+        .service(reject_job)
         .service(delete_job)
         .service(job_receipt)
         .service(rerun_job)
@@ -96,6 +102,13 @@ pub struct JobStatus {
     /// The backend the job runs on, and why (data locality).
     pub backend: String,
     pub backend_reason: String,
+    /// What the job waits for while it has not started running (a slot and its place in the
+    /// queue, a backend that does not answer, a stop); absent once it runs or has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    /// The publisher's decision, for a job whose dataset asks for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
 }
 
 impl From<Job> for JobStatus {
@@ -125,6 +138,8 @@ impl From<Job> for JobStatus {
             results_did: job.results_did,
             backend: job.backend,
             backend_reason: job.backend_reason,
+            waiting: None,
+            approval: job.approval,
             job_id: job.id,
         }
     }
@@ -154,11 +169,17 @@ async fn create_job(
 #[utoipa::path(responses((status = 200, body = Vec<JobStatus>), (status = 401, body = ErrorBody)))]
 #[get("/api/v2/jobs")]
 async fn list_jobs(_: Operator, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
-    let jobs: Vec<JobStatus> = engine
-        .list(None)
-        .await?
+    let jobs = engine.list(None).await?;
+    let mut waiting = engine.waiting_all(&jobs).await?;
+    let jobs: Vec<JobStatus> = jobs
         .into_iter()
-        .map(JobStatus::from)
+        .map(|job| {
+            let wait = waiting.remove(&job.id);
+            JobStatus {
+                waiting: wait,
+                ..JobStatus::from(job)
+            }
+        })
         .collect();
     Ok(HttpResponse::Ok().json(jobs))
 }
@@ -171,7 +192,12 @@ async fn get_job(
     engine: web::Data<Engine>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(JobStatus::from(engine.get(&id, None).await?)))
+    let job = engine.get(&id, None).await?;
+    let waiting = engine.waiting(&job).await?;
+    Ok(HttpResponse::Ok().json(JobStatus {
+        waiting,
+        ..JobStatus::from(job)
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -335,6 +361,72 @@ async fn stop_job(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(JobStatus::from(engine.stop(&id, None).await?)))
+}
+
+/// What a job would run, for the publisher to review before approving it: the algorithm's
+/// code (when it is text), its sha256, the image and entrypoint, the consumer and agreement.
+#[utoipa::path(params(("id" = String, Path)), responses(
+    (status = 200, body = AlgorithmReview), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the algorithm cannot be read")))]
+#[get("/api/v2/jobs/{id}/algorithm")]
+async fn job_algorithm(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(engine.review(&id).await?))
+}
+
+/// Who decides and, for a rejection, why (the consumer reads it).
+#[derive(Deserialize, Serialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Decision {
+    /// Who decides, for the record and the receipt (default "operator").
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn decider(d: &Option<web::Json<Decision>>) -> String {
+    d.as_ref()
+        .and_then(|d| d.by.clone())
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "operator".into())
+}
+
+/// Approve a job waiting for approval: it runs, with exactly the algorithm reviewed (its
+/// sha256 is recorded, and a different one fails the job). 409 when it is not waiting for
+/// approval or its agreement expired meanwhile (it then ends without running).
+#[utoipa::path(params(("id" = String, Path)), request_body(content = Decision, description = "optional"), responses(
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/v2/jobs/{id}/approve")]
+async fn approve_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+    body: Option<web::Json<Decision>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(JobStatus::from(engine.approve(&id, &decider(&body)).await?)))
+}
+
+/// Reject a job waiting for approval: it ends without running, with the reason; the consumer
+/// is not charged (refunded after the agreement's time-out).
+#[utoipa::path(params(("id" = String, Path)), request_body(content = Decision, description = "optional"), responses(
+    (status = 200, body = JobStatus), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[post("/api/v2/jobs/{id}/reject")]
+async fn reject_job(
+    _: Operator,
+    engine: web::Data<Engine>,
+    id: web::Path<String>,
+    body: Option<web::Json<Decision>>,
+) -> Result<HttpResponse, ApiError> {
+    let reason = body
+        .as_ref()
+        .and_then(|d| d.reason.clone())
+        .unwrap_or_default();
+    let job = engine.reject(&id, &decider(&body), &reason).await?;
+    Ok(HttpResponse::Ok().json(JobStatus::from(job)))
 }
 
 /// Stop the job if it runs and remove its container, folder, logs and results.

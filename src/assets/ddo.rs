@@ -31,6 +31,8 @@ pub struct ComputePolicy {
     /// Algorithm DIDs allowed; empty: any published algorithm.
     pub trusted_algorithms: Vec<String>,
     pub allow_network_access: bool,
+    /// `privacy.requiresApproval`: each job waits for the publisher's approval.
+    pub requires_approval: bool,
     /// `image:tag` pairs; empty: any image the publisher's engine has.
     pub supported_containers: Vec<String>,
 }
@@ -85,6 +87,10 @@ pub fn compute_policy(ddo: &Value) -> Result<ComputePolicy, AssetError> {
             .unwrap_or_default(),
         allow_network_access: privacy
             .get("allowNetworkAccess")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        requires_approval: privacy
+            .get("requiresApproval")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         supported_containers: containers,

@@ -24,6 +24,8 @@ pub struct DatasetTerms {
     pub allow_raw_algorithm: bool,
     pub trusted_algorithms: Vec<String>,
     pub allow_network_access: bool,
+    /// Each job waits for the publisher's approval (`privacy.requiresApproval`).
+    pub requires_approval: bool,
     /// `(image, tag)`.
     pub containers: Vec<(String, String)>,
 }
@@ -100,7 +102,7 @@ pub async fn publish(
                 "attributes": {"main": {
                     "name": format!("compute on {}", d.name), "creator": publisher.address().to_string(), "datePublished": now,
                     "price": d.price.to_string(), "timeout": d.timeout_secs,
-                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access},
+                    "privacy": {"allowRawAlgorithm": d.allow_raw_algorithm, "trustedAlgorithms": d.trusted_algorithms, "allowNetworkAccess": d.allow_network_access, "requiresApproval": d.requires_approval},
                     "provider": {"type": "Azure", "environment": {"cluster": {"type": "docker"},
                         "supportedContainers": d.containers.iter().map(|(i, t)| json!({"image": i, "tag": t})).collect::<Vec<_>>(),
                         "supportedServers": []}}}}}));

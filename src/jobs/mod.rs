@@ -1,5 +1,6 @@
 //! Jobs: the model, the durable store, the workspace layout, and the engine that drives them.
 
+pub mod disk;
 pub mod engine;
 pub mod model;
 pub mod routing;

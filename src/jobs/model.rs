@@ -2,6 +2,78 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The publisher's decision on a job whose dataset asks for it (`privacy.requiresApproval`):
+/// nothing of the job runs before it is approved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub state: ApprovalState,
+    /// Who decided (the operator's name for themselves, or "operator").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When, in seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
+    /// A rejection's reason, for the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// sha256 of the algorithm the publisher saw when approving: the job runs that one only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl Approval {
+    pub fn pending() -> Self {
+        Self {
+            state: ApprovalState::Pending,
+            by: None,
+            at: None,
+            reason: None,
+            algorithm_sha256: None,
+        }
+    }
+}
+
+/// What an unfinished job waits for, in words and machine-readably: the question users of
+/// every compute-to-data service ask most is "why is my job not running?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub reason: WaitReason,
+    /// For people: what it waits for, and what would end the wait.
+    pub text: String,
+    /// Its place in the queue for a slot (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// The dataset asks for the publisher's approval of each job; it has not been given yet.
+    Approval,
+    /// Queued for a staging slot (`max_staging_jobs`).
+    StagingSlot,
+    /// Its inputs and algorithm are being put in place.
+    Staging,
+    /// Staged, queued for a run slot (`max_running_jobs`).
+    RunSlot,
+    /// Has a run slot; the backend is starting its run.
+    Starting,
+    /// A step failed (the backend or a store did not answer); it is tried again soon.
+    Retrying,
+    /// A stop was asked for; the backend is ending the run.
+    Stopping,
+}
+
 /// Where a job stands. The numbers are the Brizo status codes Squid clients know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +347,8 @@ pub struct Job {
     /// The backend the job runs on, and why (data locality).
     pub backend: String,
     pub backend_reason: String,
+    /// The publisher's approval, for a job whose dataset asks for one.
+    pub approval: Option<Approval>,
 }
 
 /// Digests of what was staged, for the receipt.

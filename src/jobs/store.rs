@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use super::model::{
-    AgreementRecord, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings, Settlement,
-    StagedDigests,
+    AgreementRecord, Approval, Job, JobRequest, Outcome, OutputFile, Phase, PhaseTimings,
+    Settlement, StagedDigests,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +66,8 @@ impl JobStore {
 
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason, approval)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&job.id)
         .bind(&job.owner)
@@ -79,6 +79,7 @@ impl JobStore {
         .bind(job.agreement.as_ref().map(|a| serde_json::to_string(a).expect("agreement serializes")))
         .bind(&job.backend)
         .bind(&job.backend_reason)
+        .bind(job.approval.as_ref().map(|a| serde_json::to_string(a).expect("approval serializes")))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -239,6 +240,19 @@ impl JobStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// Records the publisher's decision, only while it is still pending (two operators
+    /// deciding at once: the first one's decision stands). True when it was recorded.
+    pub async fn decide(&self, id: &str, approval: &Approval) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET approval = ? WHERE id = ? AND json_extract(approval, '$.state') = 'pending'",
+        )
+        .bind(serde_json::to_string(approval).expect("approval serializes"))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?")
             .bind(id)
@@ -291,6 +305,7 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
     let agreement: Option<String> = r.try_get("agreement")?;
     let settlement: Option<String> = r.try_get("settlement")?;
     let staged: Option<String> = r.try_get("staged")?;
+    let approval: Option<String> = r.try_get("approval")?;
     Ok(Job {
         id: r.try_get("id")?,
         owner: r.try_get("owner")?,
@@ -326,6 +341,10 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
             .transpose()
             .map_err(|e| corrupt("staged", &e))?,
         receipt: r.try_get("receipt")?,
+        approval: approval
+            .map(|a| serde_json::from_str::<Approval>(&a))
+            .transpose()
+            .map_err(|e| corrupt("approval", &e))?,
         results_did: r.try_get("results_did")?,
         backend: r.try_get("backend")?,
         backend_reason: r.try_get("backend_reason")?,

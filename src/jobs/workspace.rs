@@ -73,36 +73,46 @@ impl Workspace {
     pub fn algorithm(&self) -> PathBuf {
         self.root.join("transformations").join("algorithm")
     }
+    /// Everything the algorithm may write: its own size-limited filesystem when the job has
+    /// a disk quota ([`super::disk`]).
+    pub fn disk(&self) -> PathBuf {
+        self.root.join("disk")
+    }
     pub fn outputs(&self) -> PathBuf {
-        self.root.join("outputs")
+        self.disk().join("outputs")
     }
     pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
+        self.disk().join("logs")
     }
 
-    /// Lays out an empty workspace, wiping whatever an interrupted attempt left.
-    pub async fn create(&self, run_as: &str) -> std::io::Result<()> {
-        if self.root.exists() {
-            tokio::fs::remove_dir_all(&self.root).await?;
-        }
+    /// Lays out an empty workspace, wiping whatever an interrupted attempt left. With
+    /// `disk_bytes`, what the algorithm writes goes to a filesystem of that size.
+    pub async fn create(&self, run_as: &str, disk_bytes: Option<u64>) -> std::io::Result<()> {
+        self.remove().await?;
         for dir in [
             self.inputs(),
             self.root.join("transformations"),
-            self.outputs(),
-            self.logs(),
+            self.disk(),
         ] {
             tokio::fs::create_dir_all(&dir).await?;
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
         }
         tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755)).await?;
-        // The algorithm runs as another uid: give it the folders it writes to.
+        if let Some(bytes) = disk_bytes {
+            super::disk::mount(&self.root.join("disk.img"), &self.disk(), bytes).await?;
+        }
         for dir in [self.outputs(), self.logs()] {
+            tokio::fs::create_dir(&dir).await?;
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
+            // The algorithm runs as another uid: give it the folders it writes to.
             give_to(&dir, run_as)?;
         }
         Ok(())
     }
 
+    /// Removes the folder, its disk unmounted first.
     pub async fn remove(&self) -> std::io::Result<()> {
+        super::disk::unmount(&self.disk()).await?;
         match tokio::fs::remove_dir_all(&self.root).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,

@@ -7,7 +7,8 @@ use alloy::signers::local::PrivateKeySigner;
 
 use super::digest::Digest;
 use super::receipt::{
-    FORMAT, Receipt, ReceiptAlgorithm, ReceiptInput, ReceiptLimits, ReceiptSettlement, rfc3339,
+    FORMAT, Receipt, ReceiptAlgorithm, ReceiptApproval, ReceiptInput, ReceiptLimits,
+    ReceiptSettlement, rfc3339,
 };
 use crate::chain::keeper::Keeper;
 use crate::config::Config;
@@ -111,6 +112,16 @@ pub fn receipt(
             state: job.settlement.as_ref().map(|s| s.state.clone()),
             reward_tx: job.settlement.as_ref().and_then(|s| s.tx.clone()),
         },
+        approval: job.approval.as_ref().map(|a| ReceiptApproval {
+            state: serde_json::to_value(a.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            by: a.by.clone(),
+            at: a.at.map(rfc3339),
+            algorithm_sha256: a.algorithm_sha256.clone(),
+            reason: a.reason.clone(),
+        }),
     }
 }
 

@@ -44,6 +44,23 @@ pub struct Receipt {
     /// The results' own asset, when they were published as one.
     pub results_did: Option<String>,
     pub settlement: ReceiptSettlement,
+    /// The publisher's decision, for a job whose dataset asks for approval (absent otherwise,
+    /// so that receipts of jobs without one read as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ReceiptApproval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptApproval {
+    /// `approved` or `rejected`.
+    pub state: String,
+    pub by: Option<String>,
+    /// RFC 3339, UTC.
+    pub at: Option<String>,
+    /// sha256 of the algorithm approved.
+    pub algorithm_sha256: Option<String>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,8 @@
 //! (`make test` does both).
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,7 +69,12 @@ impl Service {
             child: None,
             extra_env: env,
             port,
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before actix's keep-alive (5 s) would close them under
+            // a request: a test that pauses (a restart, a blocking command) gets a fresh one.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap(),
             ready_health: health,
         };
         service.spawn().await;
@@ -120,6 +127,14 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.child = Some(child);
+    }
+
+    /// Sets (or, with `None`, removes) an environment variable for the next `spawn`.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.extra_env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.extra_env.push((key.to_string(), value.to_string()));
+        }
     }
 
     /// SIGKILL: the process gets no chance to clean up, as in a crash.

@@ -342,19 +342,41 @@ impl AwsBatch {
     }
 }
 
-fn sdk_error<
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
->(
-    e: aws_sdk_batch::error::SdkError<E, R>,
-) -> BackendError {
+/// Error codes AWS answers when it sheds load: waiting helps, so they are transient, like a
+/// 429 or a 5xx (a Batch `ServerException`), and unlike a request AWS refused.
+const THROTTLING: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "ServerException",
+];
+
+fn sdk_error<E>(
+    e: aws_sdk_batch::error::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> BackendError
+where
+    E: std::error::Error + aws_sdk_batch::error::ProvideErrorMetadata + Send + Sync + 'static,
+{
     use aws_sdk_batch::error::SdkError;
     let message = format!(
         "AWS Batch: {}",
         aws_sdk_batch::error::DisplayErrorContext(&e)
     );
-    match e {
-        SdkError::ServiceError(_) => BackendError::other(message),
+    match &e {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let shed = ctx.err().code().is_some_and(|c| THROTTLING.contains(&c));
+            if shed || status == 429 || status >= 500 {
+                BackendError::unavailable(message)
+            } else {
+                BackendError::other(message)
+            }
+        }
         _ => BackendError::unavailable(message),
     }
 }
@@ -572,5 +594,35 @@ impl RemoteEngine for AwsBatch {
             bytes: Bytes::from(bytes),
             cursor: events.next_forward_token().map(str::to_string),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_batch::error::{ErrorMetadata, SdkError};
+    use aws_sdk_batch::operation::submit_job::SubmitJobError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use brizo_backend_core::ErrorClass;
+
+    fn answered(status: u16, code: &str) -> ErrorClass {
+        let error = SubmitJobError::generic(ErrorMetadata::builder().code(code).build());
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        super::sdk_error(SdkError::service_error(error, raw)).class()
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_waited_out_and_refusals_are_not() {
+        assert_eq!(answered(400, "ThrottlingException"), ErrorClass::Transient);
+        assert_eq!(
+            answered(400, "TooManyRequestsException"),
+            ErrorClass::Transient
+        );
+        assert_eq!(answered(429, "SlowDown"), ErrorClass::Transient);
+        assert_eq!(answered(500, "ServerException"), ErrorClass::Transient);
+        assert_eq!(answered(503, "Whatever"), ErrorClass::Transient);
+        assert_eq!(answered(400, "ClientException"), ErrorClass::Unknown);
+        assert_eq!(answered(403, "AccessDeniedException"), ErrorClass::Unknown);
     }
 }

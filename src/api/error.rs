@@ -1,9 +1,13 @@
 //! The one error type of the HTTP boundary: every failure becomes a status and
-//! `{"error": "..."}`, with a message that says what to do.
+//! `{"error": "..."}`, with a message that says what to do. Domain errors (the engine's, the
+//! authorizer's, the chain's, the assets') become statuses here and nowhere else.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::assets::AssetError;
+use crate::authorize::AuthorizeError;
+use crate::chain::ChainError;
 use crate::jobs::EngineError;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,48 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(m) => ApiError::Conflict(m),
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AuthorizeError> for ApiError {
+    fn from(e: AuthorizeError) -> Self {
+        match e {
+            AuthorizeError::Invalid(m) => ApiError::BadRequest(m),
+            AuthorizeError::BadSignature(m) => ApiError::Unauthorized(m),
+            AuthorizeError::Refused(m) => ApiError::Forbidden(m),
+            AuthorizeError::NotFound(m) => ApiError::NotFound(m),
+            AuthorizeError::Unavailable(m) => ApiError::Unavailable(m),
+            AuthorizeError::Internal(m) => ApiError::Internal(m),
+            AuthorizeError::Chain(e) => e.into(),
+            AuthorizeError::Asset(e) => e.into(),
+        }
+    }
+}
+
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Unreachable(m) => {
+                ApiError::Unavailable(format!("chain node unreachable ({m}); try again"))
+            }
+            ChainError::Transaction { what, message } => {
+                ApiError::Unavailable(format!("{what} failed on chain: {message}; try again"))
+            }
+            ChainError::Config(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<AssetError> for ApiError {
+    fn from(e: AssetError) -> Self {
+        match e {
+            AssetError::Invalid(m) => ApiError::BadRequest(m),
+            AssetError::Refused(m) => ApiError::Forbidden(m),
+            AssetError::NotFound(did) => ApiError::NotFound(format!("{did} is not registered")),
+            AssetError::Chain(c) => c.into(),
+            e @ AssetError::Fetch { .. } => ApiError::Unavailable(e.to_string()),
+            AssetError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }
 }

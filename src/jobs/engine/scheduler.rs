@@ -1,0 +1,435 @@
+//! The scheduler: the reconcile loop, the staging and run slots, wake-ups and retries. It
+//! decides which step a job takes next; the steps themselves are the other rooms'.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Engine;
+use super::approval::Gate;
+use super::policy::{Action, StepError, policy};
+use crate::jobs::model::{Job, Outcome, Phase, now_epoch};
+use crate::jobs::store::{StoreError, Transition};
+use crate::jobs::workspace::Workspace;
+
+/// A job whose last drive failed: when to try again, how often it was tried, and why it
+/// failed (the reason a job that runs out of time ends with).
+#[derive(Debug, Clone)]
+pub(super) struct Retry {
+    pub at: Instant,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+impl Engine {
+    // ---- reconcile loop -----------------------------------------------------------------
+
+    /// Runs until `shutdown`. Unfinished jobs are picked up at once when submitted and, for
+    /// anything missed (restarts, retries), on every tick.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let tick = Duration::from_millis(self.config.reconcile_interval_ms.max(10));
+        self.sweep_orphans().await;
+        let mut ticks = 0u64;
+        loop {
+            if let Err(e) = self.reconcile_once().await {
+                warn!("reconcile: {e}");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(60) {
+                self.sweep_orphans().await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        // Drivers end with the runtime, without stopping anything: their containers go on and
+        // are re-attached at the next start. (Cancelling their tokens would mean "stop the job".)
+    }
+
+    async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut jobs = self.store.unfinished().await?;
+        // Finished jobs whose agreement is not settled yet (the chain was down) come back too.
+        jobs.extend(self.store.unsettled().await?);
+        let now = Instant::now();
+        let mut queued = 0;
+        // Runs that already go on (re-attached after a restart) take their slots before any
+        // queued job can: otherwise new starts would overshoot max_running_jobs.
+        let mut permits: HashMap<String, OwnedSemaphorePermit> = HashMap::new();
+        for job in jobs.iter().filter(|j| j.phase == Phase::Running) {
+            if !self.active.lock().unwrap().contains_key(&job.id)
+                && let Ok(permit) = self.run_slots.clone().try_acquire_owned()
+            {
+                permits.insert(job.id.clone(), permit);
+            }
+        }
+        for job in jobs {
+            if matches!(job.phase, Phase::Queued | Phase::Provisioned) {
+                queued += 1;
+            }
+            if self.active.lock().unwrap().contains_key(&job.id) {
+                continue;
+            }
+            if self
+                .retry_at
+                .lock()
+                .unwrap()
+                .get(&job.id)
+                .is_some_and(|r| r.at > now)
+            {
+                continue;
+            }
+            let token = CancellationToken::new();
+            self.active
+                .lock()
+                .unwrap()
+                .insert(job.id.clone(), token.clone());
+            let engine = self.clone();
+            let permit = permits.remove(&job.id);
+            tokio::spawn(async move { engine.drive(job.id, token, permit).await });
+        }
+        metrics::gauge!("brizo_jobs_queued").set(queued as f64);
+        metrics::gauge!("brizo_jobs_active").set(self.active.lock().unwrap().len() as f64);
+        Ok(())
+    }
+
+    async fn drive(
+        self: Arc<Self>,
+        id: String,
+        cancel: CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let result = self.drive_steps(&id, &cancel, permit).await;
+        self.active.lock().unwrap().remove(&id);
+        match result {
+            Ok(()) => {
+                self.retry_at.lock().unwrap().remove(&id);
+            }
+            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason),
+            Err(StepError::Backend(e)) => {
+                let attempts = self
+                    .retry_at
+                    .lock()
+                    .unwrap()
+                    .get(&id)
+                    .map(|r| r.attempts + 1)
+                    .unwrap_or(1);
+                match policy(&e, attempts) {
+                    Action::Retry => self.retry_later(&id, &e.to_string()),
+                    Action::Fail(phase) => {
+                        if let Err(failed) = self.give_up(&id, e.to_string(), phase).await {
+                            self.retry_later(&id, &failed.to_string());
+                        } else {
+                            self.retry_at.lock().unwrap().remove(&id);
+                        }
+                    }
+                }
+            }
+            Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
+        }
+        self.wake.notify_one();
+    }
+
+    fn retry_later(&self, id: &str, reason: &str) {
+        let mut retries = self.retry_at.lock().unwrap();
+        let attempts = retries.get(id).map(|r| r.attempts + 1).unwrap_or(1);
+        let delay = Duration::from_millis(
+            self.config
+                .retry_backoff_ms
+                .max(1)
+                .saturating_mul(1 << attempts.min(6)),
+        );
+        warn!(job = %id, attempt = attempts, "will retry in {delay:?}: {reason}");
+        let retry = Retry {
+            at: Instant::now() + delay,
+            attempts,
+            reason: reason.to_string(),
+        };
+        retries.insert(id.to_string(), retry);
+    }
+
+    /// The job's last failure, for the reason it ends with when it runs out of time.
+    fn last_failure(&self, id: &str) -> String {
+        self.retry_at
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|r| format!(" (last attempt: {})", r.reason))
+            .unwrap_or_default()
+    }
+
+    /// Whether an unfinished job ran out of time: every job has a bound, whatever its input,
+    /// its algorithm or the backend do. Before its run it must start within
+    /// `limits.max_wait_secs` of its submission; once running, end within its timeout plus
+    /// `limits.grace_secs`; once a stop is asked for, end within the grace. Returns how the
+    /// job ends and why, or how long it has left.
+    fn overdue(&self, job: &Job) -> Result<Duration, (Outcome, String)> {
+        let limits = &self.config.limits;
+        let now = now_epoch();
+        let grace = limits.grace_secs as f64;
+        let mut left = match job.phase {
+            Phase::Queued | Phase::Staging | Phase::Provisioned => {
+                let end = job.date_created + limits.max_wait_secs as f64;
+                if now > end {
+                    return Err((
+                        Outcome::Failed,
+                        format!(
+                            "the job did not start within {} s of its submission (limits.max_wait_secs){}; nothing ran",
+                            limits.max_wait_secs,
+                            self.last_failure(&job.id)
+                        ),
+                    ));
+                }
+                end - now
+            }
+            _ => {
+                let end =
+                    job.date_started.unwrap_or(job.date_created) + job.timeout_secs as f64 + grace;
+                if now > end {
+                    return Err((
+                        Outcome::Failed,
+                        format!(
+                            "the job did not end within its {} s limit plus {} s of grace (limits.grace_secs){}",
+                            job.timeout_secs,
+                            limits.grace_secs,
+                            self.last_failure(&job.id)
+                        ),
+                    ));
+                }
+                end - now
+            }
+        };
+        if job.stop_requested {
+            let seen = *self
+                .stop_seen
+                .lock()
+                .unwrap()
+                .entry(job.id.clone())
+                .or_insert_with(Instant::now);
+            let waited = seen.elapsed().as_secs_f64();
+            if waited > grace {
+                return Err((
+                    Outcome::Stopped,
+                    format!(
+                        "stopped on request; the backend did not confirm within {} s{}, and its run is removed once it answers",
+                        limits.grace_secs,
+                        self.last_failure(&job.id)
+                    ),
+                ));
+            }
+            left = left.min(grace - waited);
+        }
+        Ok(Duration::from_secs_f64(left.max(0.0)))
+    }
+
+    /// Ends a job the policy gave up on, with the reason. A finished job (its after-run steps
+    /// failed) is left to them: they retry on their own.
+    async fn give_up(&self, id: &str, reason: String, phase: Phase) -> Result<(), StepError> {
+        let Some(job) = self.store.get(id).await? else {
+            return Ok(());
+        };
+        if job.is_finished() {
+            return Err(StepError::Retry(reason));
+        }
+        self.finish(&job, Outcome::Failed, Some(reason), phase)
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn drive_steps(
+        &self,
+        id: &str,
+        cancel: &CancellationToken,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StepError> {
+        let mut run_permit: Option<OwnedSemaphorePermit> = permit;
+        loop {
+            let Some(job) = self.store.get(id).await? else {
+                return Ok(());
+            };
+            if job.is_finished() {
+                // One after-run step per turn, each re-reading the job: a removal can arrive
+                // meanwhile.
+                if self.after_run_step(&job).await? {
+                    continue;
+                }
+                return Ok(());
+            }
+            // A stop before the algorithm ran ends the job at once.
+            if job.stop_requested
+                && matches!(
+                    job.phase,
+                    Phase::Queued | Phase::Staging | Phase::Provisioned
+                )
+            {
+                let reason = if job.removed {
+                    "removed before it ran"
+                } else {
+                    "stopped before it ran"
+                };
+                self.finish(&job, Outcome::Stopped, Some(reason.into()), Phase::Finished)
+                    .await?;
+                continue;
+            }
+            // A job whose dataset asks for approval goes no further until it is given.
+            if job.phase == Phase::Queued {
+                match self.approval_gate(&job).await? {
+                    Gate::Open => {}
+                    Gate::Held => return Ok(()),
+                    Gate::Ended => continue,
+                }
+            }
+            let left = match self.overdue(&job) {
+                Ok(left) => left,
+                Err((outcome, reason)) => {
+                    self.finish(&job, outcome, Some(reason), Phase::Finished)
+                        .await?;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let phase = job.phase;
+            // No step outlasts the job's bound: one that hangs (an engine that accepts the
+            // connection and never answers) is cut there, and the next turn ends the job.
+            let step = self.run_step(&job, cancel, &mut run_permit, started);
+            match tokio::time::timeout(left, step).await {
+                Ok(done) => done?,
+                Err(_) => {
+                    return Err(StepError::Retry(format!(
+                        "phase {} did not end in time",
+                        phase.code()
+                    )));
+                }
+            }
+            metrics::histogram!("brizo_job_phase_seconds", "phase" => phase.name())
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// One step of an unfinished job, from its phase: the slots it needs first, then the
+    /// run step.
+    async fn run_step(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        run_permit: &mut Option<OwnedSemaphorePermit>,
+        started: Instant,
+    ) -> Result<(), StepError> {
+        let id = job.id.as_str();
+        match job.phase {
+            Phase::Queued | Phase::Staging => {
+                // A stop while waiting for a slot ends the wait (the loop then finishes the job).
+                let _slot = tokio::select! {
+                    slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
+                    _ = cancel.cancelled() => return Ok(()),
+                };
+                let mut job = job.clone();
+                if job.phase == Phase::Queued {
+                    job.timings.queued_ms =
+                        Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+                    let transition = Transition {
+                        timings: Some(job.timings.clone()),
+                        ..Default::default()
+                    };
+                    self.store
+                        .transition(id, Phase::Staging, transition)
+                        .await?;
+                }
+                // Staging has the job's own time limit, counted from when it began (so a
+                // restart does not start it over), and a stop or removal ends it at once.
+                let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+                let left = Duration::from_secs_f64(
+                    (began + job.timeout_secs as f64 - now_epoch()).max(0.0),
+                );
+                tokio::select! {
+                    staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
+                        Ok(staged) => staged?,
+                        Err(_) => {
+                            let reason = format!(
+                                "the job's inputs did not arrive within its {} s limit; nothing ran",
+                                job.timeout_secs
+                            );
+                            self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
+                        }
+                    },
+                    _ = cancel.cancelled() => return Ok(()),
+                }
+            }
+            Phase::Provisioned => {
+                if run_permit.is_none() {
+                    tokio::select! {
+                        permit = self.run_slots.clone().acquire_owned() => *run_permit = Some(permit.expect("semaphore open")),
+                        _ = cancel.cancelled() => return Ok(()),
+                    }
+                }
+                self.start_run(job, started).await?;
+            }
+            Phase::Running => {
+                // A job re-attached after a restart takes a slot when one is free, but
+                // never waits for one: its container already runs.
+                let _slot = run_permit
+                    .take()
+                    .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
+                self.follow_run(job, cancel, started).await?;
+            }
+            Phase::Filtering => self.filter_outputs(job, started).await?,
+            Phase::Publishing => self.publish(job, started).await?,
+            Phase::Finished
+            | Phase::DataProvisioningFailed
+            | Phase::AlgorithmProvisioningFailed => unreachable!(),
+        }
+        Ok(())
+    }
+
+    /// Removes containers and job folders that belong to no unfinished job of this instance
+    /// (left by a crash between finishing and cleaning, or by a deleted database).
+    pub async fn sweep_orphans(&self) {
+        let mut folders = vec![];
+        if let Ok(mut dir) = tokio::fs::read_dir(self.config.jobs_dir()).await {
+            while let Ok(Some(entry)) = dir.next_entry().await {
+                folders.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for (name, backend) in &self.backends {
+            let runs = match backend.list_runs().await {
+                Ok(runs) => runs,
+                Err(e) => {
+                    warn!(backend = %name, "orphan sweep: {e}");
+                    continue;
+                }
+            };
+            for id in runs {
+                if self.is_orphan(&id).await {
+                    info!(job = %id, backend = %name, "removing the run of a finished or unknown job");
+                    if let Err(e) = backend.remove(&id).await {
+                        warn!(job = %id, "orphan run: {e}");
+                    }
+                }
+            }
+        }
+        for id in folders {
+            if self.is_orphan(&id).await {
+                let _ = Workspace::new(&self.config.jobs_dir(), &id).remove().await;
+            }
+        }
+    }
+
+    async fn is_orphan(&self, id: &str) -> bool {
+        if self.active.lock().unwrap().contains_key(id) {
+            return false;
+        }
+        match self.store.is_settled(id).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                warn!("orphan sweep: {e}");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The engine's steps against an in-memory backend, the way kube-rs tests reconcilers: each
+//! test scripts what the backend answers (a start refused, an engine away, a run that never
+//! ends, outputs over the cap) and checks where the job ends and why. The real backends are
+//! tested against their real engines (Docker, Slurm, moto) in `tests/`; these tests are about
+//! the engine's decisions, quickly and for every branch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use brizo_backend_core::{
+    BackendError, Capabilities, Collected, ComputeBackend, ErrorClass, ExitInfo, JobSpec, RunInfo,
+    RunState,
+};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use super::policy::{Action, policy};
+use crate::config::{Config, Overrides};
+use crate::jobs::model::{Job, JobRequest, Outcome, Phase};
+use crate::jobs::store::JobStore;
+use crate::storage::ResultsStore;
+
+type MakeError = Box<dyn Fn() -> BackendError + Send + Sync>;
+
+/// What the in-memory backend answers; tests change it while the job goes on.
+#[derive(Default)]
+struct Script {
+    /// `start` fails with this (every time, or `start_failures` times when that is set).
+    start_error: Option<MakeError>,
+    start_failures: Option<u32>,
+    /// How the run ends by itself, and when; `None`: it runs until it is stopped.
+    exit: Option<(ExitInfo, Duration)>,
+    /// `wait`, `stop` and `remove` fail with this while it is set (an engine that is away).
+    away: Option<MakeError>,
+    /// `wait` says the run is gone.
+    vanished: bool,
+    /// `collect` fails with this.
+    collect_error: Option<MakeError>,
+    /// The algorithm writes this many bytes to `/data/outputs/out.bin`.
+    writes_output: Option<usize>,
+}
+
+struct Run {
+    started: Instant,
+    ended: Option<ExitInfo>,
+    outputs: Option<std::path::PathBuf>,
+}
+
+#[derive(Default)]
+struct MemoryBackend {
+    script: Mutex<Script>,
+    runs: Mutex<HashMap<String, Run>>,
+    starts: Mutex<Vec<String>>,
+    stops: Mutex<Vec<String>>,
+    removes: Mutex<Vec<String>>,
+}
+
+impl MemoryBackend {
+    fn scripted(f: impl FnOnce(&mut Script)) -> Arc<Self> {
+        let b = Self::default();
+        f(&mut b.script.lock().unwrap());
+        Arc::new(b)
+    }
+    fn set(&self, f: impl FnOnce(&mut Script)) {
+        f(&mut self.script.lock().unwrap());
+    }
+    fn away(&self) -> Result<(), BackendError> {
+        match &self.script.lock().unwrap().away {
+            Some(e) => Err(e()),
+            None => Ok(()),
+        }
+    }
+    fn count(list: &Mutex<Vec<String>>, id: &str) -> usize {
+        list.lock().unwrap().iter().filter(|j| *j == id).count()
+    }
+    /// Whether the job's run was removed (by its cleanup; the orphan sweep may remove it
+    /// again, which is harmless: removal is idempotent).
+    fn removed(&self, id: &str) -> bool {
+        Self::count(&self.removes, id) >= 1
+    }
+}
+
+#[async_trait]
+impl ComputeBackend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::local()
+    }
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
+        {
+            let mut script = self.script.lock().unwrap();
+            if let Some(make) = &script.start_error {
+                let error = make();
+                match script.start_failures.as_mut() {
+                    Some(0) => {}
+                    Some(n) => {
+                        *n -= 1;
+                        return Err(error);
+                    }
+                    None => return Err(error),
+                }
+            }
+        }
+        self.starts.lock().unwrap().push(spec.job_id.clone());
+        let outputs = spec
+            .mounts
+            .iter()
+            .find(|m| m.target == "/data/outputs")
+            .map(|m| m.source.clone());
+        if let (Some(bytes), Some(dir)) = (self.script.lock().unwrap().writes_output, &outputs) {
+            std::fs::write(dir.join("out.bin"), vec![7u8; bytes]).unwrap();
+        }
+        self.runs
+            .lock()
+            .unwrap()
+            .entry(spec.job_id.clone())
+            .or_insert(Run {
+                started: Instant::now(),
+                ended: None,
+                outputs,
+            });
+        Ok(RunInfo {
+            run_id: format!("mem-{}", spec.job_id),
+            image_digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+                .into(),
+        })
+    }
+    async fn state(&self, job_id: &str) -> Result<RunState, BackendError> {
+        Ok(match self.runs.lock().unwrap().get(job_id) {
+            None => RunState::NotFound,
+            Some(Run { ended: Some(e), .. }) => RunState::Exited(*e),
+            Some(_) => RunState::Running,
+        })
+    }
+    async fn wait(&self, job_id: &str) -> Result<ExitInfo, BackendError> {
+        loop {
+            self.away()?;
+            if self.script.lock().unwrap().vanished {
+                return Err(BackendError::not_found(job_id));
+            }
+            {
+                let exit = self.script.lock().unwrap().exit;
+                let mut runs = self.runs.lock().unwrap();
+                let run = runs
+                    .get_mut(job_id)
+                    .ok_or_else(|| BackendError::not_found(job_id))?;
+                if let Some(ended) = run.ended {
+                    return Ok(ended);
+                }
+                if let Some((exit, after)) = exit
+                    && run.started.elapsed() >= after
+                {
+                    run.ended = Some(exit);
+                    return Ok(exit);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    async fn collect(&self, _job_id: &str) -> Result<Collected, BackendError> {
+        match &self.script.lock().unwrap().collect_error {
+            Some(e) => Err(e()),
+            None => Ok(Collected::default()),
+        }
+    }
+    fn logs(&self, _job_id: &str) -> BoxStream<'static, Result<Bytes, BackendError>> {
+        Box::pin(futures::stream::iter([Ok(Bytes::from_static(
+            b"hello from memory\n",
+        ))]))
+    }
+    async fn stop(&self, job_id: &str) -> Result<(), BackendError> {
+        self.away()?;
+        self.stops.lock().unwrap().push(job_id.to_string());
+        if let Some(run) = self.runs.lock().unwrap().get_mut(job_id) {
+            run.ended.get_or_insert(ExitInfo {
+                exit_code: 137,
+                oom_killed: false,
+            });
+        }
+        Ok(())
+    }
+    async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
+        self.away()?;
+        self.removes.lock().unwrap().push(job_id.to_string());
+        if let Some(run) = self.runs.lock().unwrap().remove(job_id)
+            && let Some(dir) = run.outputs
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+    async fn list_runs(&self) -> Result<Vec<String>, BackendError> {
+        Ok(self.runs.lock().unwrap().keys().cloned().collect())
+    }
+}
+
+/// An engine on a scratch folder whose only backend is `backend`, its loop running until the
+/// returned token is cancelled (when the test's `Rig` drops).
+struct Rig {
+    engine: Arc<Engine>,
+    backend: Arc<MemoryBackend>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn rig(backend: Arc<MemoryBackend>, tweak: impl FnOnce(&mut Config)) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::load(
+        None,
+        Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    config.reconcile_interval_ms = 20;
+    config.retry_backoff_ms = 5;
+    config.limits.user = format!("{}:{}", nix_uid(), nix_uid());
+    tweak(&mut config);
+    let store = JobStore::open(&config.database_path()).await.unwrap();
+    let results = ResultsStore::open(&config.outputs.results_url).unwrap();
+    let mut backends: BTreeMap<String, Arc<dyn ComputeBackend>> = BTreeMap::new();
+    backends.insert(config.backend.clone(), backend.clone());
+    let engine = Engine::new(Arc::new(config), store, backends, results, None);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(engine.clone().run(shutdown.clone()));
+    Rig {
+        engine,
+        backend,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+fn nix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+fn request(timeout: u64) -> JobRequest {
+    serde_json::from_value(serde_json::json!({
+        "image": "brizo/python:3.11-bookworm",
+        "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": "print(1)"},
+        "timeoutSeconds": timeout,
+    }))
+    .unwrap()
+}
+
+impl Rig {
+    async fn submit(&self, timeout: u64) -> String {
+        self.engine
+            .submit("alice", request(timeout))
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// The job once it ended and its after-run steps are done (its receipt issued).
+    async fn ended(&self, id: &str) -> Job {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.engine.get(id, None).await.unwrap();
+            if job.is_finished() && job.receipt.is_some() {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not end: phase {:?}, error {:?}",
+                job.phase,
+                job.error
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn reaches(&self, id: &str, phase: Phase) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.engine.get(id, None).await.unwrap().phase != phase {
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {phase:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn exits(code: i64) -> ExitInfo {
+    ExitInfo {
+        exit_code: code,
+        oom_killed: false,
+    }
+}
+
+#[test]
+fn the_policy_acts_on_the_class_alone() {
+    let cases: [(BackendError, u32, Action); 7] = [
+        (BackendError::unavailable("down"), 100, Action::Retry),
+        (BackendError::other("odd"), 1, Action::Retry),
+        (BackendError::other("odd"), 6, Action::Fail(Phase::Finished)),
+        (
+            BackendError::invalid_spec("bad"),
+            1,
+            Action::Fail(Phase::AlgorithmProvisioningFailed),
+        ),
+        (
+            BackendError::image_not_found("x"),
+            1,
+            Action::Fail(Phase::AlgorithmProvisioningFailed),
+        ),
+        (
+            BackendError::input("gone"),
+            1,
+            Action::Fail(Phase::DataProvisioningFailed),
+        ),
+        (
+            BackendError::run_failed("never ran"),
+            1,
+            Action::Fail(Phase::Finished),
+        ),
+    ];
+    for (error, attempts, action) in cases {
+        assert_eq!(policy(&error, attempts), action, "{error} after {attempts}");
+    }
+    assert_eq!(
+        BackendError::unavailable("x").class(),
+        ErrorClass::Transient
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_exits_0_succeeds_and_leaves_nothing() {
+    let r = rig(
+        MemoryBackend::scripted(|s| s.exit = Some((exits(0), Duration::ZERO))),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Succeeded), "{:?}", job.error);
+    assert_eq!(job.exit_code, Some(0));
+    assert_eq!(job.phase, Phase::Finished);
+    assert!(r.backend.removed(&id));
+    assert!(!r.engine.config().jobs_dir().join(&id).exists());
+    let log = std::fs::read_to_string(r.engine.log_path(&id)).unwrap();
+    assert_eq!(log, "hello from memory\n");
+}
+
+#[tokio::test]
+async fn a_start_the_backend_refuses_as_bad_ends_the_job_at_once_with_the_reason() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| {
+                BackendError::invalid_spec("executable file not found: pyhton3")
+            }))
+        }),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.phase, Phase::AlgorithmProvisioningFailed);
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(job.error.as_deref().unwrap().contains("pyhton3"), "{job:?}");
+    assert_eq!(job.exit_code, None);
+    // Whatever the refused start left is removed.
+    assert!(r.backend.removed(&id));
+}
+
+#[tokio::test]
+async fn an_engine_that_is_away_is_waited_for_and_the_job_then_runs() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| BackendError::unavailable("daemon down")));
+            s.start_failures = Some(3);
+            s.exit = Some((exits(0), Duration::ZERO));
+        }),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Succeeded), "{:?}", job.error);
+    assert_eq!(MemoryBackend::count(&r.backend.starts, &id), 1);
+}
+
+#[tokio::test]
+async fn an_unclassified_error_gives_up_after_bounded_attempts_with_the_last_reason() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| BackendError::other("engine said 418")))
+        }),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(job.error.as_deref().unwrap().contains("418"), "{job:?}");
+    assert_eq!(MemoryBackend::count(&r.backend.starts, &id), 0);
+}
+
+#[tokio::test]
+async fn exit_codes_and_out_of_memory_are_judged() {
+    let r = rig(
+        MemoryBackend::scripted(|s| s.exit = Some((exits(3), Duration::ZERO))),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(
+        (job.outcome, job.exit_code),
+        (Some(Outcome::Failed), Some(3))
+    );
+    assert!(job.error.unwrap().contains("exited with code 3"));
+
+    r.backend.set(|s| {
+        s.exit = Some((
+            ExitInfo {
+                exit_code: 137,
+                oom_killed: true,
+            },
+            Duration::ZERO,
+        ))
+    });
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::OutOfMemory));
+    assert!(job.error.unwrap().contains("out of memory"));
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_stopped_and_times_out() {
+    let r = rig(MemoryBackend::scripted(|_| {}), |_| {}).await;
+    let id = r.submit(1).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::TimedOut));
+    assert!(job.error.unwrap().contains("1 s limit"));
+    assert_eq!(MemoryBackend::count(&r.backend.stops, &id), 1);
+    assert!(r.backend.removed(&id));
+}
+
+#[tokio::test]
+async fn a_stop_ends_a_running_job_and_a_queued_one_never_starts() {
+    let r = rig(MemoryBackend::scripted(|_| {}), |c| c.max_running_jobs = 1).await;
+    let running = r.submit(600).await;
+    r.reaches(&running, Phase::Running).await;
+    let queued = r.submit(600).await;
+    r.reaches(&queued, Phase::Provisioned).await;
+
+    r.engine.stop(&queued, Some("alice")).await.unwrap();
+    let job = r.ended(&queued).await;
+    assert_eq!(job.outcome, Some(Outcome::Stopped));
+    assert_eq!(job.error.as_deref(), Some("stopped before it ran"));
+    assert_eq!(MemoryBackend::count(&r.backend.starts, &queued), 0);
+
+    r.engine.stop(&running, Some("alice")).await.unwrap();
+    let job = r.ended(&running).await;
+    assert_eq!(job.outcome, Some(Outcome::Stopped));
+    assert_eq!(MemoryBackend::count(&r.backend.stops, &running), 1);
+    assert!(r.backend.removed(&running));
+    // Another consumer cannot stop it, nor see it.
+    assert!(r.engine.stop(&running, Some("mallory")).await.is_err());
+}
+
+#[tokio::test]
+async fn an_engine_that_stays_away_while_running_ends_the_job_after_the_grace() {
+    let backend = MemoryBackend::scripted(|_| {});
+    let r = rig(backend.clone(), |c| c.limits.grace_secs = 1).await;
+    let id = r.submit(1).await;
+    r.reaches(&id, Phase::Running).await;
+    backend.set(|s| s.away = Some(Box::new(|| BackendError::unavailable("daemon restarting"))));
+    // It ends (as failed, with the last error), though the engine never answers again...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let job = r.engine.get(&id, None).await.unwrap();
+        if job.is_finished() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "stuck in {:?}", job.phase);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    let reason = job.error.unwrap();
+    assert!(reason.contains("1 s of grace"), "{reason}");
+    assert!(reason.contains("daemon restarting"), "{reason}");
+    // ...and what it left goes once the engine is back.
+    assert!(!backend.removed(&id));
+    backend.set(|s| s.away = None);
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(backend.removed(&id));
+}
+
+#[tokio::test]
+async fn a_stop_the_engine_cannot_carry_out_still_ends_the_job_within_the_grace() {
+    let backend = MemoryBackend::scripted(|_| {});
+    let r = rig(backend.clone(), |c| c.limits.grace_secs = 1).await;
+    let id = r.submit(600).await;
+    r.reaches(&id, Phase::Running).await;
+    backend.set(|s| s.away = Some(Box::new(|| BackendError::unavailable("daemon gone"))));
+    r.engine.stop(&id, None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let job = r.engine.get(&id, None).await.unwrap();
+        if job.is_finished() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "stuck in {:?}", job.phase);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job.outcome, Some(Outcome::Stopped));
+    assert!(job.error.unwrap().contains("did not confirm"));
+    backend.set(|s| s.away = None);
+    r.ended(&id).await;
+    assert!(backend.removed(&id));
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_start_within_max_wait_fails_with_why() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| BackendError::unavailable("no capacity")))
+        }),
+        |c| c.limits.max_wait_secs = 1,
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    let reason = job.error.unwrap();
+    assert!(reason.contains("did not start within 1 s"), "{reason}");
+    assert!(reason.contains("no capacity"), "{reason}");
+}
+
+#[tokio::test]
+async fn outputs_over_the_cap_fail_the_job_and_nothing_is_published() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.exit = Some((exits(0), Duration::ZERO));
+            s.writes_output = Some(2 << 20);
+        }),
+        |c| c.outputs.max_output_mb = 1,
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(job.error.unwrap().contains("over the publisher's cap"));
+    assert!(job.outputs.is_empty());
+}
+
+#[tokio::test]
+async fn a_run_whose_results_cannot_be_read_or_that_vanished_fails_with_the_reason() {
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.exit = Some((exits(0), Duration::ZERO));
+            s.collect_error = Some(Box::new(|| BackendError::run_failed("archive is corrupt")));
+        }),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(job.error.unwrap().contains("archive is corrupt"));
+
+    r.backend.set(|s| {
+        s.collect_error = None;
+        s.exit = None;
+    });
+    let id = r.submit(60).await;
+    r.reaches(&id, Phase::Running).await;
+    r.backend.set(|s| s.vanished = true);
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Failed));
+    assert!(job.error.unwrap().contains("disappeared"));
+}
+
+#[tokio::test]
+async fn a_removed_job_leaves_nothing_and_is_hidden() {
+    let r = rig(
+        MemoryBackend::scripted(|s| s.exit = Some((exits(0), Duration::ZERO))),
+        |_| {},
+    )
+    .await;
+    let id = r.submit(60).await;
+    let job = r.ended(&id).await;
+    assert_eq!(job.outcome, Some(Outcome::Succeeded));
+    r.engine.remove(&id, Some("alice")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.engine.store.get(&id).await.unwrap().unwrap().cleared {
+        assert!(Instant::now() < deadline, "leftovers never cleared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(r.engine.get(&id, Some("alice")).await.is_err());
+    assert!(!r.engine.log_path(&id).exists());
+    assert!(
+        !r.engine
+            .config()
+            .data_dir
+            .join("results")
+            .join(&id)
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(MemoryBackend::scripted(|_| {}), |c| c.max_running_jobs = 1).await;
+    let running = r.submit(600).await;
+    r.reaches(&running, Phase::Running).await;
+    let second = r.submit(600).await;
+    r.reaches(&second, Phase::Provisioned).await;
+    let third = r.submit(600).await;
+    r.reaches(&third, Phase::Provisioned).await;
+    let wait = |id: String| {
+        let engine = r.engine.clone();
+        async move {
+            let job = engine.get(&id, None).await.unwrap();
+            engine.waiting(&job).await.unwrap()
+        }
+    };
+    assert_eq!(
+        wait(running.clone()).await,
+        None,
+        "a running job waits for nothing"
+    );
+    let w = wait(second.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(1)),
+        "{w:?}"
+    );
+    assert!(w.text.contains("0 job(s) ahead"), "{}", w.text);
+    let w = wait(third.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(2)),
+        "{w:?}"
+    );
+
+    // The slot frees: the next one runs and the last moves up.
+    r.engine.stop(&running, None).await.unwrap();
+    r.reaches(&second, Phase::Running).await;
+    let w = wait(third.clone()).await.unwrap();
+    assert_eq!(
+        (w.reason, w.position),
+        (WaitReason::RunSlot, Some(1)),
+        "{w:?}"
+    );
+
+    // A stop asked for is what it waits on then.
+    r.engine.stop(&second, None).await.unwrap();
+    let job = r.engine.get(&second, None).await.unwrap();
+    if !job.is_finished() {
+        let w = r.engine.waiting(&job).await.unwrap().unwrap();
+        assert_eq!(w.reason, WaitReason::Stopping);
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| {
+                BackendError::unavailable("engine is upgrading")
+            }))
+        }),
+        |c| c.retry_backoff_ms = 2000,
+    )
+    .await;
+    let id = r.submit(600).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let w = loop {
+        let job = r.engine.get(&id, None).await.unwrap();
+        if let Some(w) = r.engine.waiting(&job).await.unwrap()
+            && w.reason == WaitReason::Retrying
+        {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "never retrying: {job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(w.text.contains("engine is upgrading"), "{}", w.text);
+    assert!(w.text.contains("trying again in"), "{}", w.text);
+}

@@ -1,0 +1,139 @@
+//! What each unfinished job waits for, from what the scheduler knows: its phase, its place in
+//! the queue for a slot, the slots free, and a step that failed and waits to be tried again.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{Engine, EngineError};
+use crate::jobs::model::{ApprovalState, Job, Phase, WaitReason, Waiting};
+
+impl Engine {
+    /// What `job` waits for; `None` once it runs or has ended.
+    pub async fn waiting(&self, job: &Job) -> Result<Option<Waiting>, EngineError> {
+        Ok(self
+            .waiting_all(std::slice::from_ref(job))
+            .await?
+            .remove(&job.id))
+    }
+
+    /// What each of `jobs` waits for (one look at the queue for all of them).
+    pub async fn waiting_all(&self, jobs: &[Job]) -> Result<HashMap<String, Waiting>, EngineError> {
+        let mut found = HashMap::new();
+        if jobs.iter().all(Job::is_finished) {
+            return Ok(found);
+        }
+        // In the order slots are handed out: staging slots by submission, run slots by when
+        // staging ended (the slots are fair: first to ask, first served).
+        let mut queue = self.store.unfinished().await?;
+        queue.sort_by(|a, b| ready_at(a).total_cmp(&ready_at(b)));
+        let place = |job: &Job| {
+            queue
+                .iter()
+                .filter(|q| q.phase == job.phase && !q.stop_requested)
+                .filter(|q| {
+                    q.approval
+                        .as_ref()
+                        .is_none_or(|a| a.state != ApprovalState::Pending)
+                })
+                .position(|q| q.id == job.id)
+                .map(|i| i + 1)
+        };
+        for job in jobs.iter().filter(|j| !j.is_finished()) {
+            if let Some(waiting) = self.wait_of(job, place(job)) {
+                found.insert(job.id.clone(), waiting);
+            }
+        }
+        Ok(found)
+    }
+
+    fn wait_of(&self, job: &Job, position: Option<usize>) -> Option<Waiting> {
+        let waiting = |reason, text: String, position| {
+            Some(Waiting {
+                reason,
+                text,
+                position,
+            })
+        };
+        if job.stop_requested {
+            return waiting(
+                WaitReason::Stopping,
+                format!(
+                    "stopping on request; it ends within {} s (limits.grace_secs) even if the backend does not answer",
+                    self.config.limits.grace_secs
+                ),
+                None,
+            );
+        }
+        if let Some(retry) = self.retry_at.lock().unwrap().get(&job.id)
+            && retry.at > Instant::now()
+        {
+            let secs = retry.at.saturating_duration_since(Instant::now()).as_secs() + 1;
+            return waiting(
+                WaitReason::Retrying,
+                format!(
+                    "attempt {} failed: {}; trying again in {secs} s",
+                    retry.attempts, retry.reason
+                ),
+                None,
+            );
+        }
+        if job.phase == Phase::Queued
+            && job
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.state == ApprovalState::Pending)
+        {
+            return waiting(
+                WaitReason::Approval,
+                "waiting for the publisher to approve it (its dataset asks for approval of each job); not approved before the agreement expires, it ends without running and is not charged".into(),
+                None,
+            );
+        }
+        match job.phase {
+            Phase::Queued => {
+                let ahead = position.unwrap_or(1) - 1;
+                waiting(
+                    WaitReason::StagingSlot,
+                    format!(
+                        "waiting for a staging slot: {ahead} job(s) ahead of it; {} stage at once (max_staging_jobs)",
+                        self.config.max_staging_jobs
+                    ),
+                    position,
+                )
+            }
+            Phase::Staging => waiting(
+                WaitReason::Staging,
+                "putting its algorithm and inputs in place".into(),
+                None,
+            ),
+            Phase::Provisioned => {
+                // The first `free` staged jobs have a slot (or are about to take one).
+                let free = self.run_slots.available_permits();
+                match position {
+                    Some(p) if p > free => waiting(
+                        WaitReason::RunSlot,
+                        format!(
+                            "waiting for a run slot: {} job(s) ahead of it; {} run at once (max_running_jobs)",
+                            p - free - 1,
+                            self.config.max_running_jobs
+                        ),
+                        Some(p - free),
+                    ),
+                    _ => waiting(
+                        WaitReason::Starting,
+                        format!("starting on backend {}", job.backend),
+                        None,
+                    ),
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// When the job joined the queue it is in now: submitted, or staged.
+fn ready_at(job: &Job) -> f64 {
+    let t = &job.timings;
+    let staged = t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0);
+    job.date_created + staged as f64 / 1000.0
+}
