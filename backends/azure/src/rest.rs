@@ -372,6 +372,14 @@ impl Batch {
         {
             Ok(_) => Ok(Added::New),
             Err(r) if r.status == 409 && r.code == "TaskExists" => Ok(Added::Existed),
+            // The Batch job is missing, disabled or terminated: the infrastructure's to fix,
+            // not the job's fault; retried until it takes tasks again.
+            Err(r) if r.status == 404 || r.status == 409 => {
+                Err(BackendError::unavailable(format!(
+                    "Azure Batch job {job_id} does not take tasks ({} {}); apply terraform/modules/azure or enable the job",
+                    r.code, r.message
+                )))
+            }
             Err(r) => Err(r.into_error(&what)),
         }
     }

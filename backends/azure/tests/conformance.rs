@@ -358,4 +358,13 @@ async fn a_missing_batch_job_is_reported_by_ping() {
         }
         other => panic!("expected unavailable, got {other:?}"),
     }
+    // A job submitted meanwhile waits (a transient error), it is not failed as a bad job.
+    let s = spec(IMAGE, &["/bin/true"]);
+    match b.start(&s).await {
+        Err(e @ BackendError::Unavailable { .. }) => {
+            assert!(e.to_string().contains("no-such-batch-job"), "{e}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    b.remove(&s.job_id).await.unwrap();
 }
