@@ -333,17 +333,46 @@ impl RemoteEngine for AzureBatch {
         Duration::from_millis(self.config.poll_ms)
     }
 
+    /// The configured job takes tasks and runs them on the configured pool, which exists.
     async fn ping(&self) -> Result<(), BackendError> {
-        match self.batch.job(&self.config.job_id).await? {
+        let (job_id, pool_id) = (&self.config.job_id, &self.config.pool_id);
+        let job = match self.batch.job(job_id).await? {
+            None => {
+                return Err(BackendError::unavailable(format!(
+                    "Batch job {job_id} does not exist (apply terraform/modules/azure first)"
+                )));
+            }
+            Some(job) if job.state != "active" => {
+                return Err(BackendError::unavailable(format!(
+                    "Batch job {job_id} is {}, not active: it takes no tasks",
+                    job.state
+                )));
+            }
+            Some(job) => job,
+        };
+        let on = job.pool_info.map(|p| p.pool_id).unwrap_or_default();
+        if !on.eq_ignore_ascii_case(pool_id) {
+            return Err(BackendError::unavailable(format!(
+                "Batch job {job_id} runs on pool {on:?}, not on the configured pool {pool_id}"
+            )));
+        }
+        match self.batch.pool(pool_id).await? {
             None => Err(BackendError::unavailable(format!(
-                "Batch job {} does not exist (apply terraform/modules/azure first)",
-                self.config.job_id
+                "Batch pool {pool_id} does not exist (apply terraform/modules/azure first)"
             ))),
-            Some(job) if job.state != "active" => Err(BackendError::unavailable(format!(
-                "Batch job {} is {}, not active: it takes no tasks",
-                self.config.job_id, job.state
+            Some(pool) if pool.state != "active" => Err(BackendError::unavailable(format!(
+                "Batch pool {pool_id} is {}, not active",
+                pool.state
             ))),
-            Some(_) => Ok(()),
+            Some(pool) => {
+                if pool.current_dedicated_nodes + pool.current_low_priority_nodes == 0 {
+                    tracing::info!(
+                        "Batch pool {pool_id} has no node right now ({}): tasks wait for one",
+                        pool.allocation_state
+                    );
+                }
+                Ok(())
+            }
         }
     }
 

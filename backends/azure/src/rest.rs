@@ -1,5 +1,5 @@
-//! A small typed client of the Azure Batch data-plane REST API: jobs (add, get), tasks (add,
-//! get, terminate, delete) and task files (stdout.txt, stderr.txt) for logs. There is no official Rust
+//! A small typed client of the Azure Batch data-plane REST API: pools (get), jobs (add, get),
+//! tasks (add, get, terminate, delete) and task files (stdout.txt, stderr.txt) for logs. There is no official Rust
 //! crate for Batch; the shapes here follow the official specification
 //! (Azure/azure-rest-api-specs, `specification/batch/data-plane/Microsoft.Batch/stable/`
 //! [`API_VERSION`]`/BatchService.json`), and the tests check every request body against it.
@@ -109,6 +109,22 @@ pub struct CloudJob {
     #[serde(default)]
     pub state: String,
     pub pool_info: Option<PoolInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudPool {
+    pub id: String,
+    /// `active` or `deleting`.
+    #[serde(default)]
+    pub state: String,
+    /// `steady`, `resizing` or `stopping`.
+    #[serde(default)]
+    pub allocation_state: String,
+    #[serde(default)]
+    pub current_dedicated_nodes: i64,
+    #[serde(default)]
+    pub current_low_priority_nodes: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +337,25 @@ impl Batch {
             ))
             .because(e)
         })
+    }
+
+    /// The pool, or `None` when the account has no pool of that id.
+    pub async fn pool(&self, pool_id: &str) -> Result<Option<CloudPool>, BackendError> {
+        let what = format!("getting pool {pool_id}");
+        match self
+            .send(
+                reqwest::Method::GET,
+                &format!("/pools/{}", segment(pool_id)),
+                None,
+                None,
+                &what,
+            )
+            .await?
+        {
+            Ok(r) => Self::json(r, &what).await.map(Some),
+            Err(r) if r.status == 404 => Ok(None),
+            Err(r) => Err(r.into_error(&what)),
+        }
     }
 
     /// The Batch job, or `None` when the account has no job of that id.

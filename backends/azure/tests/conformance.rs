@@ -344,10 +344,10 @@ async fn throttling_is_transient() {
     b.ping().await.unwrap();
 }
 
-/// A Batch job that does not exist makes the backend unavailable (a transient error), with
+/// A Batch job or pool that does not exist (or a job on another pool) makes the backend unavailable (a transient error), with
 /// what to do about it.
 #[tokio::test]
-async fn a_missing_batch_job_is_reported_by_ping() {
+async fn a_missing_batch_job_or_pool_is_reported_by_ping() {
     let rig = rig().await;
     let mut c = config(rig);
     c.job_id = "no-such-batch-job".into();
@@ -367,4 +367,38 @@ async fn a_missing_batch_job_is_reported_by_ping() {
         other => panic!("expected unavailable, got {other:?}"),
     }
     b.remove(&s.job_id).await.unwrap();
+
+    // A job on another pool than the configured one, and a pool that does not exist.
+    let mut c = config(rig);
+    c.pool_id = "no-such-pool".into();
+    let b = brizo_backend_azure::connect(c, "conformance", "ping").unwrap();
+    match b.ping().await {
+        Err(e @ BackendError::Unavailable { .. }) => {
+            assert!(e.to_string().contains("not on the configured pool"), "{e}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    b.engine()
+        .batch()
+        .add_job(&JobAdd {
+            id: "on-a-missing-pool".into(),
+            pool_info: PoolInfo {
+                pool_id: "no-such-pool".into(),
+            },
+        })
+        .await
+        .unwrap();
+    let mut c = config(rig);
+    c.pool_id = "no-such-pool".into();
+    c.job_id = "on-a-missing-pool".into();
+    let b = brizo_backend_azure::connect(c, "conformance", "ping").unwrap();
+    match b.ping().await {
+        Err(e @ BackendError::Unavailable { .. }) => {
+            assert!(
+                e.to_string().contains("pool no-such-pool does not exist"),
+                "{e}"
+            )
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
 }

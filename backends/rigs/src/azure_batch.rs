@@ -1,7 +1,7 @@
 //! A STAND-IN for the Azure Batch service, for tests, the benchmark and `make try-azure`: Azure
 //! Batch has no emulator. It is test code, not Azure: it speaks the data-plane REST API as the
 //! official specification defines it (API version [`API_VERSION`]) for the operations brizo
-//! uses (Job_Add, Job_Get, Task_Add, Task_Get, Task_Terminate, Task_Delete, File_GetFromTask,
+//! uses (Pool_Get, Job_Add, Job_Get, Task_Add, Task_Get, Task_Terminate, Task_Delete, File_GetFromTask,
 //! File_GetPropertiesFromTask), and runs each task's command line as a container on the local
 //! Docker engine, the way moto does for AWS Batch.
 //!
@@ -320,6 +320,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let method = req.method().as_str();
     match (method, parts.as_slice()) {
+        ("GET", ["pools", pool]) => state.get_pool(pool),
         ("POST", ["jobs"]) => state.add_job(&req, &body),
         ("GET", ["jobs", job]) => state.get_job(job),
         ("POST", ["jobs", job, "tasks"]) => state.add_task(&req, job, &body),
@@ -495,6 +496,29 @@ impl State {
             .insert_header(("DataServiceId", format!("/jobs/{id}")))
             .insert_header(("Location", format!("/jobs/{id}")))
             .finish()
+    }
+
+    /// The one pool: container-enabled, one dedicated node (this host), steady.
+    fn get_pool(&self, id: &str) -> HttpResponse {
+        if !id.eq_ignore_ascii_case(POOL) {
+            return error(404, "PoolNotFound", "The specified pool does not exist.");
+        }
+        HttpResponse::Ok().json(json!({
+            "odata.metadata": "$metadata#pools/@Element",
+            "id": POOL, "url": format!("/pools/{POOL}"), "eTag": "0x1",
+            "state": "active", "allocationState": "steady",
+            "vmSize": "standard_d2s_v5", "taskSlotsPerNode": 1,
+            "currentDedicatedNodes": 1, "currentLowPriorityNodes": 0,
+            "targetDedicatedNodes": 1, "targetLowPriorityNodes": 0,
+            "enableAutoScale": false, "enableInterNodeCommunication": false,
+            "targetNodeCommunicationMode": "simplified",
+            "virtualMachineConfiguration": {
+                "imageReference": {"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"},
+                "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+                "containerConfiguration": {"type": "dockerCompatible"}
+            },
+            "networkConfiguration": {"publicIPAddressConfiguration": {"provision": "nopublicipaddresses"}},
+        }))
     }
 
     fn get_job(&self, id: &str) -> HttpResponse {
