@@ -1,7 +1,12 @@
-//! Test rigs: the real engines and emulators brizo's tests and benchmarks run against, each
+//! Test rigs: the real engines and emulators brizo's tests and benchmarks run against (and,
+//! for Azure Batch, which has no emulator, a stand-in server: [`azure_batch`]), each
 //! started on this machine and stopped by PID when its handle drops (and by a watcher if the
 //! test process dies first). Never a dependency of library code.
 
+#[cfg(feature = "azure")]
+pub mod azure_batch;
+#[cfg(feature = "azure")]
+pub mod azurite;
 pub mod moto;
 pub mod slurm;
 

@@ -489,12 +489,32 @@ fn put_bytes(url: &str, body: &[u8]) -> Result<(), String> {
         return write_aside(path, |file| file.write_all(body));
     }
     retry("PUT", || {
-        agent()
-            .put(url)
+        blob_type(agent().put(url), url)
             .send(body)
             .map(|_| ())
             .map_err(|e| e.to_string())
     })
+}
+
+/// Azure Blob's Put Blob needs the blob's type in a header a SAS URL cannot carry; other
+/// stores (S3, GCS) get nothing more.
+fn blob_type<B>(request: ureq::RequestBuilder<B>, url: &str) -> ureq::RequestBuilder<B> {
+    if is_azure_sas(url) {
+        request.header("x-ms-blob-type", "BlockBlob")
+    } else {
+        request
+    }
+}
+
+/// A URL signed as an Azure Storage SAS (its signed version and signature in the query).
+fn is_azure_sas(url: &str) -> bool {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let has = |name: &str| {
+        query
+            .split('&')
+            .any(|p| p.split_once('=').is_some_and(|(k, _)| k == name))
+    };
+    has("sv") && has("sig")
 }
 
 /// Sends a folder as one tar archive, streamed: a first pass measures it (S3 needs the length
@@ -521,8 +541,7 @@ fn upload_dir(dir: &Path, url: &str) -> Result<(), String> {
         let dir_shown = dir.display().to_string();
         let producer = std::thread::scope(|scope| {
             let handle = scope.spawn(move || archive(&mut writer));
-            let sent = agent()
-                .put(url)
+            let sent = blob_type(agent().put(url), url)
                 .header("content-length", length.to_string())
                 .send(ureq::SendBody::from_owned_reader(reader))
                 .map(|_| ())
@@ -560,5 +579,21 @@ impl Write for Counter {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_azure_sas;
+
+    #[test]
+    fn only_azure_sas_urls_get_the_blob_type() {
+        assert!(is_azure_sas(
+            "http://127.0.0.1:10000/devstoreaccount1/staging/jobs/x/result.json?sv=2021-08-06&sp=w&st=a&se=b&sr=b&sig=abc%3D"
+        ));
+        assert!(!is_azure_sas(
+            "http://127.0.0.1:5000/staging/x/result.json?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc"
+        ));
+        assert!(!is_azure_sas("https://example.org/upload?sig=1"));
     }
 }

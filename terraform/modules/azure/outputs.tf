@@ -1,0 +1,47 @@
+# These map onto brizo's configuration: `brizo config from-terraform OUTPUTS.json` writes it.
+# The Batch account's key is not among them: brizo reads it from $AZURE_BATCH_ACCESS_KEY
+# (`az batch account keys list --name <batch_account> --resource-group <group>`).
+
+output "batch_url" {
+  value = "https://${azurerm_batch_account.brizo.account_endpoint}"
+}
+
+output "batch_account" {
+  value = azurerm_batch_account.brizo.name
+}
+
+output "pool_id" {
+  value = azurerm_batch_pool.brizo.name
+}
+
+output "job_id" {
+  value = azurerm_batch_job.brizo.name
+}
+
+output "storage_account" {
+  value = azurerm_storage_account.brizo.name
+}
+
+output "staging_container" {
+  value = azurerm_storage_container.staging.name
+}
+
+output "data_url" {
+  value = "az://${azurerm_storage_account.brizo.name}/${azurerm_storage_container.data.name}"
+}
+
+output "results_url" {
+  value = "${azurerm_storage_account.brizo.primary_blob_endpoint}${azurerm_storage_container.results.name}/brizo"
+}
+
+output "runner_host_path" {
+  value = local.runner_host_path
+}
+
+output "runner_upload_url" {
+  value = "${azurerm_storage_account.brizo.primary_blob_endpoint}${azurerm_storage_container.runner.name}/${local.runner_blob}"
+}
+
+output "pool_identity" {
+  value = azurerm_user_assigned_identity.pool.id
+}

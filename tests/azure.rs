@@ -1,0 +1,335 @@
+//! The Azure Batch backend through the service:
+//! - REAL: Azurite (the Azure Blob emulator) holding the dataset, the staging container and the
+//!   results; the local Docker engine running each task's container with the real static
+//!   runner inside, which reaches Blob through SAS URLs only; the service itself.
+//! - STAND-IN: Azure Batch (no emulator exists): `brizo_test_rigs::azure_batch`, which speaks
+//!   the Batch REST API, checks the requests against the official specification's schemas and
+//!   runs tasks with `docker run`.
+//!
+//! A Blob dataset routed to Batch and a local one to Docker, outputs in the results container
+//! with their hashes, logs, stop, a service restart while a task runs, an output over the cap,
+//! a missing blob. Built with `--features azure` (`make test` does).
+#![cfg(feature = "azure")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brizo_test_rigs::azure_batch::{self, BatchStandin};
+use brizo_test_rigs::azurite::{self, Azurite};
+use brizo_test_rigs::built_runner;
+use common::Service;
+use serde_json::json;
+use sha2::Digest;
+
+const CSV: &[u8] = b"date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
+const BATCH_JOB: &str = "brizo-jobs";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Setup {
+    azurite: Azurite,
+    batch: BatchStandin,
+    svc: Service,
+}
+
+async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// `extra`: TOML appended to the service's configuration.
+async fn setup_with(extra: &str) -> Setup {
+    let port = common::free_port();
+    let (azurite, batch) = tokio::task::spawn_blocking(move || {
+        let azurite = Azurite::start(&root(), port).unwrap_or_else(|e| panic!("{e}"));
+        for c in ["datasets", "staging", "results"] {
+            azurite.create_container(c).unwrap();
+        }
+        azurite
+            .put_blob("datasets", "weather/daily.csv", CSV)
+            .unwrap();
+        let batch = BatchStandin::start().unwrap_or_else(|e| panic!("{e}"));
+        (azurite, batch)
+    })
+    .await
+    .unwrap();
+    // The Batch job terraform/modules/azure makes, made here.
+    let client =
+        brizo_backend_azure::rest::Batch::new(&batch.url, azure_batch::ACCOUNT, azure_batch::KEY)
+            .unwrap();
+    client
+        .add_job(&brizo_backend_azure::rest::JobAdd {
+            id: BATCH_JOB.into(),
+            pool_info: brizo_backend_azure::rest::PoolInfo {
+                pool_id: azure_batch::POOL.into(),
+            },
+        })
+        .await
+        .unwrap();
+    let runner = built_runner(&root()).unwrap_or_else(|e| panic!("{e}"));
+    let config = format!(
+        r#"
+backend = "local"
+[[backends]]
+name = "local"
+kind = "docker"
+[[backends]]
+name = "azure"
+kind = "azure-batch"
+near = ["az://{account}/datasets"]
+[backends.azure]
+batch_url = "{batch_url}"
+batch_account = "{batch_account}"
+pool_id = "{pool}"
+job_id = "{BATCH_JOB}"
+storage_account = "{account}"
+staging_container = "staging"
+blob_endpoint = "{blob}"
+runner_host_path = "{runner}"
+poll_ms = 300
+images = "docker"
+[outputs]
+results_url = "az://results/brizo"
+{extra}
+"#,
+        account = azurite::ACCOUNT,
+        batch_url = batch.url,
+        batch_account = azure_batch::ACCOUNT,
+        pool = azure_batch::POOL,
+        blob = azurite.account_url(),
+        runner = runner.display()
+    );
+    // object_store (the results container, and the backend's Blob) in emulator mode, on this
+    // Azurite; the Batch key where the backend reads it.
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true"),
+        ("AZURITE_BLOB_STORAGE_URL", azurite.endpoint.as_str()),
+        ("AZURE_BATCH_ACCESS_KEY", azure_batch::KEY),
+    ];
+    let svc = Service::start_with_config(&env, &config).await;
+    Setup {
+        azurite,
+        batch,
+        svc,
+    }
+}
+
+fn job_on_blob(code: &str) -> serde_json::Value {
+    job_on(
+        code,
+        &format!("az://{}/datasets/weather/daily.csv", azurite::ACCOUNT),
+    )
+}
+
+fn job_on(code: &str, input: &str) -> serde_json::Value {
+    json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": code},
+        "inputs": [{"url": input, "name": "weather"}]})
+}
+
+const SUMMARY: &str = r#"
+import pathlib, os
+rows = pathlib.Path('/data/inputs/weather/0').read_text().splitlines()[1:]
+temps = [float(r.split(',')[1]) for r in rows]
+print('rows', len(rows), 'as uid', os.getuid(), flush=True)
+pathlib.Path('/data/outputs/summary.txt').write_text('mean %.2f\n' % (sum(temps) / len(temps)))
+"#;
+
+#[tokio::test]
+async fn blob_data_runs_on_batch_and_local_data_on_docker() {
+    let s = setup().await;
+    let id = s.svc.submit(job_on_blob(SUMMARY)).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(
+        job["outcome"],
+        "succeeded",
+        "{job}\n{}\n{}",
+        s.svc.logs(&id).await,
+        s.svc.log()
+    );
+    assert_eq!(job["backend"], "azure", "{job}");
+    let logs = s.svc.logs(&id).await;
+    assert!(logs.contains("rows 3 as uid 65534"), "{logs}");
+
+    // The output is in the results container, with the size and hash the job reports.
+    let stored = s
+        .azurite
+        .get_blob("results", &format!("brizo/{id}/outputs/summary.txt"))
+        .unwrap()
+        .expect("the output is in the results container");
+    assert_eq!(&stored[..], b"mean 2.33\n");
+    let reported = job["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "summary.txt")
+        .expect("summary.txt listed")
+        .clone();
+    assert_eq!(reported["size"], stored.len());
+    assert_eq!(
+        reported["sha256"],
+        hex::encode(sha2::Sha256::digest(&stored)),
+        "{reported}"
+    );
+
+    let log = s
+        .azurite
+        .get_blob("results", &format!("brizo/{id}/logs/algorithm.log"))
+        .unwrap()
+        .expect("the log is in the results container");
+    assert!(String::from_utf8_lossy(&log).contains("rows 3"));
+
+    // The dataset went from its container straight into the task's container: the receipt's
+    // digest of it is the runner's, and nothing of it was staged.
+    let receipt = receipt_of(&s.svc, &id).await;
+    let input = &receipt["receipt"]["inputs"][0];
+    assert_eq!(
+        input["sha256"],
+        hex::encode(sha2::Sha256::digest(CSV)),
+        "{receipt}"
+    );
+
+    // Once finished, nothing of the job is left in the staging container.
+    s.svc.wait_cleaned(&id).await;
+    let staged = s.azurite.list_blobs("staging").unwrap();
+    assert!(
+        staged.iter().all(|b| !b.contains(&id)),
+        "staging left behind: {staged:?}"
+    );
+    assert!(
+        s.batch.violations().is_empty(),
+        "requests the specification refuses: {:?}",
+        s.batch.violations()
+    );
+
+    // The same service sends a job on local data to Docker.
+    let local = s
+        .svc
+        .dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
+    let id = s
+        .svc
+        .submit(
+            json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
+        "algorithm": {"rawcode": SUMMARY}, "inputs": [{"url": local, "name": "weather"}]}),
+        )
+        .await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}");
+    assert_eq!(job["backend"], "local", "{job}");
+}
+
+#[tokio::test]
+async fn stop_terminates_and_a_restart_reattaches() {
+    let mut s = setup().await;
+    // A job the service is killed under: the restarted service finds its task again.
+    let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
+    let id = s.svc.submit(job_on_blob(slow)).await;
+    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    s.svc.kill9();
+    s.svc.spawn().await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
+    assert!(s.svc.logs(&id).await.contains("finished"));
+    let stored = s
+        .azurite
+        .get_blob("results", &format!("brizo/{id}/outputs/done.txt"))
+        .unwrap()
+        .expect("done.txt in the results");
+    assert_eq!(&stored[..], b"done");
+    let task =
+        brizo_backend_azure::AzureBatch::task_id(&format!("{}/azure", s.svc.instance()), &id);
+    assert_eq!(s.batch.task_adds(&task), 1, "the task was added twice");
+
+    // Stop: TerminateTask ends the task and its container.
+    let id = s
+        .svc
+        .submit(job_on_blob("import time\ntime.sleep(300)\n"))
+        .await;
+    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    let res = s
+        .svc
+        .post(&format!("/api/v2/jobs/{id}/stop"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "stopped", "{job}");
+    let task =
+        brizo_backend_azure::AzureBatch::task_id(&format!("{}/azure", s.svc.instance()), &id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !containers_of_task(&task).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task's container outlived the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn caps_and_missing_blobs_are_refused_with_their_reason() {
+    let s = setup_with("max_output_mb = 1").await;
+    let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
+    let id = s.svc.submit(job_on_blob(big)).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
+    let logs = s.svc.logs(&id).await;
+    assert!(
+        logs.contains("over the publisher's cap of 1048576 bytes"),
+        "{logs}"
+    );
+    assert!(
+        s.azurite
+            .get_blob("results", &format!("brizo/{id}/outputs/big.bin"))
+            .unwrap()
+            .is_none()
+    );
+
+    // A blob the task would fetch itself is looked up before anything is submitted: data
+    // provisioning fails, with the blob named.
+    let missing = format!("az://{}/datasets/weather/absent.csv", azurite::ACCOUNT);
+    let id = s.svc.submit(job_on("print('never')", &missing)).await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], 31, "{job}");
+    assert!(job["error"].as_str().unwrap().contains(&missing), "{job}");
+    assert!(job["exitCode"].is_null(), "{job}");
+}
+
+async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if svc.job(id).await["receiptHash"].is_string() {
+            return svc
+                .get(&format!("/api/v2/jobs/{id}/receipt"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn containers_of_task(task: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=brizo.batch-task={task}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
