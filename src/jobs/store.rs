@@ -289,8 +289,8 @@ impl JobStore {
     /// Changes whenever any job does (a cheap look for live views).
     pub async fn fingerprint(&self) -> Result<String, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(status), 0) AS s, COALESCE(MAX(date_created), 0) AS c,
-                    COALESCE(MAX(date_finished), 0) AS f, COALESCE(SUM(stop_requested + removed), 0) AS r,
+            "SELECT COUNT(*) AS n, COALESCE(SUM(status), 0) AS s, CAST(COALESCE(MAX(date_created), 0) AS REAL) AS c,
+                    CAST(COALESCE(MAX(date_finished), 0) AS REAL) AS f, COALESCE(SUM(stop_requested + removed), 0) AS r,
                     COALESCE(SUM(LENGTH(COALESCE(approval, '')) + LENGTH(COALESCE(release, ''))), 0) AS d
              FROM jobs",
         )

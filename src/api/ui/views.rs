@@ -306,16 +306,14 @@ async fn act(
 async fn live_events(_: Session, engine: web::Data<Engine>) -> HttpResponse {
     let engine = engine.into_inner();
     let stream = futures::stream::unfold((engine, String::new()), |(engine, last)| async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            let now = engine.fingerprint().await.unwrap_or_default();
-            if now != last {
-                let event = sse("jobs", &json!(now));
-                return Some((Ok::<_, actix_web::Error>(Bytes::from(event)), (engine, now)));
-            }
-            // A comment now and then keeps proxies from closing the stream.
-            return Some((Ok(Bytes::from_static(b": still here\n\n")), (engine, last)));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let now = engine.fingerprint().await.unwrap_or_default();
+        if now != last {
+            let event = sse("jobs", &json!(now));
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(event)), (engine, now)));
         }
+        // A comment now and then keeps proxies from closing the stream.
+        Some((Ok(Bytes::from_static(b": still here\n\n")), (engine, last)))
     });
     HttpResponse::Ok()
         .content_type("text/event-stream")

@@ -261,8 +261,10 @@ async function chartsView() {
 // ---- routing and live updates -------------------------------------------------------------
 
 let rendering = false;
+let again = false;
 async function render() {
-  if (rendering) return;
+  // A change that arrives while the page is being drawn is drawn right after, not dropped.
+  if (rendering) { again = true; return; }
   rendering = true;
   try {
     const [, route, arg] = (location.hash || "#/jobs").split("/");
@@ -282,6 +284,7 @@ async function render() {
     view.replaceChildren(el("p", { class: "bad" }, `Could not load: ${e.message}`));
   } finally {
     rendering = false;
+    if (again) { again = false; render(); }
   }
 }
 
