@@ -8,7 +8,7 @@ trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" 
 cd "$ROOT"
 # One feature set for lints and tests, so that both share one build: every backend, and the
 # crash tests' fault injection (tests/faults.rs).
-FEATURES="brizo/aws,brizo/slurm,brizo/failpoints"
+FEATURES="brizo/aws,brizo/slurm,brizo/gcp,brizo/failpoints"
 say "checking the Terraform modules (fmt, checkov)"
 timed "Terraform checks" bash "$ROOT/scripts/terraform-check.sh"
 # Style and lints first: they fail fast, before the long suite.

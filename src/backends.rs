@@ -38,6 +38,7 @@ kinds! {
     "docker"    => feature "docker", section "docker", brizo_backend_docker;
     "aws-batch" => feature "aws",    section "aws",    brizo_backend_aws;
     "slurm"     => feature "slurm",  section "slurm",  brizo_backend_slurm;
+    "gcp-batch" => feature "gcp",    section "gcp",    brizo_backend_gcp;
 }
 
 pub fn kind(name: &str) -> Option<&'static Kind> {
