@@ -914,7 +914,7 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
             set_task(&mut j, "FAILED", Some(code));
         }
         drop(j);
-        return end_deleted(&state, &job);
+        end_deleted(&state, &job);
     } else if timed_out {
         set_task(&mut j, "FAILED", Some(EXIT_MAX_RUN_DURATION));
         j.events.push(event(&format!(
