@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
-.PHONY: demo test bench setup build try-aws try-slurm fuzz
+.PHONY: demo test bench setup build try-aws try-gcp try-slurm fuzz
 
 demo:
 	bash scripts/demo.sh
@@ -19,6 +19,11 @@ build:
 # The AWS Batch backend on this machine, through moto (see config/examples/aws-moto.toml).
 try-aws:
 	bash scripts/aws-moto.sh try
+
+# The Google Batch backend against fake-gcs-server and a stand-in Batch server on this machine
+# (see config/examples/gcp-local.toml).
+try-gcp:
+	bash scripts/gcp-local.sh try
 
 # The Slurm backend on a one-node Slurm cluster on this machine (see config/examples/slurm.toml).
 try-slurm:
