@@ -51,13 +51,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Print the configuration that uses what terraform/modules/aws created, from
-    /// `terraform output -json > outputs.json`. Save it and pass it to `brizo serve --config`.
+    /// Print the configuration that uses what terraform/modules/aws or terraform/modules/gcp
+    /// created, from `terraform output -json > outputs.json`. Save it and pass it to
+    /// `brizo serve --config`.
     FromTerraform {
         outputs: PathBuf,
-        /// Name of the AWS backend in [[backends]].
-        #[arg(long, default_value = "aws")]
-        name: String,
+        /// Name of the module's backend in [[backends]] (default: `aws` or `gcp`).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -349,7 +350,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not JSON", outputs.display()))?;
             print!(
                 "{}",
-                crate::terraform::config_from_outputs(&value, &name).map_err(anyhow::Error::msg)?
+                crate::terraform::config_from_outputs(&value, name.as_deref())
+                    .map_err(anyhow::Error::msg)?
             );
             Ok(())
         }
