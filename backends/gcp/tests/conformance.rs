@@ -237,11 +237,14 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         rig.gcs.signed_requests()
     );
     b.remove(&s.job_id).await.unwrap();
-    assert!(
-        rig.batch.violations().is_empty(),
-        "{:?}",
-        rig.batch.violations()
-    );
+    // The only refusals on this shared stand-in are those a test asks for.
+    let violations: Vec<String> = rig
+        .batch
+        .violations()
+        .into_iter()
+        .filter(|v| !v.contains("Not-A-Label"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
     assert!(
         rig.gcs.violations().is_empty(),
         "{:?}",
@@ -369,4 +372,48 @@ async fn a_missing_object_is_an_input_error_with_its_name() {
         other => panic!("expected an input error, got {other:?}"),
     }
     b.remove(&s.job_id).await.unwrap();
+}
+
+/// The stand-in's refusals reach the client with their class: a job Batch refuses
+/// (INVALID_ARGUMENT, here an upper-case label) is a bad job, one it does not know is absent,
+/// and deleting it again is not an error.
+#[tokio::test]
+async fn refusals_are_classed_as_batch_answers_them() {
+    let b = backend().await;
+    let rig = rig().await;
+    let batch = b.engine().batch();
+    let mut job = brizo_backend_gcp::rest::Job::default();
+    job.task_groups = vec![brizo_backend_gcp::rest::TaskGroup {
+        task_spec: brizo_backend_gcp::rest::TaskSpec {
+            runnables: vec![brizo_backend_gcp::rest::Runnable {
+                container: Some(brizo_backend_gcp::rest::Container {
+                    image_uri: IMAGE.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        ..Default::default()
+    }];
+    job.labels.insert("brizo-job".into(), "Not-A-Label".into());
+    let refused = batch.create_job("brizo-refused", &job).await.unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::BadJob, "{refused}");
+    assert!(
+        refused.to_string().contains("INVALID_ARGUMENT"),
+        "{refused}"
+    );
+    assert!(
+        rig.batch
+            .violations()
+            .iter()
+            .any(|v| v.contains("Not-A-Label")),
+        "{:?}",
+        rig.batch.violations()
+    );
+    assert!(batch.get_job("brizo-never-made").await.unwrap().is_none());
+    batch
+        .delete_job("brizo-never-made", "test")
+        .await
+        .expect("deleting what is gone is not an error");
 }
