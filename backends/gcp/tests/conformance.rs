@@ -382,21 +382,24 @@ async fn refusals_are_classed_as_batch_answers_them() {
     let b = backend().await;
     let rig = rig().await;
     let batch = b.engine().batch();
-    let mut job = brizo_backend_gcp::rest::Job::default();
-    job.task_groups = vec![brizo_backend_gcp::rest::TaskGroup {
-        task_spec: brizo_backend_gcp::rest::TaskSpec {
-            runnables: vec![brizo_backend_gcp::rest::Runnable {
-                container: Some(brizo_backend_gcp::rest::Container {
-                    image_uri: IMAGE.into(),
+    use brizo_backend_gcp::rest::{Container, Job, Runnable, TaskGroup, TaskSpec};
+    let job = Job {
+        task_groups: vec![TaskGroup {
+            task_spec: TaskSpec {
+                runnables: vec![Runnable {
+                    container: Some(Container {
+                        image_uri: IMAGE.into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
+                }],
                 ..Default::default()
-            }],
+            },
             ..Default::default()
-        },
+        }],
+        labels: [("brizo-job".to_string(), "Not-A-Label".to_string())].into(),
         ..Default::default()
-    }];
-    job.labels.insert("brizo-job".into(), "Not-A-Label".into());
+    };
     let refused = batch.create_job("brizo-refused", &job).await.unwrap_err();
     assert_eq!(refused.class(), ErrorClass::BadJob, "{refused}");
     assert!(
