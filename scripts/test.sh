@@ -17,7 +17,7 @@ timed "cargo clippy (all targets, all backends, warnings are errors)" \
   cargo clippy --workspace --all-targets --locked --features "$FEATURES" --quiet -- -D warnings
 # The static runner remote jobs start (moto and Slurm run them on the local engine).
 timed "the static runner" bash "$ROOT/scripts/runner.sh" >/dev/null
-say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster)"
+say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster, fake-gcs-server and the stand-in Google Batch server)"
 set +e
 suite_start=$SECONDS
 # One build for everything: the backends are workspace members anyway, so the service's
