@@ -138,6 +138,12 @@ pub trait RemoteEngine: Send + Sync + 'static {
     async fn status(&self, run_id: &str) -> Result<RemoteStatus, BackendError>;
     /// Ends the run, whatever it does; not an error when it already ended.
     async fn cancel(&self, run_id: &str) -> Result<(), BackendError>;
+    /// Deletes what the engine keeps of a run that is over (Azure Batch keeps a task record and
+    /// its files in the job until deleted), so that nothing of it is left and a later run of the
+    /// same job id is not taken for it. Not an error when it is gone; nothing by default.
+    async fn forget(&self, _run_id: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// The run's log from `cursor` on (`None`: from its beginning).
     async fn read_log(
         &self,
@@ -405,10 +411,11 @@ impl<E: RemoteEngine> ComputeBackend for RemoteBackend<E> {
     }
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
-        if let Some(id) = self.run_id(job_id).await?
-            && !self.engine.status(&id).await?.is_over()
-        {
-            self.engine.cancel(&id).await?;
+        if let Some(id) = self.run_id(job_id).await? {
+            if !self.engine.status(&id).await?.is_over() {
+                self.engine.cancel(&id).await?;
+            }
+            self.engine.forget(&id).await?;
         }
         self.engine.staging().delete_job(job_id).await
     }
