@@ -14,7 +14,8 @@
 //! the configured subnetwork and run as the configured service account. The Batch job id is
 //! derived from the brizo job id and the service's scope, and labels carry the same digest and
 //! the brizo job id: a restarted service finds its job again by name. The log is the job's
-//! `batch_task_logs` in Cloud Logging (`entries:list`); stop deletes the Batch job.
+//! `batch_task_logs` in Cloud Logging (`entries:list`); stop deletes the Batch job, and so does
+//! removing the job once it ended.
 //!
 //! Network: Batch gives no per-container "no network", and the runner needs GCS. The
 //! algorithm's reach is the subnetwork's: the Terraform module gives it Private Google Access
@@ -464,6 +465,12 @@ impl RemoteEngine for GcpBatch {
     /// jobs.delete: Batch kills the task and removes the job; already gone is fine.
     async fn cancel(&self, run_id: &str) -> Result<(), BackendError> {
         self.batch.delete_job(run_id, "stopped by brizo").await
+    }
+
+    /// jobs.delete of an ended job: Batch keeps jobs (and their task records) until deleted, and
+    /// a later run of the same brizo job id must not be taken for this one.
+    async fn forget(&self, run_id: &str) -> Result<(), BackendError> {
+        self.batch.delete_job(run_id, "removed by brizo").await
     }
 
     /// The job's `batch_task_logs` entries (stdout and stderr, one entry a line) from Cloud

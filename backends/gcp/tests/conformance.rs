@@ -236,7 +236,30 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         "{:?}",
         rig.gcs.signed_requests()
     );
+    // An operator finds brizo's jobs by label.
+    let labelled = b
+        .engine()
+        .batch()
+        .jobs_labelled("brizo-run", &run.run_id)
+        .await
+        .unwrap();
+    assert_eq!(labelled.len(), 1, "{labelled:?}");
+    assert!(
+        labelled[0]
+            .name
+            .as_deref()
+            .is_some_and(|n| n.ends_with(&format!("/jobs/{}", run.run_id)))
+    );
     b.remove(&s.job_id).await.unwrap();
+    // Removing the ended job deletes its Batch job too.
+    let left = b.engine().batch().get_job(&run.run_id).await.unwrap();
+    assert!(
+        left.as_ref().is_none_or(|j| j
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state == "DELETION_IN_PROGRESS")),
+        "{left:?}"
+    );
     // The only refusals on this shared stand-in are those a test asks for.
     let violations: Vec<String> = rig
         .batch
