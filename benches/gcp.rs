@@ -6,7 +6,8 @@
 //! job with `docker run` on this host after a 0.2 s "scheduling" pause; GCS is fake-gcs-server
 //! behind the checking proxy. Both sides carry the stand-in's floor: the ratio shows what brizo
 //! adds (staging the plan, the runner's downloads and uploads, polling), not what Google would
-//! take (minutes to boot a VM). Needs dockerd, the base image, fake-gcs-server and the runner.
+//! take (minutes to boot a VM). The stand-in stores log entries at once, so the service is told
+//! not to wait for Cloud Logging to settle (`log_settle_ms = 0`). Needs dockerd, the base image, fake-gcs-server and the runner.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -93,6 +94,7 @@ async fn main() {
             images: ImageSource::Docker,
             url_ttl_secs: 3600,
             poll_ms: POLL.as_millis() as u64,
+            log_settle_ms: 0,
         },
         "bench",
         "bare",
@@ -103,7 +105,8 @@ async fn main() {
     let config = format!(
         "backend = \"gcp\"\n[[backends]]\nname = \"gcp\"\nkind = \"gcp-batch\"\n[backends.gcp]\nproject = \"brizo-standin\"\n\
          region = \"europe-west4\"\nstaging = \"gs://staging/jobs\"\nbatch_endpoint = \"{batch}\"\nlogging_endpoint = \"{batch}\"\n\
-         gcs_endpoint = \"{gcs}\"\nrunner_host_path = \"{runner}\"\npoll_ms = {poll}\nimages = \"docker\"\n",
+         gcs_endpoint = \"{gcs}\"\nrunner_host_path = \"{runner}\"\npoll_ms = {poll}\nimages = \"docker\"\n\
+         log_settle_ms = 0\n",
         batch = standin.url,
         gcs = gcs.url,
         runner = runner.display(),

@@ -69,6 +69,7 @@ logging_endpoint = "{batch}"
 gcs_endpoint = "{gcs}"
 runner_host_path = "{runner}"
 poll_ms = 300
+log_settle_ms = 1000
 images = "docker"
 [outputs]
 results_url = "gs://results/brizo"

@@ -95,6 +95,10 @@ pub struct GcpBatchConfig {
     /// How often Batch and Cloud Logging are polled while a job runs.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// How long after a job ended its log is still read: Cloud Logging stores entries some
+    /// seconds after they are written.
+    #[serde(default = "default_log_settle_ms")]
+    pub log_settle_ms: u64,
 }
 
 fn default_runner_host_path() -> String {
@@ -106,6 +110,9 @@ fn default_url_ttl_secs() -> u64 {
 fn default_poll_ms() -> u64 {
     1000
 }
+fn default_log_settle_ms() -> u64 {
+    10_000
+}
 
 /// Google Batch's requests, for [`RemoteBackend`].
 pub struct GcpBatch {
@@ -115,6 +122,8 @@ pub struct GcpBatch {
     config: GcpBatchConfig,
     /// `instance/name`: part of every Batch job id, so two services never share a job.
     scope: String,
+    /// When each run was first seen over, for the log's settling time.
+    ended: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// The Google Batch backend.
@@ -151,6 +160,7 @@ pub fn connect(
         staging: Arc::new(staging),
         config,
         scope,
+        ended: Default::default(),
     }))
 }
 
@@ -345,6 +355,7 @@ impl GcpBatch {
 
 /// `(timestamp, insertIds at that timestamp)`: where the next log read starts.
 fn parse_cursor(cursor: Option<&str>) -> (String, Vec<String>) {
+    let cursor = cursor.map(|c| c.split_once('~').map_or(c, |(c, _)| c));
     match cursor.and_then(|c| c.split_once('|')) {
         Some((t, ids)) => (
             t.to_string(),
@@ -470,6 +481,7 @@ impl RemoteEngine for GcpBatch {
     /// jobs.delete of an ended job: Batch keeps jobs (and their task records) until deleted, and
     /// a later run of the same brizo job id must not be taken for this one.
     async fn forget(&self, run_id: &str) -> Result<(), BackendError> {
+        self.ended.lock().unwrap().remove(run_id);
         self.batch.delete_job(run_id, "removed by brizo").await
     }
 
@@ -478,7 +490,7 @@ impl RemoteEngine for GcpBatch {
     async fn read_log(
         &self,
         _job_id: &str,
-        _run_id: &str,
+        run_id: &str,
         status: &RemoteStatus,
         cursor: Option<String>,
     ) -> Result<LogRead, BackendError> {
@@ -520,7 +532,23 @@ impl RemoteEngine for GcpBatch {
                 None => break,
             }
         }
-        let cursor = (!since.is_empty()).then(|| format!("{since}|{}", seen.join(",")));
+        let mut cursor = (!since.is_empty()).then(|| format!("{since}|{}", seen.join(",")));
+        // Entries of a job that just ended may still be on their way: until the settling time
+        // is over, each read moves the cursor (a `~n` suffix), so that the log is not taken
+        // as complete.
+        if status.is_over() {
+            let first = *self
+                .ended
+                .lock()
+                .unwrap()
+                .entry(run_id.to_string())
+                .or_insert_with(std::time::Instant::now);
+            let since_end = first.elapsed();
+            if since_end < Duration::from_millis(self.config.log_settle_ms) {
+                let base = cursor.clone().unwrap_or_else(|| "|".into());
+                cursor = Some(format!("{base}~{}", since_end.as_millis()));
+            }
+        }
         Ok(LogRead {
             bytes: Bytes::from(bytes),
             cursor,

@@ -82,6 +82,8 @@ fn config(rig: &Rig) -> GcpBatchConfig {
         images: ImageSource::Docker,
         url_ttl_secs: 3600,
         poll_ms: 200,
+        // The stand-in stores log entries at once; a second still goes through the settling.
+        log_settle_ms: 1000,
     }
 }
 
@@ -295,11 +297,19 @@ async fn a_restarted_service_re_attaches_to_its_job() {
         .unwrap();
     assert_eq!(exit.exit_code, 0);
     let mut logs = String::new();
+    let following = std::time::Instant::now();
     let mut stream = second.logs(&s.job_id);
     while let Some(chunk) = stream.next().await {
         logs.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
     }
     assert!(logs.contains("after-restart"), "{logs}");
+    // Cloud Logging stores entries late: the log of an ended job is read for the settling
+    // time (a second here) before it counts as complete.
+    assert!(
+        following.elapsed() >= Duration::from_millis(900),
+        "the log was taken as complete after {:?}",
+        following.elapsed()
+    );
     second.remove(&s.job_id).await.unwrap();
 }
 
