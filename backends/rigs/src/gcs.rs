@@ -12,6 +12,8 @@
 //! the proxy, standing where that host would be, checks signatures against that host.
 //!
 //! Everything else (reads, ranges, listings, deletes, metadata) is fake-gcs-server's own.
+//! Not translated: the XML API's multipart uploads (object_store uses them for files over 10 MiB),
+//! so tests stage only smaller files.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
