@@ -268,8 +268,8 @@ impl GcpBatch {
             covered.push(target);
         }
         let labels = BTreeMap::from([
-            ("brizo-run".to_string(), id.clone()),
-            ("brizo-job".to_string(), label_value(&spec.job_id)),
+            ("brizo_run".to_string(), id.clone()),
+            ("brizo_job".to_string(), label_value(&spec.job_id)),
         ]);
         let network = (self.config.instance_template.is_empty()
             && !(self.config.network.is_empty() && self.config.subnetwork.is_empty()))

@@ -210,9 +210,9 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         body["allocationPolicy"]["serviceAccount"]["email"],
         gcs::service_account_email()
     );
-    assert_eq!(body["labels"]["brizo-run"], run.run_id.as_str());
+    assert_eq!(body["labels"]["brizo_run"], run.run_id.as_str());
     assert_eq!(
-        body["labels"]["brizo-job"],
+        body["labels"]["brizo_job"],
         brizo_backend_gcp::label_value(&s.job_id)
     );
     assert_eq!(
@@ -242,7 +242,7 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
     let labelled = b
         .engine()
         .batch()
-        .jobs_labelled("brizo-run", &run.run_id)
+        .jobs_labelled("brizo_run", &run.run_id)
         .await
         .unwrap();
     assert_eq!(labelled.len(), 1, "{labelled:?}");
@@ -430,7 +430,7 @@ async fn refusals_are_classed_as_batch_answers_them() {
             },
             ..Default::default()
         }],
-        labels: [("brizo-job".to_string(), "Not-A-Label".to_string())].into(),
+        labels: [("brizo_job".to_string(), "Not-A-Label".to_string())].into(),
         ..Default::default()
     };
     let refused = batch.create_job("brizo-refused", &job).await.unwrap_err();

@@ -1160,8 +1160,8 @@ mod tests {
         assert!(check_job_id("1abc").is_err());
         assert!(check_job_id("abc-").is_err());
         assert!(check_job_id(&"a".repeat(64)).is_err());
-        assert!(check_label("brizo-job", "x_1").is_ok());
-        assert!(check_label("brizo-job", "X").is_err());
+        assert!(check_label("brizo_job", "x_1").is_ok());
+        assert!(check_label("brizo_job", "X").is_err());
         assert!(check_label("goog-x", "a").is_err());
     }
 }
