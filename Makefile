@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
-.PHONY: demo test bench setup build try-aws try-slurm try-azure fuzz
+.PHONY: demo test bench setup build try-aws try-slurm try-azure try-gcp fuzz
 
 demo:
 	bash scripts/demo.sh
@@ -24,6 +24,11 @@ try-aws:
 # config/examples/azure-local.toml).
 try-azure:
 	bash scripts/azure-local.sh try
+
+# The Google Batch backend against fake-gcs-server and a stand-in Batch server on this machine
+# (see config/examples/gcp-local.toml).
+try-gcp:
+	bash scripts/gcp-local.sh try
 
 # The Slurm backend on a one-node Slurm cluster on this machine (see config/examples/slurm.toml).
 try-slurm:

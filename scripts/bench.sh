@@ -2,8 +2,9 @@
 # `make bench`: end-to-end time of a trivial job through the API against the bare Docker
 # create/start/wait/remove of the same image, in one run; prints the ratio and the phases.
 # Then the same on AWS Batch (moto) against a bare SDK SubmitJob -> SUCCEEDED loop, and on
-# Slurm against a bare slurmrestd submit -> COMPLETED loop running the same image, and on Azure
-# Batch (a stand-in server, Blob on Azurite) against a bare REST Task_Add -> completed loop.
+# Slurm against a bare slurmrestd submit -> COMPLETED loop running the same image, on Azure
+# Batch (a stand-in server, Blob on Azurite) against a bare REST Task_Add -> completed loop, and
+# on a stand-in Google Batch server against a bare REST jobs.create -> SUCCEEDED loop.
 source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/setup.sh"
 trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" stop' EXIT
@@ -18,3 +19,5 @@ say "Slurm benchmark on a one-node cluster (cargo feature slurm)"
 cargo bench --locked --features aws,slurm --bench slurm
 say "Azure Batch benchmark on the stand-in Batch server and Azurite (cargo feature azure)"
 cargo bench --locked --features aws,slurm,azure --bench azure
+say "Google Batch benchmark on a STAND-IN Batch server and fake-gcs-server (cargo feature gcp)"
+cargo bench --locked --features aws,slurm,azure,gcp --bench gcp

@@ -8,16 +8,16 @@ trap 'bash "$ROOT/scripts/slurm.sh" stop-munge; bash "$ROOT/scripts/dockerd.sh" 
 cd "$ROOT"
 # One feature set for lints and tests, so that both share one build: every backend, and the
 # crash tests' fault injection (tests/faults.rs).
-FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/failpoints"
+FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/failpoints"
 say "checking the Terraform modules (fmt, checkov)"
 timed "Terraform checks" bash "$ROOT/scripts/terraform-check.sh"
 # Style and lints first: they fail fast, before the long suite.
 timed "cargo fmt --check" cargo fmt --all --check
 timed "cargo clippy (all targets, all backends, warnings are errors)" \
   cargo clippy --workspace --all-targets --locked --features "$FEATURES" --quiet -- -D warnings
-# The static runner remote jobs start (moto, Slurm and the Batch stand-in run them on the local engine).
+# The static runner remote jobs start (moto, Slurm and the Batch stand-ins run them on the local engine).
 timed "the static runner" bash "$ROOT/scripts/runner.sh" >/dev/null
-say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster, Azurite with a stand-in Azure Batch)"
+say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster, Azurite with a stand-in Azure Batch, fake-gcs-server with a stand-in Google Batch)"
 set +e
 suite_start=$SECONDS
 # One build for everything: the backends are workspace members anyway, so the service's

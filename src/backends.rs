@@ -39,6 +39,7 @@ kinds! {
     "aws-batch" => feature "aws",    section "aws",    brizo_backend_aws;
     "slurm"     => feature "slurm",  section "slurm",  brizo_backend_slurm;
     "azure-batch" => feature "azure", section "azure",  brizo_backend_azure;
+    "gcp-batch" => feature "gcp",    section "gcp",    brizo_backend_gcp;
 }
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

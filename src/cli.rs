@@ -51,12 +51,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Print the configuration that uses what terraform/modules/aws or terraform/modules/azure
+    /// Print the configuration that uses what terraform/modules/aws, terraform/modules/azure or
+    /// terraform/modules/gcp
     /// created, from `terraform output -json > outputs.json`. Save it and pass it to
     /// `brizo serve --config`.
     FromTerraform {
         outputs: PathBuf,
-        /// Name of the module's backend in [[backends]] (default: `aws` or `azure`).
+        /// Name of the module's backend in [[backends]] (default: `aws`, `azure` or `gcp`).
         #[arg(long)]
         name: Option<String>,
     },

@@ -1,12 +1,16 @@
 //! Test rigs: the real engines and emulators brizo's tests and benchmarks run against (and,
-//! for Azure Batch, which has no emulator, a stand-in server: [`azure_batch`]), each
-//! started on this machine and stopped by PID when its handle drops (and by a watcher if the
-//! test process dies first). Never a dependency of library code.
+//! for Azure Batch and Google Batch, which have no emulator, stand-in servers: [`azure_batch`],
+//! [`gcp_batch`]), each started on this machine and stopped by PID when its handle drops (and by
+//! a watcher if the test process dies first). Never a dependency of library code.
 
 #[cfg(feature = "azure")]
 pub mod azure_batch;
 #[cfg(feature = "azure")]
 pub mod azurite;
+#[cfg(feature = "gcp")]
+pub mod gcp_batch;
+#[cfg(feature = "gcp")]
+pub mod gcs;
 pub mod moto;
 pub mod slurm;
 
@@ -31,4 +35,49 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Serves `handler` on `listener` from a thread of its own (an actix system), with `state` as
+/// its app data; the handle stops it.
+#[cfg(feature = "gcp")]
+pub(crate) fn serve<S, F, Args>(
+    listener: std::net::TcpListener,
+    state: std::sync::Arc<S>,
+    handler: F,
+) -> Result<actix_web::dev::ServerHandle, String>
+where
+    S: Send + Sync + 'static,
+    F: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    use actix_web::{App, HttpServer, web};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_web::rt::System::new();
+        system.block_on(async move {
+            let data = web::Data::new(state);
+            let server = match HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(web::PayloadConfig::new(64 << 20))
+                    .default_service(web::to(handler.clone()))
+            })
+            .workers(2)
+            .disable_signals()
+            .listen(listener)
+            {
+                Ok(s) => s.run(),
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(server.handle()));
+            let _ = server.await;
+        });
+    });
+    rx.recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("starting a test server: {e}"))
 }
