@@ -1,8 +1,9 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
 .PHONY: demo test bench setup build try-aws try-slurm try-azure try-gcp fuzz
 
+# KEEP=1 keeps the service (and its dashboard at /ui) running after the demo, until Ctrl-C.
 demo:
-	bash scripts/demo.sh
+	KEEP=$(KEEP) bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh

@@ -91,3 +91,10 @@ echo "    service log:    $DEMO_DIR/brizo.log"
 echo "    the summary:"
 sed 's/^/      /' "$DEMO_DIR/downloads/outputs/summary.json" | head -14
 echo "      ..."
+echo "    dashboard:      $BRIZO_SERVER/ui (sign in with the operator token $BRIZO_ADMIN_TOKEN)"
+if [ -n "${KEEP:-}" ]; then
+  say "the service and the chain keep running for the dashboard; Ctrl-C stops them"
+  wait "${PIDS[1]}"
+else
+  echo "    (make demo KEEP=1 keeps the service running to look at the dashboard)"
+fi
