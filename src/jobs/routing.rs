@@ -75,6 +75,30 @@ mod tests {
     }
 
     #[test]
+    fn each_cloud_gets_the_jobs_on_its_data() {
+        // As a publisher with all three clouds configures them (config/examples/*).
+        let backends = vec![
+            backend("local", &[]),
+            backend("aws", &["s3://eu-data"]),
+            backend("azure", &["az://brizodata/datasets"]),
+            backend("gcp", &["gs://brizo-data"]),
+        ];
+        for (url, expected) in [
+            ("s3://eu-data/a.csv", "aws"),
+            ("az://brizodata/datasets/a.csv", "azure"),
+            ("gs://brizo-data/a.csv", "gcp"),
+            ("gs://brizo-data-2/a.csv", "local"),
+            ("file:///srv/datasets/a.csv", "local"),
+        ] {
+            assert_eq!(
+                route(&backends, "local", &inputs(&[url])).backend,
+                expected,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
     fn jobs_go_where_their_data_is() {
         let backends = vec![
             backend("local", &["file:///srv/datasets"]),
