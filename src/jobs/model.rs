@@ -40,6 +40,17 @@ impl Approval {
             algorithm_sha256: None,
         }
     }
+
+    /// A decision `by` takes now (an approval or release, a rejection or withholding).
+    pub fn decided(state: ApprovalState, by: &str, reason: Option<&str>) -> Self {
+        Self {
+            state,
+            by: Some(by.to_string()),
+            at: Some(now_epoch()),
+            reason: reason.map(str::to_string),
+            algorithm_sha256: None,
+        }
+    }
 }
 
 /// The publisher's decisions a job waits for, from its dataset's policy.

@@ -13,7 +13,7 @@ use tracing::info;
 use super::policy::StepError;
 use super::{Engine, EngineError};
 use crate::chain::agreement::Refusal;
-use crate::jobs::model::{Approval, ApprovalState, Job, Outcome, Phase, now_epoch};
+use crate::jobs::model::{Approval, ApprovalState, Job, Outcome, Phase};
 use crate::jobs::workspace;
 use crate::storage;
 
@@ -88,11 +88,8 @@ impl Engine {
         }
         let code = self.algorithm_bytes(&job).await?;
         let approval = Approval {
-            state: ApprovalState::Approved,
-            by: Some(by.to_string()),
-            at: Some(now_epoch()),
-            reason: None,
             algorithm_sha256: Some(hex::encode(sha2::Sha256::digest(&code))),
+            ..Approval::decided(ApprovalState::Approved, by, None)
         };
         self.decide(&job, approval).await?;
         info!(job = %id, by, "approved");
@@ -228,11 +225,5 @@ impl Engine {
 const EXPIRED: &str = "the agreement expired before the publisher approved the job";
 
 fn rejection(by: &str, reason: &str) -> Approval {
-    Approval {
-        state: ApprovalState::Rejected,
-        by: Some(by.to_string()),
-        at: Some(now_epoch()),
-        reason: Some(reason.to_string()),
-        algorithm_sha256: None,
-    }
+    Approval::decided(ApprovalState::Rejected, by, Some(reason))
 }

@@ -10,7 +10,7 @@ use tracing::info;
 
 use super::policy::StepError;
 use super::{Engine, EngineError};
-use crate::jobs::model::{Approval, ApprovalState, Job, Outcome, OutputFile, Phase, now_epoch};
+use crate::jobs::model::{Approval, ApprovalState, Job, Outcome, OutputFile, Phase};
 use crate::jobs::store::Transition;
 use crate::jobs::workspace::Workspace;
 use crate::proof::digest;
@@ -41,13 +41,7 @@ impl Engine {
     /// Releases the held outputs: they are published and the job goes on.
     pub async fn release_outputs(&self, id: &str, by: &str) -> Result<Job, EngineError> {
         let job = self.held(id).await?;
-        let release = Approval {
-            state: ApprovalState::Approved,
-            by: Some(by.to_string()),
-            at: Some(now_epoch()),
-            reason: None,
-            algorithm_sha256: None,
-        };
+        let release = Approval::decided(ApprovalState::Approved, by, None);
         self.decide_release(&job, release).await?;
         info!(job = %id, by, "outputs released");
         self.get(id, None).await
@@ -163,11 +157,5 @@ impl Engine {
 }
 
 fn withholding(by: &str, reason: &str) -> Approval {
-    Approval {
-        state: ApprovalState::Rejected,
-        by: Some(by.to_string()),
-        at: Some(now_epoch()),
-        reason: Some(reason.to_string()),
-        algorithm_sha256: None,
-    }
+    Approval::decided(ApprovalState::Rejected, by, Some(reason))
 }
