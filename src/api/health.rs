@@ -41,7 +41,9 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
     let default = &engine.config().backend;
     let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "store": store,
                       "backend": backends.get(default).cloned().map(|mut b| { b["name"] = json!(b["kind"]); b }),
-                      "backends": backends, "version": env!("CARGO_PKG_VERSION")});
+                      "backends": backends, "version": env!("CARGO_PKG_VERSION"),
+                      // Which service answers: its containers carry the same `brizo.instance` label.
+                      "instance": engine.config().instance});
     if all_ok {
         HttpResponse::Ok().json(body)
     } else {

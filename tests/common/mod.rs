@@ -111,9 +111,18 @@ impl Service {
         let mut child = cmd.spawn().expect("spawn brizo");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // The instance check makes sure the answer comes from this process, not from another
+            // test's service that happens to hold the port.
             if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await
                 && r.status().as_u16() == self.ready_health
             {
+                let body: Value = r.json().await.unwrap_or_default();
+                assert_eq!(
+                    body["instance"],
+                    self.instance(),
+                    "another service answers on port {}",
+                    self.port
+                );
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -333,12 +342,22 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A port nobody listens on, never handed out twice in this test process: the kernel may give
+/// a released port to the next `bind(0)`, and two services of parallel tests would then share it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A python job: `code` runs as the algorithm.
