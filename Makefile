@@ -1,5 +1,5 @@
 # The two commands a newcomer runs: `make demo` and `make test`.
-.PHONY: demo test bench setup build try-aws try-slurm try-azure try-gcp fuzz
+.PHONY: demo test bench soak setup build try-aws try-slurm try-azure try-gcp fuzz
 
 # KEEP=1 keeps the service (and its dashboard at /ui) running after the demo, until Ctrl-C.
 demo:
@@ -38,3 +38,7 @@ try-slurm:
 # The API contract test, longer: schemathesis with many more cases and a random seed.
 fuzz:
 	bash scripts/setup.sh && bash scripts/test-deps.sh && BRIZO_SCHEMATHESIS_EXAMPLES=500 BRIZO_SCHEMATHESIS_SEED=$$RANDOM cargo test --locked --test schemathesis -- --nocapture
+
+# make bench's throughput and memory figures, then a 5,000-job soak printing memory every 500.
+soak:
+	bash scripts/setup.sh && BRIZO_SOAK_JOBS=5000 cargo bench --locked --bench throughput

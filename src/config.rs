@@ -22,6 +22,9 @@ pub struct Config {
     pub max_running_jobs: usize,
     pub max_staging_jobs: usize,
     pub reconcile_interval_ms: u64,
+    /// How often the store and the backends are checked for `/health` (answered from the last
+    /// check, never from a request's own round trip to them).
+    pub health_interval_ms: u64,
     /// First delay before a failed step is tried again; it doubles per attempt, to 64 times.
     pub retry_backoff_ms: u64,
     pub docker: DockerConfig,

@@ -13,37 +13,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health).service(metrics);
 }
 
-/// 200 when the store and the compute backend answer, 503 (with which one) otherwise.
+/// 200 when the store and the compute backends answer, 503 (with which one) otherwise. From
+/// the background checks (`health_interval_ms`): a probe never waits for the engine.
 #[utoipa::path(security(()), responses((status = 200, description = "store and backend answer"), (status = 503, description = "something is down")))]
 #[get("/health")]
 async fn health(engine: web::Data<Engine>) -> HttpResponse {
-    let store = engine
-        .ping_store()
-        .await
-        .map(|_| "ok".to_string())
-        .unwrap_or_else(|e| e.to_string());
+    let health = engine.health().await;
+    let said = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
     let mut backends = serde_json::Map::new();
-    let mut all_ok = store == "ok";
     for (name, backend) in &engine.backends {
-        let status = backend
-            .ping()
-            .await
-            .map(|_| "ok".to_string())
-            .unwrap_or_else(|e| e.to_string());
-        all_ok &= status == "ok";
         let c = backend.capabilities();
         backends.insert(
             name.clone(),
-            json!({"kind": backend.name(), "status": status, "capabilities": {
+            json!({"kind": backend.name(), "status": said(&health.backend(name)), "capabilities": {
             "isolatesNetwork": c.isolates_network, "fetches": c.fetches, "backstop": c.backstop}}),
         );
     }
     let default = &engine.config().backend;
-    let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "store": store,
+    let all_ok = health.all_ok();
+    let body = json!({"status": if all_ok { "ok" } else { "degraded" }, "store": said(&health.store),
                       "backend": backends.get(default).cloned().map(|mut b| { b["name"] = json!(b["kind"]); b }),
                       "backends": backends, "version": env!("CARGO_PKG_VERSION"),
                       // Which service answers: its containers carry the same `brizo.instance` label.
-                      "instance": engine.config().instance});
+                      "instance": engine.config().instance,
+                      "checkedSecondsAgo": health.checked.elapsed().as_secs()});
     if all_ok {
         HttpResponse::Ok().json(body)
     } else {

@@ -28,6 +28,7 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct JobStore {
     pool: SqlitePool,
+    cache: std::sync::Arc<ReadCache>,
 }
 
 /// What the dashboard filters jobs by; `None`: any.
@@ -67,7 +68,10 @@ impl JobStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            cache: Default::default(),
+        })
     }
 
     /// The database, for the other stores that live in it.
@@ -98,11 +102,19 @@ impl JobStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        if let Some(job) = self.cache.get(id) {
+            return Ok(Some(job));
+        }
+        let seen = self.cache.writes();
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| job_from_row(&r)).transpose()
+        let job = row.map(|r| job_from_row(&r)).transpose()?;
+        if let Some(job) = &job {
+            self.cache.keep(job, seen);
+        }
+        Ok(job)
     }
 
     /// Jobs visible to `owner` (all owners when `None`), newest first, removed ones left out.
@@ -170,6 +182,7 @@ impl JobStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -179,6 +192,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -187,6 +201,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -196,6 +211,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -205,6 +221,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -218,6 +235,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -262,6 +280,7 @@ impl JobStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.cache.forget(id);
         Ok(done.rows_affected() == 1)
     }
 
@@ -343,6 +362,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -355,6 +375,7 @@ impl JobStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.cache.forget(id);
         Ok(done.rows_affected() == 1)
     }
 
@@ -363,6 +384,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -372,6 +394,7 @@ impl JobStore {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.cache.forget(id);
         Ok(())
     }
 
@@ -464,4 +487,124 @@ fn job_from_row(r: &SqliteRow) -> Result<Job, StoreError> {
         backend: r.try_get("backend")?,
         backend_reason: r.try_get("backend_reason")?,
     })
+}
+
+/// The jobs read by id lately, as the store holds them. Status polls (a client's, the
+/// dashboard's, the engine's own steps) read the same few jobs over and over; going to SQLite
+/// for each made the status path a sixth of the server's speed. Only this process writes the
+/// jobs table, and every write forgets its job here after it is committed, so a hit is what a
+/// read of the row would give.
+#[derive(Default)]
+struct ReadCache {
+    jobs: std::sync::Mutex<std::collections::HashMap<String, Job>>,
+    /// Counts writes: a read that saw a write happen while it went to the database does not
+    /// keep what it read (the row may be older than the write).
+    writes: std::sync::atomic::AtomicU64,
+}
+
+/// Enough for every job a publisher's clients poll at once; beyond it, one is dropped per
+/// insert (which one does not matter: a miss only costs a query).
+const CACHED_JOBS: usize = 512;
+
+impl ReadCache {
+    fn get(&self, id: &str) -> Option<Job> {
+        self.jobs.lock().unwrap().get(id).cloned()
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn keep(&self, job: &Job, writes_seen: u64) {
+        let mut jobs = self.jobs.lock().unwrap();
+        // Checked under the lock `forget` takes too: no write can slip in between.
+        if self.writes() != writes_seen {
+            return;
+        }
+        if jobs.len() >= CACHED_JOBS
+            && let Some(any) = jobs.keys().next().cloned()
+        {
+            jobs.remove(&any);
+        }
+        jobs.insert(job.id.clone(), job.clone());
+    }
+
+    fn forget(&self, id: &str) {
+        let mut jobs = self.jobs.lock().unwrap();
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        jobs.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str) -> Job {
+        Job {
+            id: id.into(),
+            owner: "alice".into(),
+            request: serde_json::from_value(serde_json::json!({
+                "image": "brizo/python:3.11-bookworm", "entrypoint": "python3 $ALGO",
+                "algorithm": {"rawcode": "print(1)"}}))
+            .unwrap(),
+            phase: Phase::Queued,
+            outcome: None,
+            error: None,
+            exit_code: None,
+            image_digest: None,
+            timeout_secs: 60,
+            stop_requested: false,
+            removed: false,
+            cleared: false,
+            date_created: 1.0,
+            date_started: None,
+            date_finished: None,
+            outputs: vec![],
+            timings: PhaseTimings::default(),
+            agreement: None,
+            settlement: None,
+            staged: None,
+            receipt: None,
+            results_did: None,
+            backend: "local".into(),
+            backend_reason: "default".into(),
+            approval: None,
+            release: None,
+            sealed: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_see_every_write_and_a_read_older_than_a_write_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).await.unwrap();
+        store.insert(&job("j1")).await.unwrap();
+        assert_eq!(store.get("j1").await.unwrap().unwrap().phase, Phase::Queued);
+        // Now cached; each write must show at the next read.
+        store.request_stop("j1").await.unwrap();
+        assert!(store.get("j1").await.unwrap().unwrap().stop_requested);
+        store
+            .transition("j1", Phase::Running, Transition::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("j1").await.unwrap().unwrap().phase,
+            Phase::Running
+        );
+        store.set_receipt("j1", "{}").await.unwrap();
+        assert_eq!(
+            store.get("j1").await.unwrap().unwrap().receipt.as_deref(),
+            Some("{}")
+        );
+
+        // A read that went to the database before a write finished is not kept.
+        let stale = store.get("j1").await.unwrap().unwrap();
+        store.cache.forget("j1");
+        let seen = store.cache.writes();
+        store.mark_removed("j1").await.unwrap();
+        store.cache.keep(&stale, seen);
+        assert!(store.get("j1").await.unwrap().unwrap().removed);
+    }
 }

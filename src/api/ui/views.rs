@@ -325,11 +325,12 @@ async fn live_events(_: Session, engine: web::Data<Engine>) -> HttpResponse {
 #[get("/ui/api/backends")]
 async fn backend_list(_: Session, engine: web::Data<Engine>) -> Result<HttpResponse, ApiError> {
     let unfinished = engine.unfinished().await?;
+    let checked = engine.health().await;
     let mut out = vec![];
     for (name, backend) in &engine.backends {
-        let health = match backend.ping().await {
+        let health = match checked.backend(name) {
             Ok(()) => "ok".to_string(),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         };
         let of = |phases: &[crate::jobs::Phase]| {
             unfinished

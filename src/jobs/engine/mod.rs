@@ -13,6 +13,8 @@
 
 mod after_run;
 mod approval;
+mod health;
+pub use health::Health;
 mod release;
 pub use approval::AlgorithmReview;
 mod policy;
@@ -111,6 +113,10 @@ pub struct Engine {
     staging_slots: Arc<Semaphore>,
     run_slots: Arc<Semaphore>,
     wake: Notify,
+    /// The latest round of health checks ([`health`]), `None` until the first.
+    health: tokio::sync::watch::Sender<Option<Arc<Health>>>,
+    /// Whether [`Engine::run`] keeps `health` current.
+    health_watched: std::sync::atomic::AtomicBool,
 }
 
 const MAX_LIST: i64 = 1000;
@@ -140,6 +146,8 @@ impl Engine {
             stop_seen: Mutex::default(),
             approval_checked: Mutex::default(),
             wake: Notify::new(),
+            health: tokio::sync::watch::Sender::new(None),
+            health_watched: Default::default(),
         })
     }
 
@@ -245,11 +253,15 @@ impl Engine {
     pub async fn check(&self, r: &mut JobRequest) -> Result<(), EngineError> {
         self.validate(r).await?;
         let route = self.route(r);
-        let backend = self.backends.get(&route.backend).ok_or_else(|| {
-            EngineError::Invalid(format!("backend {} is not configured", route.backend))
-        })?;
+        if !self.backends.contains_key(&route.backend) {
+            return Err(EngineError::Invalid(format!(
+                "backend {} is not configured",
+                route.backend
+            )));
+        }
         // Refuse now rather than queue behind an engine that is down: the client can retry.
-        backend.ping().await.map_err(|e| {
+        // (From the background checks: a submission does not wait for a round trip to it.)
+        self.health().await.backend(&route.backend).map_err(|e| {
             EngineError::Unavailable(format!("{e}; nothing was recorded, try again later"))
         })
     }
@@ -398,11 +410,6 @@ impl Engine {
     /// Unfinished jobs (the dashboard counts them per backend).
     pub async fn unfinished(&self) -> Result<Vec<Job>, EngineError> {
         Ok(self.store.unfinished().await?)
-    }
-
-    /// Whether the job store answers.
-    pub async fn ping_store(&self) -> Result<(), EngineError> {
-        Ok(self.store.ping().await?)
     }
 
     pub async fn stop(&self, id: &str, owner: Option<&str>) -> Result<Job, EngineError> {

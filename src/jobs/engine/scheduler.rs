@@ -32,6 +32,7 @@ impl Engine {
     /// anything missed (restarts, retries), on every tick.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let tick = Duration::from_millis(self.config.reconcile_interval_ms.max(10));
+        tokio::spawn(self.clone().watch_health(shutdown.clone()));
         self.sweep_orphans().await;
         let mut ticks = 0u64;
         loop {

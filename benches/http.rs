@@ -1,0 +1,108 @@
+//! The service's hot read paths under load, against the same server's framework limit in the
+//! same run: `wrk` (2 threads, 50 connections) on `GET /api/v2/jobs/{id}` with the token, and
+//! on the same URL with a wrong token (a 401 is the cheapest answer the server has: routing,
+//! the middleware and the token check), and on `/health`. Prints requests/s, p99 and ratios.
+//! Needs dockerd, the base image and wrk (`make bench` installs and starts them).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/table.rs"]
+mod table;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use table::Goal;
+
+const SECONDS: u32 = 8;
+
+struct Load {
+    rate: f64,
+    p99_ms: f64,
+}
+
+/// Parses wrk's `Requests/sec:` and the `99%` line of `--latency`.
+fn wrk(url: &str, token: &str) -> Load {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c50", &format!("-d{SECONDS}s"), "--latency", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .expect("wrk (make bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx") || token != common::TOKEN || url.contains("/health"),
+        "errors under load:\n{text}"
+    );
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no p99 in wrk's output:\n{text}"));
+    let p99_ms = if let Some(us) = p99.strip_suffix("us") {
+        us.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(ms) = p99.strip_suffix("ms") {
+        ms.parse().unwrap()
+    } else if let Some(s) = p99.strip_suffix('s') {
+        s.parse::<f64>().unwrap() * 1000.0
+    } else {
+        panic!("p99 {p99}?")
+    };
+    Load { rate, p99_ms }
+}
+
+#[tokio::main]
+async fn main() {
+    let svc = common::Service::start().await;
+    let id = svc
+        .submit(json!({"image": common::IMAGE, "entrypoint": "/bin/true",
+                       "algorithm": {"rawcode": "# nothing"}, "timeoutSeconds": 60}))
+        .await;
+    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}");
+    let url = svc.url(&format!("/api/v2/jobs/{id}"));
+    // Warm-up: connections, caches, the allocator.
+    let _ = wrk(&url, "wrong-token");
+    let refused = wrk(&url, "wrong-token");
+    let status = wrk(&url, common::TOKEN);
+    let health = wrk(&svc.url("/health"), "none");
+    println!(
+        "wrk -t2 -c50 -d{SECONDS}s on one server (requests/s, p99):\n  401 (wrong token)       {:>9.0}/s  p99 {:>6.2} ms\n  GET /api/v2/jobs/{{id}}  {:>9.0}/s  p99 {:>6.2} ms  ratio {:.2}\n  GET /health             {:>9.0}/s  p99 {:>6.2} ms  ratio {:.2}",
+        refused.rate,
+        refused.p99_ms,
+        status.rate,
+        status.p99_ms,
+        status.rate / refused.rate,
+        health.rate,
+        health.p99_ms,
+        health.rate / refused.rate
+    );
+    let baseline = format!("{:.0}/s (401)", refused.rate);
+    table::record(
+        "GET /api/v2/jobs/{id}",
+        &format!("{:.0}/s, p99 {:.1} ms", status.rate, status.p99_ms),
+        &baseline,
+        status.rate / refused.rate,
+        Goal::AtLeast(0.6),
+    );
+    table::record(
+        "GET /api/v2/jobs/{id} p99 (goal < 5 ms)",
+        &format!("{:.2} ms", status.p99_ms),
+        "5 ms",
+        status.p99_ms / 5.0,
+        Goal::AtMost(1.0),
+    );
+    table::record(
+        "GET /health",
+        &format!("{:.0}/s, p99 {:.1} ms", health.rate, health.p99_ms),
+        &baseline,
+        health.rate / refused.rate,
+        Goal::AtLeast(0.8),
+    );
+}
