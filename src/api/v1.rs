@@ -151,20 +151,20 @@ fn authenticate(q: &JobQuery) -> Result<Caller, ApiError> {
 /// The caller's jobs under the agreement (one, when a job id is given). Another consumer's
 /// job, or one under another agreement, is "not found".
 async fn jobs_of(engine: &Engine, caller: &Caller) -> Result<Vec<Job>, ApiError> {
-    let jobs = engine
-        .under_agreement(&caller.owner, &caller.agreement_id)
-        .await?;
     match &caller.job_id {
-        None => Ok(jobs),
-        Some(id) => {
-            let found: Vec<Job> = jobs.into_iter().filter(|j| &j.id == id).collect();
-            if found.is_empty() {
-                return Err(ApiError::NotFound(format!(
-                    "no job {id} of this consumer under this agreement"
-                )));
-            }
-            Ok(found)
-        }
+        None => Ok(engine
+            .under_agreement(&caller.owner, &caller.agreement_id)
+            .await?),
+        // By id (the polled path: one read, usually from memory), then checked.
+        Some(id) => match engine
+            .under_agreement_by_id(&caller.owner, &caller.agreement_id, id)
+            .await?
+        {
+            Some(job) => Ok(vec![job]),
+            None => Err(ApiError::NotFound(format!(
+                "no job {id} of this consumer under this agreement"
+            ))),
+        },
     }
 }
 

@@ -120,6 +120,16 @@ pub struct JobStatus {
     pub release: Option<Approval>,
 }
 
+/// The `hash` of a stored receipt, read without building the rest of it (a status poll
+/// should not pay for a document of several kilobytes it does not show).
+fn receipt_hash(receipt: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Hash {
+        hash: Option<String>,
+    }
+    serde_json::from_str::<Hash>(receipt).ok()?.hash
+}
+
 impl From<Job> for JobStatus {
     fn from(job: Job) -> Self {
         let published = job.phase.is_terminal();
@@ -139,11 +149,7 @@ impl From<Job> for JobStatus {
             date_finished: job.date_finished,
             outputs: if published { job.outputs } else { vec![] },
             timings: job.timings,
-            receipt_hash: job
-                .receipt
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-                .and_then(|v| v["hash"].as_str().map(str::to_string)),
+            receipt_hash: job.receipt.as_deref().and_then(receipt_hash),
             results_did: job.results_did,
             backend: job.backend,
             backend_reason: job.backend_reason,

@@ -2,7 +2,9 @@
 //! a signature over the request's own message (address + ids), or an auth token
 //! `"<signature>-<timestamp>"` signed over `"Ocean Protocol Authentication\n<timestamp>"`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
 
 use alloy::primitives::{Address, Signature};
 
@@ -25,10 +27,34 @@ pub enum AuthError {
 }
 
 /// The address that signed `message` (EIP-191 personal message).
+///
+/// Remembered for the signatures seen lately: a Squid client polls a job's status with the
+/// same signed query over and over (its signatures are deterministic), and recovering a key
+/// costs more than the rest of the request. The answer is a pure function of its inputs, so a
+/// hit is exactly what recovering again would give.
 pub fn recover(message: &str, signature: &str) -> Result<Address, AuthError> {
-    let sig = Signature::from_str(signature.trim()).map_err(|_| AuthError::Malformed)?;
-    sig.recover_address_from_msg(message.as_bytes())
-        .map_err(|_| AuthError::Malformed)
+    type Seen = HashMap<(String, String), Address>;
+    static SEEN: LazyLock<Mutex<Seen>> = LazyLock::new(Mutex::default);
+    /// Bounds the memory: query messages are an address and ids, about 200 bytes with the
+    /// signature; when full, it starts over.
+    const REMEMBERED: usize = 4096;
+    let signature = signature.trim();
+    let key = (message.to_string(), signature.to_string());
+    if let Some(address) = SEEN.lock().unwrap().get(&key) {
+        return Ok(*address);
+    }
+    let sig = Signature::from_str(signature).map_err(|_| AuthError::Malformed)?;
+    let address = sig
+        .recover_address_from_msg(message.as_bytes())
+        .map_err(|_| AuthError::Malformed)?;
+    if message.len() <= 512 {
+        let mut seen = SEEN.lock().unwrap();
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(key, address);
+    }
+    Ok(address)
 }
 
 /// The public key (SEC1, uncompressed) that made a signature `verify` accepted: a signature

@@ -408,6 +408,23 @@ impl Engine {
     }
 
     /// Unfinished jobs (the dashboard counts them per backend).
+    /// One job of `owner` under `agreement_id` by its id, removed or not, as
+    /// [`Engine::under_agreement`] would list it.
+    pub async fn under_agreement_by_id(
+        &self,
+        owner: &str,
+        agreement_id: &str,
+        id: &str,
+    ) -> Result<Option<Job>, EngineError> {
+        Ok(self.store.get(id).await?.filter(|job| {
+            job.owner == owner
+                && job
+                    .agreement
+                    .as_ref()
+                    .is_some_and(|a| a.agreement_id == agreement_id)
+        }))
+    }
+
     pub async fn unfinished(&self) -> Result<Vec<Job>, EngineError> {
         Ok(self.store.unfinished().await?)
     }
