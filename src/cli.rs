@@ -1064,6 +1064,7 @@ async fn job(cmd: JobCommand) -> anyhow::Result<()> {
                 ("dataset", "datasetDid"),
                 ("algorithm", "algorithmDid"),
                 ("image", "image"),
+                ("digest", "imageDigest"),
                 ("entrypoint", "entrypoint"),
                 ("sha256", "sha256"),
                 ("size", "size"),

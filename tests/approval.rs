@@ -116,6 +116,8 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
         .unwrap();
     let code = review["code"].as_str().unwrap();
     assert!(code.contains("sum.txt"), "{review}");
+    let digest = image_id(common::IMAGE);
+    assert_eq!(review["imageDigest"], digest.as_str(), "{review}");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(code.as_bytes()));
     assert_eq!(review["sha256"], sha.as_str());
     assert_eq!(
@@ -126,6 +128,7 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
     // The same through the CLI, as a publisher does it.
     let shown = cli(&w, &["review", &job]);
     assert!(shown.contains(&sha), "{shown}");
+    assert!(shown.contains(&digest), "{shown}");
     assert!(shown.contains("sum.txt"), "{shown}");
     let approved = cli(&w, &["approve", &job, "--by", "dana"]);
     assert!(approved.contains("approved"), "{approved}");
@@ -155,6 +158,118 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
     assert_eq!(body["approval"]["by"], "dana");
     assert_eq!(body["approval"]["algorithmSha256"], sha.as_str());
     assert_eq!(body["algorithm"]["sha256"], sha.as_str());
+    assert_eq!(body["approval"]["imageDigest"], digest.as_str());
+    assert_eq!(body["imageDigest"], digest.as_str());
+}
+
+/// The engine's id of a local image.
+fn image_id(image: &str) -> String {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds (offline, from the base image) an image that differs from others by a label.
+fn build_image(tag: &str, label: &str) -> String {
+    use std::io::Write;
+    let mut build = std::process::Command::new("/usr/bin/docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        build.stdin.take().unwrap(),
+        "FROM {}\nLABEL brizo.test={label}\n",
+        common::IMAGE
+    )
+    .unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    image_id(tag)
+}
+
+#[tokio::test]
+async fn an_image_retagged_after_approval_does_not_run() {
+    let (name, tag) = (format!("brizo/approval-pin-{}", std::process::id()), "t");
+    let image = format!("{name}:{tag}");
+    let approved_id = build_image(&image, "approved");
+    // One run slot, taken by a job that sleeps: the approved job waits for it.
+    let w = common::world::world_with(&[("BRIZO_MAX_RUNNING_JOBS", "1")]).await;
+    let dataset = w
+        .dataset(|t| {
+            t.requires_approval = true;
+            t.containers = vec![(name.clone(), tag.into())];
+        })
+        .await;
+    let code = w.svc.dataset("algorithms/hello.py", "print('hello')\n");
+    let algorithm = w
+        .publish(brizo::assets::publish::Asset::Algorithm(
+            brizo::assets::publish::AlgorithmTerms {
+                name: "hello".into(),
+                file: code,
+                image: name.clone(),
+                tag: tag.into(),
+                entrypoint: "python3 $ALGO".into(),
+            },
+        ))
+        .await;
+    let blocker = w
+        .svc
+        .submit(common::python_job("import time\ntime.sleep(600)"))
+        .await;
+    let consumer = w.consumer(3);
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
+    consumer_sees(&w, &consumer, &terms, &job, 10).await;
+    let review: Value = w
+        .svc
+        .get(&format!("/api/v2/jobs/{job}/algorithm"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(review["imageDigest"], approved_id.as_str(), "{review}");
+    let (status, answer) = post(&w, &format!("/api/v2/jobs/{job}/approve"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Someone re-tags the name to other content while the job waits for its slot.
+    let other_id = build_image(&image, "swapped");
+    assert_ne!(other_id, approved_id);
+    let (status, answer) = post(&w, &format!("/api/v2/jobs/{blocker}/stop"), json!({})).await;
+    assert!(status < 300, "{answer}");
+
+    let deadline = Instant::now() + PATIENCE;
+    let ended = loop {
+        let record = w.svc.job(&job).await;
+        if record["dateFinished"].is_number() {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "{record}\n{}", w.svc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ended["outcome"], "failed", "{ended}");
+    let reason = ended["error"].as_str().unwrap();
+    assert!(
+        reason.contains("changed after the publisher approved it")
+            && reason.contains(&approved_id)
+            && reason.contains(&other_id),
+        "{ended}"
+    );
+    // Nothing of it ran.
+    assert!(!w.svc.logs(&job).await.contains("hello"));
+    let _ = std::process::Command::new("/usr/bin/docker")
+        .args(["rmi", "-f", &image, &approved_id])
+        .output();
 }
 
 #[tokio::test]

@@ -20,6 +20,10 @@ pub struct Approval {
     /// sha256 of the algorithm the publisher saw when approving: the job runs that one only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub algorithm_sha256: Option<String>,
+    /// The image's digest when approved, where the backend can tell it: the job runs that
+    /// image only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -38,6 +42,7 @@ impl Approval {
             at: None,
             reason: None,
             algorithm_sha256: None,
+            image_digest: None,
         }
     }
 
@@ -49,6 +54,7 @@ impl Approval {
             at: Some(now_epoch()),
             reason: reason.map(str::to_string),
             algorithm_sha256: None,
+            image_digest: None,
         }
     }
 }

@@ -133,6 +133,7 @@ fn decision(a: &crate::jobs::model::Approval) -> ReceiptApproval {
         at: a.at.map(rfc3339),
         algorithm_sha256: a.algorithm_sha256.clone(),
         reason: a.reason.clone(),
+        image_digest: a.image_digest.clone(),
     }
 }
 

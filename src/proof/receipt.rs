@@ -81,6 +81,9 @@ pub struct ReceiptApproval {
     /// sha256 of the algorithm approved.
     pub algorithm_sha256: Option<String>,
     pub reason: Option<String>,
+    /// The image's digest when approved (absent where the backend cannot tell it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -116,4 +116,11 @@ pub trait ComputeBackend: Send + Sync + 'static {
 
     /// Job ids of all runs this backend instance holds, finished or not (for orphan cleanup).
     async fn list_runs(&self) -> Result<Vec<String>, BackendError>;
+
+    /// The digest `image` would run with now, when the backend can tell without running it
+    /// (`None`: it cannot, or the image is not there). A digest returned here is a valid
+    /// `JobSpec::image`: a job the publisher approved is started with exactly that image.
+    async fn image_digest(&self, _image: &str) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
 }

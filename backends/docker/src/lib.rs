@@ -228,6 +228,17 @@ impl ComputeBackend for DockerBackend {
             .map_err(unavailable)
     }
 
+    /// The local image's id: what a container made from `image` now would run (the engine
+    /// never pulls; an image that is not there is `None`).
+    async fn image_digest(&self, image: &str) -> Result<Option<String>, BackendError> {
+        let docker = self.engine.client().await?;
+        match docker.inspect_image(image).await {
+            Ok(found) => Ok(found.id),
+            Err(e) if matches!(status_of(&e), Some(404 | 400)) => Ok(None),
+            Err(e) => Err(classify(e, image)),
+        }
+    }
+
     async fn start(&self, spec: &JobSpec) -> Result<RunInfo, BackendError> {
         if let Some(file) = spec.fetch.first() {
             return Err(BackendError::invalid_spec(format!(

@@ -39,6 +39,9 @@ pub struct AlgorithmReview {
     pub sha256: String,
     /// The code, when it is text.
     pub code: Option<String>,
+    /// The image's digest as the backend has it now (what approving pins the job to), or
+    /// `None` where the backend cannot tell before running it, or the image is not there.
+    pub image_digest: Option<String>,
     pub approval: Option<Approval>,
 }
 
@@ -72,6 +75,7 @@ impl Engine {
             size: code.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(&code)),
             code: String::from_utf8(code).ok(),
+            image_digest: self.image_digest_now(&job).await?,
             approval: job.approval,
         })
     }
@@ -89,11 +93,23 @@ impl Engine {
         let code = self.algorithm_bytes(&job).await?;
         let approval = Approval {
             algorithm_sha256: Some(hex::encode(sha2::Sha256::digest(&code))),
+            image_digest: self.image_digest_now(&job).await?,
             ..Approval::decided(ApprovalState::Approved, by, None)
         };
         self.decide(&job, approval).await?;
         info!(job = %id, by, "approved");
         self.get(id, None).await
+    }
+
+    /// The digest the job's image has on its backend now, where the backend can tell.
+    async fn image_digest_now(&self, job: &Job) -> Result<Option<String>, EngineError> {
+        let backend = self
+            .backend_of(job)
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        backend
+            .image_digest(&job.request.image)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("reading the image's digest: {e}")))
     }
 
     /// Rejects a pending job: it ends without running, with the reason, and is not paid for.

@@ -283,7 +283,31 @@ impl Engine {
                     .await;
             }
         };
-        let info = match self.backend_of(job)?.start(&spec).await {
+        let mut spec = spec;
+        let backend = self.backend_of(job)?;
+        // The publisher approved an image, where the backend could name its digest: that image
+        // runs, or nothing does. Started by its digest, so a re-tag after this check changes
+        // nothing either.
+        if let Some(pinned) = job.approval.as_ref().and_then(|a| a.image_digest.clone()) {
+            let now = backend.image_digest(&spec.image).await?;
+            if now.as_deref() != Some(pinned.as_str()) {
+                let reason = format!(
+                    "the image {} changed after the publisher approved it (approved {pinned}, now {})",
+                    spec.image,
+                    now.as_deref().unwrap_or("not on the engine")
+                );
+                return self
+                    .finish(
+                        job,
+                        Outcome::Failed,
+                        Some(reason),
+                        Phase::AlgorithmProvisioningFailed,
+                    )
+                    .await;
+            }
+            spec.image = pinned;
+        }
+        let info = match backend.start(&spec).await {
             Ok(info) => info,
             // The policy decides: a bad image or spec, or an input the run cannot fetch, ends
             // the job in the matching phase; an engine that is away is retried.

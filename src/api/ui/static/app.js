@@ -169,7 +169,9 @@ async function decisionCard(j) {
     const a = await api(`/ui/api/jobs/${encodeURIComponent(j.jobId)}/algorithm`);
     return el("div", { class: "card", id: "approval" }, el("h3", {}, "Waiting for your approval"),
       el("dl", {}, el("dt", {}, "consumer"), el("dd", {}, a.consumer), el("dt", {}, "algorithm"), el("dd", {}, a.algorithmDid || "raw code"),
-        el("dt", {}, "image"), el("dd", {}, a.image), el("dt", {}, "sha256"), el("dd", { id: "algorithm-sha256" }, a.sha256)),
+        el("dt", {}, "image"), el("dd", {}, a.image),
+        el("dt", {}, "image digest"), el("dd", { id: "image-digest" }, a.imageDigest || "not known before it runs on this backend"),
+        el("dt", {}, "sha256"), el("dd", { id: "algorithm-sha256" }, a.sha256)),
       el("pre", { class: "code", id: "algorithm-code" }, a.code === null ? "(not text)" : a.code),
       el("button", { id: "approve", onclick: () => act(j.jobId, "approve") }, "Approve"),
       el("button", { id: "reject", onclick: () => act(j.jobId, "reject", reason()) }, "Reject"));
