@@ -35,6 +35,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .expect("buckets are valid")
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples wait in the recorder until upkeep folds them into the buckets: without
+    // it, a service nobody scrapes kept every request's duration (it grew by megabytes a
+    // thousand jobs). `install_recorder` leaves upkeep to the caller.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let store = JobStore::open(&config.database_path())
         .await
         .context("opening the job store")?;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod jobs;
+pub mod memory;
 pub mod proof;
 pub mod seal;
 pub mod squid;

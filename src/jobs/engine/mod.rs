@@ -491,6 +491,7 @@ impl Engine {
 
     fn record_finish(&self, job: &Job, outcome: Outcome) {
         self.stop_seen.lock().unwrap().remove(&job.id);
+        self.approval_checked.lock().unwrap().remove(&job.id);
         metrics::counter!("brizo_jobs_finished_total", "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("brizo_job_duration_seconds")
             .record((now_epoch() - job.date_created).max(0.0));

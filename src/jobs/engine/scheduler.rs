@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long after the last trim the engine gives freed memory back again, once idle.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(5);
+
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -35,6 +38,8 @@ impl Engine {
         tokio::spawn(self.clone().watch_health(shutdown.clone()));
         self.sweep_orphans().await;
         let mut ticks = 0u64;
+        let mut busy_since_trim = false;
+        let mut trimmed = Instant::now();
         loop {
             if let Err(e) = self.reconcile_once().await {
                 warn!("reconcile: {e}");
@@ -42,6 +47,14 @@ impl Engine {
             ticks += 1;
             if ticks.is_multiple_of(60) {
                 self.sweep_orphans().await;
+            }
+            // Idle after work: what the jobs used goes back to the system.
+            let idle = self.active.lock().unwrap().is_empty();
+            busy_since_trim |= !idle;
+            if idle && busy_since_trim && trimmed.elapsed() > IDLE_TRIM_AFTER {
+                crate::memory::release_free();
+                busy_since_trim = false;
+                trimmed = Instant::now();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
