@@ -55,8 +55,7 @@ try() {
   trap 'kill $SERVICE 2>/dev/null; wait $SERVICE 2>/dev/null; stop; bash scripts/dockerd.sh stop' EXIT
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-aws-operator-token
-  say "building brizo with the AWS backend (cargo feature aws; the first build takes several minutes)"
-  cargo build --locked --features aws --bin brizo
+  build_shared
   BRIZO="$ROOT/target/debug/brizo"
   rm -rf data/aws-moto
   say "serving with config/examples/aws-moto.toml on 127.0.0.1:8030 (log: $STATE_DIR/aws-moto-service.log)"

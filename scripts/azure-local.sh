@@ -75,8 +75,7 @@ try() {
   trap 'kill $SERVICE 2>/dev/null; wait $SERVICE 2>/dev/null; stop; bash scripts/dockerd.sh stop' EXIT
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-azure-operator-token
-  say "building brizo with the Azure backend (cargo feature azure; the first build takes several minutes)"
-  cargo build --locked --features azure --bin brizo
+  build_shared
   BRIZO="$ROOT/target/debug/brizo"
   rm -rf data/azure-local
   say "serving with config/examples/azure-local.toml on 127.0.0.1:8030 (log: $STATE_DIR/azure-local-service.log)"

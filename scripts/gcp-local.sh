@@ -53,8 +53,7 @@ try() {
   trap 'kill $SERVICE 2>/dev/null; wait $SERVICE 2>/dev/null; stop; bash scripts/dockerd.sh stop' EXIT
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-gcp-operator-token
-  say "building brizo with the GCP backend (cargo feature gcp; the first build takes several minutes)"
-  cargo build --locked --features gcp --bin brizo
+  build_shared
   BRIZO="$ROOT/target/debug/brizo"
   rm -rf data/gcp-local
   say "serving with config/examples/gcp-local.toml on 127.0.0.1:8030 (log: $STATE_DIR/gcp-local-service.log)"

@@ -13,6 +13,17 @@ timed() {
   "$@"
   say "$name took $((SECONDS - start)) s" >&2
 }
+# The one build `make test` and every `make try-*` share: every backend, and the crash tests'
+# fault injection (inert unless FAILPOINTS is set), built the way the test suite builds it
+# (dev-dependencies add features to shared crates, and a build without them would compile
+# those crates and everything above them again). Whichever runs first builds it; the others
+# find it done. `make demo` builds the default features only: a newcomer's first build stays
+# lean.
+TEST_FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/failpoints"
+build_shared() {
+  say "building brizo with every backend (shared with make test and the other try-* targets; about 20 minutes the first time on 2 cores, seconds after)"
+  cargo test --workspace --locked --features "$TEST_FEATURES" --no-run
+}
 warn() { printf '\033[1;33m!! \033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31mxx \033[0m %s\n' "$*" >&2; exit 1; }
 

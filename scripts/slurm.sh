@@ -140,8 +140,7 @@ try)
   install -D -m 0644 examples/datasets/weather/daily.csv /srv/brizo/shared/datasets/weather/daily.csv
   chmod 0755 /srv /srv/brizo /srv/brizo/shared /srv/brizo/shared/datasets /srv/brizo/shared/datasets/weather
   export BRIZO_ADMIN_TOKEN=try-slurm-operator-token
-  say "building brizo with the Slurm backend (cargo feature slurm; the first build takes several minutes)"
-  cargo build --locked --features aws,slurm --bin brizo
+  build_shared
   BRIZO="$ROOT/target/debug/brizo"
   rm -rf data/slurm
   say "serving with config/examples/slurm.toml on 127.0.0.1:8030 (log: $STATE_DIR/slurm-service.log)"

@@ -9,9 +9,9 @@ cd "$ROOT"
 # A clean checkout's one build gains nothing from incremental artefacts, which would take some
 # 18 GB of disk beside the build itself.
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
-# One feature set for lints and tests, so that both share one build: every backend, and the
-# crash tests' fault injection (tests/faults.rs).
-FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/failpoints"
+# One feature set for lints and tests (scripts/lib.sh): every backend, and the crash tests'
+# fault injection (tests/faults.rs); the try-* targets reuse the same build.
+FEATURES="$TEST_FEATURES"
 say "checking the Terraform modules (fmt, checkov)"
 timed "Terraform checks" bash "$ROOT/scripts/terraform-check.sh"
 # Style and lints first: they fail fast, before the long suite.
