@@ -104,16 +104,25 @@ impl Driver {
         }
     }
 
+    /// Clicks the element, found again when a live update replaced it in between.
     async fn click(&self, css: &str) {
-        self.client
-            .wait()
-            .at_most(PATIENCE)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        for _ in 0..20 {
+            let found = self
+                .client
+                .wait()
+                .at_most(PATIENCE)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match found.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
+        panic!("{css} kept being replaced");
     }
 
     async fn close(mut self) {
@@ -259,6 +268,60 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     d.wait_text("#outcome", |t| t.contains("stopped"), "stopped on the page")
         .await;
 
+    // Rerun a finished job from the page: the page goes to the new job, which runs.
+    d.client
+        .goto(&format!("{base}/ui#/job/{id}"))
+        .await
+        .unwrap();
+    d.wait_text("h2", |t| t.contains(&id), "the finished job's page")
+        .await;
+    d.click("#rerun").await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let rerun = loop {
+        let hash = d
+            .client
+            .execute("return location.hash", vec![])
+            .await
+            .unwrap();
+        let hash = hash.as_str().unwrap_or_default().to_string();
+        if let Some(new) = hash.strip_prefix("#/job/")
+            && new != id
+        {
+            break new.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no rerun: {hash}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let rerun_done = w.svc.wait_finished(&rerun, PATIENCE).await;
+    assert_eq!(rerun_done["outcome"], "succeeded", "{rerun_done}");
+    assert_eq!(
+        rerun_done["imageDigest"],
+        job_status(&w, &id).await["imageDigest"]
+    );
+    d.wait_text("#status", |t| t.starts_with("70"), "the rerun finished")
+        .await;
+
+    // Delete it from the page (the browser's confirmation answered yes): it is gone.
+    d.client
+        .execute("window.confirm = () => true", vec![])
+        .await
+        .unwrap();
+    d.click("#delete").await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let res = w
+            .svc
+            .get(&format!("/api/v2/jobs/{rerun}"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // An approval from the page lets a waiting job run.
     let dataset = w.dataset(|t| t.requires_approval = true).await;
     let algorithm = w.algorithm().await;
@@ -285,6 +348,17 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         "#algorithm-code",
         |t| t.contains("sum.txt"),
         "the code to approve",
+    )
+    .await;
+    // The image's digest is shown before deciding.
+    let digest = job_status(&w, &id).await["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.wait_text(
+        "#image-digest",
+        |t| t == digest,
+        "the image digest to approve",
     )
     .await;
     d.shot("approval").await;
