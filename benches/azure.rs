@@ -86,7 +86,8 @@ async fn main() {
         blob.create_container(c).unwrap();
     }
     let standin = BatchStandin::start().unwrap_or_else(|e| panic!("{e}"));
-    let batch = Batch::new(&standin.url, azure_batch::ACCOUNT, azure_batch::KEY).unwrap();
+    let batch =
+        Batch::with_shared_key(&standin.url, azure_batch::ACCOUNT, azure_batch::KEY).unwrap();
     batch
         .add_job(&JobAdd {
             id: BATCH_JOB.into(),
@@ -99,7 +100,7 @@ async fn main() {
     let runner = built_runner(&root).unwrap_or_else(|e| panic!("{e}"));
     let config = format!(
         "backend = \"azure\"\n[[backends]]\nname = \"azure\"\nkind = \"azure-batch\"\n[backends.azure]\n\
-         batch_url = \"{}\"\nbatch_account = \"{}\"\npool_id = \"{}\"\njob_id = \"{BATCH_JOB}\"\n\
+         auth = \"shared_key\"\nbatch_url = \"{}\"\nbatch_account = \"{}\"\npool_id = \"{}\"\njob_id = \"{BATCH_JOB}\"\n\
          storage_account = \"{}\"\nstaging_container = \"staging\"\nblob_endpoint = \"{}\"\n\
          runner_host_path = \"{}\"\npoll_ms = {}\nimages = \"docker\"\n[outputs]\nresults_url = \"az://results/brizo\"\n",
         standin.url,

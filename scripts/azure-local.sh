@@ -3,7 +3,9 @@
 # (pidfile .state/azurite.pid) with the containers the Terraform module would create and the
 # example dataset, and the STAND-IN Azure Batch server (brizo's test server; no Batch emulator
 # exists) on 127.0.0.1:8640 (pidfile .state/batch-standin.pid) with the module's Batch job, and
-# installs the runner where pool nodes have it; `env` prints the variables brizo reads; `try`
+# installs the runner where pool nodes have it; `env` prints the variables brizo reads (Blob in
+# emulator mode; Batch through the Microsoft Entra managed identity endpoint the stand-in serves
+# as App Service does, which azure_identity's ManagedIdentityCredential asks); `try`
 # does everything end to end with config/examples/azure-local.toml and stops what it started;
 # `stop` stops both.
 source "$(dirname "$0")/lib.sh"
@@ -13,12 +15,15 @@ BATCH_PORT=8640
 AZURITE_PID="$STATE_DIR/azurite.pid"
 STANDIN_PID="$STATE_DIR/batch-standin.pid"
 RUNNER_HOST_PATH=/opt/brizo/brizo-runner
-# The stand-in's account key (brizo_test_rigs::azure_batch::KEY): not a secret.
+# The stand-in's managed identity header (brizo_test_rigs::entra::IDENTITY_HEADER) and its
+# account key (brizo_test_rigs::azure_batch::KEY, for auth = "shared_key"): not secrets.
+STANDIN_IDENTITY_HEADER=brizo-standin-identity-header-not-a-secret
 STANDIN_KEY=YnJpem8tc3RhbmQtaW4tYmF0Y2gta2V5LW5vdC1hLXNlY3JldA==
 
 env_lines() {
   cat <<EOV
 export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:$BLOB_PORT
+export IDENTITY_ENDPOINT=http://127.0.0.1:$BATCH_PORT/msi/token IDENTITY_HEADER=$STANDIN_IDENTITY_HEADER
 export AZURE_BATCH_ACCESS_KEY=$STANDIN_KEY
 EOV
 }

@@ -5,6 +5,9 @@
 //! - STAND-IN: Azure Batch (no emulator exists): `brizo_test_rigs::azure_batch`, which speaks
 //!   the Batch REST API, checks the requests against the official specification's schemas and
 //!   runs tasks with `docker run`.
+//! - The service authenticates to Batch with Microsoft Entra tokens (the default `auth`): REAL
+//!   azure_identity managed identity credential, tokens from the stand-in's App Service managed
+//!   identity endpoint (STAND-IN for Entra, `brizo_test_rigs::entra`).
 //!
 //! A Blob dataset routed to Batch and a local one to Docker, outputs in the results container
 //! with their hashes, logs, stop, a service restart while a task runs, an output over the cap,
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use brizo_test_rigs::azure_batch::{self, BatchStandin};
 use brizo_test_rigs::azurite::{self, Azurite};
-use brizo_test_rigs::built_runner;
+use brizo_test_rigs::{built_runner, entra};
 use common::Service;
 use serde_json::json;
 use sha2::Digest;
@@ -56,10 +59,14 @@ async fn setup_with(extra: &str) -> Setup {
     })
     .await
     .unwrap();
-    // The Batch job terraform/modules/azure makes, made here.
-    let client =
-        brizo_backend_azure::rest::Batch::new(&batch.url, azure_batch::ACCOUNT, azure_batch::KEY)
-            .unwrap();
+    // The Batch job terraform/modules/azure makes, made here (with the account key, as
+    // Terraform's provider does).
+    let client = brizo_backend_azure::rest::Batch::with_shared_key(
+        &batch.url,
+        azure_batch::ACCOUNT,
+        azure_batch::KEY,
+    )
+    .unwrap();
     client
         .add_job(&brizo_backend_azure::rest::JobAdd {
             id: BATCH_JOB.into(),
@@ -103,11 +110,13 @@ results_url = "az://results/brizo"
         runner = runner.display()
     );
     // object_store (the results container, and the backend's Blob) in emulator mode, on this
-    // Azurite; the Batch key where the backend reads it.
+    // Azurite; Batch through the managed identity of an App Service, the stand-in's endpoint.
+    let identity = batch.identity_endpoint();
     let env = [
         ("AZURE_STORAGE_USE_EMULATOR", "true"),
         ("AZURITE_BLOB_STORAGE_URL", azurite.endpoint.as_str()),
-        ("AZURE_BATCH_ACCESS_KEY", azure_batch::KEY),
+        ("IDENTITY_ENDPOINT", identity.as_str()),
+        ("IDENTITY_HEADER", entra::IDENTITY_HEADER),
     ];
     let svc = Service::start_with_config(&env, &config).await;
     Setup {
@@ -203,6 +212,14 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
         s.batch.violations().is_empty(),
         "requests the specification refuses: {:?}",
         s.batch.violations()
+    );
+    // The service's requests carried Microsoft Entra tokens (the setup's Job_Add was signed
+    // with the account key, as Terraform's is).
+    let credentials = s.batch.credentials();
+    assert_eq!(credentials[0], "SharedKey");
+    assert!(
+        credentials.len() > 1 && credentials[1..].iter().all(|c| c.starts_with("Bearer ")),
+        "{credentials:?}"
     );
 
     // The same service sends a job on local data to Docker.

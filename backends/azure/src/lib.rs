@@ -16,12 +16,19 @@
 //! its stdout.txt and stderr.txt are the log; TerminateTask stops it; removing a job deletes its
 //! task.
 //!
+//! Credentials: Batch takes a Microsoft Entra ID token of the identity brizo runs as, from the
+//! standard Azure credential chain ([`entra`]), by default, or the account's access key
+//! ([`shared_key`], `auth = "shared_key"`); Blob takes the standard chain as object_store reads
+//! it ([`blob`]).
+//!
 //! Network: Batch gives no per-container "no network", and the runner needs Blob. The
 //! algorithm's reach is the pool's: the Terraform module puts it in a subnet whose only way out
 //! is the storage account's private endpoint. The capabilities say so to the engine.
 
 pub mod blob;
+pub mod entra;
 pub mod rest;
+pub mod shared_key;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +45,8 @@ use sha2::Digest;
 
 use blob::Blob;
 use rest::{
-    AutoUser, Batch, ContainerSettings, EnvironmentSetting, TaskAdd, TaskConstraints, UserIdentity,
+    Auth, AutoUser, Batch, ContainerSettings, EnvironmentSetting, TaskAdd, TaskConstraints,
+    UserIdentity,
 };
 
 pub use brizo_backend_remote::ImageSource;
@@ -49,11 +57,24 @@ pub use rest::API_VERSION;
 pub struct AzureBatchConfig {
     /// The Batch account's URL, `https://<account>.<region>.batch.azure.com`.
     pub batch_url: String,
-    /// The Batch account's name (it signs requests with its key).
+    /// The Batch account's name.
     pub batch_account: String,
-    /// The environment variable holding the Batch account's access key (never the config file).
+    /// How brizo authenticates to Batch. `entra`, the default: Microsoft Entra ID tokens of the
+    /// identity brizo runs as, from the standard Azure credential chain (environment service
+    /// principal, workload identity, managed identity, Azure CLI; see [`entra`]); that identity
+    /// needs a Batch role on the account (terraform/modules/azure assigns it). `shared_key`: the
+    /// account's access key from `batch_key_env`, which gives full control of the account (the
+    /// Terraform module turns Shared Key off unless asked).
+    #[serde(default)]
+    pub auth: BatchAuth,
+    /// With `auth = "shared_key"`: the environment variable holding the account's access key
+    /// (never the config file).
     #[serde(default = "default_key_env")]
     pub batch_key_env: String,
+    /// With `auth = "entra"`: the token scope, Batch's resource and `/.default`. Another cloud's
+    /// Batch resource when not Azure's public cloud (`https://batch.chinacloudapi.cn//.default`).
+    #[serde(default = "default_entra_scope")]
+    pub entra_scope: String,
     /// The pool tasks run on (container-enabled, the runner on its nodes).
     pub pool_id: String,
     /// The Batch job brizo's tasks go into (on `pool_id`).
@@ -84,11 +105,23 @@ pub struct AzureBatchConfig {
     pub poll_ms: u64,
 }
 
+/// How requests to Batch are authenticated: see [`AzureBatchConfig::auth`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchAuth {
+    #[default]
+    Entra,
+    SharedKey,
+}
+
 /// The most one read of a task file asks for.
 const LOG_READ_BYTES: u64 = 4 << 20;
 
 fn default_key_env() -> String {
     "AZURE_BATCH_ACCESS_KEY".into()
+}
+fn default_entra_scope() -> String {
+    entra::BATCH_SCOPE.into()
 }
 fn default_staging_prefix() -> String {
     "jobs".into()
@@ -119,20 +152,31 @@ pub struct AzureBatch {
 /// The Azure Batch backend.
 pub type AzureBatchBackend = RemoteBackend<AzureBatch>;
 
-/// Connects to Batch (Shared Key, the key from `batch_key_env`) and Blob (the standard Azure
-/// credential chain). `instance` and `name` scope the staging prefix and the task ids.
+/// Connects to Batch (as `auth` says) and Blob (the standard Azure credential chain).
+/// `instance` and `name` scope the staging prefix and the task ids. No token is asked for
+/// here: the first request to Batch does.
 pub fn connect(
     config: AzureBatchConfig,
     instance: &str,
     name: &str,
 ) -> Result<AzureBatchBackend, BackendError> {
-    let key = std::env::var(&config.batch_key_env).map_err(|_| {
-        BackendError::invalid_spec(format!(
-            "the Batch account key is not in ${} (set it, or name another variable in batch_key_env)",
-            config.batch_key_env
-        ))
-    })?;
-    let batch = Batch::new(&config.batch_url, &config.batch_account, &key)?;
+    let auth = match config.auth {
+        BatchAuth::Entra => {
+            let chain = entra::Chain::from_env(rest::http_client()?)?;
+            Auth::Entra(Arc::new(entra::Tokens::new(chain, &config.entra_scope)))
+        }
+        BatchAuth::SharedKey => {
+            let key = std::env::var(&config.batch_key_env).map_err(|_| {
+                BackendError::invalid_spec(format!(
+                    "auth = \"shared_key\" but the Batch account key is not in ${} (set it, name another variable in batch_key_env, \
+                     or use auth = \"entra\" with an identity that has a Batch role)",
+                    config.batch_key_env
+                ))
+            })?;
+            Auth::SharedKey(shared_key::SharedKey::new(&config.batch_account, &key)?)
+        }
+    };
+    let batch = Batch::new(&config.batch_url, auth)?;
     let scope = format!("{instance}/{name}");
     let endpoint = (!config.blob_endpoint.is_empty()).then_some(config.blob_endpoint.as_str());
     let (blob, staging) = Blob::connect(

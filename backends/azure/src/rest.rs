@@ -4,30 +4,57 @@
 //! (Azure/azure-rest-api-specs, `specification/batch/data-plane/Microsoft.Batch/stable/`
 //! [`API_VERSION`]`/BatchService.json`), and the tests check every request body against it.
 //!
-//! Authentication is Batch Shared Key: each request is signed with the account's access key
-//! (HMAC-SHA256 over the verb, the standard headers, the `ocp-*` headers and the resource), the
-//! scheme Microsoft's Batch SDKs implement (`BatchSharedKeyAuth` in azure-batch for Python).
+//! Authentication is either of the two the specification defines (`securityDefinitions`): a
+//! Microsoft Entra ID bearer token ([`crate::entra`], the default) or Batch Shared Key
+//! ([`crate::shared_key`], the account's access key).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use brizo_backend_core::BackendError;
 use bytes::Bytes;
-use hmac::Mac;
 use serde::{Deserialize, Serialize};
+
+use crate::entra::Tokens;
+use crate::shared_key::SharedKey;
 
 /// The one Batch REST API version this client speaks.
 pub const API_VERSION: &str = "2024-07-01.20.0";
 /// What Batch expects request bodies to be.
 const JSON_BODY: &str = "application/json; odata=minimalmetadata";
 
-/// A Batch account's data plane, as one account key reaches it.
+/// How requests prove who sends them.
+pub enum Auth {
+    /// A Microsoft Entra ID token of the identity brizo runs as (Batch checks its roles).
+    Entra(Arc<Tokens>),
+    /// The account's access key (full control of the account).
+    SharedKey(SharedKey),
+}
+
+impl Auth {
+    /// What to check when Batch refuses the credential.
+    fn refusal_hint(&self) -> String {
+        match self {
+            Auth::Entra(tokens) => format!(
+                "Batch refused the Microsoft Entra token from {}: the identity brizo runs as needs a Batch role on the account \
+                 (terraform/modules/azure gives the service's identity Azure Batch Job Submitter) and the token must be for {}",
+                tokens
+                    .chain()
+                    .chosen()
+                    .unwrap_or("the Azure credential chain"),
+                tokens.scope()
+            ),
+            Auth::SharedKey(_) => "check the Batch account name and access key".into(),
+        }
+    }
+}
+
+/// A Batch account's data plane, as one credential reaches it.
 pub struct Batch {
     http: reqwest::Client,
     /// `https://<account>.<region>.batch.azure.com`, no trailing slash.
     base: String,
-    account: String,
-    key: Vec<u8>,
+    auth: Auth,
 }
 
 // Request bodies (TaskAddParameter and what it holds) and the parts of responses read here
@@ -172,6 +199,17 @@ struct BatchError {
     code: String,
     #[serde(default)]
     message: Option<ErrorMessage>,
+    /// BatchErrorDetail: `AuthenticationErrorDetail` says why a credential was refused.
+    #[serde(default)]
+    values: Vec<ErrorDetail>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +224,8 @@ struct Refusal {
     status: reqwest::StatusCode,
     code: String,
     message: String,
+    /// What the operator checks when the credential is refused.
+    hint: String,
 }
 
 impl Refusal {
@@ -200,9 +240,7 @@ impl Refusal {
         if s == 429 || s == 408 || self.status.is_server_error() {
             BackendError::unavailable(words)
         } else if s == 401 || s == 403 {
-            BackendError::unavailable(format!(
-                "{words} (check the Batch account name and access key)"
-            ))
+            BackendError::unavailable(format!("{words} ({})", self.hint))
         } else if self.status.is_client_error() {
             BackendError::invalid_spec(words)
         } else {
@@ -219,47 +257,44 @@ pub enum Added {
 }
 
 impl Batch {
-    /// `key` is the account's access key, base64 as the portal and Terraform show it.
-    pub fn new(url: &str, account: &str, key: &str) -> Result<Self, BackendError> {
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(key.trim())
-            .map_err(|e| {
-                BackendError::invalid_spec("the Batch access key is not base64").because(e)
-            })?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| BackendError::invalid_spec("HTTP client for Azure Batch").because(e))?;
+    /// A client of the account at `url` (`https://<account>.<region>.batch.azure.com`).
+    pub fn new(url: &str, auth: Auth) -> Result<Self, BackendError> {
         Ok(Self {
-            http,
+            http: http_client()?,
             base: url.trim_end_matches('/').to_string(),
-            account: account.to_string(),
-            key,
+            auth,
         })
     }
 
-    /// The Shared Key `Authorization` value for a request.
-    fn authorization(
+    /// A client signing with the account's access key (base64, as the portal shows it).
+    pub fn with_shared_key(url: &str, account: &str, key: &str) -> Result<Self, BackendError> {
+        Self::new(url, Auth::SharedKey(SharedKey::new(account, key)?))
+    }
+
+    /// How this client authenticates.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// The `Authorization` value for a request.
+    async fn authorization(
         &self,
         method: &reqwest::Method,
         url: &reqwest::Url,
         content_length: &str,
         content_type: &str,
         ocp_headers: &[(&str, &str)],
-    ) -> String {
-        let to_sign = string_to_sign(
-            method.as_str(),
-            content_length,
-            content_type,
-            ocp_headers,
-            &self.account,
-            url.path(),
-            &url.query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect::<Vec<_>>(),
-        );
-        format!("SharedKey {}:{}", self.account, sign(&self.key, &to_sign))
+    ) -> Result<String, BackendError> {
+        match &self.auth {
+            Auth::Entra(tokens) => tokens.authorization().await,
+            Auth::SharedKey(key) => Ok(key.authorization(
+                method.as_str(),
+                url,
+                content_length,
+                content_type,
+                ocp_headers,
+            )),
+        }
     }
 
     async fn send(
@@ -287,10 +322,13 @@ impl Batch {
         if let Some(range) = &range {
             ocp.push(("ocp-range", range.as_str()));
         }
-        let mut request = self.http.request(method.clone(), url.clone()).header(
-            "Authorization",
-            self.authorization(&method, &url, &length, kind, &ocp),
-        );
+        let authorization = self
+            .authorization(&method, &url, &length, kind, &ocp)
+            .await?;
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .header("Authorization", authorization);
         for (name, value) in &ocp {
             request = request.header(*name, *value);
         }
@@ -313,13 +351,18 @@ impl Batch {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let error: BatchError = serde_json::from_str(&text).unwrap_or_default();
+        let mut message = error
+            .message
+            .map(|m| m.value)
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        for detail in &error.values {
+            message.push_str(&format!(" ({}: {})", detail.key, detail.value));
+        }
         Ok(Err(Refusal {
             status,
             code: error.code,
-            message: error
-                .message
-                .map(|m| m.value)
-                .unwrap_or_else(|| text.chars().take(200).collect()),
+            message,
+            hint: self.auth.refusal_hint(),
         }))
     }
 
@@ -543,6 +586,15 @@ impl Batch {
     }
 }
 
+/// The HTTP client of Batch requests, and of the Entra credentials' token requests.
+pub fn http_client() -> Result<reqwest::Client, BackendError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| BackendError::invalid_spec("HTTP client for Azure Batch").because(e))
+}
+
 fn file_path(job_id: &str, task_id: &str, name: &str) -> String {
     format!(
         "/jobs/{}/tasks/{}/files/{}",
@@ -565,44 +617,6 @@ fn segment(s: &str) -> String {
     out
 }
 
-/// The Batch Shared Key string to sign: the verb, eleven standard headers (only Content-Length
-/// and Content-Type are ever sent here), the `ocp-*` headers sorted, then `/<account><path>`
-/// and each query parameter as `\nname:value`, sorted by name.
-pub fn string_to_sign(
-    method: &str,
-    content_length: &str,
-    content_type: &str,
-    ocp_headers: &[(&str, &str)],
-    account: &str,
-    path: &str,
-    query: &[(String, String)],
-) -> String {
-    let mut s = format!("{method}\n\n\n{content_length}\n\n{content_type}\n\n\n\n\n\n\n");
-    let mut ocp: Vec<(String, &str)> = ocp_headers
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_ascii_lowercase(), *v))
-        .collect();
-    ocp.sort();
-    for (k, v) in ocp {
-        s.push_str(&format!("{k}:{v}\n"));
-    }
-    s.push_str(&format!("/{account}{path}"));
-    let mut query: Vec<&(String, String)> = query.iter().filter(|(_, v)| !v.is_empty()).collect();
-    query.sort();
-    for (k, v) in query {
-        s.push_str(&format!("\n{k}:{v}"));
-    }
-    s
-}
-
-/// base64(HMAC-SHA256(key, text)).
-pub fn sign(key: &[u8], text: &str) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(text.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
-
 /// Seconds as an ISO 8601 duration (`PT3600S`), as Batch's `duration` fields take them.
 pub fn iso_duration(secs: u64) -> String {
     format!("PT{secs}S")
@@ -611,25 +625,6 @@ pub fn iso_duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_string_to_sign_has_the_shared_key_layout() {
-        let s = string_to_sign(
-            "POST",
-            "12",
-            JSON_BODY,
-            &[("ocp-date", "Tue, 01 Dec 2026 12:00:00 GMT")],
-            "acct",
-            "/jobs/j1/tasks",
-            &[("api-version".into(), API_VERSION.into())],
-        );
-        assert_eq!(
-            s,
-            format!(
-                "POST\n\n\n12\n\n{JSON_BODY}\n\n\n\n\n\n\nocp-date:Tue, 01 Dec 2026 12:00:00 GMT\n/acct/jobs/j1/tasks\napi-version:{API_VERSION}"
-            )
-        );
-    }
 
     #[test]
     fn ids_and_names_are_encoded_as_path_segments() {
@@ -643,6 +638,7 @@ mod tests {
             status: reqwest::StatusCode::from_u16(status).unwrap(),
             code: code.into(),
             message: "m".into(),
+            hint: "h".into(),
         };
         use brizo_backend_core::ErrorClass;
         assert_eq!(

@@ -3,8 +3,13 @@
 //!   inputs tasks fetch themselves and the outputs they send back; the local Docker engine
 //!   running each task's container; the real static runner inside it.
 //! - STAND-IN: Azure Batch (no emulator exists): `brizo_test_rigs::azure_batch`, a test server
-//!   that speaks the Batch REST API, checks every request (signature, api-version, body)
+//!   that speaks the Batch REST API, checks every request (credential, api-version, body)
 //!   against the official specification's schemas, and runs tasks with `docker run`.
+//! - REAL: azure_identity's `ManagedIdentityCredential`, unchanged, behind the backend's
+//!   credential chain: Batch requests carry Microsoft Entra tokens it gets from the stand-in's
+//!   App Service managed identity endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`; a STAND-IN
+//!   for Entra, `brizo_test_rigs::entra`), whose tokens live just over azure_identity's refresh
+//!   margin, so the suite runs across token refreshes. One test uses Shared Key instead.
 //!
 //! Needs dockerd, the base image, Azurite and the runner: `make test` prepares all of them.
 
@@ -12,12 +17,16 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use brizo_backend_azure::entra::{BATCH_SCOPE, REFRESH_BEFORE_EXPIRY};
 use brizo_backend_azure::rest::{JobAdd, PoolInfo};
-use brizo_backend_azure::{AzureBatch, AzureBatchBackend, AzureBatchConfig, ImageSource};
+use brizo_backend_azure::{
+    AzureBatch, AzureBatchBackend, AzureBatchConfig, BatchAuth, ImageSource,
+};
 use brizo_backend_core::conformance::{spec, unique_job_id};
 use brizo_backend_core::{BackendError, ComputeBackend, Mount, RunState};
 use brizo_test_rigs::azure_batch::{self, BatchStandin};
 use brizo_test_rigs::azurite::{self, Azurite};
+use brizo_test_rigs::entra;
 use brizo_test_rigs::{built_runner, free_port};
 use futures::StreamExt;
 use sha2::Digest;
@@ -37,22 +46,41 @@ struct Rig {
     batch: BatchStandin,
 }
 
+/// How long the stand-in's tokens live: azure_identity and the backend replace a token
+/// [`REFRESH_BEFORE_EXPIRY`] before it expires, so each is used for a few seconds.
+fn token_lifetime() -> Duration {
+    REFRESH_BEFORE_EXPIRY + Duration::from_secs(4)
+}
+
 /// One Azurite and one stand-in for the whole test binary (their watchers stop them when the
 /// binary ends); tests use job ids of their own.
 async fn rig() -> &'static Rig {
     static RIG: OnceLock<Rig> = OnceLock::new();
     tokio::task::spawn_blocking(|| {
         RIG.get_or_init(|| {
-            // SAFETY: set once, before any backend of this binary reads the environment.
-            unsafe {
-                // Blob through the standard chain (object_store's from_env): the account key.
-                std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", azurite::KEY);
-                std::env::set_var("AZURE_BATCH_ACCESS_KEY", azure_batch::KEY);
-            }
             let azurite = Azurite::start(&root(), free_port()).unwrap_or_else(|e| panic!("{e}"));
             azurite.create_container(STAGING).unwrap();
             azurite.create_container(DATA).unwrap();
             let batch = BatchStandin::start().unwrap_or_else(|e| panic!("{e}"));
+            batch.issue_tokens_for(token_lifetime());
+            // SAFETY: set once, before any backend of this binary reads the environment.
+            unsafe {
+                // Blob through the standard chain (object_store's from_env): the account key.
+                std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", azurite::KEY);
+                // Batch through the backend's chain: the managed identity of an App Service
+                // (no service principal or workload identity in this environment).
+                std::env::set_var("IDENTITY_ENDPOINT", batch.identity_endpoint());
+                std::env::set_var("IDENTITY_HEADER", entra::IDENTITY_HEADER);
+                for name in [
+                    "AZURE_CLIENT_SECRET",
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                    "AZURE_CLIENT_ID",
+                ] {
+                    std::env::remove_var(name);
+                }
+                // For the one Shared Key test.
+                std::env::set_var("AZURE_BATCH_ACCESS_KEY", azure_batch::KEY);
+            }
             Rig { azurite, batch }
         })
     })
@@ -65,7 +93,9 @@ fn config(rig: &Rig) -> AzureBatchConfig {
     AzureBatchConfig {
         batch_url: rig.batch.url.clone(),
         batch_account: azure_batch::ACCOUNT.into(),
+        auth: BatchAuth::Entra,
         batch_key_env: "AZURE_BATCH_ACCESS_KEY".into(),
+        entra_scope: BATCH_SCOPE.into(),
         pool_id: azure_batch::POOL.into(),
         job_id: BATCH_JOB.into(),
         storage_account: azurite::ACCOUNT.into(),
@@ -400,5 +430,126 @@ async fn a_missing_batch_job_or_pool_is_reported_by_ping() {
             )
         }
         other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+/// A backend on a stand-in of its own (which takes the tokens of the shared one's tenant), so
+/// that what it is told does not touch the other tests.
+async fn own_standin(name: &str) -> (BatchStandin, AzureBatchBackend) {
+    let rig = rig().await;
+    let own =
+        tokio::task::spawn_blocking(|| BatchStandin::start().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap();
+    own.add_job(BATCH_JOB);
+    let mut c = config(rig);
+    c.batch_url = own.url.clone();
+    let b = brizo_backend_azure::connect(c, "conformance", name).unwrap();
+    (own, b)
+}
+
+/// The distinct bearer tokens a stand-in saw, in the order it first saw them.
+fn bearer_tokens(standin: &BatchStandin) -> Vec<String> {
+    let mut tokens: Vec<String> = vec![];
+    for credential in standin.credentials() {
+        let token = credential
+            .strip_prefix("Bearer ")
+            .unwrap_or_else(|| panic!("a request without a bearer token: {credential}"))
+            .to_string();
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    tokens
+}
+
+/// Every request carries a Microsoft Entra token from the managed identity (through
+/// azure_identity); one token serves many requests, and it is replaced before it expires.
+#[tokio::test]
+async fn entra_tokens_are_cached_and_replaced_before_they_expire() {
+    let (own, b) = own_standin("tokens").await;
+    for _ in 0..3 {
+        b.ping().await.unwrap();
+    }
+    let first = bearer_tokens(&own);
+    assert_eq!(first.len(), 1, "one token for six requests: {first:?}");
+    assert!(own.credentials().len() >= 6, "{:?}", own.operations());
+    // Past the point where the token has less than the refresh margin left.
+    tokio::time::sleep(token_lifetime() - REFRESH_BEFORE_EXPIRY + Duration::from_secs(1)).await;
+    b.ping().await.unwrap();
+    let now = bearer_tokens(&own);
+    assert_eq!(now.len(), 2, "the token was not replaced: {now:?}");
+    assert_eq!(now[0], first[0]);
+    for token in &now {
+        entra::check(token, entra::BATCH_RESOURCE).unwrap();
+    }
+    assert!(own.violations().is_empty(), "{:?}", own.violations());
+}
+
+/// A token Batch refuses (expired, or of an identity it does not know) makes the backend
+/// unavailable (jobs wait) with Batch's reason and what to check.
+#[tokio::test]
+async fn a_refused_entra_token_says_why_and_what_to_do() {
+    let (own, b) = own_standin("refused").await;
+    own.refuse_tokens_as_expired();
+    match b.ping().await {
+        Err(e @ BackendError::Unavailable { .. }) => {
+            let words = e.to_string();
+            for part in [
+                "401",
+                "AuthenticationFailed",
+                "The access token expiry UTC time is earlier than current UTC time",
+                "the managed identity at IDENTITY_ENDPOINT",
+                "Azure Batch Job Submitter",
+                BATCH_SCOPE,
+            ] {
+                assert!(words.contains(part), "{part:?} not in: {words}");
+            }
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+/// `auth = "shared_key"` still runs jobs: every request signed with the account key (the
+/// stand-in refuses a wrong signature), no token asked for.
+#[tokio::test]
+async fn shared_key_runs_a_job() {
+    let rig = rig().await;
+    let own =
+        tokio::task::spawn_blocking(|| BatchStandin::start().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap();
+    own.add_job(BATCH_JOB);
+    let mut c = config(rig);
+    c.batch_url = own.url.clone();
+    c.auth = BatchAuth::SharedKey;
+    let b = brizo_backend_azure::connect(c, "conformance", "shared-key").unwrap();
+    let s = spec(IMAGE, &["/bin/sh", "-c", "echo signed"]);
+    b.start(&s).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(60), b.wait(&s.job_id))
+        .await
+        .expect("the task did not end")
+        .unwrap();
+    assert_eq!(exit.exit_code, 0);
+    b.remove(&s.job_id).await.unwrap();
+    let credentials = own.credentials();
+    assert!(!credentials.is_empty());
+    assert!(
+        credentials.iter().all(|c| c == "SharedKey"),
+        "{credentials:?}"
+    );
+    assert!(own.violations().is_empty(), "{:?}", own.violations());
+
+    // Without the key in its variable, connecting says what to do.
+    let mut c = config(rig);
+    c.auth = BatchAuth::SharedKey;
+    c.batch_key_env = "BRIZO_TEST_NO_SUCH_KEY_VARIABLE".into();
+    match brizo_backend_azure::connect(c, "conformance", "no-key") {
+        Err(e) => assert!(
+            e.to_string().contains("$BRIZO_TEST_NO_SUCH_KEY_VARIABLE")
+                && e.to_string().contains("auth = \"entra\""),
+            "{e}"
+        ),
+        Ok(_) => panic!("connected without the key"),
     }
 }

@@ -6,11 +6,18 @@
 //! Docker engine, the way moto does for AWS Batch.
 //!
 //! What it checks of every request, so that the client is right against Azure and not only
-//! against this server: the `api-version`, a valid Shared Key signature, and each request body
+//! against this server: the `api-version`, a credential of one of the specification's
+//! `securityDefinitions` (a Microsoft Entra bearer token this process's stand-in tenant issued
+//! for Batch's audience and that has not expired, [`crate::entra`], else 401
+//! AuthenticationFailed as Batch answers; or a valid Shared Key signature, else 403), and each request body
 //! (and its own CloudTask answers) against the specification's schemas (`fixtures/azure-batch/`, a copy of the relevant
 //! definitions of `BatchService.json` with its source and commit): required properties, types,
 //! formats (durations), enums, and no property the specification does not define. A request
 //! that fails is refused with 400, as Batch would, and kept in [`BatchStandin::violations`].
+//!
+//! It also serves the managed identity endpoint of App Service at [`entra::IDENTITY_PATH`]
+//! ([`BatchStandin::identity_endpoint`]), from which azure_identity's `ManagedIdentityCredential`
+//! gets the tokens it accepts. It does not check roles: a known token may do everything.
 //!
 //! What it does not do: pools and nodes (one pool, every task starts at once on this host),
 //! retries, job termination, certificates, Batch's own folders in the container. Containers run
@@ -27,6 +34,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine as _;
 use hmac::Mac;
 use serde_json::{Value, json};
+
+use crate::entra;
 
 /// The API version the stand-in (and the specification excerpt) is of.
 pub const API_VERSION: &str = "2024-07-01.20.0";
@@ -60,6 +69,12 @@ struct State {
     task_adds: Mutex<Vec<String>>,
     /// Requests still to answer with 429 TooManyRequests, as a throttled account does.
     throttle: std::sync::atomic::AtomicUsize,
+    /// The lifetime of the tokens the managed identity endpoint issues.
+    token_lifetime: Mutex<Duration>,
+    /// Refuses every bearer token as expired (a clock gone wrong, a revoked sign-in).
+    tokens_expired: std::sync::atomic::AtomicBool,
+    /// Each request's credential: `SharedKey` or `Bearer <token>`, in order.
+    credentials: Mutex<Vec<String>>,
 }
 
 struct Job {
@@ -107,7 +122,15 @@ impl BatchStandin {
             violations: Mutex::new(vec![]),
             task_adds: Mutex::new(vec![]),
             throttle: std::sync::atomic::AtomicUsize::new(0),
+            token_lifetime: Mutex::new(Duration::from_secs(3600)),
+            tokens_expired: std::sync::atomic::AtomicBool::new(false),
+            credentials: Mutex::new(vec![]),
         });
+        for scheme in ["azure_auth", "api_key"] {
+            if spec["securityDefinitions"][scheme].is_null() {
+                return Err(format!("the spec excerpt defines no {scheme} security"));
+            }
+        }
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the stand-in: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -194,6 +217,30 @@ impl BatchStandin {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The URL of the managed identity endpoint, for `IDENTITY_ENDPOINT` (with
+    /// [`entra::IDENTITY_HEADER`] in `IDENTITY_HEADER`).
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}{}", self.url, entra::IDENTITY_PATH)
+    }
+
+    /// The lifetime of the tokens the managed identity endpoint issues from now on (1 hour
+    /// until this is called).
+    pub fn issue_tokens_for(&self, lifetime: Duration) {
+        *self.state.token_lifetime.lock().unwrap() = lifetime;
+    }
+
+    /// Refuses every bearer token from now on, as Batch refuses an expired one.
+    pub fn refuse_tokens_as_expired(&self) {
+        self.state
+            .tokens_expired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Each request's credential, in order: `SharedKey`, or `Bearer <token>`.
+    pub fn credentials(&self) -> Vec<String> {
+        self.state.credentials.lock().unwrap().clone()
+    }
+
     /// How many times a task of this id was asked for (Task_Add), accepted or not.
     pub fn task_adds(&self, task_id: &str) -> usize {
         self.state
@@ -264,22 +311,41 @@ fn error(status: u16, code: &str, message: &str) -> HttpResponse {
         }))
 }
 
+/// Batch's answer to a request whose credential it does not take: 401 AuthenticationFailed,
+/// why in `AuthenticationErrorDetail`, and the bearer challenge.
+fn unauthenticated(why: &str) -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header(("request-id", "00000000-0000-0000-0000-000000000000"))
+        .insert_header((
+            "WWW-Authenticate",
+            format!(
+                "Bearer authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"invalid_token\", error_description=\"{why}\""
+            ),
+        ))
+        .json(json!({
+            "odata.metadata": "$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+            "code": "AuthenticationFailed",
+            "message": {"lang": "en-US", "value": "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly."},
+            "values": [{"key": "AuthenticationErrorDetail", "value": why}],
+        }))
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>) -> HttpResponse {
     let state = state.get_ref().clone();
+    if req.path() == entra::IDENTITY_PATH {
+        let header = req
+            .headers()
+            .get("x-identity-header")
+            .and_then(|v| v.to_str().ok());
+        let lifetime = *state.token_lifetime.lock().unwrap();
+        return entra::managed_identity(&query_of(&req), header, lifetime);
+    }
     state
         .operations
         .lock()
         .unwrap()
         .push(format!("{} {}", req.method(), req.path()));
-    let query: Vec<(String, String)> = req
-        .query_string()
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect();
+    let query = query_of(&req);
     if !query
         .iter()
         .any(|(k, v)| k == "api-version" && v == API_VERSION)
@@ -294,8 +360,46 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
             ),
         );
     }
-    if let Err(why) = state.authenticate(&req, &query) {
-        return state.refuse(403, "AuthenticationFailed", &why);
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        state
+            .credentials
+            .lock()
+            .unwrap()
+            .push(format!("Bearer {token}"));
+        let checked = if state
+            .tokens_expired
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            Err("The access token expiry UTC time is earlier than current UTC time.".to_string())
+        } else {
+            entra::check(token, entra::BATCH_RESOURCE)
+        };
+        if let Err(why) = checked {
+            state.violations.lock().unwrap().push(format!(
+                "AuthenticationFailed: {} {}: {why}",
+                req.method(),
+                req.path()
+            ));
+            return unauthenticated(&why);
+        }
+    } else if auth.starts_with("SharedKey ") {
+        state.credentials.lock().unwrap().push("SharedKey".into());
+        if let Err(why) = state.authenticate(&req, &query) {
+            return state.refuse(403, "AuthenticationFailed", &why);
+        }
+    } else {
+        state.violations.lock().unwrap().push(format!(
+            "AuthenticationFailed: {} {}: no credential",
+            req.method(),
+            req.path()
+        ));
+        return unauthenticated("The request has no Bearer token and no Shared Key signature.");
     }
     if state
         .throttle
@@ -336,6 +440,18 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
             &format!("the stand-in does not serve {method} {}", req.path()),
         ),
     }
+}
+
+/// The query parameters, decoded.
+fn query_of(req: &HttpRequest) -> Vec<(String, String)> {
+    req.query_string()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 impl State {
@@ -1109,10 +1225,16 @@ fn decode(s: &str) -> String {
 
 /// Now, as the RFC 3339 UTC time Batch's `date-time` fields hold.
 fn now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+pub(crate) fn rfc3339(secs: u64) -> String {
     let (days, rest) = ((secs / 86400) as i64, secs % 86400);
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;

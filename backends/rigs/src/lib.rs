@@ -7,6 +7,8 @@
 pub mod azure_batch;
 #[cfg(feature = "azure")]
 pub mod azurite;
+#[cfg(feature = "azure")]
+pub mod entra;
 #[cfg(feature = "gcp")]
 pub mod gcp_batch;
 #[cfg(feature = "gcp")]

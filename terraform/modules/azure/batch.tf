@@ -36,8 +36,9 @@ resource "azurerm_batch_account" "brizo" {
   location                      = var.location
   pool_allocation_mode          = "BatchService"
   public_network_access_enabled = true
-  # brizo signs its requests with the account key (Batch Shared Key).
-  allowed_authentication_modes = ["SharedKey"]
+  # brizo authenticates with Microsoft Entra ID tokens of its identity (the role below). Shared
+  # Key, whose account key gives full control of the account, only when asked for.
+  allowed_authentication_modes = var.batch_shared_key ? ["AAD", "SharedKey"] : ["AAD"]
   tags                         = var.tags
 
   network_profile {
@@ -52,6 +53,15 @@ resource "azurerm_batch_account" "brizo" {
       }
     }
   }
+}
+
+# brizo's own identity on the Batch data plane: read the pool, add, read, terminate and delete
+# the tasks of its job (and their files). Azure Batch Job Submitter is the built-in role with
+# that and no more (no pool, account or key changes), on this one account.
+resource "azurerm_role_assignment" "service_batch" {
+  scope                = azurerm_batch_account.brizo.id
+  role_definition_name = "Azure Batch Job Submitter"
+  principal_id         = var.service_principal_id
 }
 
 resource "azurerm_monitor_diagnostic_setting" "batch" {

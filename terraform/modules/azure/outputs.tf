@@ -1,6 +1,6 @@
 # These map onto brizo's configuration: `brizo config from-terraform OUTPUTS.json` writes it.
-# The Batch account's key is not among them: brizo reads it from $AZURE_BATCH_ACCESS_KEY
-# (`az batch account keys list --name <batch_account> --resource-group <group>`).
+# No secret is among them: brizo authenticates to Batch and Blob as service_principal_id, with
+# Microsoft Entra ID tokens from the standard Azure credential chain.
 
 output "batch_url" {
   value = "https://${azurerm_batch_account.brizo.account_endpoint}"
@@ -44,4 +44,9 @@ output "runner_upload_url" {
 
 output "pool_identity" {
   value = azurerm_user_assigned_identity.pool.id
+}
+
+output "batch_auth" {
+  description = "How brizo authenticates to Batch: Microsoft Entra ID (the role on the account), or Shared Key when batch_shared_key is set."
+  value       = var.batch_shared_key ? "shared_key" : "entra"
 }

@@ -36,8 +36,14 @@ variable "nodes" {
 }
 
 variable "service_principal_id" {
-  description = "Object id of the identity brizo runs as (the service host's managed identity): it gets what it needs on the containers and nothing more."
+  description = "Object id of the identity brizo runs as (the service host's managed identity): it gets what it needs on the containers and the Batch account (Azure Batch Job Submitter) and nothing more."
   type        = string
+}
+
+variable "batch_shared_key" {
+  description = "Also let the Batch account take Shared Key (the account key, full control of the account), for brizo's auth = \"shared_key\". Off: brizo uses Microsoft Entra ID tokens of service_principal_id."
+  type        = bool
+  default     = false
 }
 
 variable "container_registry_id" {
