@@ -42,6 +42,7 @@ async fn bare_run(docker: &bollard::Docker, image: &str, n: usize) -> [f64; 4] {
         // The isolation brizo's jobs get by default (backends/docker), so that the comparison
         // is of the service's own cost, not of the sandbox's.
         user: Some("65534:65534".into()),
+        network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             readonly_rootfs: Some(true),

@@ -37,6 +37,7 @@ async fn bare_run(docker: &bollard::Docker, n: usize) {
         image: Some(common::IMAGE.to_string()),
         entrypoint: Some(vec!["/bin/true".to_string()]),
         user: Some("65534:65534".into()),
+        network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             readonly_rootfs: Some(true),
