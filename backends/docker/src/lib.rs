@@ -248,11 +248,22 @@ impl ComputeBackend for DockerBackend {
         }
         let docker = self.engine.client().await?;
         let name = Self::container_name(&spec.job_id);
-        let existing = match self.inspect(&spec.job_id).await? {
-            Some(c) => c,
+        // (run id, image id, whether it still has to be started). A container made here is
+        // not inspected again: create answers its id and the image was just looked up, and a
+        // call less per job is throughput on a busy engine.
+        let (run_id, image_digest, created) = match self.inspect(&spec.job_id).await? {
+            Some(c) => {
+                let created = c.state.as_ref().and_then(|s| s.status)
+                    == Some(ContainerStateStatusEnum::CREATED);
+                (
+                    c.id.unwrap_or_default(),
+                    c.image.unwrap_or_default(),
+                    created,
+                )
+            }
             None => {
-                match docker.inspect_image(&spec.image).await {
-                    Ok(_) => {}
+                let image = match docker.inspect_image(&spec.image).await {
+                    Ok(image) => image,
                     Err(e) if status_of(&e) == Some(404) => {
                         return Err(BackendError::image_not_found(spec.image.clone()));
                     }
@@ -265,27 +276,35 @@ impl ComputeBackend for DockerBackend {
                         )));
                     }
                     Err(e) => return Err(classify(e, &spec.job_id)),
-                }
+                };
                 let options = CreateContainerOptionsBuilder::default().name(&name).build();
                 match docker
                     .create_container(Some(options), self.create_body(spec))
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(made) => (made.id, image.id.unwrap_or_default(), true),
                     // A concurrent start created it first: use that one.
-                    Err(e) if status_of(&e) == Some(409) => {}
+                    Err(e) if status_of(&e) == Some(409) => {
+                        let c = self
+                            .inspect(&spec.job_id)
+                            .await?
+                            .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?;
+                        let created = c.state.as_ref().and_then(|s| s.status)
+                            == Some(ContainerStateStatusEnum::CREATED);
+                        (
+                            c.id.unwrap_or_default(),
+                            c.image.unwrap_or_default(),
+                            created,
+                        )
+                    }
                     Err(e) if status_of(&e) == Some(400) => {
                         return Err(BackendError::invalid_spec(message_of(&e)));
                     }
                     Err(e) => return Err(classify(e, &spec.job_id)),
                 }
-                self.inspect(&spec.job_id)
-                    .await?
-                    .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?
             }
         };
-        let status = existing.state.as_ref().and_then(|s| s.status);
-        if status == Some(ContainerStateStatusEnum::CREATED) {
+        if created {
             match docker.start_container(&name, None).await {
                 Ok(()) => {}
                 // 304: already started by a concurrent call.
@@ -304,8 +323,8 @@ impl ComputeBackend for DockerBackend {
             }
         }
         Ok(RunInfo {
-            run_id: existing.id.unwrap_or_default(),
-            image_digest: existing.image.unwrap_or_default(),
+            run_id,
+            image_digest,
         })
     }
 

@@ -260,8 +260,14 @@ impl Engine {
             )));
         }
         // Refuse now rather than queue behind an engine that is down: the client can retry.
-        // (From the background checks: a submission does not wait for a round trip to it.)
-        self.health().await.backend(&route.backend).map_err(|e| {
+        // An engine the background checks saw answer is taken at their word (a submission
+        // does not wait for a round trip); one they saw down is asked again, so that an engine
+        // that just came back is not refused for the rest of the interval.
+        if self.health().await.backend(&route.backend).is_ok() {
+            return Ok(());
+        }
+        let backend = &self.backends[&route.backend];
+        backend.ping().await.map_err(|e| {
             EngineError::Unavailable(format!("{e}; nothing was recorded, try again later"))
         })
     }

@@ -67,33 +67,32 @@ impl Engine {
     }
 
     async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
-        let mut jobs = self.store.unfinished().await?;
-        // Finished jobs whose agreement is not settled yet (the chain was down) come back too.
-        jobs.extend(self.store.unsettled().await?);
+        // Finished jobs whose agreement is not settled yet (the chain was down) come too.
+        let jobs = self.store.to_drive().await?;
         let now = Instant::now();
         let mut queued = 0;
         // Runs that already go on (re-attached after a restart) take their slots before any
         // queued job can: otherwise new starts would overshoot max_running_jobs.
         let mut permits: HashMap<String, OwnedSemaphorePermit> = HashMap::new();
-        for job in jobs.iter().filter(|j| j.phase == Phase::Running) {
-            if !self.active.lock().unwrap().contains_key(&job.id)
+        for (id, _) in jobs.iter().filter(|(_, phase)| *phase == Phase::Running) {
+            if !self.active.lock().unwrap().contains_key(id)
                 && let Ok(permit) = self.run_slots.clone().try_acquire_owned()
             {
-                permits.insert(job.id.clone(), permit);
+                permits.insert(id.clone(), permit);
             }
         }
-        for job in jobs {
-            if matches!(job.phase, Phase::Queued | Phase::Provisioned) {
+        for (id, phase) in jobs {
+            if matches!(phase, Phase::Queued | Phase::Provisioned) {
                 queued += 1;
             }
-            if self.active.lock().unwrap().contains_key(&job.id) {
+            if self.active.lock().unwrap().contains_key(&id) {
                 continue;
             }
             if self
                 .retry_at
                 .lock()
                 .unwrap()
-                .get(&job.id)
+                .get(&id)
                 .is_some_and(|r| r.at > now)
             {
                 continue;
@@ -102,10 +101,10 @@ impl Engine {
             self.active
                 .lock()
                 .unwrap()
-                .insert(job.id.clone(), token.clone());
+                .insert(id.clone(), token.clone());
             let engine = self.clone();
-            let permit = permits.remove(&job.id);
-            tokio::spawn(async move { engine.drive(job.id, token, permit).await });
+            let permit = permits.remove(&id);
+            tokio::spawn(async move { engine.drive(id, token, permit).await });
         }
         metrics::gauge!("brizo_jobs_queued").set(queued as f64);
         metrics::gauge!("brizo_jobs_active").set(self.active.lock().unwrap().len() as f64);
