@@ -15,7 +15,8 @@ export BRIZO_BENCH_TABLE="$ROOT/target/bench-table.tsv"
 mkdir -p "$ROOT/target" && : >"$BRIZO_BENCH_TABLE"
 say "benchmark (release build; the first one compiles for a few minutes)"
 cargo bench --locked --bench e2e
-say "the hot read paths under load (wrk): job status, health, against the server's 401 rate"
+say "the hot read paths under load (wrk): job status, health, v1 status on a local chain, against the server's 401 rate"
+bash "$ROOT/scripts/chain-deps.sh"
 cargo bench --locked --bench http
 say "job throughput (a burst through the API against bare Docker, 4 at a time) and memory"
 cargo bench --locked --bench throughput
