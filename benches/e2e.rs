@@ -3,6 +3,8 @@
 //! Prints medians, the ratio, and where the service spends its time (per phase).
 //! Needs dockerd and the base image (`make bench` starts both).
 
+#[path = "support/bare.rs"]
+mod bare;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/table.rs"]
@@ -11,11 +13,6 @@ mod table;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 15;
@@ -25,69 +22,6 @@ const COMMAND: &str = "/bin/true";
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
-}
-
-/// Seconds for create, start, wait, remove.
-async fn bare_run(docker: &bollard::Docker, image: &str, n: usize) -> [f64; 4] {
-    let name = format!("brizo-bench-bare-{}-{n}", std::process::id());
-    let mut t = Instant::now();
-    let mut lap = move || {
-        let s = t.elapsed().as_secs_f64();
-        t = Instant::now();
-        s
-    };
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec![COMMAND.to_string()]),
-        // The isolation brizo's jobs get by default (backends/docker), so that the comparison
-        // is of the service's own cost, not of the sandbox's.
-        user: Some("65534:65534".into()),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                "rw,nosuid,nodev,size=67108864".to_string(),
-            )])),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(512 << 20),
-            memory_swap: Some(512 << 20),
-            nano_cpus: Some(1_000_000_000),
-            pids_limit: Some(128),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .unwrap();
-    let create = lap();
-    docker.start_container(&name, None).await.unwrap();
-    let start = lap();
-    let mut wait = docker.wait_container(
-        &name,
-        Some(
-            WaitContainerOptionsBuilder::default()
-                .condition("not-running")
-                .build(),
-        ),
-    );
-    while wait.next().await.is_some() {}
-    let waited = lap();
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-        .unwrap();
-    [create, start, waited, lap()]
 }
 
 #[tokio::main]
@@ -110,7 +44,8 @@ async fn main() {
     let mut phases: HashMap<String, Vec<f64>> = HashMap::new();
     // Interleaved, so that drift of the machine affects both sides alike.
     for n in 0..WARMUP + ROUNDS {
-        let b = bare_run(&docker, common::IMAGE, n).await;
+        let name = format!("brizo-bench-bare-{}-{n}", std::process::id());
+        let b = bare::lifecycle(&docker, common::IMAGE, COMMAND, &name).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
         let done: Value = svc

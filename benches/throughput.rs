@@ -5,18 +5,15 @@
 //! `BRIZO_SOAK_JOBS=5000` (make soak) runs that many more and prints the memory every 500.
 //! Needs dockerd and the base image (`make bench` starts both).
 
+#[path = "support/bare.rs"]
+mod bare;
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/table.rs"]
 mod table;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
-};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use table::Goal;
@@ -28,57 +25,6 @@ fn count(var: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// One bare lifecycle with the isolation brizo gives its jobs by default.
-async fn bare_run(docker: &bollard::Docker, n: usize) {
-    let name = format!("brizo-bench-burst-{}-{n}", std::process::id());
-    let body = ContainerCreateBody {
-        image: Some(common::IMAGE.to_string()),
-        entrypoint: Some(vec!["/bin/true".to_string()]),
-        user: Some("65534:65534".into()),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                "rw,nosuid,nodev,size=67108864".to_string(),
-            )])),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(512 << 20),
-            memory_swap: Some(512 << 20),
-            nano_cpus: Some(1_000_000_000),
-            pids_limit: Some(128),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .unwrap();
-    docker.start_container(&name, None).await.unwrap();
-    let mut wait = docker.wait_container(
-        &name,
-        Some(
-            WaitContainerOptionsBuilder::default()
-                .condition("not-running")
-                .build(),
-        ),
-    );
-    while wait.next().await.is_some() {}
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await
-        .unwrap();
 }
 
 /// Submits `n` jobs at once and waits until every one has finished; seconds.
@@ -131,7 +77,13 @@ async fn main() {
 
     let t = Instant::now();
     futures::stream::iter(0..n)
-        .map(|i| bare_run(&docker, i))
+        .map(|i| {
+            let name = format!("brizo-bench-burst-{}-{i}", std::process::id());
+            let docker = &docker;
+            async move {
+                bare::lifecycle(docker, common::IMAGE, "/bin/true", &name).await;
+            }
+        })
         .buffer_unordered(AT_ONCE)
         .collect::<Vec<()>>()
         .await;
