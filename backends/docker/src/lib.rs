@@ -172,6 +172,18 @@ impl DockerBackend {
     }
 }
 
+/// An existing container as `start` needs it: its id, its image's id, and whether it still
+/// has to be started.
+fn run_of(c: bollard::models::ContainerInspectResponse) -> (String, String, bool) {
+    let created =
+        c.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::CREATED);
+    (
+        c.id.unwrap_or_default(),
+        c.image.unwrap_or_default(),
+        created,
+    )
+}
+
 /// Settings of a docker backend (`[backends.docker]`).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,15 +264,7 @@ impl ComputeBackend for DockerBackend {
         // not inspected again: create answers its id and the image was just looked up, and a
         // call less per job is throughput on a busy engine.
         let (run_id, image_digest, created) = match self.inspect(&spec.job_id).await? {
-            Some(c) => {
-                let created = c.state.as_ref().and_then(|s| s.status)
-                    == Some(ContainerStateStatusEnum::CREATED);
-                (
-                    c.id.unwrap_or_default(),
-                    c.image.unwrap_or_default(),
-                    created,
-                )
-            }
+            Some(c) => run_of(c),
             None => {
                 let image = match docker.inspect_image(&spec.image).await {
                     Ok(image) => image,
@@ -284,19 +288,11 @@ impl ComputeBackend for DockerBackend {
                 {
                     Ok(made) => (made.id, image.id.unwrap_or_default(), true),
                     // A concurrent start created it first: use that one.
-                    Err(e) if status_of(&e) == Some(409) => {
-                        let c = self
-                            .inspect(&spec.job_id)
+                    Err(e) if status_of(&e) == Some(409) => run_of(
+                        self.inspect(&spec.job_id)
                             .await?
-                            .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?;
-                        let created = c.state.as_ref().and_then(|s| s.status)
-                            == Some(ContainerStateStatusEnum::CREATED);
-                        (
-                            c.id.unwrap_or_default(),
-                            c.image.unwrap_or_default(),
-                            created,
-                        )
-                    }
+                            .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?,
+                    ),
                     Err(e) if status_of(&e) == Some(400) => {
                         return Err(BackendError::invalid_spec(message_of(&e)));
                     }
