@@ -97,6 +97,24 @@ pub async fn unmount(dir: &Path) -> std::io::Result<()> {
     run(Command::new("umount").arg("-l").arg(dir)).await
 }
 
+/// Detaches (lazily) every filesystem mounted under `root`: for a data folder about to be
+/// deleted while job disks may still be mounted in it (removing the folder would not detach
+/// them, and each would keep a loop device).
+pub fn detach_all_under(root: &Path) {
+    let root = root.to_string_lossy();
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+        if target.starts_with(root.as_ref()) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(target)
+                .status();
+        }
+    }
+}
+
 /// Whether a filesystem of its own is mounted on `dir` (its device differs from its parent's).
 pub fn is_mounted(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;

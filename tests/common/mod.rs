@@ -310,16 +310,8 @@ impl Drop for Service {
                         .output();
                 }
             });
-        // And the job disks still mounted in its data folder (a test that ends while a job
-        // runs): removing the folder would not detach them, and each would keep a loop device.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-                if target.starts_with(&root) {
-                    let _ = Command::new("umount").arg("-l").arg(target).status();
-                }
-            }
-        }
+        // And the job disks still mounted in its data folder (a test that ends while a job runs).
+        brizo::jobs::disk::detach_all_under(self.dir.path());
     }
 }
 

@@ -215,19 +215,8 @@ struct Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        // Job disks still mounted in the folder (a test that ends with a job under way):
-        // removing the folder would not detach them, and each would keep a loop device.
-        let root = self._dir.path().to_string_lossy().into_owned();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-                if target.starts_with(&root) {
-                    let _ = std::process::Command::new("umount")
-                        .arg("-l")
-                        .arg(target)
-                        .status();
-                }
-            }
-        }
+        // Job disks still mounted in the folder (a test that ends with a job under way).
+        crate::jobs::disk::detach_all_under(self._dir.path());
     }
 }
 
