@@ -19,7 +19,7 @@ timed() {
 # those crates and everything above them again). Whichever runs first builds it; the others
 # find it done. `make demo` builds the default features only: a newcomer's first build stays
 # lean.
-TEST_FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/failpoints"
+TEST_FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/object-stores,brizo/failpoints"
 build_shared() {
   say "building brizo with every backend (shared with make test and the other try-* targets; about 20 minutes the first time on 2 cores, seconds after)"
   cargo test --workspace --locked --features "$TEST_FEATURES" --no-run

@@ -17,4 +17,5 @@ pub mod seal;
 pub mod squid;
 pub mod storage;
 pub mod terraform;
+pub mod tls;
 pub mod trial;

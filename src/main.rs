@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     brizo::memory::share_arenas();
+    brizo::tls::install();
     // Reads FAILPOINTS (crash tests only; compiled out of every other build).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use aead_stream::{DecryptorBE32, EncryptorBE32};
+use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use sha2::{Digest as _, Sha256};
 

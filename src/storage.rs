@@ -41,10 +41,25 @@ pub async fn vet_remote_url(raw: &str, allow_private: bool) -> Result<Url, Stora
             url.scheme()
         )));
     }
+    if let Some(why) = store_not_built(url.scheme()) {
+        return Err(StorageError::Refused(format!("{raw}: {why}")));
+    }
     if matches!(url.scheme(), "http" | "https") {
         resolve_vetted(&url, allow_private).await?;
     }
     Ok(url)
+}
+
+/// Why this build cannot reach a cloud store's scheme, if it cannot: the cloud stores are the
+/// `object-stores` cargo feature, off in the default build (every cloud backend turns it on).
+pub fn store_not_built(scheme: &str) -> Option<String> {
+    let cloud = matches!(scheme, "s3" | "az" | "abfs" | "gs");
+    (cloud && !cfg!(feature = "object-stores")).then(|| {
+        format!(
+            "{scheme}:// stores are not in this build of brizo; build it with \
+             `cargo build --features object-stores` (or a cloud backend's feature)"
+        )
+    })
 }
 
 /// The addresses an http(s) URL's host resolves to, all of them public unless `allow_private`.
@@ -299,6 +314,11 @@ impl ResultsStore {
         if parsed.scheme() == "file" {
             std::fs::create_dir_all(parsed.path())?;
         }
+        if let Some(why) = store_not_built(parsed.scheme()) {
+            return Err(StorageError::Results(format!(
+                "outputs.results_url {url:?}: {why}"
+            )));
+        }
         let (store, prefix) = object_store::parse_url_opts(&parsed, std::env::vars())
             .map_err(|e| StorageError::Results(format!("outputs.results_url {url:?}: {e}")))?;
         Ok(Self {
@@ -398,6 +418,25 @@ impl ResultsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build without the cloud stores refuses their schemes up front with the way out, and
+    /// http(s) and file:// are in every build.
+    #[tokio::test]
+    async fn cloud_schemes_are_refused_with_a_hint_when_not_built() {
+        let built = cfg!(feature = "object-stores");
+        for scheme in ["s3", "az", "abfs", "gs"] {
+            assert_eq!(store_not_built(scheme).is_none(), built, "{scheme}");
+        }
+        for scheme in ["http", "https", "file"] {
+            assert!(store_not_built(scheme).is_none(), "{scheme}");
+        }
+        let vetted = vet_remote_url("s3://bucket/key", false).await;
+        match (built, vetted) {
+            (true, Ok(url)) => assert_eq!(url.scheme(), "s3"),
+            (false, Err(e)) => assert!(e.to_string().contains("--features object-stores"), "{e}"),
+            (_, other) => panic!("object-stores built: {built}, vetted: {other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn private_addresses_are_refused_unless_allowed() {

@@ -4,6 +4,7 @@ pub mod disk;
 pub mod engine;
 pub mod model;
 pub mod routing;
+pub mod schema;
 pub mod store;
 pub mod workspace;
 

@@ -86,7 +86,7 @@ impl JobStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        super::schema::migrator().run(&pool).await?;
         Ok(Self {
             pool,
             cache: Default::default(),
