@@ -237,6 +237,10 @@ impl Config {
     pub fn jobs_dir(&self) -> PathBuf {
         self.data_dir.join("jobs")
     }
+    /// Blank job disks, one per size (jobs::disk).
+    pub fn blank_disks_dir(&self) -> PathBuf {
+        self.data_dir.join("disks")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }

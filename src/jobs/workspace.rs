@@ -85,9 +85,10 @@ impl Workspace {
         self.disk().join("logs")
     }
 
-    /// Lays out an empty workspace, wiping whatever an interrupted attempt left. With
-    /// `disk_bytes`, what the algorithm writes goes to a filesystem of that size.
-    pub async fn create(&self, run_as: &str, disk_bytes: Option<u64>) -> std::io::Result<()> {
+    /// Lays out an empty workspace, wiping whatever an interrupted attempt left. With `disk`
+    /// (a size, and the folder of blank disks), what the algorithm writes goes to a
+    /// filesystem of that size.
+    pub async fn create(&self, run_as: &str, disk: Option<(u64, &Path)>) -> std::io::Result<()> {
         self.remove().await?;
         for dir in [
             self.inputs(),
@@ -98,8 +99,8 @@ impl Workspace {
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
         }
         tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755)).await?;
-        if let Some(bytes) = disk_bytes {
-            super::disk::mount(&self.root.join("disk.img"), &self.disk(), bytes).await?;
+        if let Some((bytes, blanks)) = disk {
+            super::disk::mount(&self.root.join("disk.img"), &self.disk(), bytes, blanks).await?;
         }
         for dir in [self.outputs(), self.logs()] {
             tokio::fs::create_dir(&dir).await?;

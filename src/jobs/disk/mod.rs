@@ -15,6 +15,9 @@ use std::process::Stdio;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
+mod blank;
+mod loopdev;
+
 /// How the job's writable folders are bounded while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,14 +40,12 @@ pub fn can_quota() -> Result<(), String> {
     if !Path::new("/dev/loop-control").exists() {
         return Err("this host has no loop devices (/dev/loop-control)".into());
     }
-    for tool in ["mkfs.ext4", "mount", "umount"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
-        if !found {
-            return Err(format!(
-                "{tool} is not installed (Debian: e2fsprogs, mount)"
-            ));
-        }
+    // mkfs.ext4 makes each size's blank disk once; attaching and mounting are system calls.
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("mkfs.ext4").is_file())
+    });
+    if !found {
+        return Err("mkfs.ext4 is not installed (Debian: e2fsprogs)".into());
     }
     Ok(())
 }
@@ -67,22 +68,25 @@ impl Quota {
     }
 }
 
-/// Makes a `bytes`-sized filesystem in the file `image` (sparse: it takes what is written)
-/// and mounts it on `dir`, which must exist and be empty.
-pub async fn mount(image: &Path, dir: &Path, bytes: u64) -> std::io::Result<()> {
-    let file = tokio::fs::File::create(image).await?;
-    file.set_len(bytes).await?;
-    drop(file);
-    // No journal (a job's scratch needs no crash safety), no blocks reserved for root.
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
-        .arg(image))
-    .await?;
-    run(Command::new("mount")
-        .args(["-o", "loop,nosuid,nodev,noexec"])
-        .arg(image)
-        .arg(dir))
-    .await
+/// Makes a `bytes`-sized filesystem in the file `image` (sparse: it takes what is written),
+/// a copy of the blank of that size in `blanks`, and mounts it on `dir`, which must exist and
+/// be empty.
+pub async fn mount(image: &Path, dir: &Path, bytes: u64, blanks: &Path) -> std::io::Result<()> {
+    blank::copy(blanks, image, bytes).await?;
+    let (image_owned, dir_owned) = (image.to_owned(), dir.to_owned());
+    match tokio::task::spawn_blocking(move || loopdev::mount(&image_owned, &dir_owned)).await? {
+        Err(e) if loopdev::unsupported(&e) => {
+            // A kernel before 5.8: mount(8) knows the older way to attach.
+            run(Command::new("mount")
+                .args(["-o", "loop,nosuid,nodev,noexec"])
+                .arg(image)
+                .arg(dir))
+            .await
+        }
+        other => other.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("mounting the job's disk on {dir:?}: {e}"))
+        }),
+    }
 }
 
 /// Unmounts the disk on `dir`, if one is mounted there. A disk still in use (a container
@@ -91,10 +95,7 @@ pub async fn unmount(dir: &Path) -> std::io::Result<()> {
     if !is_mounted(dir) {
         return Ok(());
     }
-    if run(Command::new("umount").arg(dir)).await.is_ok() {
-        return Ok(());
-    }
-    run(Command::new("umount").arg("-l").arg(dir)).await
+    loopdev::unmount(dir, false).or_else(|_| loopdev::unmount(dir, true))
 }
 
 /// Detaches (lazily) every filesystem mounted under `root`: for a data folder about to be
@@ -107,10 +108,7 @@ pub fn detach_all_under(root: &Path) {
     };
     for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
         if target.starts_with(root.as_ref()) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(target)
-                .status();
+            let _ = loopdev::unmount(Path::new(target), true);
         }
     }
 }
@@ -190,7 +188,9 @@ mod tests {
         }
         let _guard = Unmount(mnt.clone());
         let quota = Quota::holding(8 << 20);
-        mount(&image, &mnt, quota.size).await.unwrap();
+        mount(&image, &mnt, quota.size, &dir.path().join("blanks"))
+            .await
+            .unwrap();
         assert!(is_mounted(&mnt));
         // What the caps allow fits, in one file or in many.
         std::fs::write(mnt.join("a"), vec![1u8; 6 << 20]).unwrap();

@@ -27,9 +27,13 @@ impl Engine {
     /// straight from where it lies, and its digest comes from the backend after the run.
     pub(super) async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        ws.create(&self.config.limits.user, self.disk.map(|q| q.size))
-            .await
-            .map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
+        let blanks = self.config.blank_disks_dir();
+        ws.create(
+            &self.config.limits.user,
+            self.disk.map(|q| (q.size, blanks.as_path())),
+        )
+        .await
+        .map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
         if let Err(reason) = self.stage_algorithm(job, &ws).await {
             return self
                 .finish(
