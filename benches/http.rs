@@ -25,15 +25,6 @@ struct Load {
     p99_ms: f64,
 }
 
-/// The query string Squid sends for a job's status.
-fn v1_status_query(consumer: &brizo::squid::Consumer, agreement: &str, job: &str) -> String {
-    let address = consumer.address().to_string();
-    let signature = consumer.sign(&format!("{address}{job}{agreement}"));
-    format!(
-        "consumerAddress={address}&serviceAgreementId={agreement}&jobId={job}&signature={signature}"
-    )
-}
-
 /// Parses wrk's `Requests/sec:` and the `99%` line of `--latency`.
 fn wrk(url: &str, token: &str) -> Load {
     let out = Command::new("wrk")
@@ -132,11 +123,12 @@ async fn main() {
         .unwrap();
     let status = w.wait_finished(&consumer, &terms, &job).await;
     assert_eq!(status["status"], 70, "{status}");
-    let v1 = format!(
-        "{}?{}",
-        w.svc.url("/api/v1/brizo/services/compute"),
-        v1_status_query(&consumer, &terms.agreement_id.to_string(), &job)
-    );
+    let v1 = url::Url::parse_with_params(
+        &w.svc.url("/api/v1/brizo/services/compute"),
+        consumer.query(terms.agreement_id, Some(&job)),
+    )
+    .unwrap()
+    .to_string();
     let refused = wrk(&w.svc.url(&format!("/api/v2/jobs/{job}")), "wrong-token");
     let signed = wrk(&v1, "none");
     println!(

@@ -137,7 +137,9 @@ impl Consumer {
             .to_string())
     }
 
-    fn query(&self, agreement_id: B256, job_id: Option<&str>) -> Vec<(String, String)> {
+    /// The signed query of a job's (or an agreement's) status, stop and removal, as squid-py
+    /// sends it: the signature covers consumer, job id and agreement id, concatenated.
+    pub fn query(&self, agreement_id: B256, job_id: Option<&str>) -> Vec<(String, String)> {
         let consumer = self.address().to_string();
         let agreement = agreement_id.to_string();
         let job = job_id.unwrap_or("");

@@ -139,20 +139,7 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
     assert_eq!(w.svc.job(&job).await["outcome"], "succeeded");
 
     // The receipt binds the decision, and the code approved is the code that ran.
-    let deadline = Instant::now() + PATIENCE;
-    let receipt = loop {
-        let res = w
-            .svc
-            .get(&format!("/api/v2/jobs/{job}/receipt"))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 200 {
-            break res.json::<Value>().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "no receipt");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let receipt = w.svc.receipt(&job).await;
     let body = &receipt["receipt"];
     assert_eq!(body["approval"]["state"], "approved", "{receipt}");
     assert_eq!(body["approval"]["by"], "dana");
@@ -442,20 +429,7 @@ async fn released_outputs_are_published_as_reviewed_and_paid() {
     assert_eq!(record["outcome"], "succeeded", "{record}");
     assert_eq!(record["outputs"][0]["sha256"], sha.as_str(), "{record}");
     assert_eq!(record["release"]["state"], "approved");
-    let deadline = Instant::now() + PATIENCE;
-    let receipt = loop {
-        let res = w
-            .svc
-            .get(&format!("/api/v2/jobs/{job}/receipt"))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 200 {
-            break res.json::<Value>().await.unwrap();
-        }
-        assert!(Instant::now() < deadline, "no receipt");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let receipt = w.svc.receipt(&job).await;
     assert_eq!(
         receipt["receipt"]["release"]["state"], "approved",
         "{receipt}"

@@ -166,7 +166,7 @@ async fn s3_data_runs_on_batch_and_local_data_on_docker() {
 
     // The dataset went from its bucket straight into the job's container: the receipt's digest
     // of it is the runner's, taken as it downloaded, and it matches the object.
-    let receipt = receipt_of(&s.svc, &id).await;
+    let receipt = s.svc.receipt(&id).await;
     let input = &receipt["receipt"]["inputs"][0];
     assert_eq!(
         input["sha256"],
@@ -294,24 +294,6 @@ async fn stop_terminates_and_a_restart_reattaches() {
             "the Batch job's container outlived the stop"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if svc.job(id).await["receiptHash"].is_string() {
-            return svc
-                .get(&format!("/api/v2/jobs/{id}/receipt"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -193,7 +193,7 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
 
     // The dataset went from its container straight into the task's container: the receipt's
     // digest of it is the runner's, and nothing of it was staged.
-    let receipt = receipt_of(&s.svc, &id).await;
+    let receipt = s.svc.receipt(&id).await;
     let input = &receipt["receipt"]["inputs"][0];
     assert_eq!(
         input["sha256"],
@@ -315,24 +315,6 @@ async fn caps_and_missing_blobs_are_refused_with_their_reason() {
     assert_eq!(job["status"], 31, "{job}");
     assert!(job["error"].as_str().unwrap().contains(&missing), "{job}");
     assert!(job["exitCode"].is_null(), "{job}");
-}
-
-async fn receipt_of(svc: &Service, id: &str) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if svc.job(id).await["receiptHash"].is_string() {
-            return svc
-                .get(&format!("/api/v2/jobs/{id}/receipt"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "no receipt for {id}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn containers_of_task(task: &str) -> Vec<String> {

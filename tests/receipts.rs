@@ -5,33 +5,10 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Service, python_job};
 use serde_json::{Value, json};
-
-async fn receipt_of(svc: &Service, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = svc.job(id).await;
-        if job["receiptHash"].is_string() {
-            return svc
-                .get(&format!("/api/v2/jobs/{id}/receipt"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no receipt: {job}\n{}",
-            svc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn verify(receipt: &Value, dir: &Path, extra: &[&str]) -> (bool, String) {
     let path = dir.join(format!("receipt-{}.json", rand::random::<u32>()));
@@ -65,7 +42,7 @@ async fn a_receipt_verifies_and_every_change_is_named() {
         svc.wait_finished(&id, Duration::from_secs(120)).await["outcome"],
         "succeeded"
     );
-    let signed = receipt_of(&svc, &id).await;
+    let signed = svc.receipt(&id).await;
     let r = &signed["receipt"];
     assert_eq!(r["format"], "brizo-receipt/1");
     assert_eq!(r["jobId"], id.as_str());
@@ -193,7 +170,7 @@ async fn a_rerun_reproduces_a_deterministic_job_and_flags_one_that_is_not() {
     body["inputs"] = json!([{"url": data}]);
     let id = svc.submit(body).await;
     svc.wait_finished(&id, Duration::from_secs(120)).await;
-    let signed = receipt_of(&svc, &id).await;
+    let signed = svc.receipt(&id).await;
     let (ok, text) = rerun(&svc, &signed, dir.path());
     assert!(ok, "{text}");
     assert!(
@@ -209,7 +186,7 @@ async fn a_rerun_reproduces_a_deterministic_job_and_flags_one_that_is_not() {
         ))
         .await;
     svc.wait_finished(&random, Duration::from_secs(120)).await;
-    let signed = receipt_of(&svc, &random).await;
+    let signed = svc.receipt(&random).await;
     let (ok, text) = rerun(&svc, &signed, dir.path());
     assert!(!ok, "{text}");
     assert!(

@@ -224,6 +224,31 @@ impl Service {
         }
     }
 
+    /// The job's receipt (`GET /api/v2/jobs/{id}/receipt`), once the job has one: it is
+    /// signed after the job's last status, a moment later.
+    pub async fn receipt(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self.job(id).await;
+            if job["receiptHash"].is_string() {
+                return self
+                    .get(&format!("/api/v2/jobs/{id}/receipt"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no receipt for {id}: {job}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until a finished job's container and folder are gone (its `cleanupMs` timing is
     /// recorded then): cleanup follows the job's last status by a moment.
     pub async fn wait_cleaned(&self, id: &str) {

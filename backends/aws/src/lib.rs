@@ -201,72 +201,92 @@ impl AwsBatch {
         {
             Some(arn) => arn.to_string(),
             None => {
-                let tmpfs = |path: &str, mib: i32| {
-                    Tmpfs::builder()
-                        .container_path(path)
-                        .size(mib)
-                        .mount_options("rw")
-                        .mount_options("nosuid")
-                        .mount_options("nodev")
-                        .build()
-                };
-                let properties = ContainerProperties::builder()
-                    .image(image)
-                    .command(RUNNER_PATH)
-                    // The runner starts as root to place read-only inputs, then drops to the
-                    // job's uid for good before the algorithm runs.
-                    .user("0")
-                    .privileged(false)
-                    .readonly_root_filesystem(true)
-                    .volumes(
-                        Volume::builder()
-                            .name("brizo-runner")
-                            .host(
-                                Host::builder()
-                                    .source_path(&self.config.runner_host_path)
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .mount_points(
-                        MountPoint::builder()
-                            .source_volume("brizo-runner")
-                            .container_path(RUNNER_PATH)
-                            .read_only(true)
-                            .build(),
-                    )
-                    .linux_parameters(
-                        LinuxParameters::builder()
-                            .tmpfs(tmpfs("/tmp", tmpfs_mib))
-                            .tmpfs(tmpfs("/data", scratch_mib as i32))
-                            .build(),
-                    )
-                    .resource_requirements(requirement(ResourceType::Vcpu, "1"))
-                    .resource_requirements(requirement(ResourceType::Memory, "512"))
-                    .log_configuration(
-                        LogConfiguration::builder()
-                            .log_driver(LogDriver::Awslogs)
-                            .options("awslogs-group", &self.config.log_group)
-                            .build(),
-                    )
-                    .build();
-                let registered = self
-                    .batch
-                    .register_job_definition()
-                    .job_definition_name(&name)
-                    .r#type(JobDefinitionType::Container)
-                    .container_properties(properties)
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                registered
-                    .job_definition_arn()
-                    .unwrap_or_default()
-                    .to_string()
+                let properties = self.container_properties(image, tmpfs_mib, scratch_mib);
+                self.register(&name, properties).await?
             }
         };
         known.insert(name, arn.clone());
         Ok(arn)
+    }
+
+    /// The container of every job of one image: the runner as its first process (root only
+    /// until it drops to the job's uid), a read-only root, tmpfs scratch, logs to CloudWatch.
+    fn container_properties(
+        &self,
+        image: &str,
+        tmpfs_mib: i32,
+        scratch_mib: u64,
+    ) -> ContainerProperties {
+        let tmpfs = |path: &str, mib: i32| {
+            Tmpfs::builder()
+                .container_path(path)
+                .size(mib)
+                .mount_options("rw")
+                .mount_options("nosuid")
+                .mount_options("nodev")
+                .build()
+        };
+        ContainerProperties::builder()
+            .image(image)
+            .command(RUNNER_PATH)
+            // The runner starts as root to place read-only inputs, then drops to the
+            // job's uid for good before the algorithm runs.
+            .user("0")
+            .privileged(false)
+            .readonly_root_filesystem(true)
+            .volumes(
+                Volume::builder()
+                    .name("brizo-runner")
+                    .host(
+                        Host::builder()
+                            .source_path(&self.config.runner_host_path)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .mount_points(
+                MountPoint::builder()
+                    .source_volume("brizo-runner")
+                    .container_path(RUNNER_PATH)
+                    .read_only(true)
+                    .build(),
+            )
+            .linux_parameters(
+                LinuxParameters::builder()
+                    .tmpfs(tmpfs("/tmp", tmpfs_mib))
+                    .tmpfs(tmpfs("/data", scratch_mib as i32))
+                    .build(),
+            )
+            .resource_requirements(requirement(ResourceType::Vcpu, "1"))
+            .resource_requirements(requirement(ResourceType::Memory, "512"))
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", &self.config.log_group)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// Registers a job definition; its ARN.
+    async fn register(
+        &self,
+        name: &str,
+        properties: ContainerProperties,
+    ) -> Result<String, BackendError> {
+        let registered = self
+            .batch
+            .register_job_definition()
+            .job_definition_name(name)
+            .r#type(JobDefinitionType::Container)
+            .container_properties(properties)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(registered
+            .job_definition_arn()
+            .unwrap_or_default()
+            .to_string())
     }
 
     async fn describe(&self, batch_job_id: &str) -> Result<Option<JobDetail>, BackendError> {

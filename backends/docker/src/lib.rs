@@ -113,6 +113,70 @@ impl DockerBackend {
         }
     }
 
+    /// Creates the job's container; (its id, its image's id, true: it has to be started).
+    async fn create(
+        &self,
+        docker: &Docker,
+        spec: &JobSpec,
+        name: &str,
+    ) -> Result<(String, String, bool), BackendError> {
+        let image = match docker.inspect_image(&spec.image).await {
+            Ok(image) => image,
+            Err(e) if status_of(&e) == Some(404) => {
+                return Err(BackendError::image_not_found(spec.image.clone()));
+            }
+            // The engine rejects the reference itself ("invalid reference format").
+            Err(e) if status_of(&e) == Some(400) => {
+                return Err(BackendError::invalid_spec(format!(
+                    "image {:?}: {}",
+                    spec.image,
+                    message_of(&e)
+                )));
+            }
+            Err(e) => return Err(classify(e, &spec.job_id)),
+        };
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        match docker
+            .create_container(Some(options), self.create_body(spec))
+            .await
+        {
+            Ok(made) => Ok((made.id, image.id.unwrap_or_default(), true)),
+            // A concurrent start created it first: use that one.
+            Err(e) if status_of(&e) == Some(409) => {
+                Ok(run_of(self.inspect(&spec.job_id).await?.ok_or_else(
+                    || BackendError::not_found(spec.job_id.clone()),
+                )?))
+            }
+            Err(e) if status_of(&e) == Some(400) => Err(BackendError::invalid_spec(message_of(&e))),
+            Err(e) => Err(classify(e, &spec.job_id)),
+        }
+    }
+
+    /// Starts a created container. A command the runtime cannot start ends the job: its
+    /// container goes at once, not with a retry.
+    async fn start_created(
+        &self,
+        docker: &Docker,
+        spec: &JobSpec,
+        name: &str,
+    ) -> Result<(), BackendError> {
+        match docker.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            // 304: already started by a concurrent call.
+            Err(e) if status_of(&e) == Some(304) => Ok(()),
+            // The runtime could not start the command (no such executable, not executable).
+            Err(e) if cannot_start(&e) => {
+                let _ = self.remove(&spec.job_id).await;
+                Err(BackendError::invalid_spec(format!(
+                    "the container could not start its command {:?}: {}",
+                    spec.command.first().map(String::as_str).unwrap_or_default(),
+                    message_of(&e)
+                )))
+            }
+            Err(e) => Err(classify(e, &spec.job_id)),
+        }
+    }
+
     fn create_body(&self, spec: &JobSpec) -> ContainerCreateBody {
         let mounts = spec
             .mounts
@@ -263,60 +327,12 @@ impl ComputeBackend for DockerBackend {
         // (run id, image id, whether it still has to be started). A container made here is
         // not inspected again: create answers its id and the image was just looked up, and a
         // call less per job is throughput on a busy engine.
-        let (run_id, image_digest, created) = match self.inspect(&spec.job_id).await? {
+        let (run_id, image_digest, to_start) = match self.inspect(&spec.job_id).await? {
             Some(c) => run_of(c),
-            None => {
-                let image = match docker.inspect_image(&spec.image).await {
-                    Ok(image) => image,
-                    Err(e) if status_of(&e) == Some(404) => {
-                        return Err(BackendError::image_not_found(spec.image.clone()));
-                    }
-                    // The engine rejects the reference itself ("invalid reference format").
-                    Err(e) if status_of(&e) == Some(400) => {
-                        return Err(BackendError::invalid_spec(format!(
-                            "image {:?}: {}",
-                            spec.image,
-                            message_of(&e)
-                        )));
-                    }
-                    Err(e) => return Err(classify(e, &spec.job_id)),
-                };
-                let options = CreateContainerOptionsBuilder::default().name(&name).build();
-                match docker
-                    .create_container(Some(options), self.create_body(spec))
-                    .await
-                {
-                    Ok(made) => (made.id, image.id.unwrap_or_default(), true),
-                    // A concurrent start created it first: use that one.
-                    Err(e) if status_of(&e) == Some(409) => run_of(
-                        self.inspect(&spec.job_id)
-                            .await?
-                            .ok_or_else(|| BackendError::not_found(spec.job_id.clone()))?,
-                    ),
-                    Err(e) if status_of(&e) == Some(400) => {
-                        return Err(BackendError::invalid_spec(message_of(&e)));
-                    }
-                    Err(e) => return Err(classify(e, &spec.job_id)),
-                }
-            }
+            None => self.create(&docker, spec, &name).await?,
         };
-        if created {
-            match docker.start_container(&name, None).await {
-                Ok(()) => {}
-                // 304: already started by a concurrent call.
-                Err(e) if status_of(&e) == Some(304) => {}
-                // The runtime could not start the command (no such executable, not executable):
-                // the job cannot run as given. Its container goes now, not with a retry.
-                Err(e) if cannot_start(&e) => {
-                    let _ = self.remove(&spec.job_id).await;
-                    return Err(BackendError::invalid_spec(format!(
-                        "the container could not start its command {:?}: {}",
-                        spec.command.first().map(String::as_str).unwrap_or_default(),
-                        message_of(&e)
-                    )));
-                }
-                Err(e) => return Err(classify(e, &spec.job_id)),
-            }
+        if to_start {
+            self.start_created(&docker, spec, &name).await?;
         }
         Ok(RunInfo {
             run_id,

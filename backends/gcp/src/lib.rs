@@ -31,7 +31,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use brizo_backend_core::{BackendError, BackendSettings, Capabilities, ComputeBackend, RemoteFile};
 use brizo_backend_remote::{
-    Image, LogRead, RemoteBackend, RemoteEngine, RemoteState, RemoteStatus, Staging, Submission,
+    ContainerOptions, Image, LogRead, RemoteBackend, RemoteEngine, RemoteState, RemoteStatus,
+    Staging, Submission,
 };
 use brizo_runner::{PLAN_URL_ENV, RUNNER_PATH};
 use bytes::Bytes;
@@ -214,59 +215,7 @@ impl GcpBatch {
     pub fn job_for(&self, submission: &Submission<'_>) -> Job {
         let spec = submission.spec;
         let id = Self::batch_job_id(&self.scope, &spec.job_id);
-        // `/data` is in memory on the VM: room for the job's files and its outputs.
-        let scratch_mib = ((submission.staged_bytes + spec.limits.output_bytes) >> 20).max(64) + 64;
-        let tmpfs_mib = (spec.limits.tmpfs_bytes >> 20).max(1);
-        let memory_mib = (spec.limits.memory_bytes >> 20).max(4);
-        // The container holds the runner and the in-memory folders besides the algorithm,
-        // whose own ceiling the runner enforces.
-        let container_mib = memory_mib + tmpfs_mib + scratch_mib + 64;
-        let tmpfs = |path: &str, mib: u64| format!("{path}:rw,nosuid,nodev,size={mib}m");
-        let mut options: Vec<String> = vec![
-            // The runner starts as root to place read-only inputs, then drops to the job's uid
-            // for good before the algorithm runs.
-            "--user".into(),
-            "0".into(),
-            "--read-only".into(),
-            "--security-opt".into(),
-            "no-new-privileges".into(),
-            "--cap-drop".into(),
-            "ALL".into(),
-        ];
-        // The runner needs these to place read-only inputs (CHOWN), to become the job's uid
-        // (SETUID, SETGID) and to end what the job left (KILL); it gives them up with root.
-        for cap in ["CHOWN", "SETUID", "SETGID", "KILL"] {
-            options.extend(["--cap-add".into(), cap.into()]);
-        }
-        options.extend([
-            "--memory".into(),
-            format!("{container_mib}m"),
-            "--memory-swap".into(),
-            format!("{container_mib}m"),
-            "--cpus".into(),
-            format!("{}", spec.limits.cpus.max(0.01)),
-            // The runner holds the algorithm to its own pids limit; this one is the container's.
-            "--pids-limit".into(),
-            format!("{}", spec.limits.pids.max(1) + 64),
-            "--tmpfs".into(),
-            tmpfs("/tmp", tmpfs_mib),
-            "--tmpfs".into(),
-            tmpfs("/data", scratch_mib),
-        ]);
-        // Mount targets outside /data and /tmp get an in-memory folder of their own: the root
-        // filesystem is read-only.
-        let mut covered = vec!["/tmp".to_string(), "/data".to_string()];
-        for mount in &spec.mounts {
-            let target = mount.target.trim_end_matches('/').to_string();
-            if covered
-                .iter()
-                .any(|c| target == *c || target.starts_with(&format!("{c}/")))
-            {
-                continue;
-            }
-            options.extend(["--tmpfs".into(), tmpfs(&target, scratch_mib)]);
-            covered.push(target);
-        }
+        let container = ContainerOptions::for_spec(spec, submission.staged_bytes);
         let labels = BTreeMap::from([
             ("brizo_run".to_string(), id.clone()),
             ("brizo_job".to_string(), label_value(&spec.job_id)),
@@ -307,7 +256,7 @@ impl GcpBatch {
                                 "{}:{RUNNER_PATH}:ro",
                                 self.config.runner_host_path
                             )],
-                            options: Some(shell_words::join(&options)),
+                            options: Some(shell_words::join(&container.options)),
                             block_external_network: None,
                         }),
                         environment: Some(Environment {
@@ -320,7 +269,7 @@ impl GcpBatch {
                     }],
                     compute_resource: Some(ComputeResource {
                         cpu_milli: format!("{}", (spec.limits.cpus * 1000.0).ceil().max(1.0)),
-                        memory_mib: container_mib.to_string(),
+                        memory_mib: container.memory_mib.to_string(),
                         boot_disk_mib: None,
                     }),
                     max_run_duration: spec.backstop_secs.map(|s| rest::duration(s.max(1))),

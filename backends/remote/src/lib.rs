@@ -15,6 +15,7 @@
 //! so a restarted service re-attaches.
 
 mod collect;
+pub mod container;
 mod follow;
 pub mod images;
 mod stage;
@@ -34,6 +35,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use container::ContainerOptions;
 pub use images::ImageSource;
 pub use staging::{Access, FolderStaging, ObjectStaging, Staging};
 
