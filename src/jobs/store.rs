@@ -25,6 +25,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// An unfinished job's place in the queue: what [`JobStore::queue`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    pub id: String,
+    pub phase: Phase,
+    pub stop_requested: bool,
+    /// Waiting for the publisher's approval: not in line for a slot.
+    pub pending_approval: bool,
+    /// When it got in line for its current slot: created, plus the time it queued and staged.
+    pub ready_at: f64,
+}
+
 #[derive(Clone)]
 pub struct JobStore {
     pool: SqlitePool,
@@ -159,6 +171,37 @@ impl JobStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    /// The unfinished jobs as the queue sees them, oldest first: only the few fields a place
+    /// in the queue depends on. A status poll of a queued job asks for this; with hundreds
+    /// queued, reading and parsing every whole record (requests, algorithms) for each poll
+    /// was most of the service's CPU under a burst.
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, status, stop_requested, date_created,
+                    json_extract(approval, '$.state') = 'pending' AS pending,
+                    coalesce(json_extract(timings, '$.queuedMs'), 0)
+                      + coalesce(json_extract(timings, '$.stagingMs'), 0) AS staged_ms
+             FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: i64 = r.try_get("status")?;
+                let staged_ms: i64 = r.try_get("staged_ms")?;
+                let created: f64 = r.try_get("date_created")?;
+                Ok(QueueEntry {
+                    id: r.try_get("id")?,
+                    phase: Phase::from_code(status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("status: {status}")))?,
+                    stop_requested: r.try_get::<i64, _>("stop_requested")? != 0,
+                    pending_approval: r.try_get::<Option<bool>, _>("pending")?.unwrap_or(false),
+                    ready_at: created + staged_ms as f64 / 1000.0,
+                })
+            })
+            .collect()
     }
 
     /// Ids of jobs whose runs and folders must be gone: finished or removed.
@@ -613,6 +656,64 @@ mod tests {
         store.mark_removed("j1").await.unwrap();
         store.cache.keep(&stale, seen);
         assert!(store.get("j1").await.unwrap().unwrap().removed);
+    }
+
+    /// The queue's light read says what the whole records say: phase, stop, a pending
+    /// approval, and when each job got in line (created, plus its queued and staging time).
+    #[tokio::test]
+    async fn the_queue_agrees_with_the_whole_records() {
+        use crate::jobs::model::{Approval, ApprovalState};
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).await.unwrap();
+        let mut staged = job("staged");
+        staged.date_created = 2.0;
+        staged.phase = Phase::Provisioned;
+        staged.timings.queued_ms = Some(500);
+        staged.timings.staging_ms = Some(1500);
+        let mut pending = job("pending");
+        pending.date_created = 3.0;
+        pending.approval = Some(Approval {
+            state: ApprovalState::Pending,
+            by: None,
+            at: None,
+            reason: None,
+            algorithm_sha256: None,
+            image_digest: None,
+        });
+        let mut approved = job("approved");
+        approved.date_created = 4.0;
+        approved.approval = Some(Approval {
+            state: ApprovalState::Approved,
+            ..pending.approval.clone().unwrap()
+        });
+        let mut done = job("done");
+        done.phase = Phase::Finished;
+        for j in [job("plain"), staged, pending, approved, done] {
+            store.insert(&j).await.unwrap();
+        }
+        store.request_stop("plain").await.unwrap();
+
+        let queue = store.queue().await.unwrap();
+        let whole = store.unfinished().await.unwrap();
+        assert_eq!(queue.len(), 4, "{queue:?}");
+        for (entry, job) in queue.iter().zip(&whole) {
+            let t = &job.timings;
+            let expected = QueueEntry {
+                id: job.id.clone(),
+                phase: job.phase,
+                stop_requested: job.stop_requested,
+                pending_approval: job
+                    .approval
+                    .as_ref()
+                    .is_some_and(|a| a.state == ApprovalState::Pending),
+                ready_at: job.date_created
+                    + (t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0)) as f64 / 1000.0,
+            };
+            assert_eq!(entry, &expected);
+        }
+        assert_eq!(queue[1].ready_at, 4.0);
+        assert!(queue[0].stop_requested && queue[2].pending_approval);
+        assert!(!queue[3].pending_approval);
     }
 
     /// The dashboard pages through 100,000 jobs newest first without reading them all: each

@@ -24,17 +24,12 @@ impl Engine {
         }
         // In the order slots are handed out: staging slots by submission, run slots by when
         // staging ended (the slots are fair: first to ask, first served).
-        let mut queue = self.store.unfinished().await?;
-        queue.sort_by(|a, b| ready_at(a).total_cmp(&ready_at(b)));
+        let mut queue = self.store.queue().await?;
+        queue.sort_by(|a, b| a.ready_at.total_cmp(&b.ready_at));
         let place = |job: &Job| {
             queue
                 .iter()
-                .filter(|q| q.phase == job.phase && !q.stop_requested)
-                .filter(|q| {
-                    q.approval
-                        .as_ref()
-                        .is_none_or(|a| a.state != ApprovalState::Pending)
-                })
+                .filter(|q| q.phase == job.phase && !q.stop_requested && !q.pending_approval)
                 .position(|q| q.id == job.id)
                 .map(|i| i + 1)
         };
@@ -139,11 +134,4 @@ impl Engine {
             _ => None,
         }
     }
-}
-
-/// When the job joined the queue it is in now: submitted, or staged.
-fn ready_at(job: &Job) -> f64 {
-    let t = &job.timings;
-    let staged = t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0);
-    job.date_created + staged as f64 / 1000.0
 }
