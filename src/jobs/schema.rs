@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "jobs by agreement",
         include_str!("../../migrations/0011_jobs_by_agreement.sql"),
     ),
+    (
+        12,
+        "jobs in flight",
+        include_str!("../../migrations/0012_jobs_in_flight.sql"),
+    ),
 ];
 
 /// The migrator that brings a database up to this build's schema.

@@ -45,6 +45,11 @@ pub struct JobStore {
 
 /// Finished jobs with work left: an agreement to settle (removed or not), a results asset or
 /// a receipt to issue, or a removed job's leftovers to clear.
+/// The jobs the reconcile loop drives, oldest first (from the `jobs_to_drive` index alone).
+const UNFINISHED_IDS: &str =
+    "SELECT id, status FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created";
+/// Finished jobs with work left after the run; the condition is the `jobs_unsettled` index's
+/// (migrations/0012), word for word, so that SQLite reads that index and not every job.
 const UNSETTLED_IDS: &str = "SELECT id, status FROM jobs WHERE status IN (31, 32, 70) AND (
         (agreement IS NOT NULL AND settlement IS NULL)
         OR (removed = 0 AND (receipt IS NULL
@@ -322,11 +327,7 @@ impl JobStore {
     /// wake-up; decoding whole records for it cost a burst of jobs more CPU than their runs):
     /// the unfinished ones, oldest first, then the finished ones with work left.
     pub async fn to_drive(&self) -> Result<Vec<(String, Phase)>, StoreError> {
-        let unfinished = sqlx::query(
-            "SELECT id, status FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let unfinished = sqlx::query(UNFINISHED_IDS).fetch_all(&self.pool).await?;
         let unsettled = sqlx::query(UNSETTLED_IDS).fetch_all(&self.pool).await?;
         unfinished
             .iter()
@@ -714,6 +715,47 @@ mod tests {
         assert_eq!(queue[1].ready_at, 4.0);
         assert!(queue[0].stop_requested && queue[2].pending_approval);
         assert!(!queue[3].pending_approval);
+    }
+
+    /// A reconcile pass reads only what is in flight: both of its queries are answered from
+    /// the indexes that hold just those jobs, never by a scan of every job ever run.
+    #[tokio::test]
+    async fn a_reconcile_pass_reads_only_the_jobs_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).await.unwrap();
+        for (query, index) in [
+            (UNFINISHED_IDS, "USING COVERING INDEX jobs_to_drive"),
+            (UNSETTLED_IDS, "USING INDEX jobs_unsettled"),
+        ] {
+            // Constants, prefixed: nothing from outside.
+            let explain = format!("EXPLAIN QUERY PLAN {query}");
+            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|d| d.contains(index))
+                    && !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{query}: {plan:?}"
+            );
+        }
+        // And they still find their jobs.
+        let mut done = job("done");
+        done.phase = Phase::Finished;
+        store.insert(&job("queued")).await.unwrap();
+        store.insert(&done).await.unwrap();
+        let ids: Vec<String> = store
+            .to_drive()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        // A finished job without a receipt yet still has work left.
+        assert_eq!(ids, ["queued", "done"]);
     }
 
     /// The dashboard pages through 100,000 jobs newest first without reading them all: each
