@@ -113,7 +113,8 @@ impl DockerBackend {
         }
     }
 
-    /// Creates the job's container; (its id, its image's id, true: it has to be started).
+    /// Creates the job's container, or finds the one an earlier attempt made; (its id, its
+    /// image's id, whether it still has to be started).
     async fn create(
         &self,
         docker: &Docker,
@@ -123,6 +124,10 @@ impl DockerBackend {
         let image = match docker.inspect_image(&spec.image).await {
             Ok(image) => image,
             Err(e) if status_of(&e) == Some(404) => {
+                // The image went after an earlier attempt made the container: that one runs.
+                if let Some(c) = self.inspect(&spec.job_id).await? {
+                    return Ok(run_of(c));
+                }
                 return Err(BackendError::image_not_found(spec.image.clone()));
             }
             // The engine rejects the reference itself ("invalid reference format").
@@ -286,12 +291,10 @@ impl ComputeBackend for DockerBackend {
         Capabilities::local()
     }
 
-    /// Writable mounts are bind mounts: what the run wrote is on the host already.
-    async fn collect(&self, job_id: &str) -> Result<Collected, BackendError> {
-        match self.inspect(job_id).await? {
-            Some(_) => Ok(Collected::default()),
-            None => Err(BackendError::not_found(job_id)),
-        }
+    /// Writable mounts are bind mounts: what the run wrote is on the host already, whether
+    /// or not its container is still there (so the engine is not made to ask the engine).
+    async fn collect(&self, _job_id: &str) -> Result<Collected, BackendError> {
+        Ok(Collected::default())
     }
 
     async fn ping(&self) -> Result<(), BackendError> {
@@ -324,13 +327,11 @@ impl ComputeBackend for DockerBackend {
         }
         let docker = self.engine.client().await?;
         let name = Self::container_name(&spec.job_id);
-        // (run id, image id, whether it still has to be started). A container made here is
-        // not inspected again: create answers its id and the image was just looked up, and a
-        // call less per job is throughput on a busy engine.
-        let (run_id, image_digest, to_start) = match self.inspect(&spec.job_id).await? {
-            Some(c) => run_of(c),
-            None => self.create(&docker, spec, &name).await?,
-        };
+        // (run id, image id, whether it still has to be started). Create is tried first: a
+        // container made by an earlier attempt answers 409 and is read then. A container made
+        // here is not inspected at all (create answers its id, the image was just looked up):
+        // each call less per job is throughput on a busy engine.
+        let (run_id, image_digest, to_start) = self.create(&docker, spec, &name).await?;
         if to_start {
             self.start_created(&docker, spec, &name).await?;
         }
@@ -424,7 +425,13 @@ impl ComputeBackend for DockerBackend {
 
     async fn remove(&self, job_id: &str) -> Result<(), BackendError> {
         let docker = self.engine.client().await?;
-        // By label, not by name: the labels are what ties a container to a job, whoever made it.
+        // By name first, in one call: the backend names every container after its job. When
+        // there is none by that name, by the labels, which tie a container to a job whoever
+        // made or renamed it.
+        match remove_container(&docker, &Self::container_name(job_id)).await {
+            Err(e) if status_of(&e) == Some(404) => {}
+            other => return other.map_err(|e| classify(e, job_id)),
+        }
         let filters = HashMap::from([(
             "label",
             vec![
@@ -441,13 +448,8 @@ impl ComputeBackend for DockerBackend {
             .await
             .map_err(unavailable)?;
         for id in containers.into_iter().filter_map(|c| c.id) {
-            let options = RemoveContainerOptionsBuilder::default()
-                .force(true)
-                .v(true)
-                .build();
-            match docker.remove_container(&id, Some(options)).await {
-                // 404: already gone; 409: removal already in progress (a concurrent remove).
-                Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => {}
+            match remove_container(&docker, &id).await {
+                Err(e) if status_of(&e) == Some(404) => {}
                 other => other.map_err(|e| classify(e, job_id))?,
             }
         }
@@ -470,6 +472,19 @@ impl ComputeBackend for DockerBackend {
             .into_iter()
             .filter_map(|c| c.labels.and_then(|mut l| l.remove(LABEL_JOB)))
             .collect())
+    }
+}
+
+/// Removes a container with its anonymous volumes, killing it if it runs. 409 (a removal
+/// already in progress, by a concurrent call) counts as done.
+async fn remove_container(docker: &Docker, name_or_id: &str) -> Result<(), DockerError> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(name_or_id, Some(options)).await {
+        Err(e) if status_of(&e) == Some(409) => Ok(()),
+        other => other,
     }
 }
 
