@@ -45,7 +45,7 @@ async fn main() {
     // Interleaved, so that drift of the machine affects both sides alike.
     for n in 0..WARMUP + ROUNDS {
         let name = format!("brizo-bench-bare-{}-{n}", std::process::id());
-        let b = bare::lifecycle(&docker, common::IMAGE, COMMAND, &name).await;
+        let b = bare::lifecycle(&docker, common::IMAGE, COMMAND, &name, vec![]).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
         let done: Value = svc

@@ -2,21 +2,59 @@
 //! remove of one container with the isolation brizo's jobs get by default (backends/docker),
 //! so that a comparison is of the service's own cost, not of the sandbox's.
 
+// Each bench takes what it compares against (the single-job one, the container alone).
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
 
-/// Seconds for create, start, wait, remove of a container named `name` running `command`.
+/// The folders a job's container is given, laid out in `root` as brizo's workspace is: one
+/// input and the algorithm read-only, outputs and logs writable (by the job's uid).
+pub fn job_folders(root: &std::path::Path) -> Vec<Mount> {
+    use std::os::unix::fs::PermissionsExt;
+    let input = root.join("inputs/input/0");
+    let algorithm = root.join("transformations/algorithm");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(algorithm.parent().unwrap()).unwrap();
+    std::fs::write(&input, "a,b\n1,2\n").unwrap();
+    std::fs::write(&algorithm, "# nothing\n").unwrap();
+    let mut mounts = vec![
+        bind(&input, "/data/inputs/input/0", true),
+        bind(&algorithm, "/data/transformations/algorithm", true),
+    ];
+    for dir in ["outputs", "logs"] {
+        let path = root.join(dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        mounts.push(bind(&path, &format!("/data/{dir}"), false));
+    }
+    mounts
+}
+
+fn bind(source: &std::path::Path, target: &str, read_only: bool) -> Mount {
+    Mount {
+        target: Some(target.into()),
+        source: Some(source.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+/// Seconds for create, start, wait, remove of a container named `name` running `command`,
+/// with `mounts`.
 pub async fn lifecycle(
     docker: &bollard::Docker,
     image: &str,
     command: &str,
     name: &str,
+    mounts: Vec<Mount>,
 ) -> [f64; 4] {
     let mut t = Instant::now();
     let mut lap = move || {
@@ -42,6 +80,7 @@ pub async fn lifecycle(
             memory_swap: Some(512 << 20),
             nano_cpus: Some(1_000_000_000),
             pids_limit: Some(128),
+            mounts: Some(mounts),
             ..Default::default()
         }),
         ..Default::default()
