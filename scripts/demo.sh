@@ -20,12 +20,13 @@ bash scripts/setup.sh
 bash scripts/chain-deps.sh
 
 if [ -x target/debug/brizo ]; then
-  say "2/9 building brizo (cargo build, default features: seconds when nothing changed)"
+  say "2/9 building brizo (cargo build, default features: quick after an earlier build)"
 else
-  # A cold build of the default features took 136 s on 2 cores here (README, "Building"):
-  # about 270 core-seconds, spread over this machine's cores.
+  # A cold build of the default features took 126 s on the 2-core development machine
+  # (README, "The first build"): about 250 core-seconds, spread over this machine's cores
+  # (a few more on many cores: the last crates build one at a time).
   CORES=$(nproc)
-  say "2/9 building brizo (cargo build, default features): a first build, about $(( (270 / CORES + 59) / 60 )) min on these $CORES cores"
+  say "2/9 building brizo (cargo build, default features): a first build, about $((250 / CORES)) s on these $CORES cores"
 fi
 BUILD_START=$SECONDS
 cargo build --locked --bin brizo

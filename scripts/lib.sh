@@ -21,7 +21,7 @@ timed() {
 # lean.
 TEST_FEATURES="brizo/aws,brizo/slurm,brizo/azure,brizo/gcp,brizo/object-stores,brizo/failpoints"
 build_shared() {
-  say "building brizo with every backend (shared with make test and the other try-* targets; about 20 minutes the first time on 2 cores, seconds after)"
+  say "building brizo with every backend (shared with make test and the other try-* targets; about 5 minutes the first time on 2 cores, seconds after)"
   cargo test --workspace --locked --features "$TEST_FEATURES" --no-run
 }
 warn() { printf '\033[1;33m!! \033[0m %s\n' "$*" >&2; }
