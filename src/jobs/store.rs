@@ -182,14 +182,26 @@ impl JobStore {
     /// in the queue depends on. A status poll of a queued job asks for this; with hundreds
     /// queued, reading and parsing every whole record (requests, algorithms) for each poll
     /// was most of the service's CPU under a burst.
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+    ///
+    /// Only the jobs in `phases` (at most two: a place in a queue only counts among the jobs
+    /// waiting for the same kind of slot), so a poll of a job waiting for a run slot does not
+    /// read the hundreds waiting to stage.
+    pub async fn queue(&self, phases: &[Phase]) -> Result<Vec<QueueEntry>, StoreError> {
+        let Some(first) = phases.first() else {
+            return Ok(vec![]);
+        };
+        let second = phases.get(1).unwrap_or(first);
+        assert!(phases.len() <= 2, "queue: at most two phases");
         let rows = sqlx::query(
             "SELECT id, status, stop_requested, date_created,
                     json_extract(approval, '$.state') = 'pending' AS pending,
                     coalesce(json_extract(timings, '$.queuedMs'), 0)
                       + coalesce(json_extract(timings, '$.stagingMs'), 0) AS staged_ms
-             FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created",
+             FROM jobs WHERE status IN (?1, ?2) AND status NOT IN (31, 32, 70)
+             ORDER BY date_created",
         )
+        .bind(first.code())
+        .bind(second.code())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -694,7 +706,10 @@ mod tests {
         }
         store.request_stop("plain").await.unwrap();
 
-        let queue = store.queue().await.unwrap();
+        let queue = store
+            .queue(&[Phase::Queued, Phase::Provisioned])
+            .await
+            .unwrap();
         let whole = store.unfinished().await.unwrap();
         assert_eq!(queue.len(), 4, "{queue:?}");
         for (entry, job) in queue.iter().zip(&whole) {
@@ -715,6 +730,11 @@ mod tests {
         assert_eq!(queue[1].ready_at, 4.0);
         assert!(queue[0].stop_requested && queue[2].pending_approval);
         assert!(!queue[3].pending_approval);
+        // One phase: only its jobs.
+        let staged = store.queue(&[Phase::Provisioned]).await.unwrap();
+        assert_eq!(staged.len(), 1);
+        assert_eq!(staged[0].id, "staged");
+        assert!(store.queue(&[]).await.unwrap().is_empty());
     }
 
     /// A reconcile pass reads only what is in flight: both of its queries are answered from

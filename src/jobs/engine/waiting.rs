@@ -23,8 +23,13 @@ impl Engine {
             return Ok(found);
         }
         // In the order slots are handed out: staging slots by submission, run slots by when
-        // staging ended (the slots are fair: first to ask, first served).
-        let mut queue = self.store.queue().await?;
+        // staging ended (the slots are fair: first to ask, first served). Only the phases that
+        // wait for a slot have a place, and only those asked about are read.
+        let phases: Vec<Phase> = [Phase::Queued, Phase::Provisioned]
+            .into_iter()
+            .filter(|p| jobs.iter().any(|j| j.phase == *p && !j.stop_requested))
+            .collect();
+        let mut queue = self.store.queue(&phases).await?;
         queue.sort_by(|a, b| a.ready_at.total_cmp(&b.ready_at));
         let place = |job: &Job| {
             queue
