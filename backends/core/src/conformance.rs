@@ -436,7 +436,9 @@ pub async fn fetches_inputs_itself(
     );
     let mut s = sh(
         image,
-        "cat /data/inputs/fetched/0; if echo x >> /data/inputs/fetched/0 2>/dev/null; then echo INPUT-WRITABLE; fi",
+        // The group's own 2>/dev/null takes the shell's "cannot create" too: a message on
+        // stderr could otherwise land between two pieces of cat's output in the merged log.
+        "cat /data/inputs/fetched/0; if { echo x >> /data/inputs/fetched/0; } 2>/dev/null; then echo INPUT-WRITABLE; fi",
     );
     s.fetch = vec![RemoteFile {
         url: url.to_string(),
