@@ -87,14 +87,8 @@ print("done", flush=True)
     assert!(common::containers_of(&svc.instance()).is_empty());
     assert!(!svc.data_dir().join("jobs").join(&id).exists());
 
-    let list: Vec<Value> = svc
-        .get("/api/v2/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.get_json("/api/v2/jobs").await;
+    let list = list.as_array().unwrap();
     assert!(list.iter().any(|j| j["jobId"] == id.as_str()));
 }
 
@@ -267,14 +261,8 @@ async fn delete_of_a_finished_job_removes_its_results() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let list: Vec<Value> = svc
-        .get("/api/v2/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.get_json("/api/v2/jobs").await;
+    let list = list.as_array().unwrap();
     assert!(!list.iter().any(|j| j["jobId"] == id.as_str()));
 }
 
@@ -405,14 +393,8 @@ async fn every_error_is_json_with_the_right_status() {
         .await;
     }
     // Nothing refused was recorded.
-    let list: Vec<Value> = svc
-        .get("/api/v2/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.get_json("/api/v2/jobs").await;
+    let list = list.as_array().unwrap();
     assert!(list.is_empty(), "a refused request left a job: {list:?}");
     // 404: unknown job, unknown output, unknown route.
     let unknown = "0123456789abcdef0123456789abcdef";
@@ -883,14 +865,8 @@ async fn an_unreachable_engine_gives_503_and_records_nothing() {
         body["error"].as_str().unwrap().contains("try again later"),
         "{body}"
     );
-    let list: Vec<Value> = svc
-        .get("/api/v2/jobs")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = svc.get_json("/api/v2/jobs").await;
+    let list = list.as_array().unwrap();
     assert!(list.is_empty());
 }
 

@@ -97,14 +97,7 @@ async fn an_encrypted_job_leaves_only_ciphertext_that_the_consumer_opens_in_rust
     assert!(leaked.is_empty(), "plaintext log on disk: {leaked:?}");
 
     // The receipt binds the ciphertext (anyone checks it) and the plaintext (the consumer).
-    let receipt: Value = svc
-        .get(&format!("/api/v2/jobs/{id}/receipt"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let receipt = svc.get_json(&format!("/api/v2/jobs/{id}/receipt")).await;
     let out = &receipt["receipt"]["outputs"][0];
     assert_eq!(out["sha256"], sha256(&cipher));
     assert_eq!(out["plainSha256"], sha256(&expected));

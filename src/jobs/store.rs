@@ -639,6 +639,29 @@ mod tests {
         }
     }
 
+    /// `EXPLAIN QUERY PLAN` of one of the store's own queries (a constant: nothing from
+    /// outside), to bind as the query itself would be.
+    fn explain(
+        query: &str,
+    ) -> sqlx::query::Query<'static, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>
+    {
+        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+    }
+
+    /// The plan's steps ("SCAN jobs USING INDEX ...").
+    async fn query_plan(
+        pool: &SqlitePool,
+        explain: sqlx::query::Query<'_, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
+    ) -> Vec<String> {
+        explain
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
     #[tokio::test]
     async fn reads_see_every_write_and_a_read_older_than_a_write_is_not_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -685,19 +708,12 @@ mod tests {
         staged.timings.staging_ms = Some(1500);
         let mut pending = job("pending");
         pending.date_created = 3.0;
-        pending.approval = Some(Approval {
-            state: ApprovalState::Pending,
-            by: None,
-            at: None,
-            reason: None,
-            algorithm_sha256: None,
-            image_digest: None,
-        });
+        pending.approval = Some(Approval::pending());
         let mut approved = job("approved");
         approved.date_created = 4.0;
         approved.approval = Some(Approval {
             state: ApprovalState::Approved,
-            ..pending.approval.clone().unwrap()
+            ..Approval::pending()
         });
         let mut done = job("done");
         done.phase = Phase::Finished;
@@ -747,15 +763,7 @@ mod tests {
             (UNFINISHED_IDS, "USING COVERING INDEX jobs_to_drive"),
             (UNSETTLED_IDS, "USING INDEX jobs_unsettled"),
         ] {
-            // Constants, prefixed: nothing from outside.
-            let explain = format!("EXPLAIN QUERY PLAN {query}");
-            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
-                .fetch_all(&store.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
+            let plan = query_plan(&store.pool, explain(query)).await;
             assert!(
                 plan.iter().any(|d| d.contains(index))
                     && !plan.iter().any(|d| d.contains("TEMP B-TREE")),
@@ -814,21 +822,17 @@ mod tests {
         assert_eq!(deep[0].id, "job000490");
         assert!(deep.iter().all(|j| j.outcome == Some(Outcome::Failed)));
 
-        let explain = format!("EXPLAIN QUERY PLAN {PAGE}");
-        // A constant, prefixed: nothing from outside.
-        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(Some(99_000.0))
-            .bind(50)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect();
+        let plan = query_plan(
+            &store.pool,
+            explain(PAGE)
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(Some(99_000.0))
+                .bind(50),
+        )
+        .await;
         assert!(
             plan.iter().any(|d| d.contains("USING INDEX jobs_created"))
                 && !plan.iter().any(|d| d.contains("TEMP B-TREE")),

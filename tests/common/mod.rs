@@ -191,14 +191,13 @@ impl Service {
             .to_string()
     }
 
+    /// The JSON an operator's GET of `path` answers.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
-        self.get(&format!("/api/v2/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/api/v2/jobs/{id}")).await
     }
 
     /// Polls until the job reaches a terminal status (31, 32 or 70).
@@ -231,14 +230,7 @@ impl Service {
         loop {
             let job = self.job(id).await;
             if job["receiptHash"].is_string() {
-                return self
-                    .get(&format!("/api/v2/jobs/{id}/receipt"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                return self.get_json(&format!("/api/v2/jobs/{id}/receipt")).await;
             }
             assert!(
                 Instant::now() < deadline,
