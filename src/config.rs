@@ -237,6 +237,13 @@ impl Config {
     pub fn jobs_dir(&self) -> PathBuf {
         self.data_dir.join("jobs")
     }
+    /// How many jobs may be staged, or staging, before a run slot is theirs: a run slot's
+    /// worth waiting staged (the next runs start at once) and a staging slot's worth on their
+    /// way. More would hold disks and inputs on the host for nothing.
+    pub fn max_staged_ahead(&self) -> usize {
+        self.max_running_jobs + self.max_staging_jobs
+    }
+
     /// Blank job disks, one per size (jobs::disk).
     pub fn blank_disks_dir(&self) -> PathBuf {
         self.data_dir.join("disks")

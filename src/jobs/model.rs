@@ -88,7 +88,8 @@ pub enum WaitReason {
     Approval,
     /// The run ended; its outputs wait for the publisher's review (`privacy.reviewOutputs`).
     Review,
-    /// Queued for a staging slot (`max_staging_jobs`).
+    /// Queued to be staged: for a staging slot (`max_staging_jobs`) and a place among the
+    /// jobs staged ahead of the runs (`max_running_jobs + max_staging_jobs`).
     StagingSlot,
     /// Its inputs and algorithm are being put in place.
     Staging,

@@ -111,6 +111,10 @@ pub struct Engine {
     /// Each job's own filesystem, when jobs get one ([`crate::jobs::disk`]).
     disk: Option<crate::jobs::disk::Quota>,
     staging_slots: Arc<Semaphore>,
+    /// Held from the start of a job's staging until its run starts: the jobs staged ahead of
+    /// the runs are bounded (each holds its disk, a loop device and its inputs on the host, and
+    /// every mounted disk makes each container the engine starts or removes slower).
+    ahead_slots: Arc<Semaphore>,
     run_slots: Arc<Semaphore>,
     wake: Notify,
     /// The latest round of health checks ([`health`]), `None` until the first.
@@ -135,6 +139,7 @@ impl Engine {
             metadata: crate::assets::metadata::MetadataStore::new(store.pool()),
             keeper,
             staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
+            ahead_slots: Arc::new(Semaphore::new(config.max_staged_ahead())),
             run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
             store,
             backends,

@@ -28,6 +28,13 @@ pub(super) struct Retry {
     pub reason: String,
 }
 
+/// The slots a job's driver holds across its steps: its place ahead of the runs (from the
+/// start of its staging until its run starts) and its run slot.
+struct Slots {
+    ahead: Option<OwnedSemaphorePermit>,
+    run: Option<OwnedSemaphorePermit>,
+}
+
 impl Engine {
     // ---- reconcile loop -----------------------------------------------------------------
 
@@ -284,7 +291,10 @@ impl Engine {
         cancel: &CancellationToken,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), StepError> {
-        let mut run_permit: Option<OwnedSemaphorePermit> = permit;
+        let mut slots = Slots {
+            ahead: None,
+            run: permit,
+        };
         loop {
             let Some(job) = self.store.get(id).await? else {
                 return Ok(());
@@ -333,7 +343,7 @@ impl Engine {
             let phase = job.phase;
             // No step outlasts the job's bound: one that hangs (an engine that accepts the
             // connection and never answers) is cut there, and the next turn ends the job.
-            let step = self.run_step(&job, cancel, &mut run_permit, started);
+            let step = self.run_step(&job, cancel, &mut slots, started);
             match tokio::time::timeout(left, step).await {
                 Ok(done) => done?,
                 Err(_) => {
@@ -354,13 +364,21 @@ impl Engine {
         &self,
         job: &Job,
         cancel: &CancellationToken,
-        run_permit: &mut Option<OwnedSemaphorePermit>,
+        slots: &mut Slots,
         started: Instant,
     ) -> Result<(), StepError> {
         let id = job.id.as_str();
         match job.phase {
             Phase::Queued | Phase::Staging => {
                 // A stop while waiting for a slot ends the wait (the loop then finishes the job).
+                // The place ahead of the runs first, kept until the run starts; then a
+                // staging slot, for the staging only.
+                if slots.ahead.is_none() {
+                    tokio::select! {
+                        ahead = self.ahead_slots.clone().acquire_owned() => slots.ahead = Some(ahead.expect("semaphore open")),
+                        _ = cancel.cancelled() => return Ok(()),
+                    }
+                }
                 let _slot = tokio::select! {
                     slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
                     _ = cancel.cancelled() => return Ok(()),
@@ -398,18 +416,22 @@ impl Engine {
                 }
             }
             Phase::Provisioned => {
-                if run_permit.is_none() {
+                if slots.run.is_none() {
                     tokio::select! {
-                        permit = self.run_slots.clone().acquire_owned() => *run_permit = Some(permit.expect("semaphore open")),
+                        permit = self.run_slots.clone().acquire_owned() => slots.run = Some(permit.expect("semaphore open")),
                         _ = cancel.cancelled() => return Ok(()),
                     }
                 }
+                // Its run slot taken, the job is no longer ahead of the runs: the next one
+                // may stage.
+                slots.ahead = None;
                 self.start_run(job, started).await?;
             }
             Phase::Running => {
                 // A job re-attached after a restart takes a slot when one is free, but
                 // never waits for one: its container already runs.
-                let _slot = run_permit
+                let _slot = slots
+                    .run
                     .take()
                     .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
                 self.follow_run(job, cancel, started).await?;

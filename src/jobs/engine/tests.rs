@@ -681,6 +681,50 @@ async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
     }
 }
 
+/// Staging runs ahead of the runs by a bounded number of jobs: a burst does not stage (mount
+/// a disk for, fetch the inputs of) every job it holds while the runs take their turns.
+#[tokio::test]
+async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(MemoryBackend::scripted(|_| {}), |c| {
+        c.max_running_jobs = 1;
+        c.max_staging_jobs = 1;
+    })
+    .await;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        ids.push(r.submit(600).await);
+    }
+    // One runs, two wait staged (a run slot's and a staging slot's worth); the rest stay
+    // queued, however many reconcile ticks (20 ms) go by.
+    r.reaches(&ids[0], Phase::Running).await;
+    r.reaches(&ids[1], Phase::Provisioned).await;
+    r.reaches(&ids[2], Phase::Provisioned).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &ids[3..] {
+        let job = r.engine.get(id, None).await.unwrap();
+        assert_eq!(job.phase, Phase::Queued, "{id} was staged past the bound");
+        let w = r.engine.waiting(&job).await.unwrap().unwrap();
+        assert_eq!(w.reason, WaitReason::StagingSlot, "{w:?}");
+        assert!(w.text.contains("at most 2 wait staged"), "{}", w.text);
+    }
+    // A run slot frees: the next staged job runs, and one more queued job is staged.
+    r.engine.stop(&ids[0], None).await.unwrap();
+    r.reaches(&ids[1], Phase::Running).await;
+    r.reaches(&ids[3], Phase::Provisioned).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = r.engine.get(&ids[4], None).await.unwrap();
+    assert_eq!(
+        last.phase,
+        Phase::Queued,
+        "the last was staged past the bound"
+    );
+    for id in &ids[1..] {
+        r.engine.stop(id, None).await.unwrap();
+        assert!(r.ended(id).await.is_finished());
+    }
+}
+
 #[tokio::test]
 async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
     use crate::jobs::model::WaitReason;

@@ -105,8 +105,9 @@ impl Engine {
                 waiting(
                     WaitReason::StagingSlot,
                     format!(
-                        "waiting for a staging slot: {ahead} job(s) ahead of it; {} stage at once (max_staging_jobs)",
-                        self.config.max_staging_jobs
+                        "waiting to be staged: {ahead} job(s) ahead of it; {} stage at once (max_staging_jobs), and at most {} wait staged or staging for a run slot",
+                        self.config.max_staging_jobs,
+                        self.config.max_staged_ahead()
                     ),
                     position,
                 )
