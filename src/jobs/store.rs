@@ -110,15 +110,33 @@ impl JobStore {
         })
     }
 
+    /// Runs `query`, a write of job `id` that ends in `RETURNING *`, and keeps the row it
+    /// returns in the read cache: the engine reads each job again right after each of its
+    /// writes, and those reads were most of the queries a job cost.
+    async fn write_returning<'q>(
+        &self,
+        id: &str,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, <sqlx::Sqlite as sqlx::Database>::Arguments>,
+    ) -> Result<(), StoreError> {
+        let seen = self.cache.writes();
+        let row = query.fetch_optional(&self.pool).await?;
+        match row.as_ref().map(job_from_row) {
+            Some(Ok(job)) => self.cache.replace(job, seen),
+            // Written, but not readable back (or gone): the next read goes to the database.
+            _ => self.cache.forget(id),
+        }
+        Ok(())
+    }
+
     /// The database, for the other stores that live in it.
     pub fn pool(&self) -> SqlitePool {
         self.pool.clone()
     }
 
     pub async fn insert(&self, job: &Job) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO jobs (id, owner, request, status, timeout_secs, date_created, timings, agreement, backend, backend_reason, approval, release)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(&job.id)
         .bind(&job.owner)
@@ -131,12 +149,8 @@ impl JobStore {
         .bind(&job.backend)
         .bind(&job.backend_reason)
         .bind(job.approval.as_ref().map(|a| serde_json::to_string(a).expect("approval serializes")))
-        .bind(job.release.as_ref().map(|a| serde_json::to_string(a).expect("release serializes")))
-        .execute(&self.pool)
-        .await?;
-        // Nothing cached of a new job; this counts the write for `fingerprint`.
-        self.cache.forget(&job.id);
-        Ok(())
+        .bind(job.release.as_ref().map(|a| serde_json::to_string(a).expect("release serializes")));
+        self.write_returning(&job.id, query).await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -243,13 +257,13 @@ impl JobStore {
         phase: Phase,
         t: Transition,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET status = ?,
                 outcome = COALESCE(?, outcome), error = COALESCE(?, error),
                 exit_code = COALESCE(?, exit_code), image_digest = COALESCE(?, image_digest),
                 date_started = COALESCE(?, date_started), date_finished = COALESCE(?, date_finished),
                 outputs = COALESCE(?, outputs), timings = COALESCE(?, timings)
-             WHERE id = ?",
+             WHERE id = ? RETURNING *",
         )
         .bind(phase.code())
         .bind(t.outcome.map(|o| o.as_str()))
@@ -260,50 +274,34 @@ impl JobStore {
         .bind(t.date_finished)
         .bind(t.outputs.map(|o| serde_json::to_string(&o).expect("outputs serialize")))
         .bind(t.timings.map(|o| serde_json::to_string(&o).expect("timings serialize")))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        self.cache.forget(id);
-        Ok(())
+        .bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn set_staged(&self, id: &str, staged: &StagedDigests) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET staged = ? WHERE id = ?")
+        let query = sqlx::query("UPDATE jobs SET staged = ? WHERE id = ? RETURNING *")
             .bind(serde_json::to_string(staged).expect("digests serialize"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+            .bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn mark_cleared(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET cleared = 1 WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+        let query = sqlx::query("UPDATE jobs SET cleared = 1 WHERE id = ? RETURNING *").bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn set_results_did(&self, id: &str, did: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ?")
+        let query = sqlx::query("UPDATE jobs SET results_did = ? WHERE id = ? RETURNING *")
             .bind(did)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+            .bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn set_receipt(&self, id: &str, receipt: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ?")
+        let query = sqlx::query("UPDATE jobs SET receipt = ? WHERE id = ? RETURNING *")
             .bind(receipt)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+            .bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn set_settlement(
@@ -311,13 +309,10 @@ impl JobStore {
         id: &str,
         settlement: &Settlement,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET settlement = ? WHERE id = ?")
+        let query = sqlx::query("UPDATE jobs SET settlement = ? WHERE id = ? RETURNING *")
             .bind(serde_json::to_string(settlement).expect("settlement serializes"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+            .bind(id);
+        self.write_returning(id, query).await
     }
 
     /// Jobs of `owner` under `agreement_id` (v1 lists), oldest first, removed ones included
@@ -420,13 +415,10 @@ impl JobStore {
 
     /// Records what an encrypted job published.
     pub async fn set_sealed(&self, id: &str, sealed: &Sealed) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET sealed = ? WHERE id = ?")
+        let query = sqlx::query("UPDATE jobs SET sealed = ? WHERE id = ? RETURNING *")
             .bind(serde_json::to_string(sealed).expect("sealed serializes"))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+            .bind(id);
+        self.write_returning(id, query).await
     }
 
     /// Records the publisher's release (or withholding) of the outputs, only while pending.
@@ -443,25 +435,23 @@ impl JobStore {
     }
 
     pub async fn request_stop(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+        let query =
+            sqlx::query("UPDATE jobs SET stop_requested = 1 WHERE id = ? RETURNING *").bind(id);
+        self.write_returning(id, query).await
     }
 
     /// Marks a job removed (and stopping, if it still runs); the engine clears what it left.
     pub async fn mark_removed(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET removed = 1, stop_requested = 1 WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.cache.forget(id);
-        Ok(())
+        let query =
+            sqlx::query("UPDATE jobs SET removed = 1, stop_requested = 1 WHERE id = ? RETURNING *")
+                .bind(id);
+        self.write_returning(id, query).await
     }
 
     pub async fn stop_requested(&self, id: &str) -> Result<(bool, bool), StoreError> {
+        if let Some(job) = self.cache.get(id) {
+            return Ok((job.stop_requested, job.removed));
+        }
         let row = sqlx::query("SELECT stop_requested, removed FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -592,6 +582,27 @@ impl ReadCache {
         jobs.insert(job.id.clone(), job.clone());
     }
 
+    /// After a write of `job` that returned its row: keeps that row when no other write
+    /// ended since `writes_seen` (read before the write began), which makes it the latest.
+    /// A write that committed after it but had not ended yet forgets it when it ends.
+    fn replace(&self, job: Job, writes_seen: u64) {
+        let mut jobs = self.jobs.lock().unwrap();
+        let before = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if before != writes_seen {
+            jobs.remove(&job.id);
+            return;
+        }
+        if jobs.len() >= CACHED_JOBS
+            && !jobs.contains_key(&job.id)
+            && let Some(any) = jobs.keys().next().cloned()
+        {
+            jobs.remove(&any);
+        }
+        jobs.insert(job.id.clone(), job);
+    }
+
     fn forget(&self, id: &str) {
         let mut jobs = self.jobs.lock().unwrap();
         self.writes
@@ -692,6 +703,42 @@ mod tests {
         store.mark_removed("j1").await.unwrap();
         store.cache.keep(&stale, seen);
         assert!(store.get("j1").await.unwrap().unwrap().removed);
+    }
+
+    /// A write keeps the row it returned, so the read after it needs no query; that row is
+    /// the record a read of the database gives; and a write another write overtook keeps
+    /// nothing.
+    #[tokio::test]
+    async fn a_write_keeps_the_row_it_returned_unless_another_write_ended_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JobStore::open(&dir.path().join("jobs.db")).await.unwrap();
+        let mut submitted = job("j1");
+        submitted.timings.queued_ms = Some(7);
+        store.insert(&submitted).await.unwrap();
+        let transition = Transition {
+            image_digest: Some("sha256:abc".into()),
+            date_started: Some(5.0),
+            ..Default::default()
+        };
+        store
+            .transition("j1", Phase::Running, transition)
+            .await
+            .unwrap();
+        store.set_receipt("j1", "{\"r\":1}").await.unwrap();
+        let kept = store.cache.get("j1").expect("the write's row is kept");
+        assert_eq!(kept.phase, Phase::Running);
+        assert_eq!(kept.receipt.as_deref(), Some("{\"r\":1}"));
+        store.cache.forget("j1");
+        let read = store.get("j1").await.unwrap().unwrap();
+        assert_eq!(format!("{kept:?}"), format!("{read:?}"));
+
+        // Another write ended between this one's start and its end: its row may be older.
+        let seen = store.cache.writes();
+        store.request_stop("j1").await.unwrap();
+        store.cache.replace(kept, seen);
+        assert!(store.cache.get("j1").is_none(), "an overtaken row was kept");
+        assert!(store.get("j1").await.unwrap().unwrap().stop_requested);
+        assert_eq!(store.stop_requested("j1").await.unwrap(), (true, false));
     }
 
     /// The queue's light read says what the whole records say: phase, stop, a pending
