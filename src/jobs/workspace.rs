@@ -57,6 +57,7 @@ pub fn place_inputs(inputs: &[InputSource]) -> Vec<PlacedInput> {
         .collect()
 }
 
+#[derive(Clone)]
 pub struct Workspace {
     pub root: PathBuf,
 }
@@ -89,22 +90,37 @@ impl Workspace {
     /// (a size, and the folder of blank disks), what the algorithm writes goes to a
     /// filesystem of that size.
     pub async fn create(&self, run_as: &str, disk: Option<(u64, &Path)>) -> std::io::Result<()> {
-        self.remove().await?;
+        let blank = match disk {
+            Some((bytes, blanks)) => Some((super::disk::blank(blanks, bytes).await?, bytes)),
+            None => None,
+        };
+        let (ws, run_as) = (self.clone(), run_as.to_owned());
+        // The whole layout in one blocking call: each tokio::fs call is a trip to the
+        // blocking pool and back, two thread switches, and a layout is a dozen of them.
+        tokio::task::spawn_blocking(move || {
+            ws.lay_out(&run_as, blank.as_ref().map(|(b, n)| (b.as_path(), *n)))
+        })
+        .await?
+    }
+
+    fn lay_out(&self, run_as: &str, blank: Option<(&Path, u64)>) -> std::io::Result<()> {
+        self.remove_now()?;
+        let open = || std::fs::Permissions::from_mode(0o755);
         for dir in [
             self.inputs(),
             self.root.join("transformations"),
             self.disk(),
         ] {
-            tokio::fs::create_dir_all(&dir).await?;
-            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
+            std::fs::create_dir_all(&dir)?;
+            std::fs::set_permissions(&dir, open())?;
         }
-        tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o755)).await?;
-        if let Some((bytes, blanks)) = disk {
-            super::disk::mount(&self.root.join("disk.img"), &self.disk(), bytes, blanks).await?;
+        std::fs::set_permissions(&self.root, open())?;
+        if let Some((blank, bytes)) = blank {
+            super::disk::attach(blank, &self.root.join("disk.img"), &self.disk(), bytes)?;
         }
         for dir in [self.outputs(), self.logs()] {
-            tokio::fs::create_dir(&dir).await?;
-            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
+            std::fs::create_dir(&dir)?;
+            std::fs::set_permissions(&dir, open())?;
             // The algorithm runs as another uid: give it the folders it writes to.
             give_to(&dir, run_as)?;
         }
@@ -113,8 +129,13 @@ impl Workspace {
 
     /// Removes the folder, its disk unmounted first.
     pub async fn remove(&self) -> std::io::Result<()> {
-        super::disk::unmount(&self.disk()).await?;
-        match tokio::fs::remove_dir_all(&self.root).await {
+        let ws = self.clone();
+        tokio::task::spawn_blocking(move || ws.remove_now()).await?
+    }
+
+    fn remove_now(&self) -> std::io::Result<()> {
+        super::disk::unmount(&self.disk())?;
+        match std::fs::remove_dir_all(&self.root) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

@@ -16,7 +16,7 @@ use tokio::process::Command;
 const FORMAT: &str = "ext4-v1";
 
 /// The blank of `bytes` in `blanks`, made now if there is none yet.
-async fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
+pub async fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
     let path = blanks.join(format!("{FORMAT}-{bytes}.img"));
     if tokio::fs::try_exists(&path).await? {
         return Ok(path);
@@ -47,15 +47,8 @@ async fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes a blank filesystem of `bytes` into the new file `image`.
-pub async fn copy(blanks: &Path, image: &Path, bytes: u64) -> io::Result<()> {
-    let from = blank(blanks, bytes).await?;
-    let to = image.to_owned();
-    tokio::task::spawn_blocking(move || copy_sparse(&from, &to, bytes)).await?
-}
-
 /// Copies the data of `from` into a new file `to` of `len` bytes, keeping the holes.
-fn copy_sparse(from: &Path, to: &Path, len: u64) -> io::Result<()> {
+pub fn copy_sparse(from: &Path, to: &Path, len: u64) -> io::Result<()> {
     let src = File::open(from)?;
     let dst = File::create(to)?;
     dst.set_len(len)?;

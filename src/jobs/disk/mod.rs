@@ -68,20 +68,43 @@ impl Quota {
     }
 }
 
-/// Makes a `bytes`-sized filesystem in the file `image` (sparse: it takes what is written),
-/// a copy of the blank of that size in `blanks`, and mounts it on `dir`, which must exist and
-/// be empty.
+/// The blank filesystem of `bytes` in `blanks`, made now if there is none yet (the one step
+/// of a job's disk that may start a program, mkfs, and only once per size).
+pub async fn blank(blanks: &Path, bytes: u64) -> std::io::Result<std::path::PathBuf> {
+    blank::blank(blanks, bytes).await
+}
+
+/// Makes a `bytes`-sized filesystem in the file `image`, a copy of the blank of that size in
+/// `blanks`, and mounts it on `dir`, which must exist and be empty.
 pub async fn mount(image: &Path, dir: &Path, bytes: u64, blanks: &Path) -> std::io::Result<()> {
-    blank::copy(blanks, image, bytes).await?;
-    let (image_owned, dir_owned) = (image.to_owned(), dir.to_owned());
-    match tokio::task::spawn_blocking(move || loopdev::mount(&image_owned, &dir_owned)).await? {
+    let blank = blank::blank(blanks, bytes).await?;
+    let (image, dir) = (image.to_owned(), dir.to_owned());
+    tokio::task::spawn_blocking(move || attach(&blank, &image, &dir, bytes)).await?
+}
+
+/// What [`mount`] does once the blank is there, in the calling thread (blocking): the
+/// sparse copy of `blank` into `image` (sparse: it takes what is written), and its mount.
+pub fn attach(blank: &Path, image: &Path, dir: &Path, bytes: u64) -> std::io::Result<()> {
+    blank::copy_sparse(blank, image, bytes)?;
+    match loopdev::mount(image, dir) {
         Err(e) if loopdev::unsupported(&e) => {
             // A kernel before 5.8: mount(8) knows the older way to attach.
-            run(Command::new("mount")
+            let out = std::process::Command::new("mount")
                 .args(["-o", "loop,nosuid,nodev,noexec"])
                 .arg(image)
-                .arg(dir))
-            .await
+                .arg(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            Err(std::io::Error::other(format!(
+                "mount -o loop {image:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
         other => other.map_err(|e| {
             std::io::Error::new(e.kind(), format!("mounting the job's disk on {dir:?}: {e}"))
@@ -89,9 +112,9 @@ pub async fn mount(image: &Path, dir: &Path, bytes: u64, blanks: &Path) -> std::
     }
 }
 
-/// Unmounts the disk on `dir`, if one is mounted there. A disk still in use (a container
-/// that has not gone yet) is detached lazily: it goes when the last user does.
-pub async fn unmount(dir: &Path) -> std::io::Result<()> {
+/// Unmounts the disk on `dir`, if one is mounted there (blocking). A disk still in use (a
+/// container that has not gone yet) is detached lazily: it goes when the last user does.
+pub fn unmount(dir: &Path) -> std::io::Result<()> {
     if !is_mounted(dir) {
         return Ok(());
     }
@@ -209,8 +232,8 @@ mod tests {
             .count();
         assert!(made < 100_000, "{made} files");
         assert!(is_full(&mnt, quota));
-        unmount(&mnt).await.unwrap();
+        unmount(&mnt).unwrap();
         assert!(!is_mounted(&mnt));
-        unmount(&mnt).await.unwrap();
+        unmount(&mnt).unwrap();
     }
 }

@@ -695,31 +695,57 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
     for _ in 0..5 {
         ids.push(r.submit(600).await);
     }
+    // How many of the jobs are in each phase, once that stops changing.
+    let settled = |want: [(Phase, usize); 3]| {
+        let (engine, ids) = (r.engine.clone(), ids.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut jobs = vec![];
+                for id in &ids {
+                    jobs.push(engine.get(id, None).await.unwrap());
+                }
+                let count = |p: Phase| jobs.iter().filter(|j| j.phase == p).count();
+                if want.iter().all(|(p, n)| count(*p) == *n) {
+                    return jobs;
+                }
+                let phases: Vec<Phase> = jobs.iter().map(|j| j.phase).collect();
+                assert!(
+                    Instant::now() < deadline,
+                    "phases {phases:?}, want {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     // One runs, two wait staged (a run slot's and a staging slot's worth); the rest stay
     // queued, however many reconcile ticks (20 ms) go by.
-    r.reaches(&ids[0], Phase::Running).await;
-    r.reaches(&ids[1], Phase::Provisioned).await;
-    r.reaches(&ids[2], Phase::Provisioned).await;
+    let want = [
+        (Phase::Running, 1),
+        (Phase::Provisioned, 2),
+        (Phase::Queued, 2),
+    ];
+    settled(want).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for id in &ids[3..] {
-        let job = r.engine.get(id, None).await.unwrap();
-        assert_eq!(job.phase, Phase::Queued, "{id} was staged past the bound");
-        let w = r.engine.waiting(&job).await.unwrap().unwrap();
+    let jobs = settled(want).await;
+    for job in jobs.iter().filter(|j| j.phase == Phase::Queued) {
+        let w = r.engine.waiting(job).await.unwrap().unwrap();
         assert_eq!(w.reason, WaitReason::StagingSlot, "{w:?}");
         assert!(w.text.contains("at most 2 wait staged"), "{}", w.text);
     }
-    // A run slot frees: the next staged job runs, and one more queued job is staged.
-    r.engine.stop(&ids[0], None).await.unwrap();
-    r.reaches(&ids[1], Phase::Running).await;
-    r.reaches(&ids[3], Phase::Provisioned).await;
+    // A run slot frees: a staged job runs, and one more queued job is staged; no more.
+    let running = jobs.iter().find(|j| j.phase == Phase::Running).unwrap();
+    r.engine.stop(&running.id, None).await.unwrap();
+    r.ended(&running.id).await;
+    let want = [
+        (Phase::Running, 1),
+        (Phase::Provisioned, 2),
+        (Phase::Queued, 1),
+    ];
+    settled(want).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let last = r.engine.get(&ids[4], None).await.unwrap();
-    assert_eq!(
-        last.phase,
-        Phase::Queued,
-        "the last was staged past the bound"
-    );
-    for id in &ids[1..] {
+    settled(want).await;
+    for id in ids.iter().filter(|id| **id != running.id) {
         r.engine.stop(id, None).await.unwrap();
         assert!(r.ended(id).await.is_finished());
     }
