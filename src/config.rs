@@ -241,7 +241,7 @@ impl Config {
     /// worth waiting staged (the next runs start at once) and a staging slot's worth on their
     /// way. More would hold disks and inputs on the host for nothing.
     pub fn max_staged_ahead(&self) -> usize {
-        10_000
+        self.max_running_jobs + self.max_staging_jobs
     }
 
     /// Blank job disks, one per size (jobs::disk).

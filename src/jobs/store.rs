@@ -46,11 +46,15 @@ pub struct JobStore {
 /// Finished jobs with work left: an agreement to settle (removed or not), a results asset or
 /// a receipt to issue, or a removed job's leftovers to clear.
 /// The jobs the reconcile loop drives, oldest first (from the `jobs_to_drive` index alone).
-const UNFINISHED_IDS: &str =
-    "SELECT id, status FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created";
+/// Both lists come as one row, `id:status` joined by commas: sqlx's SQLite worker hands each
+/// row to the async side over a channel, and in a burst a pass read hundreds of rows, more
+/// than once per job.
+const UNFINISHED_IDS: &str = "SELECT group_concat(job, ',') FROM (SELECT id || ':' || status AS job
+     FROM jobs WHERE status NOT IN (31, 32, 70) ORDER BY date_created)";
 /// Finished jobs with work left after the run; the condition is the `jobs_unsettled` index's
 /// (migrations/0012), word for word, so that SQLite reads that index and not every job.
-const UNSETTLED_IDS: &str = "SELECT id, status FROM jobs WHERE status IN (31, 32, 70) AND (
+const UNSETTLED_IDS: &str = "SELECT group_concat(id || ':' || status, ',')
+     FROM jobs WHERE status IN (31, 32, 70) AND (
         (agreement IS NOT NULL AND settlement IS NULL)
         OR (removed = 0 AND (receipt IS NULL
             OR (status = 70 AND outcome = 'succeeded' AND results_did IS NULL
@@ -235,6 +239,31 @@ impl JobStore {
             .collect()
     }
 
+    /// How many jobs are ahead of `job` in its queue (the jobs of its phase that wait for the
+    /// same kind of slot and got in line before it), counted by SQLite: a poll of one queued
+    /// job among hundreds reads one number, not hundreds of entries.
+    pub async fn ahead_of(&self, job: &Job) -> Result<usize, StoreError> {
+        let t = &job.timings;
+        let ready_at = job.date_created
+            + (t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0)) as f64 / 1000.0;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS ahead FROM (
+               SELECT id, date_created
+                    + (coalesce(json_extract(timings, '$.queuedMs'), 0)
+                       + coalesce(json_extract(timings, '$.stagingMs'), 0)) / 1000.0 AS ready_at
+               FROM jobs
+               WHERE status = ?1 AND status NOT IN (31, 32, 70) AND stop_requested = 0
+                 AND coalesce(json_extract(approval, '$.state') = 'pending', 0) = 0)
+             WHERE ready_at < ?2 OR (ready_at = ?2 AND id < ?3)",
+        )
+        .bind(job.phase.code())
+        .bind(ready_at)
+        .bind(&job.id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("ahead")? as usize)
+    }
+
     /// Ids of jobs whose runs and folders must be gone: finished or removed.
     pub async fn is_settled(&self, id: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT status, removed FROM jobs WHERE id = ?")
@@ -334,18 +363,18 @@ impl JobStore {
     /// wake-up; decoding whole records for it cost a burst of jobs more CPU than their runs):
     /// the unfinished ones, oldest first, then the finished ones with work left.
     pub async fn to_drive(&self) -> Result<Vec<(String, Phase)>, StoreError> {
-        let unfinished = sqlx::query(UNFINISHED_IDS).fetch_all(&self.pool).await?;
-        let unsettled = sqlx::query(UNSETTLED_IDS).fetch_all(&self.pool).await?;
-        unfinished
-            .iter()
-            .chain(&unsettled)
-            .map(|r| {
-                let status: i64 = r.try_get("status")?;
-                let phase = Phase::from_code(status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("status: {status}")))?;
-                Ok((r.try_get("id")?, phase))
-            })
-            .collect()
+        let mut jobs = vec![];
+        for query in [UNFINISHED_IDS, UNSETTLED_IDS] {
+            let joined: Option<String> = sqlx::query_scalar(query).fetch_one(&self.pool).await?;
+            for entry in joined.iter().flat_map(|j| j.split(',')) {
+                let phase = entry
+                    .split_once(':')
+                    .and_then(|(id, status)| Some((id, Phase::from_code(status.parse().ok()?)?)))
+                    .ok_or_else(|| StoreError::Corrupt(format!("job and status: {entry}")))?;
+                jobs.push((phase.0.to_string(), phase.1));
+            }
+        }
+        Ok(jobs)
     }
 
     /// Records the publisher's decision, only while it is still pending (two operators
@@ -798,6 +827,33 @@ mod tests {
         assert_eq!(staged.len(), 1);
         assert_eq!(staged[0].id, "staged");
         assert!(store.queue(&[]).await.unwrap().is_empty());
+
+        // The count of the jobs ahead of one is its place in that queue, less one: stopped
+        // jobs and those pending approval hold no place.
+        let mut later = job("later");
+        later.date_created = 9.0;
+        store.insert(&later).await.unwrap();
+        let mut queue = store
+            .queue(&[Phase::Queued, Phase::Provisioned])
+            .await
+            .unwrap();
+        queue.sort_by(|a, b| a.ready_at.total_cmp(&b.ready_at));
+        let mut checked = 0;
+        for job in store.unfinished().await.unwrap() {
+            let in_line: Vec<&QueueEntry> = queue
+                .iter()
+                .filter(|q| q.phase == job.phase && !q.stop_requested && !q.pending_approval)
+                .collect();
+            let Some(place) = in_line.iter().position(|q| q.id == job.id) else {
+                continue;
+            };
+            assert_eq!(store.ahead_of(&job).await.unwrap(), place, "{}", job.id);
+            checked += 1;
+        }
+        // approved (Queued, first in line), later (Queued, second), staged (Provisioned).
+        assert_eq!(checked, 3);
+        let later = store.get("later").await.unwrap().unwrap();
+        assert_eq!(store.ahead_of(&later).await.unwrap(), 1);
     }
 
     /// A reconcile pass reads only what is in flight: both of its queries are answered from
@@ -820,17 +876,20 @@ mod tests {
         // And they still find their jobs.
         let mut done = job("done");
         done.phase = Phase::Finished;
+        let mut running = job("running");
+        running.phase = Phase::Running;
+        running.date_created = 5.0;
+        store.insert(&running).await.unwrap();
         store.insert(&job("queued")).await.unwrap();
         store.insert(&done).await.unwrap();
-        let ids: Vec<String> = store
-            .to_drive()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        // A finished job without a receipt yet still has work left.
-        assert_eq!(ids, ["queued", "done"]);
+        let found = store.to_drive().await.unwrap();
+        // Oldest first; a finished job without a receipt yet still has work left.
+        let expected = [
+            ("queued", Phase::Queued),
+            ("running", Phase::Running),
+            ("done", Phase::Finished),
+        ];
+        assert_eq!(found, expected.map(|(id, p)| (id.to_string(), p)));
     }
 
     /// The dashboard pages through 100,000 jobs newest first without reading them all: each

@@ -125,9 +125,7 @@ impl Engine {
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let result = self.drive_steps(&id, &cancel, permit).await;
-        // A job held for the publisher is looked at again on the next tick, not at once
-        // (waking the loop for it would spin).
-        let held = matches!(result, Err(StepError::Held));
+        // A job held for the publisher is looked at again on the next tick.
         self.active.lock().unwrap().remove(&id);
         match result {
             Ok(()) => {
@@ -156,9 +154,9 @@ impl Engine {
             Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
             Err(StepError::Held) => {}
         }
-        if !held {
-            self.wake.notify_one();
-        }
+        // No wake-up for the loop here: every other unfinished job has its driver already
+        // (waiting for a slot this one may just have freed), a retry waits for its time, and
+        // a pass per ended drive read every job in flight for nothing.
     }
 
     fn retry_later(&self, id: &str, reason: &str) {

@@ -8,15 +8,27 @@ use super::{Engine, EngineError};
 use crate::jobs::model::{ApprovalState, Job, Phase, WaitReason, Waiting};
 
 impl Engine {
-    /// What `job` waits for; `None` once it runs or has ended.
+    /// What `job` waits for; `None` once it runs or has ended. Its place in its queue is a
+    /// count the store makes (a status poll of one job among hundreds queued reads one number).
     pub async fn waiting(&self, job: &Job) -> Result<Option<Waiting>, EngineError> {
-        Ok(self
-            .waiting_all(std::slice::from_ref(job))
-            .await?
-            .remove(&job.id))
+        if job.is_finished() {
+            return Ok(None);
+        }
+        let in_line = matches!(job.phase, Phase::Queued | Phase::Provisioned)
+            && !job.stop_requested
+            && !job
+                .approval
+                .as_ref()
+                .is_some_and(|a| a.state == ApprovalState::Pending);
+        let place = if in_line {
+            Some(self.store.ahead_of(job).await? + 1)
+        } else {
+            None
+        };
+        Ok(self.wait_of(job, place))
     }
 
-    /// What each of `jobs` waits for (one look at the queue for all of them).
+    /// What each of `jobs` waits for (one look at the queue for all of them: a list's page).
     pub async fn waiting_all(&self, jobs: &[Job]) -> Result<HashMap<String, Waiting>, EngineError> {
         let mut found = HashMap::new();
         if jobs.iter().all(Job::is_finished) {
