@@ -66,6 +66,32 @@ fn backend_of(f: &Fixture) -> &dyn brizo_backend_core::ComputeBackend {
 
 brizo_backend_core::conformance_tests!(fixture().await, backend_of, IMAGE);
 
+/// The rig stops what it started: a moto stopped with a job in flight leaves none of the
+/// containers its Batch ran (it left them before, one or two per test run).
+#[tokio::test]
+async fn stopping_moto_leaves_no_container_behind() {
+    let f = fixture().await;
+    let port = f.moto.port();
+    let spec = brizo_backend_core::conformance::sh(IMAGE, "sleep 300");
+    brizo_backend_core::ComputeBackend::start(&f.backend, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("start failed: {e}"));
+    // moto starts the job's container from a thread of its own, a few seconds later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while brizo_test_rigs::moto::containers_of(port).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moto never started the job's container"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(f);
+    assert_eq!(
+        brizo_test_rigs::moto::containers_of(port),
+        Vec::<String>::new()
+    );
+}
+
 /// Not part of the shared suite: which inputs a Batch job may fetch itself.
 #[tokio::test]
 async fn fetches_s3_objects_but_never_the_staging_bucket() {

@@ -50,7 +50,8 @@ pub fn spec(image: &str, argv: &[&str]) -> JobSpec {
     }
 }
 
-fn sh(image: &str, script: &str) -> JobSpec {
+/// A job that runs `script` with `/bin/sh -c` in `image` (for a backend's own tests too).
+pub fn sh(image: &str, script: &str) -> JobSpec {
     spec(image, &["/bin/sh", "-c", script])
 }
 

@@ -11,6 +11,7 @@ pub const STAGING_BUCKET: &str = "brizo-staging";
 
 pub struct Moto {
     child: Child,
+    port: u16,
     pub endpoint: String,
 }
 
@@ -32,7 +33,11 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting moto_server: {e}"))?;
-        let moto = Moto { child, endpoint };
+        let moto = Moto {
+            child,
+            port,
+            endpoint,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
@@ -67,6 +72,10 @@ impl Moto {
         Ok(moto)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The environment the AWS SDK reads its credentials from; moto accepts any.
     pub fn credentials_env() -> [(&'static str, &'static str); 2] {
         [
@@ -82,5 +91,52 @@ impl Drop for Moto {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        remove_containers_of(self.port);
     }
+}
+
+/// Removes the containers moto's Batch ran for the server on `port`: it leaves those of jobs
+/// still in flight when it stops, and some of those that ended.
+fn remove_containers_of(port: u16) {
+    let ours = containers_of(port);
+    if !ours.is_empty() {
+        let mut remove = vec!["rm".to_string(), "-f".to_string()];
+        remove.extend(ours);
+        let _ = docker(&remove);
+    }
+}
+
+/// The ids of the containers moto's Batch ran for the server on `port`. moto gives each its
+/// server's address in the environment (`MOTO_PORT`), which tells them from any other's.
+pub fn containers_of(port: u16) -> Vec<String> {
+    let Some(all) = docker(&["ps".into(), "-aq".into(), "--no-trunc".into()]) else {
+        return vec![];
+    };
+    let ids: Vec<String> = all.split_whitespace().map(String::from).collect();
+    if ids.is_empty() {
+        return vec![];
+    }
+    let mut inspect = vec![
+        "inspect".to_string(),
+        "--format".to_string(),
+        "{{.Id}}{{range .Config.Env}} {{.}}{{end}}".to_string(),
+    ];
+    inspect.extend(ids);
+    // A container removed meanwhile makes inspect fail for it alone; the others still print.
+    let envs = docker(&inspect).unwrap_or_default();
+    let mark = format!("MOTO_PORT={port}");
+    envs.lines()
+        .filter(|line| line.split(' ').skip(1).any(|var| var == mark))
+        .filter_map(|line| line.split(' ').next().map(String::from))
+        .collect()
+}
+
+/// The docker CLI's output, or `None` when it could not run.
+fn docker(args: &[String]) -> Option<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
