@@ -29,15 +29,20 @@ stop_pid() {
 }
 
 start_munge() {
-  # One munged serves every cluster on the machine; started once, left to the machine.
-  [ -S /run/munge/munge.socket.2 ] && munge -n >/dev/null 2>&1 && return 0
+  # One munged serves every cluster on the machine; started once, left to the machine. Two
+  # clusters starting at once (two tests) take turns here: otherwise the second finds the
+  # first's munged not answering yet, starts its own, and that one fails on the socket's lock.
+  mkdir -p /run/munge
+  exec 9>/run/brizo-munge-start.lock
+  flock 9
+  [ -S /run/munge/munge.socket.2 ] && munge -n >/dev/null 2>&1 && { flock -u 9; exec 9>&-; return 0; }
   [ -f /etc/munge/munge.key ] || { /usr/sbin/mungekey --create >/dev/null 2>&1 || dd if=/dev/urandom of=/etc/munge/munge.key bs=1k count=1 2>/dev/null; }
   chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
   mkdir -p /run/munge /var/lib/munge /var/log/munge; chown munge:munge /run/munge /var/lib/munge /var/log/munge
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged 9>&-
   # Recorded so that whoever started it (make test) stops it: `scripts/slurm.sh stop-munge`.
   for _ in $(seq 1 40); do [ -f /run/munge/munged.pid ] && cp /run/munge/munged.pid "$STATE_DIR/munged.pid" && break; sleep 0.1; done
-  for _ in $(seq 1 40); do munge -n >/dev/null 2>&1 && return 0; sleep 0.25; done
+  for _ in $(seq 1 40); do munge -n >/dev/null 2>&1 && { flock -u 9; exec 9>&-; return 0; }; sleep 0.25; done
   die "munged did not start"
 }
 
@@ -117,6 +122,13 @@ stop-munge)
   if [ -f "$STATE_DIR/munged.pid" ]; then
     pid=$(cat "$STATE_DIR/munged.pid"); rm -f "$STATE_DIR/munged.pid"
     kill "$pid" 2>/dev/null || true
+    # Until it has gone (or only its zombie is left), so that a munged started next finds its
+    # socket free.
+    for _ in $(seq 1 50); do
+      state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+      [ -z "$state" ] || [ "$state" = Z ] && break
+      sleep 0.1
+    done
   fi
   ;;
 token)
