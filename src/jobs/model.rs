@@ -443,6 +443,20 @@ pub struct StagedDigests {
 }
 
 impl Job {
+    /// Whether the job waits for the publisher's approval before it may stage.
+    pub fn approval_pending(&self) -> bool {
+        self.approval
+            .as_ref()
+            .is_some_and(|a| a.state == ApprovalState::Pending)
+    }
+
+    /// When the job got in line for the slot its phase waits for: its submission, plus the
+    /// time it spent queued and staging (a staged job waits for a run slot from there).
+    pub fn ready_at(&self) -> f64 {
+        let t = &self.timings;
+        self.date_created + (t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0)) as f64 / 1000.0
+    }
+
     /// Whether the job's outputs wait for the publisher's release.
     pub fn release_pending(&self) -> bool {
         self.release

@@ -243,9 +243,6 @@ impl JobStore {
     /// same kind of slot and got in line before it), counted by SQLite: a poll of one queued
     /// job among hundreds reads one number, not hundreds of entries.
     pub async fn ahead_of(&self, job: &Job) -> Result<usize, StoreError> {
-        let t = &job.timings;
-        let ready_at = job.date_created
-            + (t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0)) as f64 / 1000.0;
         let row = sqlx::query(
             "SELECT COUNT(*) AS ahead FROM (
                SELECT id, date_created
@@ -257,7 +254,7 @@ impl JobStore {
              WHERE ready_at < ?2 OR (ready_at = ?2 AND id < ?3)",
         )
         .bind(job.phase.code())
-        .bind(ready_at)
+        .bind(job.ready_at())
         .bind(&job.id)
         .fetch_one(&self.pool)
         .await?;
@@ -367,11 +364,11 @@ impl JobStore {
         for query in [UNFINISHED_IDS, UNSETTLED_IDS] {
             let joined: Option<String> = sqlx::query_scalar(query).fetch_one(&self.pool).await?;
             for entry in joined.iter().flat_map(|j| j.split(',')) {
-                let phase = entry
+                let (id, phase) = entry
                     .split_once(':')
                     .and_then(|(id, status)| Some((id, Phase::from_code(status.parse().ok()?)?)))
                     .ok_or_else(|| StoreError::Corrupt(format!("job and status: {entry}")))?;
-                jobs.push((phase.0.to_string(), phase.1));
+                jobs.push((id.to_string(), phase));
             }
         }
         Ok(jobs)
@@ -805,17 +802,12 @@ mod tests {
         let whole = store.unfinished().await.unwrap();
         assert_eq!(queue.len(), 4, "{queue:?}");
         for (entry, job) in queue.iter().zip(&whole) {
-            let t = &job.timings;
             let expected = QueueEntry {
                 id: job.id.clone(),
                 phase: job.phase,
                 stop_requested: job.stop_requested,
-                pending_approval: job
-                    .approval
-                    .as_ref()
-                    .is_some_and(|a| a.state == ApprovalState::Pending),
-                ready_at: job.date_created
-                    + (t.queued_ms.unwrap_or(0) + t.staging_ms.unwrap_or(0)) as f64 / 1000.0,
+                pending_approval: job.approval_pending(),
+                ready_at: job.ready_at(),
             };
             assert_eq!(entry, &expected);
         }

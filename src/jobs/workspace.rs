@@ -90,20 +90,17 @@ impl Workspace {
     /// (a size, and the folder of blank disks), what the algorithm writes goes to a
     /// filesystem of that size.
     pub async fn create(&self, run_as: &str, disk: Option<(u64, &Path)>) -> std::io::Result<()> {
-        let blank = match disk {
-            Some((bytes, blanks)) => Some((super::disk::blank(blanks, bytes).await?, bytes)),
-            None => None,
-        };
         let (ws, run_as) = (self.clone(), run_as.to_owned());
+        let disk = disk.map(|(bytes, blanks)| (bytes, blanks.to_owned()));
         // The whole layout in one blocking call: each tokio::fs call is a trip to the
         // blocking pool and back, two thread switches, and a layout is a dozen of them.
         tokio::task::spawn_blocking(move || {
-            ws.lay_out(&run_as, blank.as_ref().map(|(b, n)| (b.as_path(), *n)))
+            ws.lay_out(&run_as, disk.as_ref().map(|(n, b)| (*n, b.as_path())))
         })
         .await?
     }
 
-    fn lay_out(&self, run_as: &str, blank: Option<(&Path, u64)>) -> std::io::Result<()> {
+    fn lay_out(&self, run_as: &str, disk: Option<(u64, &Path)>) -> std::io::Result<()> {
         self.remove_now()?;
         let open = || std::fs::Permissions::from_mode(0o755);
         for dir in [
@@ -115,8 +112,8 @@ impl Workspace {
             std::fs::set_permissions(&dir, open())?;
         }
         std::fs::set_permissions(&self.root, open())?;
-        if let Some((blank, bytes)) = blank {
-            super::disk::attach(blank, &self.root.join("disk.img"), &self.disk(), bytes)?;
+        if let Some((bytes, blanks)) = disk {
+            super::disk::attach(blanks, &self.root.join("disk.img"), &self.disk(), bytes)?;
         }
         for dir in [self.outputs(), self.logs()] {
             std::fs::create_dir(&dir)?;

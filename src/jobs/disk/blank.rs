@@ -9,19 +9,20 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::SeekFrom;
-use tokio::process::Command;
+use std::process::Command;
 
 /// Bumped whenever the mkfs options below change, so that blanks made by an older build are
 /// not used.
 const FORMAT: &str = "ext4-v1";
 
-/// The blank of `bytes` in `blanks`, made now if there is none yet.
-pub async fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
+/// The blank of `bytes` in `blanks`, made now if there is none yet (blocking: mkfs runs
+/// once per size).
+pub fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
     let path = blanks.join(format!("{FORMAT}-{bytes}.img"));
-    if tokio::fs::try_exists(&path).await? {
+    if path.try_exists()? {
         return Ok(path);
     }
-    tokio::fs::create_dir_all(blanks).await?;
+    std::fs::create_dir_all(blanks)?;
     // Made under a name of its own and renamed into place: two jobs that make it at once
     // each rename a whole blank, and a crash leaves no half-made one under the real name.
     let partial = blanks.join(format!(
@@ -29,21 +30,18 @@ pub async fn blank(blanks: &Path, bytes: u64) -> io::Result<PathBuf> {
         std::process::id(),
         rand::random::<u32>()
     ));
-    let file = tokio::fs::File::create(&partial).await?;
-    file.set_len(bytes).await?;
-    drop(file);
+    File::create(&partial)?.set_len(bytes)?;
     // No journal (a job's scratch needs no crash safety), no blocks reserved for root.
     let made = super::run(
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0", "-O", "^has_journal"])
             .arg(&partial),
-    )
-    .await;
+    );
     if let Err(e) = made {
-        let _ = tokio::fs::remove_file(&partial).await;
+        let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
-    tokio::fs::rename(&partial, &path).await?;
+    std::fs::rename(&partial, &path)?;
     Ok(path)
 }
 

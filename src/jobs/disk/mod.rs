@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
-use tokio::process::Command;
+use std::process::Command;
 
 mod blank;
 mod loopdev;
@@ -68,43 +68,25 @@ impl Quota {
     }
 }
 
-/// The blank filesystem of `bytes` in `blanks`, made now if there is none yet (the one step
-/// of a job's disk that may start a program, mkfs, and only once per size).
-pub async fn blank(blanks: &Path, bytes: u64) -> std::io::Result<std::path::PathBuf> {
-    blank::blank(blanks, bytes).await
-}
-
 /// Makes a `bytes`-sized filesystem in the file `image`, a copy of the blank of that size in
 /// `blanks`, and mounts it on `dir`, which must exist and be empty.
 pub async fn mount(image: &Path, dir: &Path, bytes: u64, blanks: &Path) -> std::io::Result<()> {
-    let blank = blank::blank(blanks, bytes).await?;
-    let (image, dir) = (image.to_owned(), dir.to_owned());
-    tokio::task::spawn_blocking(move || attach(&blank, &image, &dir, bytes)).await?
+    let (image, dir, blanks) = (image.to_owned(), dir.to_owned(), blanks.to_owned());
+    tokio::task::spawn_blocking(move || attach(&blanks, &image, &dir, bytes)).await?
 }
 
-/// What [`mount`] does once the blank is there, in the calling thread (blocking): the
-/// sparse copy of `blank` into `image` (sparse: it takes what is written), and its mount.
-pub fn attach(blank: &Path, image: &Path, dir: &Path, bytes: u64) -> std::io::Result<()> {
-    blank::copy_sparse(blank, image, bytes)?;
+/// What [`mount`] does, in the calling thread (blocking): the blank of `bytes` in `blanks`
+/// (made once per size), its sparse copy into `image` (it takes what is written), and the
+/// mount of that on `dir`.
+pub fn attach(blanks: &Path, image: &Path, dir: &Path, bytes: u64) -> std::io::Result<()> {
+    blank::copy_sparse(&blank::blank(blanks, bytes)?, image, bytes)?;
     match loopdev::mount(image, dir) {
         Err(e) if loopdev::unsupported(&e) => {
             // A kernel before 5.8: mount(8) knows the older way to attach.
-            let out = std::process::Command::new("mount")
+            run(Command::new("mount")
                 .args(["-o", "loop,nosuid,nodev,noexec"])
                 .arg(image)
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()?;
-            if out.status.success() {
-                return Ok(());
-            }
-            Err(std::io::Error::other(format!(
-                "mount -o loop {image:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
+                .arg(dir))
         }
         other => other.map_err(|e| {
             std::io::Error::new(e.kind(), format!("mounting the job's disk on {dir:?}: {e}"))
@@ -166,19 +148,19 @@ pub fn is_full(dir: &Path, quota: Quota) -> bool {
     }
 }
 
-async fn run(command: &mut Command) -> std::io::Result<()> {
+/// Runs a program to its end (blocking); its error output is the error's text.
+fn run(command: &mut Command) -> std::io::Result<()> {
     let out = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
-        .await?;
+        .output()?;
     if out.status.success() {
         return Ok(());
     }
     Err(std::io::Error::other(format!(
         "{:?} failed ({}): {}",
-        command.as_std().get_program(),
+        command.get_program(),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     )))

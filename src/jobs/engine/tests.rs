@@ -695,39 +695,44 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
     for _ in 0..5 {
         ids.push(r.submit(600).await);
     }
-    // How many of the jobs are in each phase, once that stops changing.
-    let settled = |want: [(Phase, usize); 3]| {
+    // The jobs, once as many are in each phase as `want` says, and still after `hold` more
+    // (however many reconcile ticks, 20 ms, go by).
+    let settled = |want: [(Phase, usize); 3], hold: Duration| {
         let (engine, ids) = (r.engine.clone(), ids.clone());
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
+            let mut held_since: Option<Instant> = None;
             loop {
                 let mut jobs = vec![];
                 for id in &ids {
                     jobs.push(engine.get(id, None).await.unwrap());
                 }
                 let count = |p: Phase| jobs.iter().filter(|j| j.phase == p).count();
-                if want.iter().all(|(p, n)| count(*p) == *n) {
-                    return jobs;
-                }
                 let phases: Vec<Phase> = jobs.iter().map(|j| j.phase).collect();
-                assert!(
-                    Instant::now() < deadline,
-                    "phases {phases:?}, want {want:?}"
-                );
+                if want.iter().all(|(p, n)| count(*p) == *n) {
+                    let since = *held_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= hold {
+                        return jobs;
+                    }
+                } else {
+                    assert!(held_since.is_none(), "phases {phases:?} after {want:?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "phases {phases:?}, want {want:?}"
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     };
     // One runs, two wait staged (a run slot's and a staging slot's worth); the rest stay
-    // queued, however many reconcile ticks (20 ms) go by.
+    // queued.
     let want = [
         (Phase::Running, 1),
         (Phase::Provisioned, 2),
         (Phase::Queued, 2),
     ];
-    settled(want).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let jobs = settled(want).await;
+    let jobs = settled(want, Duration::from_millis(500)).await;
     for job in jobs.iter().filter(|j| j.phase == Phase::Queued) {
         let w = r.engine.waiting(job).await.unwrap().unwrap();
         assert_eq!(w.reason, WaitReason::StagingSlot, "{w:?}");
@@ -742,9 +747,7 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
         (Phase::Provisioned, 2),
         (Phase::Queued, 1),
     ];
-    settled(want).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    settled(want).await;
+    settled(want, Duration::from_millis(300)).await;
     for id in ids.iter().filter(|id| **id != running.id) {
         r.engine.stop(id, None).await.unwrap();
         assert!(r.ended(id).await.is_finished());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Engine, EngineError};
-use crate::jobs::model::{ApprovalState, Job, Phase, WaitReason, Waiting};
+use crate::jobs::model::{Job, Phase, WaitReason, Waiting};
 
 impl Engine {
     /// What `job` waits for; `None` once it runs or has ended. Its place in its queue is a
@@ -16,10 +16,7 @@ impl Engine {
         }
         let in_line = matches!(job.phase, Phase::Queued | Phase::Provisioned)
             && !job.stop_requested
-            && !job
-                .approval
-                .as_ref()
-                .is_some_and(|a| a.state == ApprovalState::Pending);
+            && !job.approval_pending();
         let place = if in_line {
             Some(self.store.ahead_of(job).await? + 1)
         } else {
@@ -89,12 +86,7 @@ impl Engine {
                 None,
             );
         }
-        if job.phase == Phase::Queued
-            && job
-                .approval
-                .as_ref()
-                .is_some_and(|a| a.state == ApprovalState::Pending)
-        {
+        if job.phase == Phase::Queued && job.approval_pending() {
             return waiting(
                 WaitReason::Approval,
                 "waiting for the publisher to approve it (its dataset asks for approval of each job); not approved before the agreement expires, it ends without running and is not charged".into(),
