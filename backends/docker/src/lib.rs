@@ -14,14 +14,16 @@ use bollard::models::{
     Mount as DockerMount, MountType,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use brizo_backend_core::{
     BackendError, BackendSettings, Capabilities, Collected, ComputeBackend, ExitInfo, JobSpec,
     RunInfo, RunState,
 };
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 
 pub const LABEL_JOB: &str = "brizo.job-id";
@@ -29,6 +31,12 @@ pub const LABEL_INSTANCE: &str = "brizo.instance";
 pub const LABEL_BACKEND: &str = "brizo.backend";
 /// Ceiling of the engine's own log of a job container (json-file `max-size`).
 pub const ENGINE_LOG_MAX: &str = "64m";
+/// Exit code of a process ended by SIGKILL (128 + 9), which is what the OOM killer sends.
+const SIGKILL_EXIT: i64 = 137;
+/// How long past a run's finish its late "oom" event is waited for (see `oom_logged`).
+pub const LATE_OOM_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Slack on top of the event query's own end before it counts as unanswered.
+const EVENTS_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct DockerBackend {
     engine: Arc<Engine>,
@@ -94,6 +102,56 @@ impl DockerBackend {
 
     pub fn container_name(job_id: &str) -> String {
         format!("brizo-{job_id}")
+    }
+
+    /// Whether the engine logged an "oom" event for the job's container around the time it
+    /// finished (`finished_at` as the engine reports it, RFC 3339; `None` for just now).
+    ///
+    /// Docker sets `State.OOMKilled` from containerd's OOM event, which travels apart from the
+    /// task's exit event: when the exit is handled first, the flag stays false for good (seen
+    /// on Docker 20.10 with cgroup v1, under load). The daemon still logs the "oom" event when
+    /// it comes, so this reads the engine's event log, waiting up to [`LATE_OOM_GRACE`] past
+    /// the finish for it. Long after the finish it answers from the log at once; the engine
+    /// keeps only its last events there, so an OOM kill read back much later can be missed.
+    pub async fn oom_logged(
+        &self,
+        job_id: &str,
+        finished_at: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let docker = self.engine.client().await?;
+        let now = Utc::now();
+        let finished = finished_at
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .filter(|t| *t <= now)
+            .unwrap_or(now);
+        // The kill comes before the exit; the event may be logged a little after it.
+        let since = finished - chrono::Duration::seconds(30);
+        let until = (finished + LATE_OOM_GRACE).max(now);
+        let stamp =
+            |t: DateTime<Utc>| format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos());
+        let name = Self::container_name(job_id);
+        let filters = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["oom".to_string()]),
+            ("container", vec![name]),
+        ]);
+        let options = EventsOptionsBuilder::new()
+            .since(&stamp(since))
+            .until(&stamp(until))
+            .filters(&filters)
+            .build();
+        let mut events = docker.events(Some(options));
+        // The engine ends the stream at `until`; the deadline guards against one that does not.
+        let deadline = (until - now).to_std().unwrap_or_default() + EVENTS_DEADLINE_MARGIN;
+        match tokio::time::timeout(deadline, events.next()).await {
+            Ok(Some(Ok(_))) => Ok(true),
+            Ok(None) => Ok(false),
+            Ok(Some(Err(e))) => Err(classify(e, job_id)),
+            Err(_) => Err(BackendError::unavailable(format!(
+                "the engine's event log did not answer within {deadline:?}"
+            ))),
+        }
     }
 
     async fn inspect(
@@ -345,13 +403,22 @@ impl ComputeBackend for DockerBackend {
         let Some(c) = self.inspect(job_id).await? else {
             return Ok(RunState::NotFound);
         };
+        let memory_limited = c.host_config.as_ref().and_then(|h| h.memory).unwrap_or(0) > 0;
         let state = c.state.unwrap_or_default();
         Ok(match state.status {
             Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
             Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
+                let exit_code = state.exit_code.unwrap_or(-1);
+                let mut oom_killed = state.oom_killed.unwrap_or(false);
+                // Only a SIGKILL under a memory limit can be an OOM kill the flag missed.
+                if !oom_killed && exit_code == SIGKILL_EXIT && memory_limited {
+                    oom_killed = self
+                        .oom_logged(job_id, state.finished_at.as_deref())
+                        .await?;
+                }
                 RunState::Exited(ExitInfo {
-                    exit_code: state.exit_code.unwrap_or(-1),
-                    oom_killed: state.oom_killed.unwrap_or(false),
+                    exit_code,
+                    oom_killed,
                 })
             }
             _ => RunState::Running,

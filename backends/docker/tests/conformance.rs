@@ -12,3 +12,31 @@ async fn backend() -> DockerBackend {
 }
 
 brizo_backend_core::conformance_tests!(backend().await, IMAGE);
+
+/// Docker can miss an OOM kill in `State.OOMKilled` (its OOM event raced the exit); the backend
+/// then reads the engine's event log. The race itself cannot be forced from here, so this checks
+/// the reading both ways on the real engine: an OOM-killed run is found in the log, a run killed
+/// by `stop` (the same exit code, 137) is not.
+#[tokio::test]
+async fn the_engine_log_tells_an_oom_kill_from_a_stop() {
+    use brizo_backend_core::ComputeBackend;
+    use brizo_backend_core::conformance::{sh, spec};
+
+    let b = backend().await;
+    let mut oom = spec(IMAGE, &["python3", "-c", "x = bytearray(512 << 20)"]);
+    oom.limits.memory_bytes = 64 << 20;
+    b.start(&oom).await.unwrap();
+    let exit = b.wait(&oom.job_id).await.unwrap();
+    assert_eq!(exit.exit_code, 137);
+    assert!(exit.oom_killed);
+    assert!(b.oom_logged(&oom.job_id, None).await.unwrap());
+    b.remove(&oom.job_id).await.unwrap();
+
+    let stopped = sh(IMAGE, "sleep 300");
+    b.start(&stopped).await.unwrap();
+    b.stop(&stopped.job_id).await.unwrap();
+    let exit = b.wait(&stopped.job_id).await.unwrap();
+    assert_eq!(exit.exit_code, 137);
+    assert!(!b.oom_logged(&stopped.job_id, None).await.unwrap());
+    b.remove(&stopped.job_id).await.unwrap();
+}
