@@ -41,6 +41,57 @@ impl Script<'_> {
     pub fn render(&self) -> String {
         let q = |s: &str| shell_words::quote(s).into_owned();
         let spec = self.spec;
+        let args = self.create_args();
+        let create = args.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
+        let docker = q(self.docker);
+        let name = q(self.container);
+        let report = q(&self.job_dir.join(ENGINE_RESULT).display().to_string());
+        format!(
+            r#"#!/bin/sh
+# brizo job {job}: its container, stopped with the job.
+docker={docker}
+name={name}
+# Slurm may run a job again after its node failed; brizo runs each job once.
+if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then
+  echo "brizo: Slurm started this job again after a failure; it runs once" >&2
+  exit 75
+fi
+stopped=0
+stop() {{ stopped=1; echo "brizo: Slurm ended the job (a cancel, or its time limit); stopping its container" >&2; "$docker" kill "$name" >/dev/null 2>&1; }}
+trap stop TERM INT HUP
+"$docker" rm -f "$name" >/dev/null 2>&1
+began=$(date +%s)
+if ! "$docker" {create} >/dev/null; then
+  echo "brizo: the job's container could not be created on $(hostname)" >&2
+  exit 125
+fi
+# Cancelled while the container was being made: it never starts (and nothing is reported, so
+# the job counts as never started).
+if [ "$stopped" = 1 ]; then "$docker" rm -f "$name" >/dev/null 2>&1; exit 143; fi
+"$docker" start -a "$name" &
+client=$!
+# A signal interrupts wait; the trap stops the container, and the client then ends with it.
+while kill -0 "$client" 2>/dev/null; do wait "$client"; done
+code=$("$docker" inspect -f '{{{{.State.ExitCode}}}}' "$name" 2>/dev/null || echo 137)
+oom=$("$docker" inspect -f '{{{{.State.OOMKilled}}}}' "$name" 2>/dev/null || echo false)
+# Docker 20.10 can miss an OOM kill in that flag (its OOM event raced the exit) but still
+# logs the event: a SIGKILL without the flag is checked in the engine's event log.
+if [ "$code" = 137 ] && [ "$oom" != true ] && "$docker" events --since "$began" --until "$(($(date +%s) + 2))" \
+    --filter "container=$name" --filter event=oom --format oom 2>/dev/null | grep -q oom; then
+  oom=true
+fi
+printf '{{"exit_code": %s, "oom_killed": %s}}\n' "$code" "$oom" > {report}.partial && mv {report}.partial {report}
+"$docker" rm -f "$name" >/dev/null 2>&1
+exit "$code"
+"#,
+            job = spec.job_id,
+        )
+    }
+
+    /// `docker create`'s arguments for the job's container: the runner as its entrypoint,
+    /// isolated and limited as on every backend.
+    fn create_args(&self) -> Vec<String> {
+        let spec = self.spec;
         let mut args: Vec<String> = vec!["create".into(), "--name".into(), self.container.into()];
         for (k, v) in self.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
@@ -102,43 +153,7 @@ impl Script<'_> {
         }
         // The image's entrypoint is replaced: the runner is the container's first process.
         args.extend(["--entrypoint".into(), RUNNER_PATH.into(), self.image.into()]);
-        let create = args.iter().map(|a| q(a)).collect::<Vec<_>>().join(" ");
-        let docker = q(self.docker);
-        let name = q(self.container);
-        let report = q(&self.job_dir.join(ENGINE_RESULT).display().to_string());
-        format!(
-            r#"#!/bin/sh
-# brizo job {job}: its container, stopped with the job.
-docker={docker}
-name={name}
-# Slurm may run a job again after its node failed; brizo runs each job once.
-if [ "${{SLURM_RESTART_COUNT:-0}}" != 0 ]; then
-  echo "brizo: Slurm started this job again after a failure; it runs once" >&2
-  exit 75
-fi
-stopped=0
-stop() {{ stopped=1; echo "brizo: Slurm ended the job (a cancel, or its time limit); stopping its container" >&2; "$docker" kill "$name" >/dev/null 2>&1; }}
-trap stop TERM INT HUP
-"$docker" rm -f "$name" >/dev/null 2>&1
-if ! "$docker" {create} >/dev/null; then
-  echo "brizo: the job's container could not be created on $(hostname)" >&2
-  exit 125
-fi
-# Cancelled while the container was being made: it never starts (and nothing is reported, so
-# the job counts as never started).
-if [ "$stopped" = 1 ]; then "$docker" rm -f "$name" >/dev/null 2>&1; exit 143; fi
-"$docker" start -a "$name" &
-client=$!
-# A signal interrupts wait; the trap stops the container, and the client then ends with it.
-while kill -0 "$client" 2>/dev/null; do wait "$client"; done
-code=$("$docker" inspect -f '{{{{.State.ExitCode}}}}' "$name" 2>/dev/null || echo 137)
-oom=$("$docker" inspect -f '{{{{.State.OOMKilled}}}}' "$name" 2>/dev/null || echo false)
-printf '{{"exit_code": %s, "oom_killed": %s}}\n' "$code" "$oom" > {report}.partial && mv {report}.partial {report}
-"$docker" rm -f "$name" >/dev/null 2>&1
-exit "$code"
-"#,
-            job = spec.job_id,
-        )
+        args
     }
 }
 
@@ -218,9 +233,20 @@ mod tests {
             "/opt/brizo/brizo-runner:/opt/brizo/brizo-runner:ro",
             "trap stop TERM INT HUP",
             "{{.State.OOMKilled}}",
+            "--filter event=oom",
         ] {
             assert!(script.contains(needle), "{needle:?} missing in:\n{script}");
         }
         assert!(!script.contains("--privileged"));
+        // It is a valid shell script (what sbatch runs).
+        let checked = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            checked.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
     }
 }
