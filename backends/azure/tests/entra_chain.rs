@@ -48,53 +48,9 @@ async fn a_failing_chain_says_what_to_do_and_the_azure_cli_is_its_fallback() {
             .unwrap();
     standin.add_job(BATCH_JOB);
     let bin = tempfile::tempdir().unwrap();
-    // SAFETY: the one test of this binary, before any backend reads the environment.
-    unsafe {
-        std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", "a2V5");
-        std::env::set_var("IDENTITY_ENDPOINT", standin.identity_endpoint());
-        std::env::set_var("IDENTITY_HEADER", "not-the-header-of-this-environment");
-        for name in [
-            "AZURE_CLIENT_SECRET",
-            "AZURE_FEDERATED_TOKEN_FILE",
-            "AZURE_CLIENT_ID",
-        ] {
-            std::env::remove_var(name);
-        }
-        let path = std::env::var("PATH").unwrap_or_default();
-        std::env::set_var("PATH", format!("{}:{path}", bin.path().display()));
-    }
-
-    // Nobody signed in to the Azure CLI, and the managed identity endpoint refuses.
-    let az = bin.path().join("az");
-    std::fs::write(
-        &az,
-        "#!/bin/sh\necho \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+    a_chain_that_fails(&standin, bin.path());
     let b = brizo_backend_azure::connect(config(&standin), "chain", "failing").unwrap();
-    match b.ping().await {
-        Err(e @ BackendError::Unavailable { .. }) => {
-            let words = e.to_string();
-            for part in [
-                "no Azure credential gave brizo a Microsoft Entra token for Azure Batch",
-                BATCH_SCOPE,
-                // Each source, and what it answered.
-                "the managed identity at IDENTITY_ENDPOINT",
-                "X-IDENTITY-HEADER is missing or is not this environment's IDENTITY_HEADER",
-                "the Azure CLI or Azure Developer CLI sign-in",
-                "Please run 'az login'",
-                // What to do.
-                "managed identity",
-                "AZURE_CLIENT_SECRET",
-                "auth = \"shared_key\"",
-            ] {
-                assert!(words.contains(part), "{part:?} not in: {words}");
-            }
-        }
-        other => panic!("expected unavailable, got {other:?}"),
-    }
+    assert_says_what_to_do(b.ping().await);
     assert!(
         standin.credentials().is_empty(),
         "a request went to Batch without a token"
@@ -132,4 +88,61 @@ async fn a_failing_chain_says_what_to_do_and_the_azure_cli_is_its_fallback() {
         "{:?}",
         standin.violations()
     );
+}
+
+/// This process's environment as one where every source of the chain fails: the managed
+/// identity endpoint is told the wrong header, nobody signed in to the Azure CLI (an `az` on
+/// PATH, in `bin`, that says so), no service principal or workload identity is set.
+fn a_chain_that_fails(standin: &BatchStandin, bin: &std::path::Path) {
+    // SAFETY: the one test of this binary, before any backend reads the environment.
+    unsafe {
+        std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", "a2V5");
+        std::env::set_var("IDENTITY_ENDPOINT", standin.identity_endpoint());
+        std::env::set_var("IDENTITY_HEADER", "not-the-header-of-this-environment");
+        for name in [
+            "AZURE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_CLIENT_ID",
+        ] {
+            std::env::remove_var(name);
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{}:{path}", bin.display()));
+    }
+
+    // Nobody signed in to the Azure CLI, and the managed identity endpoint refuses.
+    let az = bin.join("az");
+    std::fs::write(
+        &az,
+        "#!/bin/sh\necho \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The refusal of a chain in which every source failed names each source, what it answered
+/// and what the publisher can do.
+fn assert_says_what_to_do(ping: Result<(), BackendError>) {
+    match ping {
+        Err(e @ BackendError::Unavailable { .. }) => {
+            let words = e.to_string();
+            for part in [
+                "no Azure credential gave brizo a Microsoft Entra token for Azure Batch",
+                BATCH_SCOPE,
+                // Each source, and what it answered.
+                "the managed identity at IDENTITY_ENDPOINT",
+                "X-IDENTITY-HEADER is missing or is not this environment's IDENTITY_HEADER",
+                "the Azure CLI or Azure Developer CLI sign-in",
+                "Please run 'az login'",
+                // What to do.
+                "managed identity",
+                "AZURE_CLIENT_SECRET",
+                "auth = \"shared_key\"",
+            ] {
+                assert!(words.contains(part), "{part:?} not in: {words}");
+            }
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
 }

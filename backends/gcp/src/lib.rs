@@ -215,89 +215,97 @@ impl GcpBatch {
     pub fn job_for(&self, submission: &Submission<'_>) -> Job {
         let spec = submission.spec;
         let id = Self::batch_job_id(&self.scope, &spec.job_id);
-        let container = ContainerOptions::for_spec(spec, submission.staged_bytes);
         let labels = BTreeMap::from([
-            ("brizo_run".to_string(), id.clone()),
+            ("brizo_run".to_string(), id),
             ("brizo_job".to_string(), label_value(&spec.job_id)),
         ]);
-        let network = (self.config.instance_template.is_empty()
-            && !(self.config.network.is_empty() && self.config.subnetwork.is_empty()))
-        .then(|| NetworkPolicy {
-            network_interfaces: vec![NetworkInterface {
-                network: endpoint(&self.config.network).map(str::to_string),
-                subnetwork: endpoint(&self.config.subnetwork).map(str::to_string),
-                no_external_ip_address: true,
-            }],
-        });
-        let instances = if !self.config.instance_template.is_empty() {
-            vec![InstancePolicyOrTemplate {
-                instance_template: Some(self.config.instance_template.clone()),
-                policy: None,
-            }]
-        } else if !self.config.machine_type.is_empty() {
-            vec![InstancePolicyOrTemplate {
-                instance_template: None,
-                policy: Some(InstancePolicy {
-                    machine_type: Some(self.config.machine_type.clone()),
-                }),
-            }]
-        } else {
-            vec![]
-        };
         Job {
             task_groups: vec![TaskGroup {
-                task_spec: TaskSpec {
-                    runnables: vec![Runnable {
-                        container: Some(Container {
-                            image_uri: submission.image.run.clone(),
-                            commands: vec![],
-                            entrypoint: Some(RUNNER_PATH.into()),
-                            volumes: vec![format!(
-                                "{}:{RUNNER_PATH}:ro",
-                                self.config.runner_host_path
-                            )],
-                            options: Some(shell_words::join(&container.options)),
-                            block_external_network: None,
-                        }),
-                        environment: Some(Environment {
-                            variables: BTreeMap::from([(
-                                PLAN_URL_ENV.to_string(),
-                                submission.plan_url.to_string(),
-                            )]),
-                        }),
-                        display_name: Some("brizo-runner".into()),
-                    }],
-                    compute_resource: Some(ComputeResource {
-                        cpu_milli: format!("{}", (spec.limits.cpus * 1000.0).ceil().max(1.0)),
-                        memory_mib: container.memory_mib.to_string(),
-                        boot_disk_mib: None,
-                    }),
-                    max_run_duration: spec.backstop_secs.map(|s| rest::duration(s.max(1))),
-                    max_retry_count: 0,
-                    environment: None,
-                },
+                task_spec: self.task_spec(submission),
                 task_count: Some("1".into()),
                 parallelism: Some("1".into()),
                 name: None,
             }],
-            allocation_policy: Some(AllocationPolicy {
-                instances,
-                network,
-                service_account: endpoint(&self.config.service_account).map(|email| {
-                    ServiceAccount {
-                        email: email.to_string(),
-                    }
-                }),
-                location: Some(LocationPolicy {
-                    allowed_locations: vec![format!("regions/{}", self.config.region)],
-                }),
-                labels: labels.clone(),
-            }),
+            allocation_policy: Some(self.allocation_policy(labels.clone())),
             labels,
             logs_policy: Some(LogsPolicy {
                 destination: "CLOUD_LOGGING".into(),
             }),
             ..Job::default()
+        }
+    }
+
+    /// The one task: the runner in the job's image, with the job's limits.
+    fn task_spec(&self, submission: &Submission<'_>) -> TaskSpec {
+        let spec = submission.spec;
+        let container = ContainerOptions::for_spec(spec, submission.staged_bytes);
+        TaskSpec {
+            runnables: vec![Runnable {
+                container: Some(Container {
+                    image_uri: submission.image.run.clone(),
+                    commands: vec![],
+                    entrypoint: Some(RUNNER_PATH.into()),
+                    volumes: vec![format!("{}:{RUNNER_PATH}:ro", self.config.runner_host_path)],
+                    options: Some(shell_words::join(&container.options)),
+                    block_external_network: None,
+                }),
+                environment: Some(Environment {
+                    variables: BTreeMap::from([(
+                        PLAN_URL_ENV.to_string(),
+                        submission.plan_url.to_string(),
+                    )]),
+                }),
+                display_name: Some("brizo-runner".into()),
+            }],
+            compute_resource: Some(ComputeResource {
+                cpu_milli: format!("{}", (spec.limits.cpus * 1000.0).ceil().max(1.0)),
+                memory_mib: container.memory_mib.to_string(),
+                boot_disk_mib: None,
+            }),
+            max_run_duration: spec.backstop_secs.map(|s| rest::duration(s.max(1))),
+            max_retry_count: 0,
+            environment: None,
+        }
+    }
+
+    /// Where and on what the task runs: the configured instance template, or a machine type
+    /// (and network) of the config's; the region; the service account the VM acts as.
+    fn allocation_policy(&self, labels: BTreeMap<String, String>) -> AllocationPolicy {
+        let config = &self.config;
+        let network = (config.instance_template.is_empty()
+            && !(config.network.is_empty() && config.subnetwork.is_empty()))
+        .then(|| NetworkPolicy {
+            network_interfaces: vec![NetworkInterface {
+                network: endpoint(&config.network).map(str::to_string),
+                subnetwork: endpoint(&config.subnetwork).map(str::to_string),
+                no_external_ip_address: true,
+            }],
+        });
+        let instances = if !config.instance_template.is_empty() {
+            vec![InstancePolicyOrTemplate {
+                instance_template: Some(config.instance_template.clone()),
+                policy: None,
+            }]
+        } else if !config.machine_type.is_empty() {
+            vec![InstancePolicyOrTemplate {
+                instance_template: None,
+                policy: Some(InstancePolicy {
+                    machine_type: Some(config.machine_type.clone()),
+                }),
+            }]
+        } else {
+            vec![]
+        };
+        AllocationPolicy {
+            instances,
+            network,
+            service_account: endpoint(&config.service_account).map(|email| ServiceAccount {
+                email: email.to_string(),
+            }),
+            location: Some(LocationPolicy {
+                allowed_locations: vec![format!("regions/{}", config.region)],
+            }),
+            labels,
         }
     }
 }

@@ -23,6 +23,7 @@ use brizo_test_rigs::built_runner;
 use brizo_test_rigs::gcp_batch::BatchStandin;
 use brizo_test_rigs::gcs::{self, Gcs};
 use futures::StreamExt;
+use serde_json::Value;
 use sha2::Digest;
 
 const IMAGE: &str = "brizo/python:3.11-bookworm";
@@ -171,50 +172,7 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         Vec::<String>::new(),
         "{body}"
     );
-    let task = &body["taskGroups"][0]["taskSpec"];
-    assert_eq!(task["maxRunDuration"], "900s", "{body}");
-    assert_eq!(task["maxRetryCount"], 0, "{body}");
-    assert_eq!(task["computeResource"]["cpuMilli"], "1500", "{body}");
-    let memory: u64 = task["computeResource"]["memoryMib"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(memory >= 256, "{body}");
-    let container = &task["runnables"][0]["container"];
-    assert_eq!(container["entrypoint"], brizo_runner::RUNNER_PATH, "{body}");
-    assert!(
-        container["imageUri"]
-            .as_str()
-            .is_some_and(|i| i.starts_with("sha256:")),
-        "the image the local engine has, by id: {body}"
-    );
-    let options = container["options"].as_str().unwrap();
-    for expected in [
-        "--read-only",
-        "--cap-drop ALL",
-        "--cpus 1.5",
-        "--pids-limit 96",
-        "no-new-privileges",
-        "/out:rw,nosuid,nodev",
-    ] {
-        assert!(options.contains(expected), "{expected} not in {options}");
-    }
-    let network = &body["allocationPolicy"]["network"]["networkInterfaces"][0];
-    assert_eq!(network["noExternalIpAddress"], true, "{body}");
-    assert_eq!(
-        network["subnetwork"],
-        format!("projects/{PROJECT}/regions/{REGION}/subnetworks/brizo-jobs")
-    );
-    assert_eq!(
-        body["allocationPolicy"]["serviceAccount"]["email"],
-        gcs::service_account_email()
-    );
-    assert_eq!(body["labels"]["brizo_run"], run.run_id.as_str());
-    assert_eq!(
-        body["labels"]["brizo_job"],
-        brizo_backend_gcp::label_value(&s.job_id)
-    );
+    assert_limits_network_and_labels(&body, &run.run_id, &s.job_id);
     assert_eq!(
         run.run_id,
         GcpBatch::batch_job_id("conformance/gcp", &s.job_id)
@@ -274,6 +232,56 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         rig.gcs.violations().is_empty(),
         "{:?}",
         rig.gcs.violations()
+    );
+}
+
+/// The job body of `jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapped`
+/// carries its spec's limits (memory 256 MiB, 1.5 CPUs, 32 pids, a 900 s backstop), the
+/// isolation options, the rig's network and service account, and brizo's labels.
+fn assert_limits_network_and_labels(body: &Value, run_id: &str, job_id: &str) {
+    let task = &body["taskGroups"][0]["taskSpec"];
+    assert_eq!(task["maxRunDuration"], "900s", "{body}");
+    assert_eq!(task["maxRetryCount"], 0, "{body}");
+    assert_eq!(task["computeResource"]["cpuMilli"], "1500", "{body}");
+    let memory: u64 = task["computeResource"]["memoryMib"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(memory >= 256, "{body}");
+    let container = &task["runnables"][0]["container"];
+    assert_eq!(container["entrypoint"], brizo_runner::RUNNER_PATH, "{body}");
+    assert!(
+        container["imageUri"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "the image the local engine has, by id: {body}"
+    );
+    let options = container["options"].as_str().unwrap();
+    for expected in [
+        "--read-only",
+        "--cap-drop ALL",
+        "--cpus 1.5",
+        "--pids-limit 96",
+        "no-new-privileges",
+        "/out:rw,nosuid,nodev",
+    ] {
+        assert!(options.contains(expected), "{expected} not in {options}");
+    }
+    let network = &body["allocationPolicy"]["network"]["networkInterfaces"][0];
+    assert_eq!(network["noExternalIpAddress"], true, "{body}");
+    assert_eq!(
+        network["subnetwork"],
+        format!("projects/{PROJECT}/regions/{REGION}/subnetworks/brizo-jobs")
+    );
+    assert_eq!(
+        body["allocationPolicy"]["serviceAccount"]["email"],
+        gcs::service_account_email()
+    );
+    assert_eq!(body["labels"]["brizo_run"], run_id);
+    assert_eq!(
+        body["labels"]["brizo_job"],
+        brizo_backend_gcp::label_value(job_id)
     );
 }
 

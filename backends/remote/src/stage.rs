@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use brizo_backend_core::{BackendError, JobSpec, Mount};
 use brizo_runner::{FileDownload, Plan, PlanLimits, WritableDir};
 
-use crate::{Access, RemoteEngine};
+use crate::{Access, RemoteEngine, Staging};
 
 pub(crate) struct Staged {
     pub plan_url: String,
@@ -22,23 +22,10 @@ pub(crate) async fn stage<E: RemoteEngine + ?Sized>(
     engine: &E,
     spec: &JobSpec,
 ) -> Result<Staged, BackendError> {
-    let staging = engine.staging();
+    let staging = engine.staging().as_ref();
     let job = spec.job_id.as_str();
-    let mut plan = Plan {
-        dirs: vec![],
-        files: vec![],
-        writable: vec![],
-        argv: spec.command.clone(),
-        env: spec.env.clone(),
-        working_dir: spec.working_dir.clone(),
-        user: spec.user.clone(),
-        limits: PlanLimits {
-            memory_bytes: spec.limits.memory_bytes,
-            pids: spec.limits.pids,
-            output_bytes: spec.limits.output_bytes,
-        },
-        result_url: staging.url(job, "result.json", Access::Write).await?,
-    };
+    let result_url = staging.url(job, "result.json", Access::Write).await?;
+    let mut plan = plan_skeleton(spec, result_url);
     let mut writable = vec![];
     let mut binds = vec![];
     for (n, mount) in spec.mounts.iter().enumerate() {
@@ -51,54 +38,10 @@ pub(crate) async fn stage<E: RemoteEngine + ?Sized>(
                 put_url,
             });
             writable.push((n, mount.source.clone()));
-            continue;
-        }
-        if engine.shares(&mount.source) {
+        } else if engine.shares(&mount.source) {
             binds.push(mount.clone());
-            continue;
-        }
-        let source = mount.source.clone();
-        let entries = tokio::task::spawn_blocking(move || list_tree(&source))
-            .await
-            .expect("listing does not panic")
-            .map_err(|e| {
-                BackendError::invalid_spec(format!("mount {}: {e}", mount.source.display()))
-            })?;
-        for (rel, is_dir) in entries {
-            let target = if rel.as_os_str().is_empty() {
-                mount.target.clone()
-            } else {
-                format!("{}/{}", mount.target, rel.display())
-            };
-            // A mount point of a more specific mount (a dataset inside the inputs folder) is
-            // that mount's to fill.
-            if spec
-                .mounts
-                .iter()
-                .any(|m| m.target.len() > mount.target.len() && is_at_or_under(&target, &m.target))
-            {
-                continue;
-            }
-            if is_dir {
-                plan.dirs.push(target);
-                continue;
-            }
-            let name = format!(
-                "in/{n}/{}",
-                if rel.as_os_str().is_empty() {
-                    "file".into()
-                } else {
-                    rel.display().to_string()
-                }
-            );
-            let size = staging
-                .put_file(job, &name, &mount.source.join(&rel))
-                .await?;
-            plan.files.push(FileDownload {
-                url: staging.url(job, &name, Access::Read).await?,
-                path: target,
-                size,
-            });
+        } else {
+            copy_in(staging, spec, n, &mut plan).await?;
         }
     }
     // Data the run fetches itself goes straight from where it lies into the container.
@@ -124,6 +67,79 @@ pub(crate) async fn stage<E: RemoteEngine + ?Sized>(
         staged_bytes,
         binds,
     })
+}
+
+/// The plan's command, environment and limits, before any file is in it.
+fn plan_skeleton(spec: &JobSpec, result_url: String) -> Plan {
+    Plan {
+        dirs: vec![],
+        files: vec![],
+        writable: vec![],
+        argv: spec.command.clone(),
+        env: spec.env.clone(),
+        working_dir: spec.working_dir.clone(),
+        user: spec.user.clone(),
+        limits: PlanLimits {
+            memory_bytes: spec.limits.memory_bytes,
+            pids: spec.limits.pids,
+            output_bytes: spec.limits.output_bytes,
+        },
+        result_url,
+    }
+}
+
+/// Copies read-only mount `n`'s files into staging, and adds them and its folders to the plan
+/// for the runner to place.
+async fn copy_in(
+    staging: &dyn Staging,
+    spec: &JobSpec,
+    n: usize,
+    plan: &mut Plan,
+) -> Result<(), BackendError> {
+    let job = spec.job_id.as_str();
+    let mount = &spec.mounts[n];
+    let source = mount.source.clone();
+    let entries = tokio::task::spawn_blocking(move || list_tree(&source))
+        .await
+        .expect("listing does not panic")
+        .map_err(|e| {
+            BackendError::invalid_spec(format!("mount {}: {e}", mount.source.display()))
+        })?;
+    for (rel, is_dir) in entries {
+        let here = rel.as_os_str().is_empty();
+        let target = if here {
+            mount.target.clone()
+        } else {
+            format!("{}/{}", mount.target, rel.display())
+        };
+        // A mount point of a more specific mount (a dataset inside the inputs folder) is
+        // that mount's to fill.
+        if spec
+            .mounts
+            .iter()
+            .any(|m| m.target.len() > mount.target.len() && is_at_or_under(&target, &m.target))
+        {
+            continue;
+        }
+        if is_dir {
+            plan.dirs.push(target);
+            continue;
+        }
+        let name = if here {
+            format!("in/{n}/file")
+        } else {
+            format!("in/{n}/{}", rel.display())
+        };
+        let size = staging
+            .put_file(job, &name, &mount.source.join(&rel))
+            .await?;
+        plan.files.push(FileDownload {
+            url: staging.url(job, &name, Access::Read).await?,
+            path: target,
+            size,
+        });
+    }
+    Ok(())
 }
 
 fn is_at_or_under(path: &str, prefix: &str) -> bool {

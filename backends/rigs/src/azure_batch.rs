@@ -26,7 +26,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -212,9 +213,7 @@ impl BatchStandin {
 
     /// Answers the next `n` requests with 429 TooManyRequests (after checking them).
     pub fn throttle(&self, n: usize) {
-        self.state
-            .throttle
-            .store(n, std::sync::atomic::Ordering::SeqCst);
+        self.state.throttle.store(n, Ordering::SeqCst);
     }
 
     /// The URL of the managed identity endpoint, for `IDENTITY_ENDPOINT` (with
@@ -231,9 +230,7 @@ impl BatchStandin {
 
     /// Refuses every bearer token from now on, as Batch refuses an expired one.
     pub fn refuse_tokens_as_expired(&self) {
-        self.state
-            .tokens_expired
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.tokens_expired.store(true, Ordering::SeqCst);
     }
 
     /// Each request's credential, in order: `SharedKey`, or `Bearer <token>`.
@@ -360,61 +357,20 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
             ),
         );
     }
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if let Some(token) = auth.strip_prefix("Bearer ") {
-        state
-            .credentials
-            .lock()
-            .unwrap()
-            .push(format!("Bearer {token}"));
-        let checked = if state
-            .tokens_expired
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            Err("The access token expiry UTC time is earlier than current UTC time.".to_string())
-        } else {
-            entra::check(token, entra::BATCH_RESOURCE)
-        };
-        if let Err(why) = checked {
-            state.violations.lock().unwrap().push(format!(
-                "AuthenticationFailed: {} {}: {why}",
-                req.method(),
-                req.path()
-            ));
-            return unauthenticated(&why);
-        }
-    } else if auth.starts_with("SharedKey ") {
-        state.credentials.lock().unwrap().push("SharedKey".into());
-        if let Err(why) = state.authenticate(&req, &query) {
-            return state.refuse(403, "AuthenticationFailed", &why);
-        }
-    } else {
-        state.violations.lock().unwrap().push(format!(
-            "AuthenticationFailed: {} {}: no credential",
-            req.method(),
-            req.path()
-        ));
-        return unauthenticated("The request has no Bearer token and no Shared Key signature.");
+    if let Some(refused) = state.credential_refusal(&req, &query) {
+        return refused;
     }
-    if state
-        .throttle
-        .fetch_update(
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-            |n| n.checked_sub(1),
-        )
-        .is_ok()
-    {
+    if state.take_throttle() {
         return HttpResponse::TooManyRequests()
             .insert_header(("Retry-After", "1"))
             .json(json!({"code": "TooManyRequests",
                 "message": {"lang": "en-US", "value": "The account is throttled."}}));
     }
+    route(&state, &req, &body)
+}
+
+/// The operation a request names, by method and path.
+fn route(state: &Arc<State>, req: &HttpRequest, body: &web::Bytes) -> HttpResponse {
     let parts: Vec<String> = req
         .path()
         .trim_matches('/')
@@ -425,14 +381,14 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
     let method = req.method().as_str();
     match (method, parts.as_slice()) {
         ("GET", ["pools", pool]) => state.get_pool(pool),
-        ("POST", ["jobs"]) => state.add_job(&req, &body),
+        ("POST", ["jobs"]) => state.add_job(req, body),
         ("GET", ["jobs", job]) => state.get_job(job),
-        ("POST", ["jobs", job, "tasks"]) => state.add_task(&req, job, &body),
+        ("POST", ["jobs", job, "tasks"]) => state.add_task(req, job, body),
         ("GET", ["jobs", job, "tasks", task]) => state.get_task(job, task),
         ("POST", ["jobs", job, "tasks", task, "terminate"]) => state.terminate(job, task),
         ("DELETE", ["jobs", job, "tasks", task]) => state.delete_task(job, task),
         ("GET" | "HEAD", ["jobs", job, "tasks", task, "files", file]) => {
-            state.file(&req, method == "HEAD", job, task, file)
+            state.file(req, method == "HEAD", job, task, file)
         }
         _ => error(
             404,
@@ -455,6 +411,65 @@ fn query_of(req: &HttpRequest) -> Vec<(String, String)> {
 }
 
 impl State {
+    /// Checks the request's credential as Batch does: a Microsoft Entra token for the Batch
+    /// resource, or a Shared Key signature; the refusal Batch would answer, if any.
+    fn credential_refusal(
+        &self,
+        req: &HttpRequest,
+        query: &[(String, String)],
+    ) -> Option<HttpResponse> {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Some(token) = auth.strip_prefix("Bearer ") {
+            self.credentials
+                .lock()
+                .unwrap()
+                .push(format!("Bearer {token}"));
+            let checked = if self.tokens_expired.load(Ordering::SeqCst) {
+                Err(
+                    "The access token expiry UTC time is earlier than current UTC time."
+                        .to_string(),
+                )
+            } else {
+                entra::check(token, entra::BATCH_RESOURCE)
+            };
+            if let Err(why) = checked {
+                self.violations.lock().unwrap().push(format!(
+                    "AuthenticationFailed: {} {}: {why}",
+                    req.method(),
+                    req.path()
+                ));
+                return Some(unauthenticated(&why));
+            }
+        } else if auth.starts_with("SharedKey ") {
+            self.credentials.lock().unwrap().push("SharedKey".into());
+            if let Err(why) = self.authenticate(req, query) {
+                return Some(self.refuse(403, "AuthenticationFailed", &why));
+            }
+        } else {
+            self.violations.lock().unwrap().push(format!(
+                "AuthenticationFailed: {} {}: no credential",
+                req.method(),
+                req.path()
+            ));
+            return Some(unauthenticated(
+                "The request has no Bearer token and no Shared Key signature.",
+            ));
+        }
+        None
+    }
+
+    /// Whether this request is one of the throttled ones a test asked for (and counts it).
+    fn take_throttle(&self) -> bool {
+        self.throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
     fn refuse(&self, status: u16, code: &str, message: &str) -> HttpResponse {
         if status == 400 || status == 403 {
             self.violations
@@ -905,14 +920,33 @@ fn run_task(task: Arc<Mutex<Task>>, label: &str, job_id: &str, max_wall: Option<
         t.start = Some(now());
         (t.body.clone(), t.dir.clone())
     };
-    let settings = &body["containerSettings"];
     let task_id = body["id"].as_str().unwrap_or_default();
     let name = format!("batch-standin-{label}-{}", task_id.to_lowercase());
+    let child = docker_run(&body, label, job_id, &name).and_then(|c| spawn_into(c, &dir));
+    let child = match child {
+        Ok(child) => child,
+        Err(failure) => return finish(&mut task.lock().unwrap(), None, Some(failure)),
+    };
+    let (status, timed_out) = watch(child, &task, &name, max_wall);
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let code = status.code().map(i64::from).unwrap_or(137);
+    settle(&mut task.lock().unwrap(), code, timed_out);
+}
+
+/// The `docker run` a node would make of the task, or the failure Batch reports when its
+/// options or command line cannot be split into words.
+fn docker_run(body: &Value, label: &str, job_id: &str, name: &str) -> Result<Command, Value> {
+    let settings = &body["containerSettings"];
+    let task_id = body["id"].as_str().unwrap_or_default();
     let mut command = Command::new("docker");
     command.args([
         "run",
         "--name",
-        &name,
+        name,
         "--label",
         &format!("brizo.batch-standin={label}"),
         "--label",
@@ -937,97 +971,91 @@ fn run_task(task: Arc<Mutex<Task>>, label: &str, job_id: &str, max_wall: Option<
         ]);
     }
     let options = settings["containerRunOptions"].as_str().unwrap_or("");
-    let argv = settings["imageName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let image = settings["imageName"].as_str().unwrap_or_default();
     let command_line = body["commandLine"].as_str().unwrap_or_default();
     match (
         shell_words::split(options),
         shell_words::split(command_line),
     ) {
         (Ok(options), Ok(line)) => {
-            command.args(options).arg(argv).args(line);
+            command.args(options).arg(image).args(line);
+            Ok(command)
         }
-        _ => {
-            let mut t = task.lock().unwrap();
-            let failure = json!({"category": "usererror", "code": "CommandLineInvalid",
-                "message": "containerRunOptions or commandLine cannot be split into words"});
-            finish(&mut t, None, Some(failure));
-            return;
-        }
+        _ => Err(
+            json!({"category": "usererror", "code": "CommandLineInvalid",
+            "message": "containerRunOptions or commandLine cannot be split into words"}),
+        ),
     }
+}
+
+/// Starts the command with its output going to the task's stdout.txt and stderr.txt.
+fn spawn_into(mut command: Command, dir: &std::path::Path) -> Result<Child, Value> {
     let files = File::create(dir.join("stdout.txt")).and_then(|out| {
         let err = File::create(dir.join("stderr.txt"))?;
         Ok((out, err))
     });
-    let (out, err) = match files {
-        Ok(f) => f,
-        Err(e) => {
-            let mut t = task.lock().unwrap();
-            let failure = json!({"category": "servererror", "code": "TaskFilesUnavailable", "message": e.to_string()});
-            finish(&mut t, None, Some(failure));
-            return;
-        }
-    };
-    let started = Instant::now();
-    let mut child = match command
+    let (out, err) = files.map_err(|e| {
+        json!({"category": "servererror", "code": "TaskFilesUnavailable", "message": e.to_string()})
+    })?;
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let mut t = task.lock().unwrap();
-            let failure = json!({"category": "servererror", "code": "ContainerRuntimeUnavailable", "message": e.to_string()});
-            finish(&mut t, None, Some(failure));
-            return;
-        }
-    };
+        .map_err(|e| {
+            json!({"category": "servererror", "code": "ContainerRuntimeUnavailable", "message": e.to_string()})
+        })
+}
+
+/// Waits for the container to end, killing it when the task is terminated or outlives its
+/// `maxWallClockTime`; its exit status, and whether the wall clock ended it.
+fn watch(
+    mut child: Child,
+    task: &Mutex<Task>,
+    name: &str,
+    max_wall: Option<Duration>,
+) -> (ExitStatus, bool) {
+    let started = Instant::now();
     let mut timed_out = false;
-    let status = loop {
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
-            break status;
+            return (status, timed_out);
         }
         let terminate = task.lock().unwrap().terminate;
         let over = max_wall.is_some_and(|m| started.elapsed() > m);
         if terminate || over {
             timed_out |= over && !terminate;
             let _ = Command::new("docker")
-                .args(["kill", &name])
+                .args(["kill", name])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let code = status.code().map(i64::from).unwrap_or(137);
-    let mut t = task.lock().unwrap();
+    }
+}
+
+/// Completes the task with the exit code and the failure Batch would report for it.
+fn settle(t: &mut Task, code: i64, timed_out: bool) {
     if code == 125 && !t.terminate && !timed_out {
         // The engine could not create or start the container (no such image, bad options):
         // a pre-processing failure, the command line never ran.
-        let why = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        let why = std::fs::read_to_string(t.dir.join("stderr.txt")).unwrap_or_default();
         let failure = json!({"category": "usererror", "code": "ContainerCreateFailed",
             "message": why.trim().chars().take(500).collect::<String>()});
-        finish(&mut t, None, Some(failure));
+        finish(t, None, Some(failure));
     } else if t.terminate {
-        finish(&mut t, Some(code), Some(ended_by_user()));
+        finish(t, Some(code), Some(ended_by_user()));
     } else if timed_out {
         let failure = json!({"category": "usererror", "code": "TaskEnded",
             "message": "The task exceeded its maxWallClockTime and was terminated"});
-        finish(&mut t, Some(code), Some(failure));
+        finish(t, Some(code), Some(failure));
     } else if code != 0 {
         let failure = json!({"category": "usererror", "code": "FailureExitCode",
             "message": "The task process exited with an unexpected exit code"});
-        finish(&mut t, Some(code), Some(failure));
+        finish(t, Some(code), Some(failure));
     } else {
-        finish(&mut t, Some(0), None);
+        finish(t, Some(0), None);
     }
 }
 

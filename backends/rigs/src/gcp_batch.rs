@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -731,11 +731,6 @@ fn set_task(j: &mut Job, to: &'static str, exit: Option<i64>) {
 /// Runs the job as a Batch VM would: `docker run` with the container runnable's options,
 /// volumes, entrypoint, environment, image and commands; stdout and stderr into Cloud Logging.
 fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
-    let end_deleted = |state: &State, job: &Arc<Mutex<Job>>| {
-        std::thread::sleep(state.linger);
-        let id = job.lock().unwrap().id.clone();
-        state.jobs.lock().unwrap().remove(&id);
-    };
     // Scheduling: a moment in QUEUED and SCHEDULED, as a VM is found.
     std::thread::sleep(Duration::from_millis(200));
     {
@@ -751,58 +746,13 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
         let j = job.lock().unwrap();
         (j.body.clone(), j.id.clone(), j.uid.clone())
     };
-    let spec = &body["taskGroups"][0]["taskSpec"];
-    let runnable = &spec["runnables"][0];
-    let container = &runnable["container"];
     let name = format!("gcp-standin-{}-{id}", state.label);
-    let mut command = Command::new("docker");
-    command.args([
-        "run",
-        "--name",
-        &name,
-        "--label",
-        &format!("brizo.gcp-standin={}", state.label),
-        "--label",
-        &format!("brizo.gcp-job={id}"),
-        "--network",
-        "host",
-        "-e",
-        &format!("BATCH_JOB_UID={uid}"),
-        "-e",
-        "BATCH_TASK_INDEX=0",
-        "-e",
-        "BATCH_TASK_COUNT=1",
-    ]);
-    let mut env: Vec<(String, String)> = vec![];
-    for scope in [&spec["environment"], &runnable["environment"]] {
-        for (k, v) in scope["variables"].as_object().into_iter().flatten() {
-            env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
-        }
-    }
-    for (k, v) in env {
-        command.args(["-e", &format!("{k}={v}")]);
-    }
-    for volume in container["volumes"].as_array().into_iter().flatten() {
-        command.args(["-v", volume.as_str().unwrap_or_default()]);
-    }
-    if let Some(entrypoint) = container["entrypoint"].as_str() {
-        command.args(["--entrypoint", entrypoint]);
-    }
-    match shell_words::split(container["options"].as_str().unwrap_or("")) {
-        Ok(options) => {
-            command.args(options);
-        }
-        Err(_) => {
-            let mut j = job.lock().unwrap();
-            set_task(&mut j, "FAILED", None);
-            set_state(&mut j, "FAILED");
-            return;
-        }
-    }
-    command.arg(container["imageUri"].as_str().unwrap_or_default());
-    for c in container["commands"].as_array().into_iter().flatten() {
-        command.arg(c.as_str().unwrap_or_default());
-    }
+    let Some(mut command) = docker_run(&body, &state.label, &id, &uid, &name) else {
+        let mut j = job.lock().unwrap();
+        set_task(&mut j, "FAILED", None);
+        set_state(&mut j, "FAILED");
+        return;
+    };
     let mut child = match command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -823,7 +773,80 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
     // Docker prints its own refusals (no such image) on stderr before the container starts:
     // they are kept apart, not logged as the task's.
     let early = Arc::new(Mutex::new(String::new()));
-    let readers: Vec<_> = [
+    let readers = log_lines(&mut child, &state, &job, &early);
+    let (status, timed_out) = watch(child, &job, &name, max_run);
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let code = status.code().map(i64::from).unwrap_or(137);
+    let early = early.lock().unwrap().clone();
+    settle(&state, &job, code, timed_out, &early);
+}
+
+/// A deleted job stays listed a moment (`linger`), then goes.
+fn end_deleted(state: &State, job: &Arc<Mutex<Job>>) {
+    std::thread::sleep(state.linger);
+    let id = job.lock().unwrap().id.clone();
+    state.jobs.lock().unwrap().remove(&id);
+}
+
+/// The `docker run` a Batch VM would make of the job's one runnable; `None` when its options
+/// cannot be split into words.
+fn docker_run(body: &Value, label: &str, id: &str, uid: &str, name: &str) -> Option<Command> {
+    let spec = &body["taskGroups"][0]["taskSpec"];
+    let runnable = &spec["runnables"][0];
+    let container = &runnable["container"];
+    let mut command = Command::new("docker");
+    command.args([
+        "run",
+        "--name",
+        name,
+        "--label",
+        &format!("brizo.gcp-standin={label}"),
+        "--label",
+        &format!("brizo.gcp-job={id}"),
+        "--network",
+        "host",
+        "-e",
+        &format!("BATCH_JOB_UID={uid}"),
+        "-e",
+        "BATCH_TASK_INDEX=0",
+        "-e",
+        "BATCH_TASK_COUNT=1",
+    ]);
+    for scope in [&spec["environment"], &runnable["environment"]] {
+        for (k, v) in scope["variables"].as_object().into_iter().flatten() {
+            command.args(["-e", &format!("{k}={}", v.as_str().unwrap_or_default())]);
+        }
+    }
+    for volume in container["volumes"].as_array().into_iter().flatten() {
+        command.args(["-v", volume.as_str().unwrap_or_default()]);
+    }
+    if let Some(entrypoint) = container["entrypoint"].as_str() {
+        command.args(["--entrypoint", entrypoint]);
+    }
+    command.args(shell_words::split(container["options"].as_str().unwrap_or("")).ok()?);
+    command.arg(container["imageUri"].as_str().unwrap_or_default());
+    for c in container["commands"].as_array().into_iter().flatten() {
+        command.arg(c.as_str().unwrap_or_default());
+    }
+    Some(command)
+}
+
+/// Threads that send the container's stdout and stderr lines to Cloud Logging; stderr from
+/// before the task runs (Docker's own refusals) also goes to `early`.
+fn log_lines(
+    child: &mut Child,
+    state: &Arc<State>,
+    job: &Arc<Mutex<Job>>,
+    early: &Arc<Mutex<String>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    [
         child
             .stdout
             .take()
@@ -849,17 +872,27 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
             }
         })
     })
-    .collect();
+    .collect()
+}
+
+/// Waits for the container to end: RUNNING once Docker says it runs; killed when the job is
+/// deleted or outlives its `maxRunDuration`. Its exit status, and whether the limit ended it.
+fn watch(
+    mut child: Child,
+    job: &Mutex<Job>,
+    name: &str,
+    max_run: Option<Duration>,
+) -> (ExitStatus, bool) {
     let started = Instant::now();
     let mut running = false;
     let mut timed_out = false;
-    let status = loop {
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
-            break status;
+            return (status, timed_out);
         }
         if !running
             && Command::new("docker")
-                .args(["inspect", "-f", "{{.State.Running}}", &name])
+                .args(["inspect", "-f", "{{.State.Running}}", name])
                 .stderr(Stdio::null())
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
@@ -876,34 +909,23 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
         if delete || over {
             timed_out |= over && !delete;
             let _ = Command::new("docker")
-                .args(["kill", &name])
+                .args(["kill", name])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    for reader in readers {
-        let _ = reader.join();
     }
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let code = status.code().map(i64::from).unwrap_or(137);
+}
+
+/// The job's and task's end states (and events) as Batch reports them for how it ended.
+fn settle(state: &State, job: &Arc<Mutex<Job>>, code: i64, timed_out: bool, early: &str) {
     let mut j = job.lock().unwrap();
     let was_running = j.task_state == "RUNNING";
     if code == 125 && !was_running && !j.delete {
         // Docker could not create or start the container (no such image, bad options): the
         // task fails without having run.
-        let why = early
-            .lock()
-            .unwrap()
-            .trim()
-            .chars()
-            .take(500)
-            .collect::<String>();
+        let why = early.trim().chars().take(500).collect::<String>();
         j.events.push(event(&format!(
             "Task failed before it ran: the container could not be started: {why}"
         )));
@@ -914,7 +936,7 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
             set_task(&mut j, "FAILED", Some(code));
         }
         drop(j);
-        end_deleted(&state, &job);
+        end_deleted(state, job);
     } else if timed_out {
         set_task(&mut j, "FAILED", Some(EXIT_MAX_RUN_DURATION));
         j.events.push(event(&format!(

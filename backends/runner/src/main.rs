@@ -89,6 +89,14 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
     if uid == 0 || gid == 0 {
         return Err("the plan asks to run the algorithm as root, which the runner refuses".into());
     }
+    lay_out(plan, uid, gid, result)?;
+    run_algorithm(plan, uid, gid, result)?;
+    send_back(plan)
+}
+
+/// The plan's folders and downloaded files in place, and its writable folders the
+/// algorithm's user's.
+fn lay_out(plan: &Plan, uid: u32, gid: u32, result: &mut RunResult) -> Result<(), String> {
     for dir in &plan.dirs {
         make_dir(dir, 0o755)?;
     }
@@ -117,6 +125,12 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", w.path))?;
     }
 
+    Ok(())
+}
+
+/// Runs the algorithm as `uid`:`gid` with the plan's environment and limits, a watchdog on its
+/// memory; its exit code and whether it went over its memory into `result`.
+fn run_algorithm(plan: &Plan, uid: u32, gid: u32, result: &mut RunResult) -> Result<(), String> {
     let mut command = Command::new(plan.argv.first().ok_or("the plan has an empty argv")?);
     command.args(&plan.argv[1..]).env_clear();
     // The image's PATH (the runner inherited it), then the plan's variables; nothing else of the
@@ -180,8 +194,13 @@ fn carry_out(plan: &Plan, result: &mut RunResult) -> Result<(), String> {
     } else {
         exit_code
     };
+    Ok(())
+}
 
-    // The publisher's cap on what comes back, checked before anything travels.
+/// The writable folders back to where the plan says, unless they hold more than the
+/// publisher's cap.
+fn send_back(plan: &Plan) -> Result<(), String> {
+    // Checked before anything travels.
     let total: u64 = plan
         .writable
         .iter()
