@@ -6,7 +6,7 @@ use std::time::Instant;
 use actix_web::dev::Service;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -18,34 +18,8 @@ use crate::storage::ResultsStore;
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate_for_serving().map_err(anyhow::Error::msg)?;
     let config = Arc::new(config);
-    for dir in [
-        config.data_dir.clone(),
-        config.jobs_dir(),
-        config.logs_dir(),
-    ] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    for root in &config.inputs.dataset_roots {
-        let _ = std::fs::create_dir_all(root);
-    }
-    let metrics = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-        ])
-        .expect("buckets are valid")
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    // Histogram samples wait in the recorder until upkeep folds them into the buckets: without
-    // it, a service nobody scrapes kept every request's duration (it grew by megabytes a
-    // thousand jobs). `install_recorder` leaves upkeep to the caller.
-    let upkeep = metrics.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    make_dirs(&config)?;
+    let metrics = install_metrics()?;
     let store = JobStore::open(&config.database_path())
         .await
         .context("opening the job store")?;
@@ -54,16 +28,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         backends.insert(b.name.clone(), crate::backends::build(&config, b).await?);
     }
     let results = ResultsStore::open(&config.outputs.results_url)?;
-    let keeper = crate::chain::keeper::Keeper::connect(&config.chain)?.map(Arc::new);
-    if let Some(k) = &keeper {
-        match k.chain_id().await {
-            Ok(id) => {
-                info!(keeper = %k.url, chain_id = id, provider = %k.address, "keeper connected")
-            }
-            // Serve anyway: v1 requests answer 503 until the node is back; jobs go on.
-            Err(e) => tracing::warn!("{e}"),
-        }
-    }
+    let keeper = connect_keeper(&config).await?;
     let metadata = crate::assets::metadata::MetadataStore::new(store.pool());
     let chain_context = web::Data::new(crate::authorize::ChainContext::new(
         &config,
@@ -111,4 +76,59 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     info!("brizo stopped; running containers are re-attached at the next start");
     Ok(())
+}
+
+/// The data folders, and the dataset roots (so a first job on an empty machine finds them).
+fn make_dirs(config: &Config) -> anyhow::Result<()> {
+    for dir in [
+        config.data_dir.clone(),
+        config.jobs_dir(),
+        config.logs_dir(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for root in &config.inputs.dataset_roots {
+        let _ = std::fs::create_dir_all(root);
+    }
+    Ok(())
+}
+
+/// The Prometheus recorder `/metrics` renders, with its upkeep running.
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
+        .expect("buckets are valid")
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    // Histogram samples wait in the recorder until upkeep folds them into the buckets: without
+    // it, a service nobody scrapes kept every request's duration (it grew by megabytes a
+    // thousand jobs). `install_recorder` leaves upkeep to the caller.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(metrics)
+}
+
+/// The keeper (chain) connection when one is configured; an unreachable node is logged, not
+/// fatal: v1 requests answer 503 until it is back, and jobs go on.
+async fn connect_keeper(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<crate::chain::keeper::Keeper>>> {
+    let keeper = crate::chain::keeper::Keeper::connect(&config.chain)?.map(Arc::new);
+    if let Some(k) = &keeper {
+        match k.chain_id().await {
+            Ok(id) => {
+                info!(keeper = %k.url, chain_id = id, provider = %k.address, "keeper connected")
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    Ok(keeper)
 }

@@ -315,62 +315,80 @@ pub async fn authorize_start(
     })
 }
 
+/// The algorithm a start request names (a published one by DID, or raw code with its
+/// container), checked against the dataset's policy.
 async fn algorithm_of(
     ctx: &ChainContext,
     resolver: &Resolver,
     policy: &ComputePolicy,
     req: &StartRequest,
 ) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), AuthorizeError> {
-    if let Some(algorithm_did) = req
+    match req
         .algorithm_did
         .as_deref()
         .map(str::trim)
         .filter(|d| !d.is_empty())
     {
-        let resolved = resolver.resolve(algorithm_did).await?;
-        if !policy.trusted_algorithms.is_empty()
-            && !policy
-                .trusted_algorithms
-                .contains(&resolved.did.to_lowercase())
-        {
-            return Err(AuthorizeError::Refused(format!(
-                "algorithm {} is not trusted by this dataset",
-                resolved.did
-            )));
-        }
-        let info = ddo::algorithm_info(&resolved.ddo)?;
-        let url = match ddo::encrypted_files(&resolved.ddo) {
-            Some(hex_files) => {
-                let keeper = ctx.keeper.as_ref().expect("chain checked");
-                let plain = keeper.decrypt(&decode_hex(hex_files)?)?;
-                ddo::file_urls(&plain)?.into_iter().next()
-            }
-            None => ddo::main(&resolved.ddo)
-                .and_then(|m| m.pointer("/files/0/url"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        }
-        .ok_or_else(|| {
-            AuthorizeError::Invalid(format!("algorithm {} names no file", resolved.did))
-        })?;
-        // Only a served publisher's algorithm may name a location the provider's own
-        // credentials open (local files, its buckets); anyone else's is fetched over http(s).
-        if !ctx.served(&resolved) && !is_http(&url) {
-            return Err(AuthorizeError::Refused(format!(
-                "algorithm {} is not a served publisher's; its code must be at an http(s) URL",
-                resolved.did
-            )));
-        }
-        return Ok((
-            AlgorithmSource {
-                rawcode: None,
-                url: Some(url),
-                did: Some(resolved.did),
-            },
-            info,
-        ));
+        Some(did) => published_algorithm(ctx, resolver, policy, did).await,
+        None => raw_algorithm(policy, req.algorithm_meta.as_ref().expect("checked above")),
     }
-    let meta = req.algorithm_meta.as_ref().expect("checked above");
+}
+
+/// A published algorithm: trusted by the dataset (when it names any), its code's location
+/// decrypted when the provider encrypted it.
+async fn published_algorithm(
+    ctx: &ChainContext,
+    resolver: &Resolver,
+    policy: &ComputePolicy,
+    algorithm_did: &str,
+) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), AuthorizeError> {
+    let resolved = resolver.resolve(algorithm_did).await?;
+    if !policy.trusted_algorithms.is_empty()
+        && !policy
+            .trusted_algorithms
+            .contains(&resolved.did.to_lowercase())
+    {
+        return Err(AuthorizeError::Refused(format!(
+            "algorithm {} is not trusted by this dataset",
+            resolved.did
+        )));
+    }
+    let info = ddo::algorithm_info(&resolved.ddo)?;
+    let url = match ddo::encrypted_files(&resolved.ddo) {
+        Some(hex_files) => {
+            let keeper = ctx.keeper.as_ref().expect("chain checked");
+            let plain = keeper.decrypt(&decode_hex(hex_files)?)?;
+            ddo::file_urls(&plain)?.into_iter().next()
+        }
+        None => ddo::main(&resolved.ddo)
+            .and_then(|m| m.pointer("/files/0/url"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+    .ok_or_else(|| AuthorizeError::Invalid(format!("algorithm {} names no file", resolved.did)))?;
+    // Only a served publisher's algorithm may name a location the provider's own
+    // credentials open (local files, its buckets); anyone else's is fetched over http(s).
+    if !ctx.served(&resolved) && !is_http(&url) {
+        return Err(AuthorizeError::Refused(format!(
+            "algorithm {} is not a served publisher's; its code must be at an http(s) URL",
+            resolved.did
+        )));
+    }
+    Ok((
+        AlgorithmSource {
+            rawcode: None,
+            url: Some(url),
+            did: Some(resolved.did),
+        },
+        info,
+    ))
+}
+
+/// Raw code (`algorithmMeta`): only where the dataset allows it, inline or at an http(s) URL.
+fn raw_algorithm(
+    policy: &ComputePolicy,
+    meta: &Value,
+) -> Result<(AlgorithmSource, ddo::AlgorithmInfo), AuthorizeError> {
     if !policy.allow_raw_algorithm {
         return Err(AuthorizeError::Refused("this dataset does not allow raw algorithms (privacy.allowRawAlgorithm); use a published, trusted algorithm".into()));
     }

@@ -78,38 +78,64 @@ pub async fn run(args: TrialArgs<'_>, mut on_log: impl FnMut(&str)) -> anyhow::R
             ..Default::default()
         },
     )?;
-    let result = run_in(
-        &config,
-        &http,
+    let sample = Sample {
+        http: &http,
         server,
-        &did_text,
-        &id,
-        &sample,
-        &image,
-        &code,
-        &args,
-        &mut on_log,
-    )
-    .await;
+        did_text: &did_text,
+        id: &id,
+        files: &sample,
+    };
+    let result = run_in(&config, &sample, &image, &code, &args, &mut on_log).await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The dataset's sample, as the service serves it.
+struct Sample<'a> {
+    http: &'a reqwest::Client,
+    server: &'a str,
+    did_text: &'a str,
+    id: &'a alloy::primitives::B256,
+    files: &'a [ddo::SampleFile],
+}
+
+impl Sample<'_> {
+    /// One sample file, checked against the size and sha256 the DDO declares.
+    async fn fetch(&self, file: &ddo::SampleFile) -> anyhow::Result<bytes::Bytes> {
+        let bytes = self
+            .http
+            .get(format!(
+                "{}/api/v1/brizo/samples/{}/{}",
+                self.server, self.did_text, file.name
+            ))
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("sample file {} is not on the service", file.name))?
+            .bytes()
+            .await?;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        if sha != file.sha256 || bytes.len() as u64 != file.size {
+            bail!(
+                "sample file {} does not match the sha256 its DDO declares ({sha}, not {}); not running on it",
+                file.name,
+                file.sha256
+            );
+        }
+        Ok(bytes)
+    }
+}
+
 async fn run_in(
     config: &Config,
-    http: &reqwest::Client,
-    server: &str,
-    did_text: &str,
-    id: &alloy::primitives::B256,
-    sample: &[ddo::SampleFile],
+    sample: &Sample<'_>,
     image: &str,
     code: &[u8],
     args: &TrialArgs<'_>,
     on_log: &mut impl FnMut(&str),
 ) -> anyhow::Result<Trial> {
     let job_id = new_job_id();
-    let name = hex::encode(id);
+    let name = hex::encode(sample.id);
     let request = JobRequest {
         image: image.to_string(),
         entrypoint: args.entrypoint.to_string(),
@@ -119,6 +145,7 @@ async fn run_in(
             did: None,
         },
         inputs: sample
+            .files
             .iter()
             .map(|s| InputSource {
                 url: format!("sample:{}", s.name),
@@ -134,23 +161,8 @@ async fn run_in(
     let outcome = async {
         std::fs::write(ws.algorithm(), code)?;
         set_mode(&ws.algorithm(), 0o644)?;
-        for (placed, file) in place_inputs(&request.inputs).into_iter().zip(sample) {
-            let bytes = http
-                .get(format!("{server}/api/v1/brizo/samples/{did_text}/{}", file.name))
-                .send()
-                .await?
-                .error_for_status()
-                .with_context(|| format!("sample file {} is not on the service", file.name))?
-                .bytes()
-                .await?;
-            let sha = hex::encode(sha2::Sha256::digest(&bytes));
-            if sha != file.sha256 || bytes.len() as u64 != file.size {
-                bail!(
-                    "sample file {} does not match the sha256 its DDO declares ({sha}, not {}); not running on it",
-                    file.name,
-                    file.sha256
-                );
-            }
+        for (placed, file) in place_inputs(&request.inputs).into_iter().zip(sample.files) {
+            let bytes = sample.fetch(file).await?;
             let dir = ws.inputs().join(&placed.name);
             std::fs::create_dir_all(&dir)?;
             set_mode(&dir, 0o755)?;

@@ -61,6 +61,34 @@ pub async fn publish(
 ) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let service = service.trim_end_matches('/');
+    let provider = provider_address(&http, service).await?;
+    let id = B256::from(rand::random::<[u8; 32]>());
+    let did_text = did::format(&id);
+    let encrypted_files = encrypt_files(&http, service, &did_text, publisher, asset).await?;
+    let ddo_url = format!("{service}{DDO_PATH}/{did_text}");
+    let ddo = ddo_of(asset, &did_text, service, publisher, encrypted_files)?;
+    // On chain first, then the DDO, as squid-py does: the metadata store accepts a DDO only
+    // for a DID registered to its creator.
+    let checksum = keccak256(ddo.to_string());
+    crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url)
+        .await?;
+    let res = http
+        .post(format!("{service}{DDO_PATH}"))
+        .json(&ddo)
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        let status = res.status();
+        anyhow::bail!(
+            "{did_text} is registered on chain, but the metadata store refused its DDO ({status}): {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+    Ok(did_text)
+}
+
+/// The provider's address, as the service answers it (it has one only with a chain).
+async fn provider_address(http: &reqwest::Client, service: &str) -> anyhow::Result<Address> {
     let info: Value = http
         .get(format!("{service}/api/v1/brizo"))
         .send()
@@ -68,16 +96,24 @@ pub async fn publish(
         .error_for_status()?
         .json()
         .await?;
-    let provider: Address = info["provider-address"]
+    Ok(info["provider-address"]
         .as_str()
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{service} runs without a chain; start it with --keeper-url and --artifacts-dir"
             )
         })?
-        .parse()?;
-    let id = B256::from(rand::random::<[u8; 32]>());
-    let did_text = did::format(&id);
+        .parse()?)
+}
+
+/// The asset's file locations encrypted to the provider by its encrypt endpoint.
+async fn encrypt_files(
+    http: &reqwest::Client,
+    service: &str,
+    did_text: &str,
+    publisher: &PrivateKeySigner,
+    asset: &Asset,
+) -> anyhow::Result<String> {
     let files: Vec<&str> = match asset {
         Asset::Dataset(d) => d.files.iter().map(String::as_str).collect(),
         Asset::Algorithm(a) => vec![a.file.as_str()],
@@ -95,10 +131,21 @@ pub async fn publish(
         .error_for_status()?
         .json()
         .await?;
-    let encrypted_files = encrypted["encryptedDocument"]
+    Ok(encrypted["encryptedDocument"]
         .as_str()
         .unwrap_or_default()
-        .to_string();
+        .to_string())
+}
+
+/// The asset's DDO, signed by its publisher: the metadata service (with the encrypted files)
+/// and, for a dataset, the compute service with its price and policy.
+fn ddo_of(
+    asset: &Asset,
+    did_text: &str,
+    service: &str,
+    publisher: &PrivateKeySigner,
+    encrypted_files: String,
+) -> anyhow::Result<Value> {
     let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
     let ddo_url = format!("{service}{DDO_PATH}/{did_text}");
     let mut services = vec![];
@@ -125,30 +172,12 @@ pub async fn publish(
     let signature = publisher
         .sign_message_sync(did_text.as_bytes())?
         .to_string();
-    let ddo = json!({
+    Ok(json!({
         "@context": "https://w3id.org/did/v1",
         "id": did_text,
         "created": now,
         "publicKey": [{"id": did_text, "type": "EthereumECDSAKey", "owner": publisher.address().to_string()}],
         "service": services,
         "proof": {"type": "DDOIntegritySignature", "created": now, "creator": publisher.address().to_string(), "signatureValue": signature},
-    });
-    // On chain first, then the DDO, as squid-py does: the metadata store accepts a DDO only
-    // for a DID registered to its creator.
-    let checksum = keccak256(ddo.to_string());
-    crate::chain::agreement::register_did(chain, addresses, id, checksum, vec![provider], &ddo_url)
-        .await?;
-    let res = http
-        .post(format!("{service}{DDO_PATH}"))
-        .json(&ddo)
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        let status = res.status();
-        anyhow::bail!(
-            "{did_text} is registered on chain, but the metadata store refused its DDO ({status}): {}",
-            res.text().await.unwrap_or_default()
-        );
-    }
-    Ok(did_text)
+    }))
 }

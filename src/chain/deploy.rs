@@ -58,6 +58,17 @@ pub async fn deploy(
     initial_minter: Address,
     source: &Path,
 ) -> Result<Addresses, ChainError> {
+    let a = deploy_code_of_all(provider, source).await?;
+    initialize(provider, &a, owner, initial_minter).await?;
+    register_compute_template(provider, &a).await?;
+    Ok(a)
+}
+
+/// The libraries, then the contracts linked to them; their addresses.
+async fn deploy_code_of_all(
+    provider: &DynProvider,
+    source: &Path,
+) -> Result<Addresses, ChainError> {
     let mut libraries = BTreeMap::new();
     for library in LIBRARIES {
         let code = linked_bytecode(source, library, &BTreeMap::new())?;
@@ -74,7 +85,16 @@ pub async fn deploy(
             deploy_code(provider, contract, code).await?,
         );
     }
-    let a = Addresses(map);
+    Ok(Addresses(map))
+}
+
+/// Each contract's `initialize`, wiring it to the others, with `owner` as their owner.
+async fn initialize(
+    provider: &DynProvider,
+    a: &Addresses,
+    owner: Address,
+    initial_minter: Address,
+) -> Result<(), ChainError> {
     let (token, dispenser, did_registry) = (
         a.get("OceanToken")?,
         a.get("Dispenser")?,
@@ -91,7 +111,6 @@ pub async fn deploy(
         a.get("ComputeExecutionCondition")?,
     );
     let p = provider.clone();
-
     send_tx!(
         OceanToken::new(token, &p).initialize(owner, initial_minter),
         "OceanToken.initialize"
@@ -133,7 +152,27 @@ pub async fn deploy(
         ComputeExecutionCondition::new(compute, &p).initialize(owner, conditions, agreements),
         "ComputeExecutionCondition.initialize"
     );
+    Ok(())
+}
 
+/// The compute template (lock reward, compute execution, escrow) proposed and approved, its
+/// actor types registered; the agreement store may create conditions, the dispenser mint.
+async fn register_compute_template(
+    provider: &DynProvider,
+    a: &Addresses,
+) -> Result<(), ChainError> {
+    let (token, dispenser) = (a.get("OceanToken")?, a.get("Dispenser")?);
+    let (conditions, templates, agreements) = (
+        a.get("ConditionStoreManager")?,
+        a.get("TemplateStoreManager")?,
+        a.get("AgreementStoreManager")?,
+    );
+    let (lock, escrow, compute) = (
+        a.get("LockRewardCondition")?,
+        a.get("EscrowReward")?,
+        a.get("ComputeExecutionCondition")?,
+    );
+    let p = provider.clone();
     let template_store = TemplateStoreManager::new(templates, &p);
     for actor in ["provider", "consumer"] {
         send_tx!(
@@ -173,5 +212,5 @@ pub async fn deploy(
         OceanToken::new(token, &p).addMinter(dispenser),
         "making the dispenser a minter"
     );
-    Ok(a)
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! A job's receipt from its record: what was asked, what was staged (digests), what ran
 //! (image digest), how it ended, and how the agreement was settled.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use alloy::signers::local::PrivateKeySigner;
@@ -13,6 +14,7 @@ use super::receipt::{
 use crate::chain::keeper::Keeper;
 use crate::config::Config;
 use crate::jobs::Job;
+use crate::jobs::model::StagedDigests;
 use crate::jobs::workspace::place_inputs;
 
 /// The contracts a verifier needs to find the agreement and the anchor.
@@ -35,40 +37,8 @@ pub fn receipt(
 ) -> Receipt {
     let staged = job.staged.clone().unwrap_or_default();
     let agreement = job.agreement.as_ref();
-    let inputs = place_inputs(&job.request.inputs)
-        .into_iter()
-        .enumerate()
-        .map(|(i, placed)| {
-            let digest = staged.inputs.get(i).and_then(Option::as_ref);
-            ReceiptInput {
-                // Inputs of an agreement job are the dataset's (encrypted) files: named by DID only.
-                did: agreement.map(|a| a.did.clone()),
-                source: match agreement {
-                    Some(_) => None,
-                    None => url::Url::parse(&placed.url)
-                        .ok()
-                        .map(|u| crate::storage::redact(&u)),
-                },
-                name: placed.name,
-                index: placed.index,
-                size: digest.map(|d| d.size),
-                sha256: digest.map(|d| d.sha256.clone()),
-            }
-        })
-        .collect();
-    let contracts = keeper
-        .map(|k| {
-            CONTRACTS
-                .iter()
-                .filter_map(|c| {
-                    k.addresses
-                        .get(c)
-                        .ok()
-                        .map(|a| (c.to_string(), a.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let inputs = inputs_of(job, &staged);
+    let contracts = keeper.map(contracts_of).unwrap_or_default();
     let provider = signer.to_string();
     Receipt {
         format: FORMAT.to_string(),
@@ -121,6 +91,46 @@ pub fn receipt(
             logs_plain: s.log_plain.clone(),
         }),
     }
+}
+
+/// The job's inputs as placed, with the digests of what was staged. An agreement job's inputs
+/// are the dataset's (encrypted) files: named by DID only, never by location.
+fn inputs_of(job: &Job, staged: &StagedDigests) -> Vec<ReceiptInput> {
+    let agreement = job.agreement.as_ref();
+    place_inputs(&job.request.inputs)
+        .into_iter()
+        .enumerate()
+        .map(|(i, placed)| {
+            let digest = staged.inputs.get(i).and_then(Option::as_ref);
+            ReceiptInput {
+                did: agreement.map(|a| a.did.clone()),
+                source: match agreement {
+                    Some(_) => None,
+                    None => url::Url::parse(&placed.url)
+                        .ok()
+                        .map(|u| crate::storage::redact(&u)),
+                },
+                name: placed.name,
+                index: placed.index,
+                size: digest.map(|d| d.size),
+                sha256: digest.map(|d| d.sha256.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The addresses of the keeper contracts the agreement lives in.
+fn contracts_of(keeper: &Keeper) -> BTreeMap<String, String> {
+    CONTRACTS
+        .iter()
+        .filter_map(|c| {
+            keeper
+                .addresses
+                .get(c)
+                .ok()
+                .map(|a| (c.to_string(), a.to_string()))
+        })
+        .collect()
 }
 
 fn decision(a: &crate::jobs::model::Approval) -> ReceiptApproval {

@@ -383,27 +383,8 @@ impl Engine {
                 return Err(e.into());
             }
             Some(Err(timed_out)) => {
-                backend.stop(&job.id).await?;
-                match backend.wait(&job.id).await {
-                    // Still queued at the deadline (a busy Batch queue): nothing ran, so this is
-                    // not a timed-out run, which would count as work done.
-                    Err(e @ BackendError::RunFailed { .. }) => (
-                        Outcome::Failed,
-                        None,
-                        Some(format!(
-                            "the job did not start within its {} s limit: {e}",
-                            job.timeout_secs
-                        )),
-                    ),
-                    exit => (
-                        timed_out,
-                        exit.ok(),
-                        Some(format!(
-                            "the algorithm ran longer than its {} s limit and was killed",
-                            job.timeout_secs
-                        )),
-                    ),
-                }
+                self.end_at_deadline(backend.as_ref(), job, timed_out)
+                    .await?
             }
             None => {
                 // Stop or removal requested (the token fires for both; the store says which).
@@ -436,6 +417,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends a run that reached its deadline; how it ended. A run still queued then (a busy
+    /// Batch queue) did no work, so it fails rather than times out, which counts as work done.
+    async fn end_at_deadline(
+        &self,
+        backend: &dyn ComputeBackend,
+        job: &Job,
+        timed_out: Outcome,
+    ) -> Result<(Outcome, Option<ExitInfo>, Option<String>), StepError> {
+        backend.stop(&job.id).await?;
+        Ok(match backend.wait(&job.id).await {
+            Err(e @ BackendError::RunFailed { .. }) => (
+                Outcome::Failed,
+                None,
+                Some(format!(
+                    "the job did not start within its {} s limit: {e}",
+                    job.timeout_secs
+                )),
+            ),
+            exit => (
+                timed_out,
+                exit.ok(),
+                Some(format!(
+                    "the algorithm ran longer than its {} s limit and was killed",
+                    job.timeout_secs
+                )),
+            ),
+        })
+    }
+
     /// Phase 50: lists outputs (regular files only: a symlink could point at the host) and
     /// applies the publisher's cap.
     pub(super) async fn filter_outputs(
@@ -457,16 +467,7 @@ impl Engine {
             // A stopped or vanished run has nothing more to bring back; the folder is what it is.
             Err(BackendError::NotFound { .. }) => {}
             Err(e @ BackendError::RunFailed { .. }) => {
-                let transition = Transition {
-                    outcome: Some(Outcome::Failed),
-                    error: Some(e.to_string()),
-                    outputs: Some(vec![]),
-                    ..Default::default()
-                };
-                self.store
-                    .transition(&job.id, Phase::Publishing, transition)
-                    .await?;
-                return Ok(());
+                return self.fail_publishing(job, e.to_string()).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -481,18 +482,9 @@ impl Engine {
         let mut outputs = match listed {
             Ok(outputs) => outputs,
             Err(e) => {
-                let transition = Transition {
-                    outcome: Some(Outcome::Failed),
-                    error: Some(format!(
-                        "the job's outputs could not be listed: {e}; nothing was published"
-                    )),
-                    outputs: Some(vec![]),
-                    ..Default::default()
-                };
-                self.store
-                    .transition(&job.id, Phase::Publishing, transition)
-                    .await?;
-                return Ok(());
+                let reason =
+                    format!("the job's outputs could not be listed: {e}; nothing was published");
+                return self.fail_publishing(job, reason).await;
             }
         };
         // A disk that filled up while the job ran: the kernel refused its writes, so what is
@@ -500,19 +492,11 @@ impl Engine {
         if let Some(quota) = self.disk
             && crate::jobs::disk::is_full(&ws.disk(), quota)
         {
-            let transition = Transition {
-                outcome: Some(Outcome::Failed),
-                error: Some(format!(
-                    "the job filled its disk ({} MiB for /data/outputs and /data/logs: outputs.max_output_mb and outputs.max_log_kb); nothing was published",
-                    quota.content >> 20
-                )),
-                outputs: Some(vec![]),
-                ..Default::default()
-            };
-            self.store
-                .transition(&job.id, Phase::Publishing, transition)
-                .await?;
-            return Ok(());
+            let reason = format!(
+                "the job filled its disk ({} MiB for /data/outputs and /data/logs: outputs.max_output_mb and outputs.max_log_kb); nothing was published",
+                quota.content >> 20
+            );
+            return self.fail_publishing(job, reason).await;
         }
         let total: u64 = outputs.iter().map(|o| o.size).sum();
         let cap = self.config.outputs.max_output_mb << 20;
@@ -616,27 +600,8 @@ impl Engine {
             log_digests = Some(file);
         }
         if let Some((_, sealed_key, recipient)) = &sealing {
-            let path = ws.root.join("key.ecies");
-            tokio::fs::write(&path, sealed_key)
-                .await
-                .map_err(|e| StepError::Retry(format!("writing the sealed key: {e}")))?;
-            let (_, key_sha256) = self
-                .results
-                .put_file(&job.id, "key.ecies", &path)
-                .await
-                .map_err(|e| StepError::Retry(e.to_string()))?;
-            let digest = |size, sha256| digest::Digest { size, sha256 };
-            let sealed = crate::jobs::model::Sealed {
-                recipient: recipient.clone(),
-                key_sha256,
-                log: log_digests
-                    .as_ref()
-                    .map(|f| digest(f.size, f.sha256.clone())),
-                log_plain: log_digests
-                    .as_ref()
-                    .and_then(|f| Some(digest(f.plain_size?, f.plain_sha256.clone()?))),
-            };
-            self.store.set_sealed(&job.id, &sealed).await?;
+            self.store_sealed_key(&ws, job, sealed_key, recipient, log_digests.as_ref())
+                .await?;
         }
         super::failpoint("brizo::publish", &job.id).await;
         let mut timings = job.timings.clone();
@@ -655,6 +620,36 @@ impl Engine {
             )
             .await?;
         self.record_finish(job, outcome);
+        Ok(())
+    }
+
+    /// The content key sealed to the consumer, into the results store beside the results, and
+    /// on the job's record with the digests of the log it opens.
+    async fn store_sealed_key(
+        &self,
+        ws: &Workspace,
+        job: &Job,
+        sealed_key: &[u8],
+        recipient: &str,
+        log: Option<&OutputFile>,
+    ) -> Result<(), StepError> {
+        let path = ws.root.join("key.ecies");
+        tokio::fs::write(&path, sealed_key)
+            .await
+            .map_err(|e| StepError::Retry(format!("writing the sealed key: {e}")))?;
+        let (_, key_sha256) = self
+            .results
+            .put_file(&job.id, "key.ecies", &path)
+            .await
+            .map_err(|e| StepError::Retry(e.to_string()))?;
+        let digest = |size, sha256| digest::Digest { size, sha256 };
+        let sealed = crate::jobs::model::Sealed {
+            recipient: recipient.to_string(),
+            key_sha256,
+            log: log.map(|f| digest(f.size, f.sha256.clone())),
+            log_plain: log.and_then(|f| Some(digest(f.plain_size?, f.plain_sha256.clone()?))),
+        };
+        self.store.set_sealed(&job.id, &sealed).await?;
         Ok(())
     }
 

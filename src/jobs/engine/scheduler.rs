@@ -365,54 +365,8 @@ impl Engine {
         slots: &mut Slots,
         started: Instant,
     ) -> Result<(), StepError> {
-        let id = job.id.as_str();
         match job.phase {
-            Phase::Queued | Phase::Staging => {
-                // A stop while waiting for a slot ends the wait (the loop then finishes the job).
-                // The place ahead of the runs first, kept until the run starts; then a
-                // staging slot, for the staging only.
-                if slots.ahead.is_none() {
-                    tokio::select! {
-                        ahead = self.ahead_slots.clone().acquire_owned() => slots.ahead = Some(ahead.expect("semaphore open")),
-                        _ = cancel.cancelled() => return Ok(()),
-                    }
-                }
-                let _slot = tokio::select! {
-                    slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
-                    _ = cancel.cancelled() => return Ok(()),
-                };
-                let mut job = job.clone();
-                if job.phase == Phase::Queued {
-                    job.timings.queued_ms =
-                        Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
-                    let transition = Transition {
-                        timings: Some(job.timings.clone()),
-                        ..Default::default()
-                    };
-                    self.store
-                        .transition(id, Phase::Staging, transition)
-                        .await?;
-                }
-                // Staging has the job's own time limit, counted from when it began (so a
-                // restart does not start it over), and a stop or removal ends it at once.
-                let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
-                let left = Duration::from_secs_f64(
-                    (began + job.timeout_secs as f64 - now_epoch()).max(0.0),
-                );
-                tokio::select! {
-                    staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
-                        Ok(staged) => staged?,
-                        Err(_) => {
-                            let reason = format!(
-                                "the job's inputs did not arrive within its {} s limit; nothing ran",
-                                job.timeout_secs
-                            );
-                            self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
-                        }
-                    },
-                    _ = cancel.cancelled() => return Ok(()),
-                }
-            }
+            Phase::Queued | Phase::Staging => self.stage_in_turn(job, cancel, slots).await?,
             Phase::Provisioned => {
                 if slots.run.is_none() {
                     tokio::select! {
@@ -439,6 +393,61 @@ impl Engine {
             Phase::Finished
             | Phase::DataProvisioningFailed
             | Phase::AlgorithmProvisioningFailed => unreachable!(),
+        }
+        Ok(())
+    }
+
+    /// Stages a queued job once it has its place ahead of the runs and a staging slot, within
+    /// the job's own time limit; a stop or removal ends the wait or the staging at once.
+    async fn stage_in_turn(
+        &self,
+        job: &Job,
+        cancel: &CancellationToken,
+        slots: &mut Slots,
+    ) -> Result<(), StepError> {
+        let id = job.id.as_str();
+        // A stop while waiting for a slot ends the wait (the loop then finishes the job).
+        // The place ahead of the runs first, kept until the run starts; then a
+        // staging slot, for the staging only.
+        if slots.ahead.is_none() {
+            tokio::select! {
+                ahead = self.ahead_slots.clone().acquire_owned() => slots.ahead = Some(ahead.expect("semaphore open")),
+                _ = cancel.cancelled() => return Ok(()),
+            }
+        }
+        let _slot = tokio::select! {
+            slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        let mut job = job.clone();
+        if job.phase == Phase::Queued {
+            job.timings.queued_ms =
+                Some(((now_epoch() - job.date_created).max(0.0) * 1000.0) as u64);
+            let transition = Transition {
+                timings: Some(job.timings.clone()),
+                ..Default::default()
+            };
+            self.store
+                .transition(id, Phase::Staging, transition)
+                .await?;
+        }
+        // Staging has the job's own time limit, counted from when it began (so a
+        // restart does not start it over), and a stop or removal ends it at once.
+        let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+        let left =
+            Duration::from_secs_f64((began + job.timeout_secs as f64 - now_epoch()).max(0.0));
+        tokio::select! {
+            staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
+                Ok(staged) => staged?,
+                Err(_) => {
+                    let reason = format!(
+                        "the job's inputs did not arrive within its {} s limit; nothing ran",
+                        job.timeout_secs
+                    );
+                    self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
+                }
+            },
+            _ = cancel.cancelled() => return Ok(()),
         }
         Ok(())
     }

@@ -56,11 +56,17 @@ impl Engine {
     }
 
     fn wait_of(&self, job: &Job, position: Option<usize>) -> Option<Waiting> {
-        let waiting = |reason, text: String, position| {
+        self.held_back(job).or_else(|| self.in_line(job, position))
+    }
+
+    /// A wait that is not for a place in line: a stop under way, a retry's pause, the
+    /// publisher's approval or review.
+    fn held_back(&self, job: &Job) -> Option<Waiting> {
+        let waiting = |reason, text: String| {
             Some(Waiting {
                 reason,
                 text,
-                position,
+                position: None,
             })
         };
         if job.stop_requested {
@@ -70,7 +76,6 @@ impl Engine {
                     "stopping on request; it ends within {} s (limits.grace_secs) even if the backend does not answer",
                     self.config.limits.grace_secs
                 ),
-                None,
             );
         }
         if let Some(retry) = self.retry_at.lock().unwrap().get(&job.id)
@@ -83,14 +88,12 @@ impl Engine {
                     "attempt {} failed: {}; trying again in {secs} s",
                     retry.attempts, retry.reason
                 ),
-                None,
             );
         }
         if job.phase == Phase::Queued && job.approval_pending() {
             return waiting(
                 WaitReason::Approval,
                 "waiting for the publisher to approve it (its dataset asks for approval of each job); not approved before the agreement expires, it ends without running and is not charged".into(),
-                None,
             );
         }
         if job.phase == Phase::Filtering
@@ -100,9 +103,20 @@ impl Engine {
             return waiting(
                 WaitReason::Review,
                 "the run ended; its outputs wait for the publisher's review before they are released".into(),
-                None,
             );
         }
+        None
+    }
+
+    /// A wait for a place: to be staged, or for a run slot; what it is doing meanwhile.
+    fn in_line(&self, job: &Job, position: Option<usize>) -> Option<Waiting> {
+        let waiting = |reason, text: String, position| {
+            Some(Waiting {
+                reason,
+                text,
+                position,
+            })
+        };
         match job.phase {
             Phase::Queued => {
                 let ahead = position.unwrap_or(1) - 1;
