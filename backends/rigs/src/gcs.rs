@@ -208,10 +208,46 @@ async fn proxy(
 ) -> HttpResponse {
     let state = state.get_ref().clone();
     let query = parse_query(req.query_string());
+    if let Some(refused) = authentication_refusal(&state, &req, &query) {
+        return refused;
+    }
+    let upstream = match upstream_url(&state, &req, &query) {
+        Ok(url) => url,
+        Err(refused) => return *refused,
+    };
+    let method = if req.method() == actix_web::http::Method::PUT {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap()
+    };
+    let mut request = state.http.request(method, &upstream).body(body.to_vec());
+    for (name, value) in req.headers() {
+        let n = name.as_str();
+        if matches!(
+            n,
+            "host" | "authorization" | "content-length" | "connection"
+        ) {
+            continue;
+        }
+        request = request.header(n, value.as_bytes());
+    }
+    match request.send().await {
+        Ok(response) => as_gcs_answers(&req, response).await,
+        Err(e) => HttpResponse::BadGateway().body(format!("fake-gcs-server: {e}")),
+    }
+}
+
+/// Checks the request's credential as GCS does: a V4 signed URL, or a service account's
+/// bearer token; the refusal GCS would answer, if any. Signed requests are recorded.
+fn authentication_refusal(
+    state: &ProxyState,
+    req: &HttpRequest,
+    query: &[(String, String)],
+) -> Option<HttpResponse> {
     let signed = query.iter().any(|(k, _)| k == "X-Goog-Signature");
     if signed {
-        if let Err(why) = check_signed_url(&req, &query, SystemTime::now()) {
-            return refuse(&state, 403, "SignatureDoesNotMatch", why);
+        if let Err(why) = check_signed_url(req, query, SystemTime::now()) {
+            return Some(refuse(state, 403, "SignatureDoesNotMatch", why));
         }
         state
             .signed
@@ -225,22 +261,36 @@ async fn proxy(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let Some(token) = auth.strip_prefix("Bearer ") else {
-            return refuse(
-                &state,
+            return Some(refuse(
+                state,
                 401,
                 "AuthenticationRequired",
                 format!("{} {}: no credentials", req.method(), req.path()),
-            );
+            ));
         };
         if let Err(why) = check_jwt(token, &state.email, SystemTime::now()) {
-            return refuse(&state, 401, "InvalidAuthentication", why);
+            return Some(refuse(state, 401, "InvalidAuthentication", why));
         }
     }
-    // The XML API's upload, as the JSON API's media upload.
-    let upstream = if req.method() == actix_web::http::Method::PUT {
+    None
+}
+
+/// Where fake-gcs-server serves the request: the XML API's upload (a PUT) as the JSON API's
+/// media upload, anything else at the same path without the signature's parameters.
+fn upstream_url(
+    state: &ProxyState,
+    req: &HttpRequest,
+    query: &[(String, String)],
+) -> Result<String, Box<HttpResponse>> {
+    Ok(if req.method() == actix_web::http::Method::PUT {
         let path = req.path().trim_start_matches('/');
         let Some((bucket, object)) = path.split_once('/') else {
-            return refuse(&state, 400, "InvalidURI", format!("PUT {path}: no object"));
+            return Err(Box::new(refuse(
+                state,
+                400,
+                "InvalidURI",
+                format!("PUT {path}: no object"),
+            )));
         };
         format!(
             "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
@@ -259,27 +309,12 @@ async fn proxy(
             url.push_str(&unsigned.join("&"));
         }
         url
-    };
-    let method = if req.method() == actix_web::http::Method::PUT {
-        reqwest::Method::POST
-    } else {
-        reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap()
-    };
-    let mut request = state.http.request(method, &upstream).body(body.to_vec());
-    for (name, value) in req.headers() {
-        let n = name.as_str();
-        if matches!(
-            n,
-            "host" | "authorization" | "content-length" | "connection"
-        ) {
-            continue;
-        }
-        request = request.header(n, value.as_bytes());
-    }
-    let response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => return HttpResponse::BadGateway().body(format!("fake-gcs-server: {e}")),
-    };
+    })
+}
+
+/// fake-gcs-server's answer as GCS's XML API gives it: a HEAD keeps the object's length, an
+/// upload answers its ETag and generation without a body.
+async fn as_gcs_answers(req: &HttpRequest, response: reqwest::Response) -> HttpResponse {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap_or_default();
