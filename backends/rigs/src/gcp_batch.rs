@@ -364,44 +364,10 @@ impl State {
         if let Err(why) = check_job_id(&id) {
             return self.refuse(400, "INVALID_ARGUMENT", &format!("job_id: {why}"));
         }
-        let groups = job["taskGroups"].as_array().map(Vec::len).unwrap_or(0);
-        if groups != 1 {
-            return self.refuse(
-                400,
-                "INVALID_ARGUMENT",
-                "Only one TaskGroup is supported now (taskGroups is required).",
-            );
-        }
-        let spec = &job["taskGroups"][0]["taskSpec"];
-        let runnables = spec["runnables"].as_array().cloned().unwrap_or_default();
-        if runnables.is_empty() {
-            return self.refuse(400, "INVALID_ARGUMENT", "taskSpec.runnables is required.");
-        }
-        if runnables.len() != 1 || runnables[0].get("container").is_none() {
-            return self.refuse(
-                400,
-                "INVALID_ARGUMENT",
-                "the stand-in runs one container runnable per task",
-            );
-        }
-        if runnables[0]["container"]["imageUri"]
-            .as_str()
-            .is_none_or(str::is_empty)
-        {
-            return self.refuse(400, "INVALID_ARGUMENT", "container.imageUri is required.");
-        }
-        let max_run = match spec["maxRunDuration"].as_str() {
-            Some(d) => match parse_duration(d) {
-                Some(d) => Some(d),
-                None => return self.refuse(400, "INVALID_ARGUMENT", "maxRunDuration"),
-            },
-            None => None,
+        let max_run = match what_the_standin_runs(&job) {
+            Ok(max_run) => max_run,
+            Err(why) => return self.refuse(400, "INVALID_ARGUMENT", &why),
         };
-        for (key, value) in job["labels"].as_object().into_iter().flatten() {
-            if let Err(why) = check_label(key, value.as_str().unwrap_or("")) {
-                return self.refuse(400, "INVALID_ARGUMENT", &format!("labels: {why}"));
-            }
-        }
         let mut jobs = self.jobs.lock().unwrap();
         if jobs.contains_key(&id) {
             return error(
@@ -590,50 +556,14 @@ impl State {
             },
             None => 0,
         };
-        let mut clauses = vec![];
-        for clause in request["filter"].as_str().unwrap_or("").split(" AND ") {
-            let clause = clause.trim();
-            if clause.is_empty() {
-                continue;
-            }
-            let (key, op, value) = match clause.split_once(">=") {
-                Some((k, v)) => (k, ">=", v),
-                None => match clause.split_once('=') {
-                    Some((k, v)) => (k, "=", v),
-                    None => {
-                        return self.refuse(
-                            400,
-                            "INVALID_ARGUMENT",
-                            &format!("the stand-in does not read the filter clause {clause:?}"),
-                        );
-                    }
-                },
-            };
-            clauses.push((
-                key.trim().to_string(),
-                op,
-                value.trim().trim_matches('"').to_string(),
-            ));
-        }
+        let clauses = match filter_clauses(request["filter"].as_str().unwrap_or("")) {
+            Ok(clauses) => clauses,
+            Err(why) => return self.refuse(400, "INVALID_ARGUMENT", &why),
+        };
         let entries = self.entries.lock().unwrap();
         let mut matching: Vec<&Value> = entries
             .iter()
-            .filter(|e| {
-                clauses.iter().all(|(k, op, v)| {
-                    let field = match k.as_str() {
-                        "logName" => e["logName"].as_str(),
-                        "timestamp" => e["timestamp"].as_str(),
-                        k => k
-                            .strip_prefix("labels.")
-                            .and_then(|l| e["labels"][l].as_str()),
-                    };
-                    match (field, *op) {
-                        (Some(f), "=") => f == v,
-                        (Some(f), ">=") => f >= v.as_str(),
-                        _ => false,
-                    }
-                })
-            })
+            .filter(|e| clauses.iter().all(|c| c.holds_for(e)))
             .collect();
         if order == "timestamp desc" {
             matching.reverse();
@@ -671,6 +601,59 @@ impl State {
 }
 
 /// The job as Batch answers it: the body it was created with and the output-only fields.
+/// One clause of a Cloud Logging filter, of the two kinds brizo writes: `key = "value"` and
+/// `key >= "value"`.
+struct Clause {
+    key: String,
+    at_least: bool,
+    value: String,
+}
+
+impl Clause {
+    fn holds_for(&self, entry: &Value) -> bool {
+        let field = match self.key.as_str() {
+            "logName" => entry["logName"].as_str(),
+            "timestamp" => entry["timestamp"].as_str(),
+            k => k
+                .strip_prefix("labels.")
+                .and_then(|l| entry["labels"][l].as_str()),
+        };
+        match field {
+            Some(f) if self.at_least => f >= self.value.as_str(),
+            Some(f) => f == self.value,
+            None => false,
+        }
+    }
+}
+
+/// The clauses of a filter joined by `AND`; a clause of another kind is refused, saying so.
+fn filter_clauses(filter: &str) -> Result<Vec<Clause>, String> {
+    let mut clauses = vec![];
+    for clause in filter.split(" AND ") {
+        let clause = clause.trim();
+        if clause.is_empty() {
+            continue;
+        }
+        let (key, at_least, value) = match clause.split_once(">=") {
+            Some((k, v)) => (k, true, v),
+            None => match clause.split_once('=') {
+                Some((k, v)) => (k, false, v),
+                None => {
+                    return Err(format!(
+                        "the stand-in does not read the filter clause {clause:?}"
+                    ));
+                }
+            },
+        };
+        clauses.push(Clause {
+            key: key.trim().to_string(),
+            at_least,
+            value: value.trim().trim_matches('"').to_string(),
+        });
+    }
+    Ok(clauses)
+}
+
 fn render(j: &Job) -> Value {
     let mut v = j.body.clone();
     v["name"] = json!(j.name);
@@ -950,6 +933,42 @@ fn settle(state: &State, job: &Arc<Mutex<Job>>, code: i64, timed_out: bool, earl
         set_task(&mut j, "SUCCEEDED", Some(0));
         set_state(&mut j, "SUCCEEDED");
     }
+}
+
+/// What the stand-in runs of a valid job, as Batch would refuse otherwise: one task group of one
+/// container runnable with an image, a readable `maxRunDuration` (returned), valid labels.
+fn what_the_standin_runs(job: &Value) -> Result<Option<Duration>, String> {
+    let groups = job["taskGroups"].as_array().map(Vec::len).unwrap_or(0);
+    if groups != 1 {
+        return Err("Only one TaskGroup is supported now (taskGroups is required).".into());
+    }
+    let spec = &job["taskGroups"][0]["taskSpec"];
+    let runnables = spec["runnables"].as_array().cloned().unwrap_or_default();
+    if runnables.is_empty() {
+        return Err("taskSpec.runnables is required.".into());
+    }
+    if runnables.len() != 1 || runnables[0].get("container").is_none() {
+        return Err("the stand-in runs one container runnable per task".into());
+    }
+    if runnables[0]["container"]["imageUri"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        return Err("container.imageUri is required.".into());
+    }
+    let max_run = match spec["maxRunDuration"].as_str() {
+        Some(d) => match parse_duration(d) {
+            Some(d) => Some(d),
+            None => return Err("maxRunDuration".into()),
+        },
+        None => None,
+    };
+    for (key, value) in job["labels"].as_object().into_iter().flatten() {
+        if let Err(why) = check_label(key, value.as_str().unwrap_or("")) {
+            return Err(format!("labels: {why}"));
+        }
+    }
+    Ok(max_run)
 }
 
 /// Batch job ids: at most 63 of lowercase letters, digits and `-`, starting with a letter,
