@@ -200,6 +200,47 @@ fn error(http: u16, status: &str, message: &str) -> HttpResponse {
     }))
 }
 
+/// The refusal Batch answers a request without a valid service account token, if any.
+fn authentication_refusal(state: &State, req: &HttpRequest) -> Option<HttpResponse> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(token) = auth.strip_prefix("Bearer ") else {
+        return Some(state.refuse(
+            401,
+            "UNAUTHENTICATED",
+            "Request is missing required authentication credential.",
+        ));
+    };
+    if let Err(why) = crate::gcs::check_jwt(token, &state.email, SystemTime::now()) {
+        return Some(state.refuse(401, "UNAUTHENTICATED", &why));
+    }
+    None
+}
+
+/// A query parameter the method does not define (nor any method's system parameters), if any.
+fn unknown_parameter<'q>(
+    method: &str,
+    parts: &[&str],
+    query: &'q [(String, String)],
+) -> Option<&'q str> {
+    // The query parameters each method defines (and the system parameters of every method).
+    let allowed: &[&str] = match (method, parts) {
+        ("POST", ["v1", "projects", _, "locations", _, "jobs"]) => &["jobId", "requestId"],
+        ("DELETE", ["v1", "projects", _, "locations", _, "jobs", _]) => &["reason", "requestId"],
+        ("GET", ["v1", "projects", _, "locations", _, "jobs"]) => {
+            &["filter", "orderBy", "pageSize", "pageToken"]
+        }
+        _ => &[],
+    };
+    query.iter().map(|(k, _)| k.as_str()).find(|k| {
+        !allowed.contains(k)
+            && !["alt", "fields", "prettyPrint", "quotaUser", "$.xgafv"].contains(k)
+    })
+}
+
 async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>) -> HttpResponse {
     let state = state.get_ref().clone();
     state
@@ -207,20 +248,8 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
         .lock()
         .unwrap()
         .push(format!("{} {}", req.method(), req.path()));
-    let auth = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some(token) = auth.strip_prefix("Bearer ") else {
-        return state.refuse(
-            401,
-            "UNAUTHENTICATED",
-            "Request is missing required authentication credential.",
-        );
-    };
-    if let Err(why) = crate::gcs::check_jwt(token, &state.email, SystemTime::now()) {
-        return state.refuse(401, "UNAUTHENTICATED", &why);
+    if let Some(refused) = authentication_refusal(&state, &req) {
+        return refused;
     }
     let query = crate::gcs::parse_query(req.query_string());
     let parts: Vec<String> = req
@@ -231,19 +260,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>
         .collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let method = req.method().as_str();
-    // The query parameters each method defines (and the system parameters of every method).
-    let allowed: &[&str] = match (method, parts.as_slice()) {
-        ("POST", ["v1", "projects", _, "locations", _, "jobs"]) => &["jobId", "requestId"],
-        ("DELETE", ["v1", "projects", _, "locations", _, "jobs", _]) => &["reason", "requestId"],
-        ("GET", ["v1", "projects", _, "locations", _, "jobs"]) => {
-            &["filter", "orderBy", "pageSize", "pageToken"]
-        }
-        _ => &[],
-    };
-    if let Some((k, _)) = query.iter().find(|(k, _)| {
-        !allowed.contains(&k.as_str())
-            && !["alt", "fields", "prettyPrint", "quotaUser", "$.xgafv"].contains(&k.as_str())
-    }) {
+    if let Some(k) = unknown_parameter(method, &parts, &query) {
         return state.refuse(
             400,
             "INVALID_ARGUMENT",
