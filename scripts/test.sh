@@ -23,7 +23,8 @@ timed "cargo clippy (all targets, all backends, warnings are errors)" \
 # nowhere else (brizo-backend-remote once did).
 each_crate_alone() {
   local crate features
-  for crate in brizo-backend-core brizo-backend-remote brizo-backend-docker brizo-runner \
+  for crate in brizo-backend-core brizo-backend-core:conformance brizo-backend-remote \
+    brizo-backend-docker brizo-runner brizo-runner:bin \
     brizo-backend-aws brizo-backend-slurm brizo-backend-azure brizo-backend-gcp \
     brizo-test-rigs brizo-test-rigs:azure brizo-test-rigs:gcp; do
     features=""

@@ -410,11 +410,17 @@ impl ComputeBackend for DockerBackend {
             Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
                 let exit_code = state.exit_code.unwrap_or(-1);
                 let mut oom_killed = state.oom_killed.unwrap_or(false);
-                // Only a SIGKILL under a memory limit can be an OOM kill the flag missed.
+                // Only a SIGKILL under a memory limit can be an OOM kill the flag missed. The
+                // event log is a second look, not a condition of the answer: an engine behind a
+                // proxy that refuses /events still reports its runs' exits.
                 if !oom_killed && exit_code == SIGKILL_EXIT && memory_limited {
                     oom_killed = self
                         .oom_logged(job_id, state.finished_at.as_deref())
-                        .await?;
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(job = job_id, "no second look for an OOM kill: {e}");
+                            false
+                        });
                 }
                 RunState::Exited(ExitInfo {
                     exit_code,

@@ -617,7 +617,6 @@ impl State {
     }
 }
 
-/// The job as Batch answers it: the body it was created with and the output-only fields.
 /// One clause of a Cloud Logging filter, of the two kinds brizo writes: `key = "value"` and
 /// `key >= "value"`.
 struct Clause {
@@ -671,6 +670,7 @@ fn filter_clauses(filter: &str) -> Result<Vec<Clause>, String> {
     Ok(clauses)
 }
 
+/// The job as Batch answers it: the body it was created with and the output-only fields.
 fn render(j: &Job) -> Value {
     let mut v = j.body.clone();
     v["name"] = json!(j.name);
