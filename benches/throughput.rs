@@ -138,71 +138,83 @@ async fn rss_at_rest(pid: u32) -> f64 {
     rss_mib(pid)
 }
 
-#[tokio::main]
-async fn main() {
-    let docker = bollard::Docker::connect_with_local_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .expect("dockerd: run `scripts/dockerd.sh start`");
-    let n = count("BRIZO_BENCH_JOBS", 500);
-    let disk = std::env::var("BRIZO_BENCH_DISK").unwrap_or_else(|_| "auto".into());
-    let svc = common::Service::start_with(&[
-        ("BRIZO_MAX_RUNNING_JOBS", "4"),
-        ("BRIZO_LIMITS__DISK", &disk),
-    ])
-    .await;
-    let pid = svc.child.as_ref().unwrap().id();
-    let start_rss = rss_at_rest(pid).await;
+/// n bare lifecycles, `AT_ONCE` at a time, each with the job's folders (fresh, under `folders`)
+/// or the container alone; seconds.
+async fn bare_run(
+    docker: &bollard::Docker,
+    folders: &std::path::Path,
+    n: usize,
+    round: usize,
+    with_folders: bool,
+) -> f64 {
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let name = format!("brizo-bench-burst-{}-{round}-{i}", std::process::id());
+            let mounts = if with_folders {
+                bare::job_folders(&folders.join(format!("{round}-{i}")))
+            } else {
+                vec![]
+            };
+            async move {
+                bare::lifecycle(docker, common::IMAGE, "/bin/true", &name, mounts).await;
+            }
+        })
+        .buffer_unordered(AT_ONCE)
+        .collect::<Vec<()>>()
+        .await;
+    t.elapsed().as_secs_f64()
+}
 
-    // Two baselines: the container alone, and the container with the folders every job's
-    // container has (an input and the algorithm read-only, outputs and logs writable), made
-    // fresh for each, as brizo's workspace is. The second is the job's container exactly.
-    // It runs before each of brizo's two bursts (bare, brizo, bare, brizo), and the ratio is
-    // of the sums: the machine's speed drifts over minutes, and a baseline taken only before
-    // would put that drift into the ratio.
+/// What the two rounds measured: seconds, CPU snapshots and memory at rest after each burst.
+struct Rounds {
+    alone: f64,
+    bare: [f64; 2],
+    through: [f64; 2],
+    /// Around the run of the container alone.
+    cpu_alone: (Cpu, Cpu),
+    /// Each round: before its bare run, between it and the burst, after the burst.
+    cpu_rounds: Vec<(Cpu, Cpu, Cpu)>,
+    rss_after: [f64; 2],
+}
+
+/// Two baselines: the container alone, and the container with the folders every job's
+/// container has (an input and the algorithm read-only, outputs and logs writable), made fresh
+/// for each, as brizo's workspace is. The second is the job's container exactly. It runs before
+/// each of brizo's two bursts (bare, brizo, bare, brizo), and the ratio is of the sums: the
+/// machine's speed drifts over minutes, and a baseline taken only before would put that drift
+/// into the ratio.
+async fn measure(svc: &common::Service, docker: &bollard::Docker, pid: u32, n: usize) -> Rounds {
     let folders = tempfile::tempdir().unwrap();
-    let bare_run = |round: usize, with_folders: bool| {
-        let (docker, folders) = (&docker, folders.path().to_path_buf());
-        async move {
-            let t = Instant::now();
-            futures::stream::iter(0..n)
-                .map(|i| {
-                    let name = format!("brizo-bench-burst-{}-{round}-{i}", std::process::id());
-                    let mounts = if with_folders {
-                        bare::job_folders(&folders.join(format!("{round}-{i}")))
-                    } else {
-                        vec![]
-                    };
-                    async move {
-                        bare::lifecycle(docker, common::IMAGE, "/bin/true", &name, mounts).await;
-                    }
-                })
-                .buffer_unordered(AT_ONCE)
-                .collect::<Vec<()>>()
-                .await;
-            t.elapsed().as_secs_f64()
-        }
-    };
-    let cpu_start = cpu(pid);
-    let alone = bare_run(0, false).await;
-    let cpu_alone = cpu(pid);
+    let start = cpu(pid);
+    let alone = bare_run(docker, folders.path(), n, 0, false).await;
+    let cpu_alone = (start, cpu(pid));
     let mut bare = [0.0; 2];
     let mut through = [0.0; 2];
     let mut cpu_rounds = vec![];
-    let mut rss_after = vec![];
+    let mut rss_after = [0.0; 2];
     for round in 0..2 {
         let from = cpu(pid);
-        bare[round] = bare_run(round + 1, true).await;
+        bare[round] = bare_run(docker, folders.path(), n, round + 1, true).await;
         let between = cpu(pid);
-        through[round] = burst(&svc, n).await;
+        through[round] = burst(svc, n).await;
         cpu_rounds.push((from, between, cpu(pid)));
-        rss_after.push(rss_at_rest(pid).await);
+        rss_after[round] = rss_at_rest(pid).await;
     }
-    let [after_one, after_two] = rss_after[..] else {
-        unreachable!("two rounds")
-    };
+    Rounds {
+        alone,
+        bare,
+        through,
+        cpu_alone,
+        cpu_rounds,
+        rss_after,
+    }
+}
+
+/// The rounds' times, rates and ratios, their CPU per job, and the table's line.
+fn report(r: &Rounds, n: usize) {
     let rate = |secs: f64| n as f64 / secs;
+    let (alone, bare, through) = (r.alone, r.bare, r.through);
     let (with_folders, brizo) = (bare[0] + bare[1], through[0] + through[1]);
     println!(
         "{n} trivial jobs, {AT_ONCE} at a time, in two rounds (bare then brizo, twice):
@@ -222,21 +234,12 @@ async fn main() {
         with_folders / brizo,
     );
     // Where the difference goes: on 2 cores the burst is CPU-bound, so these are its cost.
-    println!(
-        "{}",
-        cpu_line("bare, the container alone", &cpu_start, &cpu_alone, n)
-    );
-    for (round, (from, between, to)) in cpu_rounds.iter().enumerate() {
+    let (from, to) = &r.cpu_alone;
+    println!("{}", cpu_line("bare, the container alone", from, to, n));
+    for (round, (from, between, to)) in r.cpu_rounds.iter().enumerate() {
         let k = round + 1;
-        println!(
-            "{}",
-            cpu_line(
-                &format!("bare, with the job's folders ({k})"),
-                from,
-                between,
-                n
-            )
-        );
+        let label = format!("bare, with the job's folders ({k})");
+        println!("{}", cpu_line(&label, from, between, n));
         println!("{}", cpu_line(&format!("brizo ({k})"), between, to, n));
     }
     table::record(
@@ -251,6 +254,47 @@ async fn main() {
         with_folders / brizo,
         Goal::AtLeast(0.8),
     );
+}
+
+/// `soak` more jobs, 500 at a time, with the memory at rest after each 500.
+async fn soak(svc: &common::Service, pid: u32, soak: usize, before: f64) {
+    let mut last = before;
+    let mut done = 0;
+    while done < soak {
+        let step = 500.min(soak - done);
+        let _ = burst(svc, step).await;
+        done += step;
+        last = rss_at_rest(pid).await;
+        println!("  soak: {done} more jobs, {last:.1} MiB at rest");
+    }
+    table::record(
+        &format!("idle memory over a {soak}-job soak"),
+        &format!("{last:.1} MiB at the end"),
+        &format!("{before:.1} MiB (before it)"),
+        last / before,
+        Goal::AtMost(1.2),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let docker = bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .expect("dockerd: run `scripts/dockerd.sh start`");
+    let n = count("BRIZO_BENCH_JOBS", 500);
+    let disk = std::env::var("BRIZO_BENCH_DISK").unwrap_or_else(|_| "auto".into());
+    let svc = common::Service::start_with(&[
+        ("BRIZO_MAX_RUNNING_JOBS", "4"),
+        ("BRIZO_LIMITS__DISK", &disk),
+    ])
+    .await;
+    let pid = svc.child.as_ref().unwrap().id();
+    let start_rss = rss_at_rest(pid).await;
+    let rounds = measure(&svc, &docker, pid, n).await;
+    report(&rounds, n);
+    let [after_one, after_two] = rounds.rss_after;
     println!(
         "resident memory at rest: start {start_rss:.1} MiB, after {n} jobs {after_one:.1} MiB, after {} jobs {after_two:.1} MiB",
         2 * n
@@ -262,26 +306,8 @@ async fn main() {
         after_two / start_rss,
         Goal::AtMost(2.0),
     );
-
-    let soak = count("BRIZO_SOAK_JOBS", 0);
-    if soak > 0 {
-        let mut samples = vec![after_two];
-        let mut done = 0;
-        while done < soak {
-            let step = 500.min(soak - done);
-            let _ = burst(&svc, step).await;
-            done += step;
-            let rss = rss_at_rest(pid).await;
-            println!("  soak: {done} more jobs, {rss:.1} MiB at rest");
-            samples.push(rss);
-        }
-        let last = *samples.last().unwrap();
-        table::record(
-            &format!("idle memory over a {soak}-job soak"),
-            &format!("{last:.1} MiB at the end"),
-            &format!("{after_two:.1} MiB (before it)"),
-            last / after_two,
-            Goal::AtMost(1.2),
-        );
+    let more = count("BRIZO_SOAK_JOBS", 0);
+    if more > 0 {
+        soak(&svc, pid, more, after_two).await;
     }
 }
