@@ -278,8 +278,18 @@ async fn expect_error(res: reqwest::Response, status: u16, needle: &str) {
 #[tokio::test]
 async fn every_error_is_json_with_the_right_status() {
     let svc = Service::start().await;
+    refused_without_the_token(&svc).await;
+    refused_as_malformed_or_incomplete(&svc).await;
+    // Nothing refused was recorded.
+    let list = svc.get_json("/api/v2/jobs").await;
+    let list = list.as_array().unwrap();
+    assert!(list.is_empty(), "a refused request left a job: {list:?}");
+    not_found(&svc).await;
+}
+
+/// 401: no token, wrong token.
+async fn refused_without_the_token(svc: &Service) {
     let jobs = svc.url("/api/v2/jobs");
-    // 401: no token, wrong token.
     expect_error(
         svc.http.get(&jobs).send().await.unwrap(),
         401,
@@ -308,7 +318,10 @@ async fn every_error_is_json_with_the_right_status() {
         "token",
     )
     .await;
-    // 400: malformed or incomplete bodies.
+}
+
+/// 400: malformed or incomplete bodies, values the service does not take.
+async fn refused_as_malformed_or_incomplete(svc: &Service) {
     expect_error(
         svc.post("/api/v2/jobs")
             .body("{not json")
@@ -392,11 +405,10 @@ async fn every_error_is_json_with_the_right_status() {
         )
         .await;
     }
-    // Nothing refused was recorded.
-    let list = svc.get_json("/api/v2/jobs").await;
-    let list = list.as_array().unwrap();
-    assert!(list.is_empty(), "a refused request left a job: {list:?}");
-    // 404: unknown job, unknown output, unknown route.
+}
+
+/// 404: unknown job, unknown output, unknown route.
+async fn not_found(svc: &Service) {
     let unknown = "0123456789abcdef0123456789abcdef";
     expect_error(
         svc.get(&format!("/api/v2/jobs/{unknown}"))
