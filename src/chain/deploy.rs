@@ -59,9 +59,39 @@ pub async fn deploy(
     source: &Path,
 ) -> Result<Addresses, ChainError> {
     let a = deploy_code_of_all(provider, source).await?;
-    initialize(provider, &a, owner, initial_minter).await?;
-    register_compute_template(provider, &a).await?;
+    let c = Deployed::of(&a)?;
+    initialize(provider, &c, owner, initial_minter).await?;
+    register_compute_template(provider, &c).await?;
     Ok(a)
+}
+
+/// The addresses the set-up steps wire together, read once from the deployment.
+struct Deployed {
+    token: Address,
+    dispenser: Address,
+    did_registry: Address,
+    conditions: Address,
+    templates: Address,
+    agreements: Address,
+    lock: Address,
+    escrow: Address,
+    compute: Address,
+}
+
+impl Deployed {
+    fn of(a: &Addresses) -> Result<Self, ChainError> {
+        Ok(Self {
+            token: a.get("OceanToken")?,
+            dispenser: a.get("Dispenser")?,
+            did_registry: a.get("DIDRegistry")?,
+            conditions: a.get("ConditionStoreManager")?,
+            templates: a.get("TemplateStoreManager")?,
+            agreements: a.get("AgreementStoreManager")?,
+            lock: a.get("LockRewardCondition")?,
+            escrow: a.get("EscrowReward")?,
+            compute: a.get("ComputeExecutionCondition")?,
+        })
+    }
 }
 
 /// The libraries, then the contracts linked to them; their addresses.
@@ -91,25 +121,21 @@ async fn deploy_code_of_all(
 /// Each contract's `initialize`, wiring it to the others, with `owner` as their owner.
 async fn initialize(
     provider: &DynProvider,
-    a: &Addresses,
+    c: &Deployed,
     owner: Address,
     initial_minter: Address,
 ) -> Result<(), ChainError> {
-    let (token, dispenser, did_registry) = (
-        a.get("OceanToken")?,
-        a.get("Dispenser")?,
-        a.get("DIDRegistry")?,
-    );
-    let (conditions, templates, agreements) = (
-        a.get("ConditionStoreManager")?,
-        a.get("TemplateStoreManager")?,
-        a.get("AgreementStoreManager")?,
-    );
-    let (lock, escrow, compute) = (
-        a.get("LockRewardCondition")?,
-        a.get("EscrowReward")?,
-        a.get("ComputeExecutionCondition")?,
-    );
+    let Deployed {
+        token,
+        dispenser,
+        did_registry,
+        conditions,
+        templates,
+        agreements,
+        lock,
+        escrow,
+        compute,
+    } = *c;
     let p = provider.clone();
     send_tx!(
         OceanToken::new(token, &p).initialize(owner, initial_minter),
@@ -157,21 +183,18 @@ async fn initialize(
 
 /// The compute template (lock reward, compute execution, escrow) proposed and approved, its
 /// actor types registered; the agreement store may create conditions, the dispenser mint.
-async fn register_compute_template(
-    provider: &DynProvider,
-    a: &Addresses,
-) -> Result<(), ChainError> {
-    let (token, dispenser) = (a.get("OceanToken")?, a.get("Dispenser")?);
-    let (conditions, templates, agreements) = (
-        a.get("ConditionStoreManager")?,
-        a.get("TemplateStoreManager")?,
-        a.get("AgreementStoreManager")?,
-    );
-    let (lock, escrow, compute) = (
-        a.get("LockRewardCondition")?,
-        a.get("EscrowReward")?,
-        a.get("ComputeExecutionCondition")?,
-    );
+async fn register_compute_template(provider: &DynProvider, c: &Deployed) -> Result<(), ChainError> {
+    let Deployed {
+        token,
+        dispenser,
+        conditions,
+        templates,
+        agreements,
+        lock,
+        escrow,
+        compute,
+        ..
+    } = *c;
     let p = provider.clone();
     let template_store = TemplateStoreManager::new(templates, &p);
     for actor in ["provider", "consumer"] {
