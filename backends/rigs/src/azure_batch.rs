@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use hmac::Mac;
 use serde_json::{Value, json};
@@ -135,49 +135,8 @@ impl BatchStandin {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the stand-in: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            let system = actix_web::rt::System::new();
-            system.block_on(async move {
-                let data = web::Data::new(shared);
-                let server = match HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(web::PayloadConfig::new(4 << 20))
-                        .default_service(web::to(handle))
-                })
-                .workers(2)
-                .disable_signals()
-                .listen(listener)
-                {
-                    Ok(s) => s.run(),
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = tx.send(Ok(server.handle()));
-                let _ = server.await;
-            });
-        });
-        let server = rx
-            .recv()
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("starting the stand-in: {e}"))?;
-        // Removes this stand-in's containers once the test process is gone, however it ended.
-        let watch = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
-             docker ps -aq --filter label=brizo.batch-standin={label} | xargs -r docker rm -f >/dev/null 2>&1",
-            parent = std::process::id()
-        );
-        let watcher = Command::new("setsid")
-            .args(["sh", "-c", &watch])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting the stand-in's watcher: {e}"))?;
+        let server = crate::serve(listener, state.clone(), handle, 4 << 20)?;
+        let watcher = crate::reap_containers_after_exit(&format!("brizo.batch-standin={label}"))?;
         Ok(BatchStandin {
             url: format!("http://{addr}"),
             state,
@@ -928,11 +887,7 @@ fn run_task(task: Arc<Mutex<Task>>, label: &str, job_id: &str, max_wall: Option<
         Err(failure) => return finish(&mut task.lock().unwrap(), None, Some(failure)),
     };
     let (status, timed_out) = watch(child, &task, &name, max_wall);
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    crate::docker_quietly(&["rm", "-f", &name]);
     let code = status.code().map(i64::from).unwrap_or(137);
     settle(&mut task.lock().unwrap(), code, timed_out);
 }
@@ -1025,11 +980,7 @@ fn watch(
         let over = max_wall.is_some_and(|m| started.elapsed() > m);
         if terminate || over {
             timed_out |= over && !terminate;
-            let _ = Command::new("docker")
-                .args(["kill", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            crate::docker_quietly(&["kill", name]);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -102,20 +102,8 @@ impl BatchStandin {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the stand-in: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let server = crate::serve(listener, state.clone(), handle)?;
-        // Removes this stand-in's containers once the test process is gone, however it ended.
-        let watch = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
-             docker ps -aq --filter label=brizo.gcp-standin={label} | xargs -r docker rm -f >/dev/null 2>&1",
-            parent = std::process::id()
-        );
-        let watcher = Command::new("setsid")
-            .args(["sh", "-c", &watch])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting the stand-in's watcher: {e}"))?;
+        let server = crate::serve(listener, state.clone(), handle, 64 << 20)?;
+        let watcher = crate::reap_containers_after_exit(&format!("brizo.gcp-standin={label}"))?;
         Ok(BatchStandin {
             url: format!("http://{addr}"),
             state,
@@ -778,11 +766,7 @@ fn run(state: Arc<State>, job: Arc<Mutex<Job>>, max_run: Option<Duration>) {
     for reader in readers {
         let _ = reader.join();
     }
-    let _ = Command::new("docker")
-        .args(["rm", "-f", &name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    crate::docker_quietly(&["rm", "-f", &name]);
     let code = status.code().map(i64::from).unwrap_or(137);
     let early = early.lock().unwrap().clone();
     settle(&state, &job, code, timed_out, &early);
@@ -908,11 +892,7 @@ fn watch(
         let over = running && max_run.is_some_and(|m| started.elapsed() > m);
         if delete || over {
             timed_out |= over && !delete;
-            let _ = Command::new("docker")
-                .args(["kill", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            crate::docker_quietly(&["kill", name]);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -113,7 +113,7 @@ impl Gcs {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("binding the GCS proxy: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let server = crate::serve(listener, state.clone(), proxy)?;
+        let server = crate::serve(listener, state.clone(), proxy, 64 << 20)?;
         Ok(Gcs {
             url: format!("http://{addr}"),
             emulator_url,

@@ -40,12 +40,13 @@ pub fn free_port() -> u16 {
 }
 
 /// Serves `handler` on `listener` from a thread of its own (an actix system), with `state` as
-/// its app data; the handle stops it.
-#[cfg(feature = "gcp")]
+/// its app data and request bodies up to `max_body` bytes; the handle stops it.
+#[cfg(any(feature = "azure", feature = "gcp"))]
 pub(crate) fn serve<S, F, Args>(
     listener: std::net::TcpListener,
     state: std::sync::Arc<S>,
     handler: F,
+    max_body: usize,
 ) -> Result<actix_web::dev::ServerHandle, String>
 where
     S: Send + Sync + 'static,
@@ -62,7 +63,7 @@ where
             let server = match HttpServer::new(move || {
                 App::new()
                     .app_data(data.clone())
-                    .app_data(web::PayloadConfig::new(64 << 20))
+                    .app_data(web::PayloadConfig::new(max_body))
                     .default_service(web::to(handler.clone()))
             })
             .workers(2)
@@ -82,4 +83,33 @@ where
     rx.recv()
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("starting a test server: {e}"))
+}
+
+/// Removes the containers labelled `label` (`key=value`) once this test process is gone,
+/// however it ended: a detached shell that waits for it. The stand-ins start one each.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+pub(crate) fn reap_containers_after_exit(label: &str) -> Result<std::process::Child, String> {
+    let watch = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+         docker ps -aq --filter label={label} | xargs -r docker rm -f >/dev/null 2>&1",
+        parent = std::process::id()
+    );
+    std::process::Command::new("setsid")
+        .args(["sh", "-c", &watch])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting the stand-in's watcher: {e}"))
+}
+
+/// `docker <args>`, its output discarded and its failure ignored (a kill of a container that
+/// has just ended, a removal of one already gone).
+#[cfg(any(feature = "azure", feature = "gcp"))]
+pub(crate) fn docker_quietly(args: &[&str]) {
+    let _ = std::process::Command::new("docker")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
