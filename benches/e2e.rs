@@ -24,28 +24,24 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-#[tokio::main]
-async fn main() {
-    let docker = bollard::Docker::connect_with_local_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .expect("dockerd: run `scripts/dockerd.sh start`");
-    let svc = common::Service::start().await;
-    let input = svc.dataset("bench/input.csv", "a,b\n1,2\n");
-    let job = json!({"image": common::IMAGE, "entrypoint": COMMAND, "algorithm": {"rawcode": "# nothing"},
-                     "inputs": [{"url": input}], "timeoutSeconds": 60});
+/// Seconds per round after the warm-up: the bare lifecycle (and its four steps), brizo's job
+/// as the client saw it, as the server recorded it, with the cleanup after it; its phases.
+#[derive(Default)]
+struct Samples {
+    bare: Vec<f64>,
+    bare_steps: [Vec<f64>; 4],
+    client: Vec<f64>,
+    server: Vec<f64>,
+    with_cleanup: Vec<f64>,
+    phases: HashMap<String, Vec<f64>>,
+}
 
-    let mut bare = vec![];
-    let mut e2e_client = vec![];
-    let mut e2e_server = vec![];
-    let mut e2e_with_cleanup = vec![];
-    let mut bare_steps: [Vec<f64>; 4] = Default::default();
-    let mut phases: HashMap<String, Vec<f64>> = HashMap::new();
+async fn measure(docker: &bollard::Docker, svc: &common::Service, job: &Value) -> Samples {
+    let mut m = Samples::default();
     // Interleaved, so that drift of the machine affects both sides alike.
     for n in 0..WARMUP + ROUNDS {
         let name = format!("brizo-bench-bare-{}-{n}", std::process::id());
-        let b = bare::lifecycle(&docker, common::IMAGE, COMMAND, &name, vec![]).await;
+        let b = bare::lifecycle(docker, common::IMAGE, COMMAND, &name, vec![]).await;
         let started = Instant::now();
         let id = svc.submit(job.clone()).await;
         let done: Value = svc
@@ -65,27 +61,33 @@ async fn main() {
         if n < WARMUP {
             continue;
         }
-        bare.push(b.iter().sum::<f64>());
+        m.bare.push(b.iter().sum::<f64>());
         for (i, step) in b.iter().enumerate() {
-            bare_steps[i].push(*step);
+            m.bare_steps[i].push(*step);
         }
-        e2e_client.push(client);
+        m.client.push(client);
         let server =
             finished["dateFinished"].as_f64().unwrap() - finished["dateCreated"].as_f64().unwrap();
-        e2e_server.push(server);
-        e2e_with_cleanup.push(server + finished["timings"]["cleanupMs"].as_f64().unwrap() / 1000.0);
+        m.server.push(server);
+        m.with_cleanup
+            .push(server + finished["timings"]["cleanupMs"].as_f64().unwrap() / 1000.0);
         for (phase, ms) in finished["timings"].as_object().unwrap() {
-            phases
+            m.phases
                 .entry(phase.clone())
                 .or_default()
                 .push(ms.as_f64().unwrap() / 1000.0);
         }
     }
+    m
+}
+
+/// The medians, their ratios to the bare lifecycle, the table's line, the phases.
+fn report(mut m: Samples) {
     let (b, c, s, w) = (
-        median(bare),
-        median(e2e_client),
-        median(e2e_server),
-        median(e2e_with_cleanup),
+        median(m.bare),
+        median(m.client),
+        median(m.server),
+        median(m.with_cleanup),
     );
     println!(
         "trivial job ({COMMAND} in {}, one small file input), {ROUNDS} rounds after {WARMUP} warm-up, medians:",
@@ -98,7 +100,7 @@ async fn main() {
     for (i, step) in ["create", "start", "wait", "remove"].iter().enumerate() {
         println!(
             "    {step:<14} {:>8.1} ms",
-            median(bare_steps[i].clone()) * 1000.0
+            median(m.bare_steps[i].clone()) * 1000.0
         );
     }
     println!(
@@ -133,7 +135,7 @@ async fn main() {
         "publishingMs",
         "cleanupMs",
     ] {
-        if let Some(xs) = phases.remove(phase) {
+        if let Some(xs) = m.phases.remove(phase) {
             println!(
                 "    {:<14} {:>8.1} ms",
                 phase.trim_end_matches("Ms"),
@@ -141,4 +143,14 @@ async fn main() {
             );
         }
     }
+}
+
+#[tokio::main]
+async fn main() {
+    let docker = bare::engine().await;
+    let svc = common::Service::start().await;
+    let input = svc.dataset("bench/input.csv", "a,b\n1,2\n");
+    let job = json!({"image": common::IMAGE, "entrypoint": COMMAND, "algorithm": {"rawcode": "# nothing"},
+                     "inputs": [{"url": input}], "timeoutSeconds": 60});
+    report(measure(&docker, &svc, &job).await);
 }

@@ -278,11 +278,7 @@ async fn soak(svc: &common::Service, pid: u32, soak: usize, before: f64) {
 
 #[tokio::main]
 async fn main() {
-    let docker = bollard::Docker::connect_with_local_defaults()
-        .unwrap()
-        .negotiate_version()
-        .await
-        .expect("dockerd: run `scripts/dockerd.sh start`");
+    let docker = bare::engine().await;
     let n = count("BRIZO_BENCH_JOBS", 500);
     let disk = std::env::var("BRIZO_BENCH_DISK").unwrap_or_else(|_| "auto".into());
     let svc = common::Service::start_with(&[

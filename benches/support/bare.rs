@@ -14,6 +14,15 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 
+/// The local engine, its API version agreed.
+pub async fn engine() -> bollard::Docker {
+    bollard::Docker::connect_with_local_defaults()
+        .unwrap()
+        .negotiate_version()
+        .await
+        .expect("dockerd: run `scripts/dockerd.sh start`")
+}
+
 /// The folders a job's container is given, laid out in `root` as brizo's workspace is: one
 /// input and the algorithm read-only, outputs and logs writable (by the job's uid).
 pub fn job_folders(root: &std::path::Path) -> Vec<Mount> {
