@@ -21,86 +21,37 @@ pub(super) enum JobCommand {
     /// Submit a job, follow it (phase and logs) and say where its outputs are.
     Run(RunArgs),
     /// Show a job.
-    Status {
-        id: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Status(JobArgs),
     /// Print a job's log (--follow: until it ends).
     Logs {
-        id: String,
+        #[command(flatten)]
+        job: JobArgs,
         #[arg(long, short)]
         follow: bool,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Kill a job's run.
-    Stop {
-        id: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Stop(JobArgs),
     /// Show what a job would run (the algorithm's code and sha256, image, consumer), to
     /// decide on a job waiting for approval.
-    Review {
-        id: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Review(JobArgs),
     /// Approve a job waiting for approval: it runs, with exactly the algorithm reviewed.
-    Approve {
-        id: String,
-        /// Who approves, for the record and the receipt.
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Approve(Decision),
     /// Reject a job waiting for approval: it ends without running; the consumer is not charged.
-    Reject {
-        id: String,
-        /// Why, for the consumer.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Reject(Refusal),
     /// List a job's outputs held for review (names, sizes, sha256); read one with --show.
     Held {
-        id: String,
+        #[command(flatten)]
+        job: JobArgs,
         /// Print this held output's content.
         #[arg(long)]
         show: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
     },
     /// Release a job's held outputs: they are published and the job goes on.
-    Release {
-        id: String,
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Release(Decision),
     /// Withhold a job's held outputs: nothing is published, the consumer is not charged.
-    Withhold {
-        id: String,
-        /// Why, for the consumer.
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        by: Option<String>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Withhold(Refusal),
     /// Stop a job and remove all it left.
-    Delete {
-        id: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Delete(JobArgs),
     /// List jobs.
     List {
         #[command(flatten)]
@@ -114,6 +65,34 @@ pub(super) enum JobCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+/// One job on one server: what most job commands take.
+#[derive(Args)]
+pub(super) struct JobArgs {
+    id: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// A publisher's decision on a job (approve a run, release outputs).
+#[derive(Args)]
+pub(super) struct Decision {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Who decides, for the record and the receipt.
+    #[arg(long)]
+    by: Option<String>,
+}
+
+/// A decision against (reject a run, withhold outputs): it says why.
+#[derive(Args)]
+pub(super) struct Refusal {
+    #[command(flatten)]
+    decision: Decision,
+    /// Why, for the consumer.
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Args)]
@@ -153,70 +132,66 @@ pub(super) struct RunArgs {
 pub(super) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
     match cmd {
         JobCommand::Run(args) => run_job(args).await,
-        JobCommand::Status { id, server } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&client(&server)?.status(&id).await?)?
-            );
+        JobCommand::Status(job) => {
+            let status = client(&job.server)?.status(&job.id).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
-        JobCommand::Logs { id, follow, server } => {
-            to_stdout(client(&server)?.logs(&id, follow).await?).await
+        JobCommand::Logs { job, follow } => {
+            to_stdout(client(&job.server)?.logs(&job.id, follow).await?).await
         }
-        JobCommand::Stop { id, server } => {
-            let status = client(&server)?.stop(&id).await?;
+        JobCommand::Stop(job) => {
+            let status = client(&job.server)?.stop(&job.id).await?;
             println!(
                 "stop requested for {}; it is {}",
                 status.job_id, status.status_text
             );
             Ok(())
         }
-        JobCommand::Review { id, server } => review(&client(&server)?, &id).await,
-        JobCommand::Approve { id, by, server } => {
-            let status = client(&server)?.approve(&id, by.as_deref()).await?;
+        JobCommand::Review(job) => review(&client(&job.server)?, &job.id).await,
+        JobCommand::Approve(Decision { job, by }) => {
+            let status = client(&job.server)?.approve(&job.id, by.as_deref()).await?;
             println!(
                 "job {} approved; it is {}",
                 status.job_id, status.status_text
             );
             Ok(())
         }
-        JobCommand::Reject {
-            id,
+        JobCommand::Reject(Refusal {
+            decision: Decision { job, by },
             reason,
-            by,
-            server,
-        } => {
-            let status = client(&server)?.reject(&id, by.as_deref(), &reason).await?;
+        }) => {
+            let status = client(&job.server)?
+                .reject(&job.id, by.as_deref(), &reason)
+                .await?;
             println!("job {} rejected; it ends without running", status.job_id);
             Ok(())
         }
-        JobCommand::Held { id, show, server } => {
-            let client = client(&server)?;
+        JobCommand::Held { job, show } => {
+            let client = client(&job.server)?;
             match show {
-                Some(name) => to_stdout(client.held_file(&id, &name).await?).await,
+                Some(name) => to_stdout(client.held_file(&job.id, &name).await?).await,
                 None => {
-                    for o in client.held(&id).await? {
+                    for o in client.held(&job.id).await? {
                         println!("{:>12}  {}  {}", o.size, o.sha256, o.name);
                     }
                     Ok(())
                 }
             }
         }
-        JobCommand::Release { id, by, server } => {
-            let status = client(&server)?
-                .decide_outputs(&id, "release", by.as_deref(), None)
+        JobCommand::Release(Decision { job, by }) => {
+            let status = client(&job.server)?
+                .decide_outputs(&job.id, "release", by.as_deref(), None)
                 .await?;
             println!("job {}: outputs released", status.job_id);
             Ok(())
         }
-        JobCommand::Withhold {
-            id,
+        JobCommand::Withhold(Refusal {
+            decision: Decision { job, by },
             reason,
-            by,
-            server,
-        } => {
-            let status = client(&server)?
-                .decide_outputs(&id, "withhold", by.as_deref(), Some(&reason))
+        }) => {
+            let status = client(&job.server)?
+                .decide_outputs(&job.id, "withhold", by.as_deref(), Some(&reason))
                 .await?;
             println!(
                 "job {}: outputs withheld; nothing is published",
@@ -224,9 +199,9 @@ pub(super) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        JobCommand::Delete { id, server } => {
-            client(&server)?.delete(&id).await?;
-            println!("job {id} deleted");
+        JobCommand::Delete(job) => {
+            client(&job.server)?.delete(&job.id).await?;
+            println!("job {} deleted", job.id);
             Ok(())
         }
         JobCommand::Rerun { receipt, server } => rerun(receipt, client(&server)?).await,
@@ -517,5 +492,48 @@ mod tests {
             (signed.name, signed.url.as_str()),
             (None, "https://host/x?sig=abc")
         );
+    }
+
+    /// The job commands' shared arguments (a job, a decision, a refusal) parse from the same
+    /// command lines as before they were shared; clap's own check catches clashing names.
+    #[test]
+    fn decisions_parse_their_job_who_and_why() {
+        use clap::{CommandFactory, Parser};
+        super::super::Cli::command().debug_assert();
+        #[derive(Parser)]
+        struct Job {
+            #[command(subcommand)]
+            cmd: JobCommand,
+        }
+        let parse = |line: &[&str]| Job::try_parse_from([&["job"], line].concat()).map(|j| j.cmd);
+        let Ok(JobCommand::Withhold(refusal)) = parse(&[
+            "withhold",
+            "j-1",
+            "--reason",
+            "identifies a person",
+            "--by",
+            "dana",
+            "--server",
+            "http://h:1",
+        ]) else {
+            panic!("withhold did not parse");
+        };
+        assert_eq!(refusal.decision.job.id, "j-1");
+        assert_eq!(refusal.decision.job.server.server, "http://h:1");
+        assert_eq!(refusal.decision.by.as_deref(), Some("dana"));
+        assert_eq!(refusal.reason, "identifies a person");
+        let Ok(JobCommand::Approve(decision)) = parse(&["approve", "j-2"]) else {
+            panic!("approve did not parse");
+        };
+        assert_eq!((decision.job.id.as_str(), decision.by), ("j-2", None));
+        let missing = parse(&["reject", "j-3"])
+            .err()
+            .expect("a reject needs a reason");
+        assert!(missing.to_string().contains("--reason"), "{missing}");
+        let Ok(JobCommand::Held { job, show }) = parse(&["held", "j-4", "--show", "sum.txt"])
+        else {
+            panic!("held did not parse");
+        };
+        assert_eq!((job.id.as_str(), show.as_deref()), ("j-4", Some("sum.txt")));
     }
 }
