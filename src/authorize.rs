@@ -228,28 +228,7 @@ pub async fn authorize_start(
     ctx: &ChainContext,
     req: &StartRequest,
 ) -> Result<Authorized, AuthorizeError> {
-    let signature = required(&req.signature, "signature")?;
-    let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
-    let consumer_text = required(&req.consumer_address, "consumerAddress")?;
-    let consumer = parse_address(consumer_text)?;
-    let agreement_id = parse_agreement_id(agreement_text)?;
-    if req
-        .algorithm_did
-        .as_deref()
-        .is_none_or(|d| d.trim().is_empty())
-        && req.algorithm_meta.is_none()
-    {
-        return Err(AuthorizeError::Invalid(
-            "algorithmDID or algorithmMeta is required".into(),
-        ));
-    }
-    // The message is the strings as the client sent them (Squid signs exactly these).
-    check_signature(
-        consumer,
-        &format!("{consumer_text}{agreement_text}"),
-        signature,
-    )?;
-
+    let (consumer, agreement_id, signed) = signed_start(req)?;
     let (keeper, resolver) = ctx.chain()?;
     let Some(on_chain) =
         crate::chain::agreement::get(&keeper.provider, &keeper.addresses, agreement_id).await?
@@ -284,7 +263,7 @@ pub async fn authorize_start(
         )));
     }
     let inputs = dataset_inputs(keeper, &dataset.ddo, &on_chain.did)?;
-    let encrypt_to = encryption_key(&policy, req, &format!("{consumer_text}{agreement_text}"))?;
+    let encrypt_to = encryption_key(&policy, req, &signed)?;
     let request = JobRequest {
         image,
         entrypoint: container.entrypoint,
@@ -294,25 +273,58 @@ pub async fn authorize_start(
         network: policy.allow_network_access,
         encrypt_to,
     };
-    let record = AgreementRecord {
-        agreement_id: agreement_id.to_string(),
-        did: dataset.did,
-        price: terms.price.to_string(),
-        publisher: terms.publisher.to_string(),
-        consumer: consumer.to_string(),
-        lock_id: ids.lock.to_string(),
-        compute_id: ids.compute.to_string(),
-        escrow_id: ids.escrow.to_string(),
-        output: req.output.clone(),
-    };
     Ok(Authorized {
         request,
-        record,
+        record: record_of(&terms, &ids, dataset.did, req),
         terms,
         requires_approval: policy.requires_approval,
         review_outputs: policy.review_outputs,
         ids,
     })
+}
+
+/// The consumer and agreement a start request names, its algorithm present and its signature
+/// checked, with the message signed: the strings as the client sent them (Squid signs exactly
+/// these), which also authenticates the consumer's key for encrypted results.
+fn signed_start(req: &StartRequest) -> Result<(Address, B256, String), AuthorizeError> {
+    let signature = required(&req.signature, "signature")?;
+    let agreement_text = required(&req.service_agreement_id, "serviceAgreementId")?;
+    let consumer_text = required(&req.consumer_address, "consumerAddress")?;
+    let consumer = parse_address(consumer_text)?;
+    let agreement_id = parse_agreement_id(agreement_text)?;
+    if req
+        .algorithm_did
+        .as_deref()
+        .is_none_or(|d| d.trim().is_empty())
+        && req.algorithm_meta.is_none()
+    {
+        return Err(AuthorizeError::Invalid(
+            "algorithmDID or algorithmMeta is required".into(),
+        ));
+    }
+    let signed = format!("{consumer_text}{agreement_text}");
+    check_signature(consumer, &signed, signature)?;
+    Ok((consumer, agreement_id, signed))
+}
+
+/// What the job's record keeps of its agreement, to settle it later without asking again.
+fn record_of(
+    terms: &Terms,
+    ids: &ConditionIds,
+    did: String,
+    req: &StartRequest,
+) -> AgreementRecord {
+    AgreementRecord {
+        agreement_id: terms.agreement_id.to_string(),
+        did,
+        price: terms.price.to_string(),
+        publisher: terms.publisher.to_string(),
+        consumer: terms.consumer.to_string(),
+        lock_id: ids.lock.to_string(),
+        compute_id: ids.compute.to_string(),
+        escrow_id: ids.escrow.to_string(),
+        output: req.output.clone(),
+    }
 }
 
 /// The algorithm a start request names (a published one by DID, or raw code with its

@@ -472,32 +472,10 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         super::failpoint("brizo::filter", &job.id).await;
-        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        let outputs_dir = ws.outputs();
-        let listed = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir))
-            .await
-            .expect("listing does not panic");
-        // What the algorithm left cannot be read (a tree deeper than paths go, a name the
-        // filesystem refuses): that does not heal, so the job ends with the reason.
-        let mut outputs = match listed {
+        let mut outputs = match self.listed_outputs(job).await {
             Ok(outputs) => outputs,
-            Err(e) => {
-                let reason =
-                    format!("the job's outputs could not be listed: {e}; nothing was published");
-                return self.fail_publishing(job, reason).await;
-            }
+            Err(reason) => return self.fail_publishing(job, reason).await,
         };
-        // A disk that filled up while the job ran: the kernel refused its writes, so what is
-        // there is cut short. Said as such, rather than as the exit code it caused.
-        if let Some(quota) = self.disk
-            && crate::jobs::disk::is_full(&ws.disk(), quota)
-        {
-            let reason = format!(
-                "the job filled its disk ({} MiB for /data/outputs and /data/logs: outputs.max_output_mb and outputs.max_log_kb); nothing was published",
-                quota.content >> 20
-            );
-            return self.fail_publishing(job, reason).await;
-        }
         let total: u64 = outputs.iter().map(|o| o.size).sum();
         let cap = self.config.outputs.max_output_mb << 20;
         let mut transition = Transition::default();
@@ -534,56 +512,43 @@ impl Engine {
         Ok(())
     }
 
+    /// The job's outputs as the algorithm left them, or why they cannot be published: a tree
+    /// that cannot be read (deeper than paths go, a name the filesystem refuses) does not
+    /// heal, and a disk that filled up means the kernel refused writes, so what is there is
+    /// cut short (said as such, rather than as the exit code it caused).
+    async fn listed_outputs(&self, job: &Job) -> Result<Vec<OutputFile>, String> {
+        let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
+        let outputs_dir = ws.outputs();
+        let outputs = tokio::task::spawn_blocking(move || list_outputs(&outputs_dir))
+            .await
+            .expect("listing does not panic")
+            .map_err(|e| {
+                format!("the job's outputs could not be listed: {e}; nothing was published")
+            })?;
+        if let Some(quota) = self.disk
+            && crate::jobs::disk::is_full(&ws.disk(), quota)
+        {
+            return Err(format!(
+                "the job filled its disk ({} MiB for /data/outputs and /data/logs: outputs.max_output_mb and outputs.max_log_kb); nothing was published",
+                quota.content >> 20
+            ));
+        }
+        Ok(outputs)
+    }
+
     /// Phase 60 → 70: outputs and the log to the results store, with sizes and hashes of what
     /// was actually stored; then the container and the job folder go.
     pub(super) async fn publish(&self, job: &Job, started: Instant) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
-        // An encrypted job: a fresh content key for this attempt (a retried attempt makes a
-        // new one and overwrites everything), sealed to the consumer beside the results.
-        let sealing = match &job.request.encrypt_to {
-            None => None,
-            Some(recipient) => match crate::seal::parse_public_key(recipient) {
-                Ok(public) => {
-                    let key = crate::seal::ContentKey::random();
-                    let sealed_key = key
-                        .seal(&public)
-                        .map_err(|e| StepError::Retry(format!("sealing the key: {e}")))?;
-                    Some((key, sealed_key, recipient.clone()))
-                }
-                Err(e) => {
-                    return self
-                        .fail_publishing(job, format!("encryptTo: {e}; nothing was published"))
-                        .await;
-                }
-            },
+        let sealing = match sealing_for(job)? {
+            Ok(sealing) => sealing,
+            Err(reason) => return self.fail_publishing(job, reason).await,
         };
         let key = sealing.as_ref().map(|(k, _, _)| k);
-        let mut published = Vec::with_capacity(job.outputs.len());
-        for output in &job.outputs {
-            let source = ws.outputs().join(&output.name);
-            match self
-                .put_output(
-                    &ws,
-                    &job.id,
-                    &format!("outputs/{}", output.name),
-                    &source,
-                    key,
-                )
-                .await
-            {
-                Ok(mut file) => {
-                    file.name = output.name.clone();
-                    published.push(file);
-                }
-                // The algorithm left a file brizo cannot read (its mode, a vanished file): that
-                // does not heal by retrying, so the job ends with the reason.
-                Err(StorageError::Io(e)) => {
-                    let reason = format!("output {} could not be read: {e}", output.name);
-                    return self.fail_publishing(job, reason).await;
-                }
-                Err(e) => return Err(StepError::Retry(e.to_string())),
-            }
-        }
+        let published = match self.put_outputs(&ws, job, key).await? {
+            Ok(published) => published,
+            Err(reason) => return self.fail_publishing(job, reason).await,
+        };
         let log = self.log_path(&job.id);
         // Under review, the log is published only with the outputs' release.
         let mut log_digests = None;
@@ -621,6 +586,36 @@ impl Engine {
             .await?;
         self.record_finish(job, outcome);
         Ok(())
+    }
+
+    /// Each listed output into the results store (encrypted with `key` if given), with the
+    /// sizes and hashes of what was stored; `Ok(Err(reason))` when the algorithm left a file
+    /// brizo cannot read (its mode, a vanished file), which does not heal by retrying.
+    async fn put_outputs(
+        &self,
+        ws: &Workspace,
+        job: &Job,
+        key: Option<&crate::seal::ContentKey>,
+    ) -> Result<Result<Vec<OutputFile>, String>, StepError> {
+        let mut published = Vec::with_capacity(job.outputs.len());
+        for output in &job.outputs {
+            let source = ws.outputs().join(&output.name);
+            let rel = format!("outputs/{}", output.name);
+            match self.put_output(ws, &job.id, &rel, &source, key).await {
+                Ok(mut file) => {
+                    file.name = output.name.clone();
+                    published.push(file);
+                }
+                Err(StorageError::Io(e)) => {
+                    return Ok(Err(format!(
+                        "output {} could not be read: {e}",
+                        output.name
+                    )));
+                }
+                Err(e) => return Err(StepError::Retry(e.to_string())),
+            }
+        }
+        Ok(Ok(published))
     }
 
     /// The content key sealed to the consumer, into the results store beside the results, and
@@ -763,6 +758,27 @@ async fn copy_logs(
         file.flush().await?;
     }
     file.flush().await
+}
+
+/// A content key sealed to the consumer, with the key it was sealed to.
+type Sealing = (crate::seal::ContentKey, Vec<u8>, String);
+
+/// An encrypted job's sealing: a fresh content key for this attempt (a retried attempt makes
+/// a new one and overwrites everything), sealed to the consumer to go beside the results.
+/// `Ok(Err(reason))` when the job's key is not one to seal to.
+fn sealing_for(job: &Job) -> Result<Result<Option<Sealing>, String>, StepError> {
+    let Some(recipient) = &job.request.encrypt_to else {
+        return Ok(Ok(None));
+    };
+    let public = match crate::seal::parse_public_key(recipient) {
+        Ok(public) => public,
+        Err(e) => return Ok(Err(format!("encryptTo: {e}; nothing was published"))),
+    };
+    let key = crate::seal::ContentKey::random();
+    let sealed_key = key
+        .seal(&public)
+        .map_err(|e| StepError::Retry(format!("sealing the key: {e}")))?;
+    Ok(Ok(Some((key, sealed_key, recipient.clone()))))
 }
 
 fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
