@@ -258,16 +258,7 @@ fn assert_limits_network_and_labels(body: &Value, run_id: &str, job_id: &str) {
         "the image the local engine has, by id: {body}"
     );
     let options = container["options"].as_str().unwrap();
-    for expected in [
-        "--read-only",
-        "--cap-drop ALL",
-        "--cpus 1.5",
-        "--pids-limit 96",
-        "no-new-privileges",
-        "/out:rw,nosuid,nodev",
-    ] {
-        assert!(options.contains(expected), "{expected} not in {options}");
-    }
+    brizo_test_rigs::assert_isolating_options(options, &[]);
     let network = &body["allocationPolicy"]["network"]["networkInterfaces"][0];
     assert_eq!(network["noExternalIpAddress"], true, "{body}");
     assert_eq!(

@@ -37,6 +37,7 @@ use hmac::Mac;
 use serde_json::{Value, json};
 
 use crate::entra;
+use crate::schema::{self, Dialect};
 
 /// The API version the stand-in (and the specification excerpt) is of.
 pub const API_VERSION: &str = "2024-07-01.20.0";
@@ -222,15 +223,7 @@ impl BatchStandin {
 
     /// Checks `body` against the specification's `definition` (for tests of the checker).
     pub fn check(&self, definition: &str, body: &Value) -> Vec<String> {
-        let mut errors = vec![];
-        validate(
-            &self.state.definitions,
-            &json!({"$ref": format!("#/definitions/{definition}")}),
-            body,
-            definition,
-            &mut errors,
-        );
-        errors
+        validate(&self.state.definitions, definition, body, definition)
     }
 }
 
@@ -533,14 +526,7 @@ impl State {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             Box::new(self.refuse(400, "InvalidRequestBody", &format!("not JSON: {e}")))
         })?;
-        let mut errors = vec![];
-        validate(
-            &self.definitions,
-            &json!({"$ref": format!("#/definitions/{definition}")}),
-            &value,
-            definition,
-            &mut errors,
-        );
+        let errors = validate(&self.definitions, definition, &value, definition);
         if !errors.is_empty() {
             return Err(Box::new(self.refuse(
                 400,
@@ -753,13 +739,11 @@ impl State {
         if let Some(o) = checked.as_object_mut() {
             o.retain(|k, _| !k.starts_with("odata."));
         }
-        let mut errors = vec![];
-        validate(
+        let errors = validate(
             &self.definitions,
-            &json!({"$ref": "#/definitions/CloudTask"}),
+            "CloudTask",
             &checked,
             "CloudTask (the stand-in's answer)",
-            &mut errors,
         );
         self.violations.lock().unwrap().extend(errors);
         HttpResponse::Ok().json(out)
@@ -1067,112 +1051,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     any.then(|| Duration::from_secs_f64(secs))
 }
 
-/// Checks `value` against a Swagger 2.0 schema of the specification: `$ref`, object properties
-/// (required ones present, none the schema does not define), arrays, and the scalar types with
-/// their formats and enums.
-pub fn validate(
-    definitions: &Value,
-    schema: &Value,
-    value: &Value,
-    at: &str,
-    errors: &mut Vec<String>,
-) {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.trim_start_matches("#/definitions/");
-        match definitions.get(name) {
-            Some(def) => validate(definitions, def, value, at, errors),
-            None => errors.push(format!("{at}: the excerpt has no definition {name}")),
-        }
-        return;
-    }
-    let kind = schema.get("type").and_then(Value::as_str).unwrap_or(
-        if schema.get("properties").is_some() {
-            "object"
-        } else {
-            ""
-        },
-    );
-    match kind {
-        "object" => {
-            let Some(object) = value.as_object() else {
-                errors.push(format!("{at}: expected an object, got {value}"));
-                return;
-            };
-            let properties = schema.get("properties").and_then(Value::as_object);
-            for required in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if !object.contains_key(required) {
-                    errors.push(format!("{at}: the required property {required} is missing"));
-                }
-            }
-            let additional = schema.get("additionalProperties");
-            for (key, v) in object {
-                let sub = format!("{at}.{key}");
-                match (properties.and_then(|p| p.get(key)), additional) {
-                    (Some(s), _) => validate(definitions, s, v, &sub, errors),
-                    (None, Some(s)) if s.is_object() => validate(definitions, s, v, &sub, errors),
-                    // A stub (a definition not copied) accepts what it holds.
-                    (None, _) if properties.is_none() => {}
-                    (None, _) => {
-                        errors.push(format!("{sub}: the specification defines no such property"))
-                    }
-                }
-            }
-        }
-        "array" => {
-            let Some(items) = value.as_array() else {
-                errors.push(format!("{at}: expected an array, got {value}"));
-                return;
-            };
-            let empty = json!({});
-            let item = schema.get("items").unwrap_or(&empty);
-            for (n, v) in items.iter().enumerate() {
-                validate(definitions, item, v, &format!("{at}[{n}]"), errors);
-            }
-        }
-        "string" => {
-            let Some(s) = value.as_str() else {
-                errors.push(format!("{at}: expected a string, got {value}"));
-                return;
-            };
-            if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-                && !allowed.iter().any(|a| a.as_str() == Some(s))
-            {
-                errors.push(format!(
-                    "{at}: {s:?} is not one of {}",
-                    Value::Array(allowed.clone())
-                ));
-            }
-            if schema.get("format").and_then(Value::as_str) == Some("duration")
-                && parse_duration(s).is_none()
-            {
-                errors.push(format!("{at}: {s:?} is not an ISO 8601 duration"));
-            }
-        }
-        "integer" => {
-            let Some(n) = value.as_i64() else {
-                errors.push(format!("{at}: expected an integer, got {value}"));
-                return;
-            };
-            if schema.get("format").and_then(Value::as_str) == Some("int32")
-                && i32::try_from(n).is_err()
-            {
-                errors.push(format!("{at}: {n} does not fit an int32"));
-            }
-        }
-        "number" if !value.is_number() => {
-            errors.push(format!("{at}: expected a number, got {value}"));
-        }
-        "boolean" if !value.is_boolean() => {
-            errors.push(format!("{at}: expected a boolean, got {value}"));
-        }
-        _ => {}
-    }
+/// Swagger 2.0 as the Batch specification writes it: `#/definitions/` references, and the one
+/// string format whose values the service parses (`duration`).
+const SWAGGER: Dialect = Dialect {
+    ref_prefix: "#/definitions/",
+    string_format: |format, s| {
+        (format == "duration" && parse_duration(s).is_none())
+            .then(|| format!("{s:?} is not an ISO 8601 duration"))
+    },
+};
+
+/// Checks `value` against the specification's definition `name`, one line per violation.
+pub fn validate(definitions: &Value, name: &str, value: &Value, at: &str) -> Vec<String> {
+    schema::check(&SWAGGER, definitions, name, value, at)
 }
 
 fn decode(s: &str) -> String {
@@ -1260,17 +1151,7 @@ mod tests {
     fn the_checker_refuses_what_the_specification_does_not_define() {
         let spec: Value = serde_json::from_str(SPEC).unwrap();
         let defs = &spec["definitions"];
-        let check = |body: Value| {
-            let mut errors = vec![];
-            validate(
-                defs,
-                &json!({"$ref": "#/definitions/TaskAddParameter"}),
-                &body,
-                "task",
-                &mut errors,
-            );
-            errors
-        };
+        let check = |body: Value| validate(defs, "TaskAddParameter", &body, "task");
         let good = json!({"id": "t1", "commandLine": "/bin/true",
             "containerSettings": {"imageName": "busybox", "workingDirectory": "containerImageDefault"},
             "constraints": {"maxWallClockTime": "PT60S", "maxTaskRetryCount": 0},
@@ -1297,17 +1178,7 @@ mod tests {
     #[test]
     fn task_answers_are_checked_against_cloud_task() {
         let spec: Value = serde_json::from_str(SPEC).unwrap();
-        let check = |body: &Value| {
-            let mut errors = vec![];
-            validate(
-                &spec["definitions"],
-                &json!({"$ref": "#/definitions/CloudTask"}),
-                body,
-                "task",
-                &mut errors,
-            );
-            errors
-        };
+        let check = |body: &Value| validate(&spec["definitions"], "CloudTask", body, "task");
         let task = json!({"id": "t1", "state": "completed", "commandLine": "/bin/true",
             "executionInfo": {"retryCount": 0, "requeueCount": 0, "exitCode": 0, "result": "success",
                 "startTime": "2026-12-01T12:00:00Z", "endTime": "2026-12-01T12:00:01Z"},

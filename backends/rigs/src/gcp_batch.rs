@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use crate::schema::{self, Dialect};
+
 /// The revision of the discovery document the excerpt is of.
 pub const REVISION: &str = "20240411";
 /// The discovery document excerpt the requests are checked against.
@@ -149,15 +151,7 @@ impl BatchStandin {
 
     /// Checks `value` against the discovery document's schema `name` (for tests of the checker).
     pub fn check(&self, name: &str, value: &Value) -> Vec<String> {
-        let mut errors = vec![];
-        validate(
-            &self.state.schemas,
-            &json!({"$ref": name}),
-            value,
-            name,
-            &mut errors,
-        );
-        errors
+        validate(&self.state.schemas, name, value, name)
     }
 }
 
@@ -349,14 +343,7 @@ impl State {
             Ok(v) => v,
             Err(r) => return *r,
         };
-        let mut errors = vec![];
-        validate(
-            &self.schemas,
-            &json!({"$ref": "Job"}),
-            &job,
-            "job",
-            &mut errors,
-        );
+        let errors = validate(&self.schemas, "Job", &job, "job");
         let id = job_id.unwrap_or_default();
         self.creates.lock().unwrap().push(id.clone());
         if !errors.is_empty() {
@@ -1009,103 +996,24 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     n.parse::<f64>().ok().map(Duration::from_secs_f64)
 }
 
-/// Checks `value` against a discovery document schema: `$ref`, objects (no property the schema
-/// does not define, none output-only), maps (`additionalProperties`), arrays, and the scalar
-/// types with their formats and enums.
-pub fn validate(
-    schemas: &Value,
-    schema: &Value,
-    value: &Value,
-    at: &str,
-    errors: &mut Vec<String>,
-) {
-    if let Some(name) = schema.get("$ref").and_then(Value::as_str) {
-        if schema.get("readOnly") == Some(&Value::Bool(true)) {
-            errors.push(format!("{at}: output only, a request does not set it"));
-            return;
+/// A discovery document's schemas: references by bare name, 64-bit integers as decimal
+/// strings and durations as seconds (`"90s"`).
+const DISCOVERY_SCHEMAS: Dialect = Dialect {
+    ref_prefix: "",
+    string_format: |format, s| match format {
+        "int64" if s.parse::<i64>().is_err() => {
+            Some(format!("{s:?} is not an int64 (a decimal string)"))
         }
-        match schemas.get(name) {
-            Some(def) => validate(schemas, def, value, at, errors),
-            None => errors.push(format!("{at}: the excerpt has no schema {name}")),
+        "google-duration" if parse_duration(s).is_none() => {
+            Some(format!("{s:?} is not a google-duration (\"90s\")"))
         }
-        return;
-    }
-    if schema.get("readOnly") == Some(&Value::Bool(true)) {
-        errors.push(format!("{at}: output only, a request does not set it"));
-        return;
-    }
-    match schema.get("type").and_then(Value::as_str).unwrap_or("") {
-        "object" => {
-            let Some(object) = value.as_object() else {
-                errors.push(format!("{at}: expected an object, got {value}"));
-                return;
-            };
-            let properties = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties");
-            for (key, v) in object {
-                let sub = format!("{at}.{key}");
-                match (properties.and_then(|p| p.get(key)), additional) {
-                    (Some(s), _) => validate(schemas, s, v, &sub, errors),
-                    (None, Some(s)) => validate(schemas, s, v, &sub, errors),
-                    (None, None) => {
-                        errors.push(format!("{sub}: the schema defines no such property"))
-                    }
-                }
-            }
-        }
-        "array" => {
-            let Some(items) = value.as_array() else {
-                errors.push(format!("{at}: expected an array, got {value}"));
-                return;
-            };
-            let empty = json!({});
-            let item = schema.get("items").unwrap_or(&empty);
-            for (n, v) in items.iter().enumerate() {
-                validate(schemas, item, v, &format!("{at}[{n}]"), errors);
-            }
-        }
-        "string" => {
-            let Some(s) = value.as_str() else {
-                errors.push(format!("{at}: expected a string, got {value}"));
-                return;
-            };
-            if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-                && !allowed.iter().any(|a| a.as_str() == Some(s))
-            {
-                errors.push(format!(
-                    "{at}: {s:?} is not one of {}",
-                    Value::Array(allowed.clone())
-                ));
-            }
-            match schema.get("format").and_then(Value::as_str) {
-                Some("int64") if s.parse::<i64>().is_err() => {
-                    errors.push(format!("{at}: {s:?} is not an int64 (a decimal string)"))
-                }
-                Some("google-duration") if parse_duration(s).is_none() => {
-                    errors.push(format!("{at}: {s:?} is not a google-duration (\"90s\")"))
-                }
-                _ => {}
-            }
-        }
-        "integer" => {
-            let Some(n) = value.as_i64() else {
-                errors.push(format!("{at}: expected an integer, got {value}"));
-                return;
-            };
-            if schema.get("format").and_then(Value::as_str) == Some("int32")
-                && i32::try_from(n).is_err()
-            {
-                errors.push(format!("{at}: {n} does not fit an int32"));
-            }
-        }
-        "number" if !value.is_number() => {
-            errors.push(format!("{at}: expected a number, got {value}"))
-        }
-        "boolean" if !value.is_boolean() => {
-            errors.push(format!("{at}: expected a boolean, got {value}"))
-        }
-        _ => {}
-    }
+        _ => None,
+    },
+};
+
+/// Checks `value` against the discovery document's schema `name`, one line per violation.
+pub fn validate(schemas: &Value, name: &str, value: &Value, at: &str) -> Vec<String> {
+    schema::check(&DISCOVERY_SCHEMAS, schemas, name, value, at)
 }
 
 fn civil(secs: u64) -> (i64, i64, i64, u64) {
@@ -1156,17 +1064,7 @@ mod tests {
     #[test]
     fn the_checker_refuses_what_the_discovery_document_does_not_define() {
         let doc: Value = serde_json::from_str(DISCOVERY).unwrap();
-        let check = |v: Value| {
-            let mut errors = vec![];
-            validate(
-                &doc["schemas"],
-                &json!({"$ref": "Job"}),
-                &v,
-                "job",
-                &mut errors,
-            );
-            errors
-        };
+        let check = |v: Value| validate(&doc["schemas"], "Job", &v, "job");
         let good = json!({"taskGroups": [{"taskCount": "1", "taskSpec": {
             "runnables": [{"container": {"imageUri": "debian", "commands": ["true"]}}],
             "computeResource": {"cpuMilli": "1000", "memoryMib": "512"},

@@ -14,6 +14,8 @@ pub mod gcp_batch;
 #[cfg(feature = "gcp")]
 pub mod gcs;
 pub mod moto;
+#[cfg(any(feature = "azure", feature = "gcp"))]
+mod schema;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,25 @@ pub fn built_runner(project_root: &Path) -> Result<PathBuf, String> {
             "{} is missing: build it with scripts/runner.sh",
             path.display()
         ))
+    }
+}
+
+/// Checks the `docker create` options a batch service's task carries (Azure's
+/// `containerRunOptions`, Google's `container.options`) isolate the run as brizo's own
+/// containers are, for the conformance tests' spec (1.5 CPUs, 32 pids, for which the runner
+/// keeps 64 more), plus `extra`, a backend's own.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+pub fn assert_isolating_options(options: &str, extra: &[&str]) {
+    let isolation = [
+        "--read-only",
+        "--cap-drop ALL",
+        "--cpus 1.5",
+        "--pids-limit 96",
+        "no-new-privileges",
+        "/out:rw,nosuid,nodev",
+    ];
+    for expected in isolation.iter().chain(extra) {
+        assert!(options.contains(expected), "{expected} not in {options}");
     }
 }
 
