@@ -9,10 +9,9 @@ use std::time::Duration;
 use aws_credential_types::provider::ProvideCredentials;
 use brizo_backend_core::BackendError;
 use brizo_backend_remote::ObjectStaging;
+use brizo_backend_remote::staging::presign_input;
+use object_store::CredentialProvider;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
-use object_store::path::Path as StorePath;
-use object_store::signer::{Method, Signer};
-use object_store::{CredentialProvider, ObjectStoreExt};
 
 /// Bridges the SDK's credential chain into object_store.
 #[derive(Debug)]
@@ -117,33 +116,6 @@ impl S3 {
         let store = self
             .bucket_store(bucket)
             .map_err(|e| BackendError::invalid_spec(url.to_string()).because(e))?;
-        let key = StorePath::from(key);
-        let meta = match store.head(&key).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(BackendError::input(format!("input {url} does not exist")));
-            }
-            Err(
-                e @ (object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }),
-            ) => {
-                return Err(BackendError::input(format!(
-                    "input {url} cannot be read with the backend's credentials"
-                ))
-                .because(e));
-            }
-            Err(e) => return Err(BackendError::unavailable("S3").because(e)),
-        };
-        if meta.size > max_bytes {
-            return Err(BackendError::input(format!(
-                "input {url} is {} bytes, over the cap of {max_bytes} (inputs.max_input_mb)",
-                meta.size
-            )));
-        }
-        let signed = store
-            .signed_url(Method::GET, &key, self.ttl)
-            .await
-            .map_err(|e| BackendError::unavailable("S3").because(e))?;
-        Ok((signed.to_string(), meta.size))
+        presign_input(&store, key, url, max_bytes, self.ttl, "S3").await
     }
 }

@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use brizo_backend_core::BackendError;
 use brizo_backend_remote::ObjectStaging;
-use object_store::ObjectStoreExt;
+use brizo_backend_remote::staging::presign_input;
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
-use object_store::path::Path as StorePath;
-use object_store::signer::{Method, Signer};
 
 /// Blob storage of one account, as the backend reaches it.
 pub struct Blob {
@@ -91,33 +89,6 @@ impl Blob {
         let store = self
             .container_store(container)
             .map_err(|e| BackendError::invalid_spec(url.to_string()).because(e))?;
-        let key = StorePath::from(blob);
-        let meta = match store.head(&key).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(BackendError::input(format!("input {url} does not exist")));
-            }
-            Err(
-                e @ (object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }),
-            ) => {
-                return Err(BackendError::input(format!(
-                    "input {url} cannot be read with the backend's credentials"
-                ))
-                .because(e));
-            }
-            Err(e) => return Err(BackendError::unavailable("Azure Blob").because(e)),
-        };
-        if meta.size > max_bytes {
-            return Err(BackendError::input(format!(
-                "input {url} is {} bytes, over the cap of {max_bytes} (inputs.max_input_mb)",
-                meta.size
-            )));
-        }
-        let signed = store
-            .signed_url(Method::GET, &key, self.ttl)
-            .await
-            .map_err(|e| BackendError::unavailable("Azure Blob").because(e))?;
-        Ok((signed.to_string(), meta.size))
+        presign_input(&store, blob, url, max_bytes, self.ttl, "Azure Blob").await
     }
 }

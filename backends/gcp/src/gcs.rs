@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use brizo_backend_core::BackendError;
 use brizo_backend_remote::ObjectStaging;
-use object_store::ObjectStoreExt;
+use brizo_backend_remote::staging::presign_input;
 use object_store::gcp::{GcpCredentialProvider, GoogleCloudStorage, GoogleCloudStorageBuilder};
-use object_store::path::Path as StorePath;
-use object_store::signer::{Method, Signer};
 
 /// GCS as the backend reaches it.
 pub struct Gcs {
@@ -81,34 +79,7 @@ impl Gcs {
         let store = self
             .bucket_store(bucket)
             .map_err(|e| BackendError::invalid_spec(url.to_string()).because(e))?;
-        let key = StorePath::from(key);
-        let meta = match store.head(&key).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(BackendError::input(format!("input {url} does not exist")));
-            }
-            Err(
-                e @ (object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. }),
-            ) => {
-                return Err(BackendError::input(format!(
-                    "input {url} cannot be read with the backend's credentials"
-                ))
-                .because(e));
-            }
-            Err(e) => return Err(BackendError::unavailable("GCS").because(e)),
-        };
-        if meta.size > max_bytes {
-            return Err(BackendError::input(format!(
-                "input {url} is {} bytes, over the cap of {max_bytes} (inputs.max_input_mb)",
-                meta.size
-            )));
-        }
-        let signed = store
-            .signed_url(Method::GET, &key, self.ttl)
-            .await
-            .map_err(|e| BackendError::unavailable("GCS").because(e))?;
-        Ok((signed.to_string(), meta.size))
+        presign_input(&store, key, url, max_bytes, self.ttl, "GCS").await
     }
 }
 

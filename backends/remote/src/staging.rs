@@ -63,6 +63,48 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A signed GET for an input object (`key` in `store`, `url` as the job names it) the
+/// backend's credentials reach, and its size. The object is looked up first, so a missing,
+/// unreadable or oversized one is an input error here, said with its URL, rather than a failed
+/// download in the job's container. `service` names the store when it cannot be reached.
+pub async fn presign_input<S: ObjectStore + Signer>(
+    store: &S,
+    key: &str,
+    url: &str,
+    max_bytes: u64,
+    ttl: Duration,
+    service: &'static str,
+) -> Result<(String, u64), BackendError> {
+    let key = StorePath::from(key);
+    let meta = match store.head(&key).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(BackendError::input(format!("input {url} does not exist")));
+        }
+        Err(
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }),
+        ) => {
+            return Err(BackendError::input(format!(
+                "input {url} cannot be read with the backend's credentials"
+            ))
+            .because(e));
+        }
+        Err(e) => return Err(BackendError::unavailable(service).because(e)),
+    };
+    if meta.size > max_bytes {
+        return Err(BackendError::input(format!(
+            "input {url} is {} bytes, over the cap of {max_bytes} (inputs.max_input_mb)",
+            meta.size
+        )));
+    }
+    let signed = store
+        .signed_url(Method::GET, &key, ttl)
+        .await
+        .map_err(|e| BackendError::unavailable(service).because(e))?;
+    Ok((signed.to_string(), meta.size))
+}
+
 /// Staging in an object store that signs URLs.
 pub struct ObjectStaging {
     store: Arc<dyn ObjectStore>,
