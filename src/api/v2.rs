@@ -411,6 +411,13 @@ fn decider(d: &Option<web::Json<Decision>>) -> String {
         .unwrap_or_else(|| "operator".into())
 }
 
+/// Why, for a rejection or a withholding (empty: the engine records "no reason given").
+fn reason(d: &Option<web::Json<Decision>>) -> String {
+    d.as_ref()
+        .and_then(|d| d.reason.clone())
+        .unwrap_or_default()
+}
+
 /// Approve a job waiting for approval: it runs, with exactly the algorithm reviewed (its
 /// sha256 is recorded, and a different one fails the job). 409 when it is not waiting for
 /// approval or its agreement expired meanwhile (it then ends without running).
@@ -437,10 +444,7 @@ async fn reject_job(
     id: web::Path<String>,
     body: Option<web::Json<Decision>>,
 ) -> Result<HttpResponse, ApiError> {
-    let reason = body
-        .as_ref()
-        .and_then(|d| d.reason.clone())
-        .unwrap_or_default();
+    let reason = reason(&body);
     let job = engine.reject(&id, &decider(&body), &reason).await?;
     Ok(HttpResponse::Ok().json(JobStatus::from(job)))
 }
@@ -506,10 +510,7 @@ async fn withhold_outputs(
     id: web::Path<String>,
     body: Option<web::Json<Decision>>,
 ) -> Result<HttpResponse, ApiError> {
-    let reason = body
-        .as_ref()
-        .and_then(|d| d.reason.clone())
-        .unwrap_or_default();
+    let reason = reason(&body);
     let job = engine
         .withhold_outputs(&id, &decider(&body), &reason)
         .await?;
