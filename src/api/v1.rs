@@ -271,16 +271,29 @@ fn consumer_error(job: &Job) -> Option<String> {
     }
 }
 
+/// The caller of a v1 job request, authenticated. v1 jobs live under agreements: without a
+/// chain there are none to show, and saying so beats an empty list.
+fn v1_caller(ctx: &ChainContext, q: &JobQuery) -> Result<Caller, ApiError> {
+    let caller = authenticate(q)?;
+    ctx.chain()?;
+    Ok(caller)
+}
+
+/// The answer of every v1 job request: the caller's jobs (those of its agreement, or the one
+/// it named) as they are now.
+async fn caller_jobs(engine: &Engine, caller: &Caller) -> Result<HttpResponse, ApiError> {
+    let jobs = jobs_of(engine, caller).await?;
+    Ok(HttpResponse::Ok().json(status_objects(engine, &jobs).await?))
+}
+
 #[get("/api/v1/brizo/services/compute")]
 async fn compute_status(
     ctx: web::Data<ChainContext>,
     engine: web::Data<Engine>,
     q: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&q)?;
-    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
-    ctx.chain()?;
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
+    let caller = v1_caller(&ctx, &q)?;
+    caller_jobs(&engine, &caller).await
 }
 
 #[put("/api/v1/brizo/services/compute")]
@@ -289,15 +302,13 @@ async fn stop_compute(
     engine: web::Data<Engine>,
     q: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&q)?;
-    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
-    ctx.chain()?;
+    let caller = v1_caller(&ctx, &q)?;
     for job in jobs_of(&engine, &caller).await? {
         if !job.is_finished() && !job.removed {
             engine.stop(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
+    caller_jobs(&engine, &caller).await
 }
 
 #[delete("/api/v1/brizo/services/compute")]
@@ -306,15 +317,13 @@ async fn delete_compute(
     engine: web::Data<Engine>,
     q: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authenticate(&q)?;
-    // v1 jobs live under agreements: without a chain there are none to show, and saying so beats an empty list.
-    ctx.chain()?;
+    let caller = v1_caller(&ctx, &q)?;
     for job in jobs_of(&engine, &caller).await? {
         if !job.removed {
             engine.remove(&job.id, Some(&caller.owner)).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(status_objects(&engine, &jobs_of(&engine, &caller).await?).await?))
+    caller_jobs(&engine, &caller).await
 }
 
 /// Downloads for the job's consumer only: `consumerAddress` and a signature of
