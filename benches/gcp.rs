@@ -11,27 +11,19 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/remote.rs"]
+mod remote;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use brizo_backend_gcp::rest::{Batch, Container, Job, Runnable, TaskGroup, TaskSpec};
 use brizo_backend_gcp::{GcpBatchConfig, ImageSource};
 use brizo_test_rigs::built_runner;
 use brizo_test_rigs::gcp_batch::BatchStandin;
 use brizo_test_rigs::gcs::{self, Gcs};
-use serde_json::{Value, json};
-
-const ROUNDS: usize = 7;
-const WARMUP: usize = 1;
-const COMMAND: &str = "/bin/true";
-const POLL: Duration = Duration::from_millis(50);
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
+use remote::{COMMAND, POLL};
 
 async fn bare_run(batch: &Batch, image: &str, n: usize) -> f64 {
     let started = Instant::now();
@@ -117,68 +109,17 @@ async fn main() {
         &config,
     )
     .await;
-    let job = json!({"image": common::IMAGE, "entrypoint": COMMAND, "algorithm": {"rawcode": "# nothing"}, "timeoutSeconds": 120});
-
-    let (mut bare, mut service) = (vec![], vec![]);
-    let mut phases: HashMap<String, Vec<f64>> = HashMap::new();
-    // Interleaved, so that drift of the machine affects both sides alike.
-    for n in 0..WARMUP + ROUNDS {
-        let b = bare_run(batch, &image, n).await;
-        let started = Instant::now();
-        let id = svc.submit(job.clone()).await;
-        let done: Value = svc.poll_finished(&id, Duration::from_secs(120), POLL).await;
-        let s = started.elapsed().as_secs_f64();
-        assert_eq!(done["outcome"], "succeeded", "{done}\n{}", svc.log());
-        svc.wait_cleaned(&id).await;
-        if n < WARMUP {
-            continue;
-        }
-        bare.push(b);
-        service.push(s);
-        for (phase, ms) in svc.job(&id).await["timings"].as_object().unwrap() {
-            phases
-                .entry(phase.clone())
-                .or_default()
-                .push(ms.as_f64().unwrap() / 1000.0);
-        }
-    }
+    let rounds = remote::interleaved(&svc, |n| bare_run(batch, &image, n)).await;
     assert!(
         standin.violations().is_empty(),
         "{:?}",
         standin.violations()
     );
-    let (b, s) = (median(bare), median(service));
-    println!(
-        "trivial job ({COMMAND} in {}) on Google Batch (a STAND-IN server running jobs on the local Docker engine; GCS is fake-gcs-server), {ROUNDS} rounds after {WARMUP} warm-up, medians:",
-        common::IMAGE
+    remote::report(
+        "Google Batch (a STAND-IN server running jobs on the local Docker engine; GCS is fake-gcs-server)",
+        "bare REST jobs.create -> SUCCEEDED",
+        rounds,
     );
-    println!(
-        "  bare REST jobs.create -> SUCCEEDED        {:>8.1} ms",
-        b * 1000.0
-    );
-    println!(
-        "  brizo, submit -> finished (client poll)   {:>8.1} ms   ratio {:.2}",
-        s * 1000.0,
-        s / b
-    );
-    println!("  per phase (server):");
-    for phase in [
-        "queuedMs",
-        "stagingMs",
-        "startingMs",
-        "runningMs",
-        "filteringMs",
-        "publishingMs",
-        "cleanupMs",
-    ] {
-        if let Some(xs) = phases.remove(phase) {
-            println!(
-                "    {:<14} {:>8.1} ms",
-                phase.trim_end_matches("Ms"),
-                median(xs) * 1000.0
-            );
-        }
-    }
 }
 
 /// The local engine's id of `image` (what the service's jobs run too, with `images = "docker"`).
