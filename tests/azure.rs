@@ -23,10 +23,9 @@ use brizo_test_rigs::azure_batch::{self, BatchStandin};
 use brizo_test_rigs::azurite::{self, Azurite};
 use brizo_test_rigs::{built_runner, entra};
 use common::Service;
-use serde_json::json;
+use common::weather::{self, CSV, SUMMARY, job_on};
 use sha2::Digest;
 
-const CSV: &[u8] = b"date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
 const BATCH_JOB: &str = "brizo-jobs";
 
 fn root() -> PathBuf {
@@ -133,20 +132,6 @@ fn job_on_blob(code: &str) -> serde_json::Value {
     )
 }
 
-fn job_on(code: &str, input: &str) -> serde_json::Value {
-    json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
-        "algorithm": {"rawcode": code},
-        "inputs": [{"url": input, "name": "weather"}]})
-}
-
-const SUMMARY: &str = r#"
-import pathlib, os
-rows = pathlib.Path('/data/inputs/weather/0').read_text().splitlines()[1:]
-temps = [float(r.split(',')[1]) for r in rows]
-print('rows', len(rows), 'as uid', os.getuid(), flush=True)
-pathlib.Path('/data/outputs/summary.txt').write_text('mean %.2f\n' % (sum(temps) / len(temps)))
-"#;
-
 #[tokio::test]
 async fn blob_data_runs_on_batch_and_local_data_on_docker() {
     let s = setup().await;
@@ -169,20 +154,7 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
         .get_blob("results", &format!("brizo/{id}/outputs/summary.txt"))
         .unwrap()
         .expect("the output is in the results container");
-    assert_eq!(&stored[..], b"mean 2.33\n");
-    let reported = job["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "summary.txt")
-        .expect("summary.txt listed")
-        .clone();
-    assert_eq!(reported["size"], stored.len());
-    assert_eq!(
-        reported["sha256"],
-        hex::encode(sha2::Sha256::digest(&stored)),
-        "{reported}"
-    );
+    weather::assert_summary_stored(&job, &stored);
 
     let log = s
         .azurite
@@ -222,20 +194,7 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
         "{credentials:?}"
     );
 
-    // The same service sends a job on local data to Docker.
-    let local = s
-        .svc
-        .dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
-    let id = s
-        .svc
-        .submit(
-            json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
-        "algorithm": {"rawcode": SUMMARY}, "inputs": [{"url": local, "name": "weather"}]}),
-        )
-        .await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}");
-    assert_eq!(job["backend"], "local", "{job}");
+    weather::runs_local_data_on_docker(&s.svc).await;
 }
 
 #[tokio::test]

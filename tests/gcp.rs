@@ -21,10 +21,7 @@ use brizo_test_rigs::built_runner;
 use brizo_test_rigs::gcp_batch::BatchStandin;
 use brizo_test_rigs::gcs::{self, Gcs};
 use common::Service;
-use serde_json::json;
-use sha2::Digest;
-
-const CSV: &[u8] = b"date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
+use common::weather::{self, CSV, SUMMARY, job_on};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,20 +86,6 @@ results_url = "gs://results/brizo"
     Setup { gcs, batch, svc }
 }
 
-fn job_on(code: &str, input: &str) -> serde_json::Value {
-    json!({"image": common::IMAGE, "entrypoint": "python3 $ALGO",
-        "algorithm": {"rawcode": code},
-        "inputs": [{"url": input, "name": "weather"}]})
-}
-
-const SUMMARY: &str = r#"
-import pathlib, os
-rows = pathlib.Path('/data/inputs/weather/0').read_text().splitlines()[1:]
-temps = [float(r.split(',')[1]) for r in rows]
-print('rows', len(rows), 'as uid', os.getuid(), flush=True)
-pathlib.Path('/data/outputs/summary.txt').write_text('mean %.2f\n' % (sum(temps) / len(temps)))
-"#;
-
 #[tokio::test]
 async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job() {
     let s = setup_with("").await;
@@ -125,19 +108,7 @@ async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job
         .gcs
         .get("results", &format!("brizo/{id}/outputs/summary.txt"))
         .expect("the output is in the results bucket");
-    assert_eq!(&stored[..], b"mean 2.33\n");
-    let reported = job["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "summary.txt")
-        .expect("summary.txt listed")
-        .clone();
-    assert_eq!(
-        reported["sha256"],
-        hex::encode(sha2::Sha256::digest(&stored)),
-        "{reported}"
-    );
+    weather::assert_summary_stored(&job, &stored);
     // The dataset went from its bucket straight into the job's container, through a signed
     // URL the proxy checked: nothing of it was staged on the service host.
     assert!(
@@ -149,14 +120,7 @@ async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job
         s.gcs.signed_requests()
     );
 
-    // The same service sends a job on local data to Docker.
-    let local = s
-        .svc
-        .dataset("weather.csv", std::str::from_utf8(CSV).unwrap());
-    let id = s.svc.submit(job_on(SUMMARY, &local)).await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(120)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}");
-    assert_eq!(job["backend"], "local", "{job}");
+    weather::runs_local_data_on_docker(&s.svc).await;
 
     // Stop: jobs.delete ends the Batch job and its container.
     let id = s

@@ -4,6 +4,7 @@
 //! (`make test` does both).
 #![allow(dead_code)]
 
+pub mod weather;
 pub mod world;
 
 use std::net::TcpListener;
