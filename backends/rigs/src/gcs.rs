@@ -509,20 +509,11 @@ pub fn check_jwt(token: &str, email: &str, now: SystemTime) -> Result<(), String
 
 /// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.
 fn parse_goog_date(s: &str) -> Option<u64> {
-    if s.len() != 16 || !s.ends_with('Z') || s.as_bytes()[8] != b'T' {
+    if s.len() != 16 {
         return None;
     }
-    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
-    let (y, m, d) = (n(0, 4)?, n(4, 6)?, n(6, 8)?);
-    let (hh, mm, ss) = (n(9, 11)?, n(11, 13)?, n(13, 15)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
+    let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok()?;
+    u64::try_from(t.and_utc().timestamp()).ok()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
