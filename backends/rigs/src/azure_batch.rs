@@ -235,15 +235,7 @@ impl Drop for BatchStandin {
             }
         }
         drop(self.server.stop(false));
-        let _ = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "docker ps -aq --filter label=brizo.batch-standin={} | xargs -r docker rm -f >/dev/null 2>&1",
-                    self.state.label
-                ),
-            ])
-            .status();
+        crate::remove_containers(&format!("brizo.batch-standin={}", self.state.label));
         let _ = self.watcher.kill();
         let _ = self.watcher.wait();
         let _ = std::fs::remove_dir_all(&self.state.dir);

@@ -161,15 +161,7 @@ impl Drop for BatchStandin {
             job.lock().unwrap().delete = true;
         }
         drop(self.server.stop(false));
-        let _ = Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "docker ps -aq --filter label=brizo.gcp-standin={} | xargs -r docker rm -f >/dev/null 2>&1",
-                    self.state.label
-                ),
-            ])
-            .status();
+        crate::remove_containers(&format!("brizo.gcp-standin={}", self.state.label));
         let _ = self.watcher.kill();
         let _ = self.watcher.wait();
     }

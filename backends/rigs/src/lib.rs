@@ -106,14 +106,28 @@ where
         .map_err(|e| format!("starting a test server: {e}"))
 }
 
+/// The shell line that removes every container labelled `label` (`key=value`), quietly.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+fn remove_labelled(label: &str) -> String {
+    format!("docker ps -aq --filter label={label} | xargs -r docker rm -f >/dev/null 2>&1")
+}
+
+/// Removes the containers labelled `label` now (a stand-in's, when it stops).
+#[cfg(any(feature = "azure", feature = "gcp"))]
+pub(crate) fn remove_containers(label: &str) {
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &remove_labelled(label)])
+        .status();
+}
+
 /// Removes the containers labelled `label` (`key=value`) once this test process is gone,
 /// however it ended: a detached shell that waits for it. The stand-ins start one each.
 #[cfg(any(feature = "azure", feature = "gcp"))]
 pub(crate) fn reap_containers_after_exit(label: &str) -> Result<std::process::Child, String> {
     let watch = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
-         docker ps -aq --filter label={label} | xargs -r docker rm -f >/dev/null 2>&1",
-        parent = std::process::id()
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; {remove}",
+        parent = std::process::id(),
+        remove = remove_labelled(label)
     );
     std::process::Command::new("setsid")
         .args(["sh", "-c", &watch])
