@@ -56,20 +56,7 @@ try() {
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-aws-operator-token
   build_shared
-  BRIZO="$ROOT/target/debug/brizo"
-  rm -rf data/aws-moto
-  say "serving with config/examples/aws-moto.toml on 127.0.0.1:8030 (log: $STATE_DIR/aws-moto-service.log)"
-  "$BRIZO" serve --config config/examples/aws-moto.toml >"$STATE_DIR/aws-moto-service.log" 2>&1 &
-  SERVICE=$!
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8030/health >/dev/null && break
-    kill -0 $SERVICE 2>/dev/null || { cat "$STATE_DIR/aws-moto-service.log" >&2; die "brizo serve stopped"; }
-    sleep 0.2
-  done
-  say "running the weather summary on s3://brizo-data/weather/daily.csv: routed to AWS Batch"
-  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
-    --input weather=s3://brizo-data/weather/daily.csv --download "$STATE_DIR/aws-moto-results"
-  say "outputs downloaded to $STATE_DIR/aws-moto-results; in S3 under s3://brizo-results/brizo/<job id>/"
+  try_summary aws-moto "s3://brizo-data/weather/daily.csv" "s3://brizo-data/weather/daily.csv: routed to AWS Batch" "in S3 under s3://brizo-results/brizo/<job id>/"
 }
 
 case "${1:-}" in

@@ -81,20 +81,7 @@ try() {
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-azure-operator-token
   build_shared
-  BRIZO="$ROOT/target/debug/brizo"
-  rm -rf data/azure-local
-  say "serving with config/examples/azure-local.toml on 127.0.0.1:8030 (log: $STATE_DIR/azure-local-service.log)"
-  "$BRIZO" serve --config config/examples/azure-local.toml >"$STATE_DIR/azure-local-service.log" 2>&1 &
-  SERVICE=$!
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8030/health >/dev/null && break
-    kill -0 $SERVICE 2>/dev/null || { cat "$STATE_DIR/azure-local-service.log" >&2; die "brizo serve stopped"; }
-    sleep 0.2
-  done
-  say "running the weather summary on az://devstoreaccount1/datasets/weather/daily.csv: routed to (stand-in) Azure Batch"
-  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
-    --input weather=az://devstoreaccount1/datasets/weather/daily.csv --download "$STATE_DIR/azure-local-results"
-  say "outputs downloaded to $STATE_DIR/azure-local-results; in Azurite under results/brizo/<job id>/"
+  try_summary azure-local "az://devstoreaccount1/datasets/weather/daily.csv" "az://devstoreaccount1/datasets/weather/daily.csv: routed to (stand-in) Azure Batch" "in Azurite under results/brizo/<job id>/"
 }
 
 case "${1:-}" in

@@ -54,20 +54,7 @@ try() {
   eval "$(env_lines)"
   export BRIZO_ADMIN_TOKEN=try-gcp-operator-token
   build_shared
-  BRIZO="$ROOT/target/debug/brizo"
-  rm -rf data/gcp-local
-  say "serving with config/examples/gcp-local.toml on 127.0.0.1:8030 (log: $STATE_DIR/gcp-local-service.log)"
-  "$BRIZO" serve --config config/examples/gcp-local.toml >"$STATE_DIR/gcp-local-service.log" 2>&1 &
-  SERVICE=$!
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8030/health >/dev/null && break
-    kill -0 $SERVICE 2>/dev/null || { cat "$STATE_DIR/gcp-local-service.log" >&2; die "brizo serve stopped"; }
-    sleep 0.2
-  done
-  say "running the weather summary on gs://brizo-data/weather/daily.csv: routed to Google Batch (stand-in)"
-  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
-    --input weather=gs://brizo-data/weather/daily.csv --download "$STATE_DIR/gcp-local-results"
-  say "outputs downloaded to $STATE_DIR/gcp-local-results; in GCS under gs://brizo-results/brizo/<job id>/"
+  try_summary gcp-local "gs://brizo-data/weather/daily.csv" "gs://brizo-data/weather/daily.csv: routed to Google Batch (stand-in)" "in GCS under gs://brizo-results/brizo/<job id>/"
 }
 
 case "${1:-}" in

@@ -24,6 +24,28 @@ build_shared() {
   say "building brizo with every backend (shared with make test and the other try-* targets; about 5 minutes the first time on 2 cores, seconds after)"
   cargo test --workspace --locked --features "$TEST_FEATURES" --no-run
 }
+# try_summary NAME INPUT ROUTED STORED: a `make try-*` target's run. Serves
+# config/examples/NAME.toml on 127.0.0.1:8030 (as $SERVICE, for the caller's EXIT trap to
+# stop), runs the weather summary on INPUT (ROUTED says where it goes) and downloads its
+# outputs; STORED says where else they are. After build_shared.
+try_summary() {
+  local name=$1 input=$2 routed=$3 stored=$4
+  local log="$STATE_DIR/$name-service.log"
+  BRIZO="$ROOT/target/debug/brizo"
+  rm -rf "data/$name"
+  say "serving with config/examples/$name.toml on 127.0.0.1:8030 (log: $log)"
+  "$BRIZO" serve --config "config/examples/$name.toml" >"$log" 2>&1 &
+  SERVICE=$!
+  for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:8030/health >/dev/null && break
+    kill -0 $SERVICE 2>/dev/null || { cat "$log" >&2; die "brizo serve stopped"; }
+    sleep 0.2
+  done
+  say "running the weather summary on $routed"
+  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
+    --input "weather=$input" --download "$STATE_DIR/$name-results"
+  say "outputs downloaded to $STATE_DIR/$name-results; $stored"
+}
 warn() { printf '\033[1;33m!! \033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31mxx \033[0m %s\n' "$*" >&2; exit 1; }
 

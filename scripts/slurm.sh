@@ -153,20 +153,7 @@ try)
   chmod 0755 /srv /srv/brizo /srv/brizo/shared /srv/brizo/shared/datasets /srv/brizo/shared/datasets/weather
   export BRIZO_ADMIN_TOKEN=try-slurm-operator-token
   build_shared
-  BRIZO="$ROOT/target/debug/brizo"
-  rm -rf data/slurm
-  say "serving with config/examples/slurm.toml on 127.0.0.1:8030 (log: $STATE_DIR/slurm-service.log)"
-  "$BRIZO" serve --config config/examples/slurm.toml >"$STATE_DIR/slurm-service.log" 2>&1 &
-  SERVICE=$!
-  for _ in $(seq 1 100); do
-    curl -sf http://127.0.0.1:8030/health >/dev/null && break
-    kill -0 $SERVICE 2>/dev/null || { cat "$STATE_DIR/slurm-service.log" >&2; die "brizo serve stopped"; }
-    sleep 0.2
-  done
-  say "running the weather summary on the cluster's copy of the dataset: routed to Slurm"
-  "$BRIZO" job run --image brizo/python:3.11-bookworm --algorithm examples/algorithms/weather_summary.py \
-    --input weather=file:///srv/brizo/shared/datasets/weather/daily.csv --download "$STATE_DIR/slurm-results"
-  say "outputs downloaded to $STATE_DIR/slurm-results; the Slurm job: scontrol show job (SLURM_CONF=$CONF)"
+  try_summary slurm "file:///srv/brizo/shared/datasets/weather/daily.csv" "the cluster's copy of the dataset: routed to Slurm" "the Slurm job: scontrol show job (SLURM_CONF=$CONF)"
   ;;
 *) die "usage: $0 start|stop|token|env|stop-munge|try [DIR]" ;;
 esac
