@@ -275,6 +275,11 @@ async fn expect_error(res: reqwest::Response, status: u16, needle: &str) {
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
+/// Sends `request` and checks it is refused as [`expect_error`] says.
+async fn expect_refused(request: reqwest::RequestBuilder, status: u16, needle: &str) {
+    expect_error(request.send().await.unwrap(), status, needle).await;
+}
+
 #[tokio::test]
 async fn every_error_is_json_with_the_right_status() {
     let svc = Service::start().await;
@@ -290,67 +295,35 @@ async fn every_error_is_json_with_the_right_status() {
 /// 401: no token, wrong token.
 async fn refused_without_the_token(svc: &Service) {
     let jobs = svc.url("/api/v2/jobs");
-    expect_error(
-        svc.http.get(&jobs).send().await.unwrap(),
-        401,
-        "missing operator token",
-    )
-    .await;
-    expect_error(
-        svc.http
-            .get(&jobs)
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(svc.http.get(&jobs), 401, "missing operator token").await;
+    expect_refused(
+        svc.http.get(&jobs).bearer_auth("wrong"),
         401,
         "wrong operator token",
     )
     .await;
-    expect_error(
-        svc.http
-            .post(&jobs)
-            .json(&python_job("1"))
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "token",
-    )
-    .await;
+    expect_refused(svc.http.post(&jobs).json(&python_job("1")), 401, "token").await;
 }
 
 /// 400: malformed or incomplete bodies, values the service does not take.
 async fn refused_as_malformed_or_incomplete(svc: &Service) {
-    expect_error(
+    expect_refused(
         svc.post("/api/v2/jobs")
             .body("{not json")
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .unwrap(),
+            .header("content-type", "application/json"),
         400,
         "request body",
     )
     .await;
-    expect_error(
-        svc.post("/api/v2/jobs")
-            .json(&json!({"image": IMAGE}))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(
+        svc.post("/api/v2/jobs").json(&json!({"image": IMAGE})),
         400,
         "missing field",
     )
     .await;
     let mut typo = python_job("1");
     typo["timeout"] = json!(5);
-    expect_error(
-        svc.post("/api/v2/jobs").json(&typo).send().await.unwrap(),
-        400,
-        "unknown field",
-    )
-    .await;
+    expect_refused(svc.post("/api/v2/jobs").json(&typo), 400, "unknown field").await;
     let cases: Vec<(Value, &str)> = vec![
         (
             json!({"image": "", "entrypoint": "python3 $ALGO", "algorithm": {"rawcode": "1"}}),
@@ -398,76 +371,43 @@ async fn refused_as_malformed_or_incomplete(svc: &Service) {
         ),
     ];
     for (body, needle) in cases {
-        expect_error(
-            svc.post("/api/v2/jobs").json(&body).send().await.unwrap(),
-            400,
-            needle,
-        )
-        .await;
+        expect_refused(svc.post("/api/v2/jobs").json(&body), 400, needle).await;
     }
 }
 
 /// 404: unknown job, unknown output, unknown route.
 async fn not_found(svc: &Service) {
     let unknown = "0123456789abcdef0123456789abcdef";
-    expect_error(
-        svc.get(&format!("/api/v2/jobs/{unknown}"))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(svc.get(&format!("/api/v2/jobs/{unknown}")), 404, "no job").await;
+    expect_refused(
+        svc.get(&format!("/api/v2/jobs/{unknown}/logs")),
         404,
         "no job",
     )
     .await;
-    expect_error(
-        svc.get(&format!("/api/v2/jobs/{unknown}/logs"))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(
+        svc.post(&format!("/api/v2/jobs/{unknown}/stop")),
         404,
         "no job",
     )
     .await;
-    expect_error(
-        svc.post(&format!("/api/v2/jobs/{unknown}/stop"))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(
+        svc.delete(&format!("/api/v2/jobs/{unknown}")),
         404,
         "no job",
     )
     .await;
-    expect_error(
-        svc.delete(&format!("/api/v2/jobs/{unknown}"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "no job",
-    )
-    .await;
-    expect_error(
-        svc.get("/api/v2/nothing-here").send().await.unwrap(),
-        404,
-        "no route",
-    )
-    .await;
+    expect_refused(svc.get("/api/v2/nothing-here"), 404, "no route").await;
     let id = svc.submit(python_job("print('hi')")).await;
     svc.wait_finished(&id, PATIENCE).await;
-    expect_error(
-        svc.get(&format!("/api/v2/jobs/{id}/outputs/missing.txt"))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(
+        svc.get(&format!("/api/v2/jobs/{id}/outputs/missing.txt")),
         404,
         "no published output",
     )
     .await;
-    expect_error(
-        svc.get(&format!("/api/v2/jobs/{id}/outputs/../../etc/passwd"))
-            .send()
-            .await
-            .unwrap(),
+    expect_refused(
+        svc.get(&format!("/api/v2/jobs/{id}/outputs/../../etc/passwd")),
         404,
         "",
     )
@@ -900,12 +840,9 @@ async fn without_a_chain_the_metadata_store_takes_no_ddo() {
         .unwrap();
     assert!(res.headers().contains_key("retry-after"));
     expect_error(res, 503, "without a chain").await;
-    expect_error(
+    expect_refused(
         svc.http
-            .get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{did}")))
-            .send()
-            .await
-            .unwrap(),
+            .get(svc.url(&format!("/api/v1/aquarius/assets/ddo/{did}"))),
         404,
         "no DDO",
     )
