@@ -21,6 +21,22 @@ async fn gated(w: &World) -> (String, String) {
     (dataset, w.algorithm().await)
 }
 
+/// The consumer orders `dataset` (its compute condition timing out `timeout` blocks after
+/// the agreement; 0: never) and starts the published `algorithm` on it: the terms, the job.
+async fn order_and_start(
+    consumer: &Consumer,
+    dataset: &str,
+    algorithm: String,
+    timeout: u64,
+) -> (agreement::Terms, String) {
+    let terms = consumer.order(dataset, timeout).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
+    (terms, job)
+}
+
 /// The consumer's view of the job, once it shows `status`.
 async fn consumer_sees(
     w: &World,
@@ -86,11 +102,7 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
     let w = world().await;
     let (dataset, algorithm) = gated(&w).await;
     let consumer = w.consumer(3);
-    let terms = consumer.order(&dataset, 0).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 0).await;
     // It waits, visibly, and nothing runs.
     let seen = consumer_sees(&w, &consumer, &terms, &job, 10).await;
     assert_eq!(seen["waiting"]["reason"], "approval", "{seen}");
@@ -107,13 +119,8 @@ async fn an_approved_job_runs_the_algorithm_reviewed_and_the_receipt_says_who_ap
     // The publisher sees what would run.
     let review: Value = w
         .svc
-        .get(&format!("/api/v2/jobs/{job}/algorithm"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v2/jobs/{job}/algorithm"))
+        .await;
     let code = review["code"].as_str().unwrap();
     assert!(code.contains("sum.txt"), "{review}");
     let digest = image_id(common::IMAGE);
@@ -210,21 +217,12 @@ async fn an_image_retagged_after_approval_does_not_run() {
         .submit(common::python_job("import time\ntime.sleep(600)"))
         .await;
     let consumer = w.consumer(3);
-    let terms = consumer.order(&dataset, 0).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 0).await;
     consumer_sees(&w, &consumer, &terms, &job, 10).await;
     let review: Value = w
         .svc
-        .get(&format!("/api/v2/jobs/{job}/algorithm"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v2/jobs/{job}/algorithm"))
+        .await;
     assert_eq!(review["imageDigest"], approved_id.as_str(), "{review}");
     let (status, answer) = post(&w, &format!("/api/v2/jobs/{job}/approve"), json!({})).await;
     assert_eq!(status, 200, "{answer}");
@@ -321,11 +319,7 @@ async fn an_approval_not_given_before_the_agreement_expires_is_a_rejection() {
     let (dataset, algorithm) = gated(&w).await;
     let consumer = w.consumer(3);
     // The compute condition times out 10 blocks after the agreement.
-    let terms = consumer.order(&dataset, 10).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 10).await;
     consumer_sees(&w, &consumer, &terms, &job, 10).await;
     let _: Value = consumer
         .chain
@@ -369,11 +363,7 @@ async fn released_outputs_are_published_as_reviewed_and_paid() {
     let w = world().await;
     let (dataset, algorithm) = reviewed(&w).await;
     let consumer = w.consumer(3);
-    let terms = consumer.order(&dataset, 0).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 0).await;
     let seen = held(&w, &consumer, &terms, &job).await;
     assert!(
         seen["statusText"].as_str().unwrap().contains("review"),
@@ -381,15 +371,7 @@ async fn released_outputs_are_published_as_reviewed_and_paid() {
     );
     assert_eq!(seen["resultsUrls"], json!([]), "{seen}");
     // The publisher sees names, sizes, hashes and content.
-    let listed: Value = w
-        .svc
-        .get(&format!("/api/v2/jobs/{job}/held"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = w.svc.get_json(&format!("/api/v2/jobs/{job}/held")).await;
     assert_eq!(listed[0]["name"], "sum.txt", "{listed}");
     let content = w
         .svc
@@ -442,11 +424,7 @@ async fn withheld_outputs_are_not_published_and_not_paid() {
     let w = world().await;
     let (dataset, algorithm) = reviewed(&w).await;
     let consumer = w.consumer(3);
-    let terms = consumer.order(&dataset, 0).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 0).await;
     held(&w, &consumer, &terms, &job).await;
     let withheld = cli(
         &w,
