@@ -377,26 +377,15 @@ async fn refused_as_malformed_or_incomplete(svc: &Service) {
 
 /// 404: unknown job, unknown output, unknown route.
 async fn not_found(svc: &Service) {
-    let unknown = "0123456789abcdef0123456789abcdef";
-    expect_refused(svc.get(&format!("/api/v2/jobs/{unknown}")), 404, "no job").await;
-    expect_refused(
-        svc.get(&format!("/api/v2/jobs/{unknown}/logs")),
-        404,
-        "no job",
-    )
-    .await;
-    expect_refused(
-        svc.post(&format!("/api/v2/jobs/{unknown}/stop")),
-        404,
-        "no job",
-    )
-    .await;
-    expect_refused(
-        svc.delete(&format!("/api/v2/jobs/{unknown}")),
-        404,
-        "no job",
-    )
-    .await;
+    let unknown = "/api/v2/jobs/0123456789abcdef0123456789abcdef";
+    for request in [
+        svc.get(unknown),
+        svc.get(&format!("{unknown}/logs")),
+        svc.post(&format!("{unknown}/stop")),
+        svc.delete(unknown),
+    ] {
+        expect_refused(request, 404, "no job").await;
+    }
     expect_refused(svc.get("/api/v2/nothing-here"), 404, "no route").await;
     let id = svc.submit(python_job("print('hi')")).await;
     svc.wait_finished(&id, PATIENCE).await;
