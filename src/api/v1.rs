@@ -279,7 +279,7 @@ fn v1_caller(ctx: &ChainContext, q: &JobQuery) -> Result<Caller, ApiError> {
     Ok(caller)
 }
 
-/// The answer of every v1 job request: the caller's jobs (those of its agreement, or the one
+/// The answer of the v1 status, stop and delete requests: the caller's jobs (those of its agreement, or the one
 /// it named) as they are now.
 async fn caller_jobs(engine: &Engine, caller: &Caller) -> Result<HttpResponse, ApiError> {
     let jobs = jobs_of(engine, caller).await?;

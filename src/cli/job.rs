@@ -88,11 +88,11 @@ pub(super) struct Decision {
 /// A decision against (reject a run, withhold outputs): it says why.
 #[derive(Args)]
 pub(super) struct Refusal {
-    #[command(flatten)]
-    decision: Decision,
     /// Why, for the consumer.
     #[arg(long)]
     reason: String,
+    #[command(flatten)]
+    decision: Decision,
 }
 
 #[derive(Args)]

@@ -509,7 +509,13 @@ pub fn check_jwt(token: &str, email: &str, now: SystemTime) -> Result<(), String
 
 /// `YYYYMMDDTHHMMSSZ` as seconds since the epoch.
 fn parse_goog_date(s: &str) -> Option<u64> {
-    if s.len() != 16 {
+    // Exactly the basic format: chrono alone would also take space-padded fields.
+    let basic = |(i, b): (usize, &u8)| match i {
+        8 => *b == b'T',
+        15 => *b == b'Z',
+        _ => b.is_ascii_digit(),
+    };
+    if s.len() != 16 || !s.as_bytes().iter().enumerate().all(basic) {
         return None;
     }
     let t = chrono::NaiveDateTime::parse_from_str(s, "%Y%m%dT%H%M%SZ").ok()?;
@@ -656,5 +662,7 @@ mod tests {
         assert_eq!(parse_goog_date("19700101T000000Z"), Some(0));
         assert_eq!(parse_goog_date("20190201T090000Z"), Some(1_549_011_600));
         assert_eq!(parse_goog_date("2019-02-01"), None);
+        assert_eq!(parse_goog_date("2019 2 1T090000Z"), None);
+        assert_eq!(parse_goog_date("20191301T090000Z"), None);
     }
 }

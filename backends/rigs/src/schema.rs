@@ -14,11 +14,11 @@ pub(crate) struct Dialect {
     pub string_format: fn(format: &str, value: &str) -> Option<String>,
 }
 
-/// Checks `value` against the definition `name` of `definitions`; each violation is one line,
-/// starting with where it is (`at`, then the path into `value`). Besides JSON Schema's rules:
-/// no property the schema does not define, and none it marks `readOnly` (output only).
-/// An object schema without properties is a definition the excerpt did not copy: it accepts
-/// what it holds.
+/// Checks a request `value` against the definition `name` of `definitions`; each violation
+/// is one line, starting with where it is (`at`, then the path into `value`). Besides JSON
+/// Schema's rules: no property the schema does not define (unless `additionalProperties`
+/// allows it), and none it marks `readOnly` (output only). An object schema without
+/// properties is a definition the excerpt did not copy: it accepts what it holds.
 pub(crate) fn check(
     dialect: &Dialect,
     definitions: &Value,
@@ -26,9 +26,32 @@ pub(crate) fn check(
     value: &Value,
     at: &str,
 ) -> Vec<String> {
+    walk(dialect, definitions, name, value, at, true)
+}
+
+/// [`check`] for an answer (what the service sends back), where `readOnly` properties belong.
+pub(crate) fn check_answer(
+    dialect: &Dialect,
+    definitions: &Value,
+    name: &str,
+    value: &Value,
+    at: &str,
+) -> Vec<String> {
+    walk(dialect, definitions, name, value, at, false)
+}
+
+fn walk(
+    dialect: &Dialect,
+    definitions: &Value,
+    name: &str,
+    value: &Value,
+    at: &str,
+    request: bool,
+) -> Vec<String> {
     let mut walk = Walk {
         dialect,
         definitions,
+        request,
         errors: vec![],
     };
     walk.value(
@@ -42,12 +65,14 @@ pub(crate) fn check(
 struct Walk<'a> {
     dialect: &'a Dialect,
     definitions: &'a Value,
+    /// A request, which must not set what the schema marks `readOnly`.
+    request: bool,
     errors: Vec<String>,
 }
 
 impl Walk<'_> {
     fn value(&mut self, schema: &Value, value: &Value, at: &str) {
-        if schema.get("readOnly") == Some(&Value::Bool(true)) {
+        if self.request && schema.get("readOnly") == Some(&Value::Bool(true)) {
             self.errors
                 .push(format!("{at}: output only, a request does not set it"));
             return;
@@ -92,13 +117,17 @@ impl Walk<'_> {
             }
         }
         let properties = schema.get("properties").and_then(Value::as_object);
-        let additional = schema.get("additionalProperties").filter(|s| s.is_object());
+        // A schema for the other keys (a map's values), or `true`: any other key is fine.
+        let additional = schema.get("additionalProperties");
+        let stub = properties.is_none() && additional.is_none();
         for (key, v) in object {
             let sub = format!("{at}.{key}");
             match (properties.and_then(|p| p.get(key)), additional) {
-                (Some(s), _) | (None, Some(s)) => self.value(s, v, &sub),
-                (None, None) if properties.is_none() => {}
-                (None, None) => self.errors.push(format!(
+                (Some(s), _) => self.value(s, v, &sub),
+                (None, Some(s)) if s.is_object() => self.value(s, v, &sub),
+                (None, Some(Value::Bool(true))) => {}
+                (None, _) if stub => {}
+                (None, _) => self.errors.push(format!(
                     "{sub}: the API description defines no such property"
                 )),
             }
@@ -172,6 +201,8 @@ mod tests {
                     "state": {"type": "string", "enum": ["active", "completed"]},
                     "retries": {"type": "integer", "format": "int32"},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "free": {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": true},
+                    "closed": {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false},
                     "steps": {"type": "array", "items": {"$ref": "#/definitions/Step"}},
                     "created": {"type": "string", "readOnly": true},
                     "extra": {"$ref": "#/definitions/Stub"},
@@ -190,9 +221,14 @@ mod tests {
         let check = |v: Value| check(&PLAIN, &defs, "Task", &v, "task");
         let good = json!({
             "id": "42", "state": "active", "retries": 3, "labels": {"a": "b"},
-            "steps": [{"done": true}], "extra": {"anything": [1, 2]}
+            "steps": [{"done": true}], "extra": {"anything": [1, 2]}, "free": {"a": "x", "b": 1}
         });
-        assert_eq!(check(good), Vec::<String>::new());
+        assert_eq!(check(good.clone()), Vec::<String>::new());
+        // An answer may carry what a request must not set.
+        let mut answer = good;
+        answer["created"] = json!("now");
+        let answered = check_answer(&PLAIN, &defs, "Task", &answer, "task");
+        assert_eq!(answered, Vec::<String>::new());
         let cases = [
             (json!({}), "task: the required property id is missing"),
             (json!({"id": "4x"}), "task.id: \"4x\" is not digits"),
@@ -224,6 +260,10 @@ mod tests {
             (
                 json!({"id": "1", "other": 1}),
                 "task.other: the API description defines no such",
+            ),
+            (
+                json!({"id": "1", "closed": {"b": 1}}),
+                "task.closed.b: the API description defines no such",
             ),
             (
                 json!({"id": "1", "missing": 1}),
