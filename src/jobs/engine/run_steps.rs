@@ -48,18 +48,7 @@ impl Engine {
         let mut staged = StagedDigests::default();
         let io = |e: std::io::Error| StepError::Retry(format!("hashing what was staged: {e}"));
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
-        // The publisher approved certain bytes; anything else does not run.
-        if let (Some(approved), Some(got)) = (
-            job.approval
-                .as_ref()
-                .and_then(|a| a.algorithm_sha256.as_deref()),
-            staged.algorithm.as_ref(),
-        ) && approved != got.sha256
-        {
-            let reason = format!(
-                "the algorithm changed after the publisher approved it (approved sha256 {approved}, now {})",
-                got.sha256
-            );
+        if let Some(reason) = changed_since_approval(job, staged.algorithm.as_ref()) {
             return self
                 .finish(
                     job,
@@ -69,28 +58,19 @@ impl Engine {
                 )
                 .await;
         }
-        let backend = self.backend_of(job)?.clone();
-        for placed in place_inputs(&job.request.inputs) {
-            if self.backend_fetches(job, backend.as_ref(), &placed.url) {
-                staged.inputs.push(None);
-                continue;
+        staged.inputs = match self.stage_inputs(job, &ws).await? {
+            Ok(inputs) => inputs,
+            Err(reason) => {
+                return self
+                    .finish(
+                        job,
+                        Outcome::Failed,
+                        Some(reason),
+                        Phase::DataProvisioningFailed,
+                    )
+                    .await;
             }
-            match self.stage_input(&ws, &placed).await {
-                Ok(path) => staged
-                    .inputs
-                    .push(Some(digest::path_async(path).await.map_err(io)?)),
-                Err(reason) => {
-                    return self
-                        .finish(
-                            job,
-                            Outcome::Failed,
-                            Some(reason),
-                            Phase::DataProvisioningFailed,
-                        )
-                        .await;
-                }
-            }
-        }
+        };
         // Digests are taken as the data is handed to the job, for its receipt.
         self.store.set_staged(&job.id, &staged).await?;
         let mut timings = job.timings.clone();
@@ -106,6 +86,33 @@ impl Engine {
             )
             .await?;
         Ok(())
+    }
+
+    /// The job's inputs into its workspace, each with its digest, in the request's order;
+    /// `None` for one its backend fetches itself. `Ok(Err(reason))` when an input cannot be
+    /// had (missing, refused, over the cap): that ends the job.
+    async fn stage_inputs(
+        &self,
+        job: &Job,
+        ws: &Workspace,
+    ) -> Result<Result<Vec<Option<digest::Digest>>, String>, StepError> {
+        let backend = self.backend_of(job)?.clone();
+        let mut digests = vec![];
+        for placed in place_inputs(&job.request.inputs) {
+            if self.backend_fetches(job, backend.as_ref(), &placed.url) {
+                digests.push(None);
+                continue;
+            }
+            match self.stage_input(ws, &placed).await {
+                Ok(path) => {
+                    digests.push(Some(digest::path_async(path).await.map_err(|e| {
+                        StepError::Retry(format!("hashing what was staged: {e}"))
+                    })?))
+                }
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
+        Ok(Ok(digests))
     }
 
     /// Whether the job's backend fetches this input itself: only data the backend is
@@ -760,6 +767,23 @@ async fn copy_logs(
     file.flush().await
 }
 
+/// Why the staged algorithm (`got`) may not run: the publisher approved other bytes.
+fn changed_since_approval(job: &Job, got: Option<&digest::Digest>) -> Option<String> {
+    let approved = job.approval.as_ref()?.algorithm_sha256.as_deref();
+    algorithm_mismatch(approved, got?)
+}
+
+/// The reason for [`changed_since_approval`], when the approved sha256 is not `got`'s.
+fn algorithm_mismatch(approved: Option<&str>, got: &digest::Digest) -> Option<String> {
+    let approved = approved?;
+    (approved != got.sha256).then(|| {
+        format!(
+            "the algorithm changed after the publisher approved it (approved sha256 {approved}, now {})",
+            got.sha256
+        )
+    })
+}
+
 /// A content key sealed to the consumer, with the key it was sealed to.
 type Sealing = (crate::seal::ContentKey, Vec<u8>, String);
 
@@ -818,4 +842,30 @@ fn list_outputs(dir: &std::path::Path) -> std::io::Result<Vec<OutputFile>> {
 fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The publisher approved certain bytes: other bytes do not run, and the reason names both.
+    #[test]
+    fn an_algorithm_other_than_the_approved_one_is_refused() {
+        let got = |sha256: &str| digest::Digest {
+            size: 3,
+            sha256: sha256.into(),
+        };
+        assert_eq!(
+            algorithm_mismatch(None, &got("aa")),
+            None,
+            "nothing approved yet"
+        );
+        assert_eq!(algorithm_mismatch(Some("aa"), &got("aa")), None);
+        let reason = algorithm_mismatch(Some("aa"), &got("bb")).expect("refused");
+        assert!(
+            reason.contains("changed after the publisher approved it")
+                && reason.contains("approved sha256 aa, now bb"),
+            "{reason}"
+        );
+    }
 }
