@@ -15,6 +15,7 @@ use brizo::squid::{Algorithm, Consumer};
 use common::world::{PATIENCE, World, world};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 async fn gated(w: &World) -> (String, String) {
     let dataset = w.dataset(|t| t.requires_approval = true).await;
@@ -455,4 +456,57 @@ async fn withheld_outputs_are_not_published_and_not_paid() {
     // Decided once: a second decision is refused.
     let (status, _) = post(&w, &format!("/api/v2/jobs/{job}/release"), json!({})).await;
     assert_eq!(status, 409);
+}
+
+/// The algorithm's bytes are pinned at approval: the same DID serving other code by the time
+/// the job stages fails the job with both hashes, and nothing runs.
+#[tokio::test]
+async fn an_algorithm_changed_after_approval_does_not_run() {
+    // One run slot and two places ahead of the runs (max_running_jobs + max_staging_jobs),
+    // all taken by the operator's own jobs, so that the approved job waits in line to stage
+    // while its algorithm is swapped.
+    let w = common::world::world_with(&[
+        ("BRIZO_MAX_RUNNING_JOBS", "1"),
+        ("BRIZO_MAX_STAGING_JOBS", "1"),
+    ])
+    .await;
+    let (dataset, algorithm) = gated(&w).await;
+    let sleeper = common::python_job("import time\ntime.sleep(600)");
+    let running = w.svc.submit(sleeper.clone()).await;
+    w.svc.wait_status(&running, 40, PATIENCE).await;
+    let mut staged = vec![];
+    for _ in 0..2 {
+        let id = w.svc.submit(sleeper.clone()).await;
+        w.svc.wait_status(&id, 30, PATIENCE).await;
+        staged.push(id);
+    }
+
+    let consumer = w.consumer(3);
+    let (terms, job) = order_and_start(&consumer, &dataset, algorithm, 0).await;
+    consumer_sees(&w, &consumer, &terms, &job, 10).await;
+    let (status, answer) = post(&w, &format!("/api/v2/jobs/{job}/approve"), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(w.svc.job(&job).await["status"], 10, "it waits in line");
+
+    // The published algorithm's file now holds other code.
+    let file = w.svc.dir.path().join("datasets/algorithms/sum.py");
+    let approved = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
+    let swapped = "print('not what was reviewed')\n";
+    w.svc.dataset("algorithms/sum.py", swapped);
+    for blocker in staged.iter().chain([&running]) {
+        let (status, answer) = post(&w, &format!("/api/v2/jobs/{blocker}/stop"), json!({})).await;
+        assert!(status < 300, "{answer}");
+    }
+    let ended = w.wait_finished(&consumer, &terms, &job).await;
+    assert_eq!(ended["status"], 32, "{ended}");
+    let record = w.svc.job(&job).await;
+    let reason = record["error"].as_str().unwrap();
+    let now = hex::encode(sha2::Sha256::digest(swapped.as_bytes()));
+    assert!(
+        reason.contains("changed after the publisher approved it")
+            && reason.contains(&approved)
+            && reason.contains(&now),
+        "{record}"
+    );
+    assert!(!w.svc.logs(&job).await.contains("not what was reviewed"));
 }
