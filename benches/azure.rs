@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/phases.rs"]
+mod phases;
 #[path = "support/remote.rs"]
 mod remote;
 

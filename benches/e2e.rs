@@ -7,22 +7,19 @@
 mod bare;
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/phases.rs"]
+mod phases;
 #[path = "support/table.rs"]
 mod table;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use phases::{Phases, median};
 use serde_json::{Value, json};
 
 const ROUNDS: usize = 15;
 const WARMUP: usize = 3;
 const COMMAND: &str = "/bin/true";
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
 
 /// Seconds per round after the warm-up: the bare lifecycle (and its four steps), brizo's job
 /// as the client saw it, as the server recorded it, with the cleanup after it; its phases.
@@ -33,7 +30,7 @@ struct Samples {
     client: Vec<f64>,
     server: Vec<f64>,
     with_cleanup: Vec<f64>,
-    phases: HashMap<String, Vec<f64>>,
+    phases: Phases,
 }
 
 async fn measure(docker: &bollard::Docker, svc: &common::Service, job: &Value) -> Samples {
@@ -71,18 +68,13 @@ async fn measure(docker: &bollard::Docker, svc: &common::Service, job: &Value) -
         m.server.push(server);
         m.with_cleanup
             .push(server + finished["timings"]["cleanupMs"].as_f64().unwrap() / 1000.0);
-        for (phase, ms) in finished["timings"].as_object().unwrap() {
-            m.phases
-                .entry(phase.clone())
-                .or_default()
-                .push(ms.as_f64().unwrap() / 1000.0);
-        }
+        m.phases.add(&finished["timings"]);
     }
     m
 }
 
 /// The medians, their ratios to the bare lifecycle, the table's line, the phases.
-fn report(mut m: Samples) {
+fn report(m: Samples) {
     let (b, c, s, w) = (
         median(m.bare),
         median(m.client),
@@ -125,24 +117,7 @@ fn report(mut m: Samples) {
         c / b,
         table::Goal::AtMost(1.2),
     );
-    println!("  per phase (server):");
-    for phase in [
-        "queuedMs",
-        "stagingMs",
-        "startingMs",
-        "runningMs",
-        "filteringMs",
-        "publishingMs",
-        "cleanupMs",
-    ] {
-        if let Some(xs) = m.phases.remove(phase) {
-            println!(
-                "    {:<14} {:>8.1} ms",
-                phase.trim_end_matches("Ms"),
-                median(xs) * 1000.0
-            );
-        }
-    }
+    m.phases.print();
 }
 
 #[tokio::main]

@@ -2,13 +2,13 @@
 //! interleaved round by round (so that drift of the machine affects both sides alike), and the
 //! report: medians, the ratio, and the service's own phases.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::{IMAGE, Service};
+use crate::phases::{Phases, median};
 
 pub const ROUNDS: usize = 7;
 pub const WARMUP: usize = 1;
@@ -17,16 +17,11 @@ pub const COMMAND: &str = "/bin/true";
 /// How often both sides ask whether their job has ended.
 pub const POLL: Duration = Duration::from_millis(50);
 
-pub fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[xs.len() / 2]
-}
-
 /// The seconds of each measured round on both sides, and of each of brizo's phases.
 pub struct Rounds {
     bare: Vec<f64>,
     brizo: Vec<f64>,
-    phases: HashMap<String, Vec<f64>>,
+    phases: Phases,
 }
 
 /// [`WARMUP`] + [`ROUNDS`] rounds, each a bare run (`bare(n)`: its seconds) and then the
@@ -41,7 +36,7 @@ where
     let mut rounds = Rounds {
         bare: vec![],
         brizo: vec![],
-        phases: HashMap::new(),
+        phases: Phases::default(),
     };
     for n in 0..WARMUP + ROUNDS {
         let b = bare(n).await;
@@ -56,19 +51,13 @@ where
         }
         rounds.bare.push(b);
         rounds.brizo.push(s);
-        for (phase, ms) in svc.job(&id).await["timings"].as_object().unwrap() {
-            rounds
-                .phases
-                .entry(phase.clone())
-                .or_default()
-                .push(ms.as_f64().unwrap() / 1000.0);
-        }
+        rounds.phases.add(&svc.job(&id).await["timings"]);
     }
     rounds
 }
 
 /// Prints the medians of `rounds` on `backend`, the bare side as `bare` (what it measured).
-pub fn report(backend: &str, bare: &str, mut rounds: Rounds) {
+pub fn report(backend: &str, bare: &str, rounds: Rounds) {
     let (b, s) = (median(rounds.bare), median(rounds.brizo));
     println!(
         "trivial job ({COMMAND} in {IMAGE}) on {backend}, {ROUNDS} rounds after {WARMUP} warm-up, medians:"
@@ -80,22 +69,5 @@ pub fn report(backend: &str, bare: &str, mut rounds: Rounds) {
         s * 1000.0,
         s / b
     );
-    println!("  per phase (server):");
-    for phase in [
-        "queuedMs",
-        "stagingMs",
-        "startingMs",
-        "runningMs",
-        "filteringMs",
-        "publishingMs",
-        "cleanupMs",
-    ] {
-        if let Some(xs) = rounds.phases.remove(phase) {
-            println!(
-                "    {:<14} {:>8.1} ms",
-                phase.trim_end_matches("Ms"),
-                median(xs) * 1000.0
-            );
-        }
-    }
+    rounds.phases.print();
 }
