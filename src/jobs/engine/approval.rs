@@ -13,7 +13,7 @@ use tracing::info;
 use super::policy::StepError;
 use super::{Engine, EngineError};
 use crate::chain::agreement::Refusal;
-use crate::jobs::model::{Approval, ApprovalState, Job, Outcome, Phase};
+use crate::jobs::model::{Approval, ApprovalState, Job, Phase};
 use crate::jobs::workspace;
 use crate::storage;
 
@@ -174,8 +174,7 @@ impl Engine {
                 format!("{EXPIRED}; nothing ran and the reward stays in escrow for the consumer")
             }
         };
-        self.finish(job, Outcome::Failed, Some(reason), Phase::Finished)
-            .await?;
+        self.fail(job, Phase::Finished, reason).await?;
         Ok(Gate::Ended)
     }
 

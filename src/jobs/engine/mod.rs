@@ -475,6 +475,11 @@ impl Engine {
         self.config.logs_dir().join(format!("{id}.log"))
     }
 
+    /// Ends a job as failed in `phase`, with the reason a consumer reads.
+    async fn fail(&self, job: &Job, phase: Phase, reason: String) -> Result<(), StepError> {
+        self.finish(job, Outcome::Failed, Some(reason), phase).await
+    }
+
     /// Ends a job that did not get to run (or whose run cannot be judged).
     async fn finish(
         &self,

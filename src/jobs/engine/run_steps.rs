@@ -36,12 +36,7 @@ impl Engine {
         .map_err(|e| StepError::Retry(format!("job folder {}: {e}", ws.root.display())))?;
         if let Err(reason) = self.stage_algorithm(job, &ws).await {
             return self
-                .finish(
-                    job,
-                    Outcome::Failed,
-                    Some(reason),
-                    Phase::AlgorithmProvisioningFailed,
-                )
+                .fail(job, Phase::AlgorithmProvisioningFailed, reason)
                 .await;
         }
         super::failpoint("brizo::stage", &job.id).await;
@@ -50,25 +45,13 @@ impl Engine {
         staged.algorithm = Some(digest::path_async(ws.algorithm()).await.map_err(io)?);
         if let Some(reason) = changed_since_approval(job, staged.algorithm.as_ref()) {
             return self
-                .finish(
-                    job,
-                    Outcome::Failed,
-                    Some(reason),
-                    Phase::AlgorithmProvisioningFailed,
-                )
+                .fail(job, Phase::AlgorithmProvisioningFailed, reason)
                 .await;
         }
         staged.inputs = match self.stage_inputs(job, &ws).await? {
             Ok(inputs) => inputs,
             Err(reason) => {
-                return self
-                    .finish(
-                        job,
-                        Outcome::Failed,
-                        Some(reason),
-                        Phase::DataProvisioningFailed,
-                    )
-                    .await;
+                return self.fail(job, Phase::DataProvisioningFailed, reason).await;
             }
         };
         // Digests are taken as the data is handed to the job, for its receipt.
@@ -284,14 +267,7 @@ impl Engine {
         let spec = match spec {
             Ok(spec) => spec,
             Err(reason) => {
-                return self
-                    .finish(
-                        job,
-                        Outcome::Failed,
-                        Some(reason),
-                        Phase::DataProvisioningFailed,
-                    )
-                    .await;
+                return self.fail(job, Phase::DataProvisioningFailed, reason).await;
             }
         };
         let mut spec = spec;
@@ -308,12 +284,7 @@ impl Engine {
                     now.as_deref().unwrap_or("not on the engine")
                 );
                 return self
-                    .finish(
-                        job,
-                        Outcome::Failed,
-                        Some(reason),
-                        Phase::AlgorithmProvisioningFailed,
-                    )
+                    .fail(job, Phase::AlgorithmProvisioningFailed, reason)
                     .await;
             }
             spec.image = pinned;

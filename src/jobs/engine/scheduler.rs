@@ -277,8 +277,7 @@ impl Engine {
         if job.is_finished() {
             return Err(StepError::Retry(reason));
         }
-        self.finish(&job, Outcome::Failed, Some(reason), phase)
-            .await?;
+        self.fail(&job, phase, reason).await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -444,7 +443,7 @@ impl Engine {
                         "the job's inputs did not arrive within its {} s limit; nothing ran",
                         job.timeout_secs
                     );
-                    self.finish(&job, Outcome::Failed, Some(reason), Phase::DataProvisioningFailed).await?;
+                    self.fail(&job, Phase::DataProvisioningFailed, reason).await?;
                 }
             },
             _ = cancel.cancelled() => return Ok(()),
