@@ -19,7 +19,6 @@ use brizo_test_rigs::slurm::Slurm;
 use common::Service;
 use futures::StreamExt;
 use serde_json::json;
-use sha2::Digest;
 
 const CSV: &str = "date,temp\n2026-01-01,3.5\n2026-01-02,4.5\n2026-01-03,-1.0\n";
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -149,18 +148,7 @@ async fn cluster_data_runs_on_slurm_with_logs_while_it_runs() {
     );
     let logs = svc.logs(&id).await;
     assert!(logs.contains("rows 3 as uid 65534 nets ['lo']"), "{logs}");
-    let summary = job["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "summary.txt")
-        .expect("summary.txt listed")
-        .clone();
-    assert_eq!(
-        summary["sha256"],
-        hex::encode(sha2::Sha256::digest(b"mean 2.33\n")),
-        "{summary}"
-    );
+    common::weather::assert_summary_stored(&job, b"mean 2.33\n");
 
     // Slurm's accounting carries the job's limits: memory (the algorithm's and the container's
     // in-memory folders), one CPU, and a time limit just over the job's own.

@@ -27,8 +27,9 @@ pub fn job_on(code: &str, input: &str) -> Value {
         "inputs": [{"url": input, "name": "weather"}]})
 }
 
-/// Checks the summary a finished `job` stored (`stored`, read back from its results store) is
-/// the mean, and that the job reports its size and hash; gives the job's entry for it.
+/// Checks the summary a finished `job` stored (`stored`: read back from its results store, or
+/// where the test cannot read it, the bytes it must be) is the mean, and that the job reports
+/// its size and hash; gives the job's entry for it.
 pub fn assert_summary_stored(job: &Value, stored: &[u8]) -> Value {
     assert_eq!(stored, b"mean 2.33\n");
     let reported = job["outputs"]
