@@ -167,18 +167,7 @@ pub(super) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             println!("job {} rejected; it ends without running", status.job_id);
             Ok(())
         }
-        JobCommand::Held { job, show } => {
-            let client = client(&job.server)?;
-            match show {
-                Some(name) => to_stdout(client.held_file(&job.id, &name).await?).await,
-                None => {
-                    for o in client.held(&job.id).await? {
-                        println!("{:>12}  {}  {}", o.size, o.sha256, o.name);
-                    }
-                    Ok(())
-                }
-            }
-        }
+        JobCommand::Held { job, show } => held(&client(&job.server)?, &job.id, show).await,
         JobCommand::Release(Decision { job, by }) => {
             let status = client(&job.server)?
                 .decide_outputs(&job.id, "release", by.as_deref(), None)
@@ -205,17 +194,31 @@ pub(super) async fn job(cmd: JobCommand) -> anyhow::Result<()> {
             Ok(())
         }
         JobCommand::Rerun { receipt, server } => rerun(receipt, client(&server)?).await,
-        JobCommand::List { server } => {
-            for j in client(&server)?.list().await? {
-                let outcome = j.outcome.map(|o| o.as_str()).unwrap_or("-");
-                println!(
-                    "{}  {:>2} {:<24} {:<14} {}",
-                    j.job_id, j.status, j.status_text, outcome, j.image
-                );
-            }
-            Ok(())
-        }
+        JobCommand::List { server } => list(&client(&server)?).await,
     }
+}
+
+/// Lists a job's held outputs (size, sha256, name), or prints the one named `show`.
+async fn held(client: &Client, id: &str, show: Option<String>) -> anyhow::Result<()> {
+    if let Some(name) = show {
+        return to_stdout(client.held_file(id, &name).await?).await;
+    }
+    for o in client.held(id).await? {
+        println!("{:>12}  {}  {}", o.size, o.sha256, o.name);
+    }
+    Ok(())
+}
+
+/// One line per job: id, status, outcome, image.
+async fn list(client: &Client) -> anyhow::Result<()> {
+    for j in client.list().await? {
+        let outcome = j.outcome.map(|o| o.as_str()).unwrap_or("-");
+        println!(
+            "{}  {:>2} {:<24} {:<14} {}",
+            j.job_id, j.status, j.status_text, outcome, j.image
+        );
+    }
+    Ok(())
 }
 
 /// Prints what a job would run, for the publisher deciding on it.
