@@ -216,8 +216,10 @@ fn load_key(
             "chain.keystore_file is set but BRIZO_PROVIDER_KEY_PASSWORD is not".into(),
         )
     })?;
-    PrivateKeySigner::decrypt_keystore(keystore, password)
-        .map_err(|e| ChainError::Config(format!("keystore {}: {e}", keystore.display())))
+    let failed = |e: String| ChainError::Config(format!("keystore {} {e}", keystore.display()));
+    let key = super::keystore::decrypt(keystore, &password).map_err(failed)?;
+    PrivateKeySigner::from_slice(&key)
+        .map_err(|_| failed("holds bytes that are not a secp256k1 private key".into()))
 }
 
 #[cfg(test)]
@@ -226,26 +228,22 @@ mod tests {
 
     const KEY: &str = "5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 
+    /// The key in the Web3 Secret Storage Definition's PBKDF2 test vector.
+    const SPEC_KEY: &str = "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d";
+
     #[test]
     fn keys_come_from_the_environment_or_an_encrypted_keystore() {
-        let from_env = load_key(Some(format!("0x{KEY}")), Path::new(""), None).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (_, name) = PrivateKeySigner::encrypt_keystore(
-            dir.path(),
-            &mut rand08::thread_rng(),
-            hex::decode(KEY).unwrap(),
-            "pass phrase",
-            None,
-        )
-        .unwrap();
-        let file = dir.path().join(name);
-        let from_keystore = load_key(None, &file, Some("pass phrase".into())).unwrap();
+        let from_env = load_key(Some(format!("0x{SPEC_KEY}")), Path::new(""), None).unwrap();
+        // The Web3 Secret Storage Definition's PBKDF2 test vector (src/chain/keystore.rs).
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keystores/spec-pbkdf2.json");
+        let from_keystore = load_key(None, &file, Some("testpassword".into())).unwrap();
         assert_eq!(from_env.address(), from_keystore.address());
         let wrong = load_key(None, &file, Some("wrong".into()))
             .unwrap_err()
             .to_string();
         assert!(
-            wrong.contains("keystore") && !wrong.contains(KEY),
+            wrong.contains("keystore") && !wrong.contains(SPEC_KEY) && wrong.contains("password"),
             "{wrong}"
         );
         let bad = load_key(Some("0xnot-a-key".into()), Path::new(""), None)

@@ -7,6 +7,7 @@ pub mod contracts;
 pub mod deploy;
 pub mod dev;
 pub mod keeper;
+mod keystore;
 
 use std::time::Duration;
 
