@@ -34,6 +34,11 @@ each_crate_alone() {
   done
 }
 timed "each library crate on its own (cargo check -p)" each_crate_alone
+# A default build compiles no crate twice at one version: workspace-hack/ gives the compiler's
+# host and the service the same features; a new or upgraded dependency that splits them again
+# fails here, with the command that rewrites workspace-hack/Cargo.toml.
+timed "no crate of a default build compiled twice (scripts/unify-host.py check)" \
+  python3 "$ROOT/scripts/unify-host.py" check
 # The static runner remote jobs start (moto, Slurm and the Batch stand-ins run them on the local engine).
 timed "the static runner" bash "$ROOT/scripts/runner.sh" >/dev/null
 say "running the test suite (real Docker engine, moto's AWS Batch, a one-node Slurm cluster, Azurite with a stand-in Azure Batch, fake-gcs-server with a stand-in Google Batch)"
