@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HACK = os.path.join(ROOT, "workspace-hack", "Cargo.toml")
@@ -55,18 +56,21 @@ def twice(found):
     return {key: sets for key, sets in found.items() if len(sets) > 1}
 
 
+def apart(found):
+    """The crates whose units ask for different features: what cargo cannot make one unit."""
+    return {key: sets for key, sets in found.items() if len(set(sets)) > 1}
+
+
 def read_hack():
+    """The hack's text, and (name, version) -> features it asks for ("default" among them)."""
     text = open(HACK).read()
     wanted = {}
-    section = text[text.index(BEGIN):text.index(END)]
-    for line in section.splitlines():
-        match = re.match(r'^(\S+) = \{ version = "=([^"]+)"(.*)\}$', line)
-        if not match or line in wanted:
-            continue
-        features = set(re.findall(r'"([^"]+)"', match.group(3).split("features", 1)[-1]))
-        if "default-features = false" not in match.group(3):
+    # Both tables list the same crates; [dependencies] is enough.
+    for name, spec in tomllib.loads(text).get("dependencies", {}).items():
+        features = set(spec.get("features", []))
+        if spec.get("default-features", True):
             features.add("default")
-        wanted[(match.group(1), match.group(2))] = features
+        wanted[(name, spec["version"].lstrip("="))] = features
     return text, wanted
 
 
@@ -94,12 +98,12 @@ def generate():
               + ", ".join(f"{n} {v}" for n, v in sorted(found)))
         # A crate whose two units ask for the same features differs only in a dependency's
         # features: it becomes one unit once that dependency does.
-        apart = {key: sets for key, sets in found.items() if len(set(sets)) > 1}
-        if not apart:
+        differing = apart(found)
+        if not differing:
             print("those differ only through dependencies outside this list", file=sys.stderr)
             return 1
         text, wanted = read_hack()
-        for key, sets in apart.items():
+        for key, sets in differing.items():
             wanted.setdefault(key, set()).update(*sets)
         write_hack(text, wanted)
     print("still not settled after 8 rounds", file=sys.stderr)
@@ -111,11 +115,11 @@ def check():
     found = units("check", "--locked")
     # In a check the host's units are built and the service's are only checked: two units
     # of one crate are expected; two feature sets are what a build would compile twice.
-    apart = {key: sets for key, sets in found.items() if len(set(sets)) > 1}
-    if not apart:
+    differing = apart(found)
+    if not differing:
         print("no crate of a default build is compiled twice at one version")
         return 0
-    for (name, version), sets in sorted(apart.items()):
+    for (name, version), sets in sorted(differing.items()):
         union = frozenset().union(*sets)
         missing = [sorted(union - s) for s in sets]
         print(f"{name} {version}: host and service ask for different features {missing}",
