@@ -5,10 +5,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized};
 use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// TOML as figment reads it, parsed by toml 1: figment's own `toml` feature is toml 0.8, whose
+/// parser (winnow 0.7) would be a second winnow in the build beside alloy's.
+pub struct Toml;
+
+impl Format for Toml {
+    type Error = toml::de::Error;
+    const NAME: &'static str = "TOML";
+
+    fn from_str<T: serde::de::DeserializeOwned>(string: &str) -> Result<T, Self::Error> {
+        toml::from_str(string)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
@@ -300,6 +313,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn a_malformed_file_names_the_file_and_the_line() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("brizo.toml", "max_running_jobs = 2\n[limits\npids = 9\n")?;
+            let err = Config::load(Some(Path::new("brizo.toml")), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("brizo.toml"), "{err}");
+            assert!(err.contains("line 2"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_example_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let c = Config::load(Some(&path), Overrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(c.backends.len() > 1, "{} adds a backend", path.display());
+            loaded += 1;
+        }
+        assert!(loaded >= 4, "the examples are in {}", dir.display());
     }
 
     #[test]

@@ -229,7 +229,8 @@ mod tests {
     #[test]
     fn module_outputs_become_a_config_the_service_reads() {
         let toml = config_from_outputs(&module(), Some("aws")).unwrap();
-        use figment::providers::{Format, Toml};
+        use crate::config::Toml;
+        use figment::providers::Format;
         let config: Value = figment::Figment::from(Toml::string(&toml))
             .extract()
             .unwrap();
@@ -296,7 +297,8 @@ mod tests {
     #[test]
     fn azure_module_outputs_become_a_config_the_service_reads() {
         let toml = config_from_outputs(&azure_module(), None).unwrap();
-        use figment::providers::{Format, Toml};
+        use crate::config::Toml;
+        use figment::providers::Format;
         let config: Value = figment::Figment::from(Toml::string(&toml))
             .extract()
             .unwrap();
@@ -371,7 +373,8 @@ mod tests {
             "kms_key": "projects/pub-project/locations/europe-west4/keyRings/k/cryptoKeys/d",
         }}});
         let toml = config_from_outputs(&outputs, None).unwrap();
-        use figment::providers::{Format, Toml};
+        use crate::config::Toml;
+        use figment::providers::Format;
         let config: Value = figment::Figment::from(Toml::string(&toml))
             .extract()
             .unwrap();
