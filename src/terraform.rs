@@ -213,6 +213,15 @@ fn toml_string(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The generated TOML, read by the same figment format `Config::load` uses.
+    fn read_as_the_service_does(toml: &str) -> Value {
+        use crate::config::Toml;
+        use figment::providers::Format;
+        figment::Figment::from(Toml::string(toml))
+            .extract()
+            .unwrap()
+    }
+
     fn module() -> Value {
         serde_json::json!({
             "region": {"value": "eu-west-1", "type": "string", "sensitive": false},
@@ -229,11 +238,7 @@ mod tests {
     #[test]
     fn module_outputs_become_a_config_the_service_reads() {
         let toml = config_from_outputs(&module(), Some("aws")).unwrap();
-        use crate::config::Toml;
-        use figment::providers::Format;
-        let config: Value = figment::Figment::from(Toml::string(&toml))
-            .extract()
-            .unwrap();
+        let config = read_as_the_service_does(&toml);
         let aws = &config["backends"][1];
         assert_eq!(aws["kind"].as_str(), Some("aws-batch"));
         assert_eq!(aws["near"][0].as_str(), Some("s3://pub-data-123456789012"));
@@ -297,11 +302,7 @@ mod tests {
     #[test]
     fn azure_module_outputs_become_a_config_the_service_reads() {
         let toml = config_from_outputs(&azure_module(), None).unwrap();
-        use crate::config::Toml;
-        use figment::providers::Format;
-        let config: Value = figment::Figment::from(Toml::string(&toml))
-            .extract()
-            .unwrap();
+        let config = read_as_the_service_does(&toml);
         let azure = &config["backends"][1];
         assert_eq!(azure["name"].as_str(), Some("azure"));
         assert_eq!(azure["kind"].as_str(), Some("azure-batch"));
@@ -333,9 +334,7 @@ mod tests {
                 None => values.remove("batch_auth"),
             };
             let toml = config_from_outputs(&outputs, None).unwrap();
-            let config: Value = figment::Figment::from(Toml::string(&toml))
-                .extract()
-                .unwrap();
+            let config = read_as_the_service_does(&toml);
             assert_eq!(
                 config["backends"][1]["azure"]["auth"].as_str(),
                 Some("shared_key"),
@@ -373,11 +372,7 @@ mod tests {
             "kms_key": "projects/pub-project/locations/europe-west4/keyRings/k/cryptoKeys/d",
         }}});
         let toml = config_from_outputs(&outputs, None).unwrap();
-        use crate::config::Toml;
-        use figment::providers::Format;
-        let config: Value = figment::Figment::from(Toml::string(&toml))
-            .extract()
-            .unwrap();
+        let config = read_as_the_service_does(&toml);
         let gcp = &config["backends"][1];
         assert_eq!(gcp["name"].as_str(), Some("gcp"));
         assert_eq!(gcp["kind"].as_str(), Some("gcp-batch"));
