@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Keep a default build from compiling a crate twice at the same version.
+"""Keep a default build from compiling a crate twice.
 
 Cargo compiles a crate once for the service and again for the compiler's host (proc-macros,
 build scripts) when the two ask for different features of it: regex for utoipa-gen, serde_json
@@ -9,11 +9,23 @@ sides, so the two units become one.
 
   scripts/unify-host.py generate   rebuild workspace-hack/Cargo.toml until no crate is built
                                    twice at one version (each round is a `cargo build`)
-  scripts/unify-host.py check      fail, naming them, if any crate is (one `cargo check`)
+  scripts/unify-host.py check      fail, naming them, if any crate is (one `cargo check`), or
+                                   if a crate is compiled in several versions and the list
+                                   below does not say why
 
 `check` reads `cargo check`'s units: a crate the host builds and the service only checks is
 one unit in a build exactly when both ask for the same features (its dependencies are crates
 of the same list), so it needs no build of its own.
+
+A crate in two versions (digest 0.10 and 0.11) is two crates to cargo, and this hack cannot
+make it one: only the dependencies that ask for them can. workspace-hack/Cargo.toml's
+`[package.metadata.several-versions]` names each such crate with the dependencies that split
+it; `check` fails on a split that is not listed, so an upgrade that brings a new one is seen
+(and held back, or listed with its reason), and on a listed one that is gone, so the list
+stays true.
+
+The hack asks for each crate's locked version as a minimum (`1.2.2`, not `=1.2.2`), so that
+`cargo update` can move it; `check` then tells whether the move split anything.
 """
 
 import collections
@@ -52,6 +64,16 @@ def units(mode, *args):
     return found
 
 
+def compatible(version):
+    """The part of a version that cargo's caret requirement keeps: 1.2.3 -> 1, 0.10.7 -> 0.10."""
+    parts = version.split("+")[0].split("-")[0].split(".")
+    if parts[0] != "0":
+        return parts[0]
+    if parts[1] != "0":
+        return "0." + parts[1]
+    return version
+
+
 def twice(found):
     return {key: sets for key, sets in found.items() if len(sets) > 1}
 
@@ -62,26 +84,33 @@ def apart(found):
 
 
 def read_hack():
-    """The hack's text, and (name, version) -> features it asks for ("default" among them)."""
+    """The hack's text, and (name, compatible version) -> [locked version, features it asks
+    for ("default" among them)]."""
     text = open(HACK).read()
     wanted = {}
     # Both tables list the same crates; [dependencies] is enough.
-    for name, spec in tomllib.loads(text).get("dependencies", {}).items():
+    for key, spec in tomllib.loads(text).get("dependencies", {}).items():
         features = set(spec.get("features", []))
         if spec.get("default-features", True):
             features.add("default")
-        wanted[(name, spec["version"].lstrip("="))] = features
+        version = spec["version"].lstrip("=^")
+        wanted[(spec.get("package", key), compatible(version))] = [version, features]
     return text, wanted
 
 
 def write_hack(text, wanted):
     lines = []
-    for (name, version), features in sorted(wanted.items()):
+    named_once = set()
+    for (name, _), (version, features) in sorted(wanted.items()):
+        # Two versions of one crate (both split) need two keys: the second is renamed.
+        key = name if name not in named_once else f"{name}-{compatible(version).replace('.', '_')}"
+        package = "" if key == name else f', package = "{name}"'
+        named_once.add(name)
         rest = "" if "default" in features else ", default-features = false"
-        named = sorted(f for f in features if f != "default")
-        if named:
-            rest += ", features = [" + ", ".join(f'"{f}"' for f in named) + "]"
-        lines.append(f'{name} = {{ version = "={version}"{rest} }}')
+        listed = sorted(f for f in features if f != "default")
+        if listed:
+            rest += ", features = [" + ", ".join(f'"{f}"' for f in listed) + "]"
+        lines.append(f'{key} = {{ version = "{version}"{package}{rest} }}')
     block = "\n".join(lines)
     body = f"{BEGIN}\n[dependencies]\n{block}\n\n[build-dependencies]\n{block}\n"
     start = text.index(BEGIN)
@@ -103,11 +132,50 @@ def generate():
             print("those differ only through dependencies outside this list", file=sys.stderr)
             return 1
         text, wanted = read_hack()
-        for key, sets in differing.items():
-            wanted.setdefault(key, set()).update(*sets)
+        for (name, version), sets in differing.items():
+            entry = wanted.setdefault((name, compatible(version)), [version, set()])
+            entry[0] = version  # the locked one, which `cargo update` may have moved
+            entry[1].update(*sets)
         write_hack(text, wanted)
     print("still not settled after 8 rounds", file=sys.stderr)
     return 1
+
+
+def versions(found):
+    """name -> the versions of it a build compiles, where there are several."""
+    seen = collections.defaultdict(set)
+    for name, version in found:
+        seen[name].add(version)
+    return {name: sorted(v) for name, v in seen.items() if len(v) > 1}
+
+
+def listed_splits():
+    """name -> why it is compiled in several versions, from workspace-hack/Cargo.toml."""
+    package = tomllib.loads(open(HACK).read())["package"]
+    return package.get("metadata", {}).get("several-versions", {})
+
+
+def check_splits(found):
+    """Fails on a crate in several versions that the list does not explain, or on a listed
+    one that is compiled once now."""
+    several, listed = versions(found), listed_splits()
+    new = sorted(set(several) - set(listed))
+    gone = sorted(set(listed) - set(several))
+    for name in new:
+        print(f"{name} is compiled in versions {', '.join(several[name])}; see what brings "
+              f"each with `cargo tree -e normal,build -i {name}@VERSION`, then hold the "
+              "dependency back or list the split, with its reason, under "
+              "[package.metadata.several-versions] in workspace-hack/Cargo.toml",
+              file=sys.stderr)
+    for name in gone:
+        print(f"{name} is compiled in one version now: remove it from "
+              "[package.metadata.several-versions] in workspace-hack/Cargo.toml",
+              file=sys.stderr)
+    if new or gone:
+        return 1
+    print(f"{len(several)} crates in several versions, each listed with what splits it: "
+          + ", ".join(sorted(several)))
+    return 0
 
 
 def check():
@@ -116,17 +184,17 @@ def check():
     # In a check the host's units are built and the service's are only checked: two units
     # of one crate are expected; two feature sets are what a build would compile twice.
     differing = apart(found)
-    if not differing:
-        print("no crate of a default build is compiled twice at one version")
-        return 0
     for (name, version), sets in sorted(differing.items()):
         union = frozenset().union(*sets)
         missing = [sorted(union - s) for s in sets]
         print(f"{name} {version}: host and service ask for different features {missing}",
               file=sys.stderr)
-    print("run scripts/unify-host.py generate and commit workspace-hack/Cargo.toml",
-          file=sys.stderr)
-    return 1
+    if differing:
+        print("run scripts/unify-host.py generate and commit workspace-hack/Cargo.toml",
+              file=sys.stderr)
+    else:
+        print("no crate of a default build is compiled twice at one version")
+    return check_splits(found) or (1 if differing else 0)
 
 
 if __name__ == "__main__":
