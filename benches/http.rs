@@ -62,6 +62,12 @@ fn wrk(url: &str, token: &str) -> Load {
 
 #[tokio::main]
 async fn main() {
+    v2_status_and_health().await;
+    v1_signed_status().await;
+}
+
+/// The v2 status of a finished job and the health check, against the same server's 401s.
+async fn v2_status_and_health() {
     let svc = common::Service::start().await;
     let id = svc
         .submit(json!({"image": common::IMAGE, "entrypoint": "/bin/true",
@@ -108,10 +114,11 @@ async fn main() {
         health.rate / refused.rate,
         Goal::AtLeast(0.8),
     );
+}
 
-    drop(svc);
-
-    // v1, under an agreement, on a local chain.
+/// The v1 status of a job under an agreement on a local chain, signed as Squid signs it
+/// (one signature recovery a request), against that server's 401s.
+async fn v1_signed_status() {
     let w = common::world::world().await;
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;

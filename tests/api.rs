@@ -532,6 +532,14 @@ async fn symlinks_in_outputs_are_not_followed() {
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     let svc = Service::start().await;
+    health_names_the_backend(&svc).await;
+    let id = svc.submit(python_job("print(1)")).await;
+    svc.wait_finished(&id, PATIENCE).await;
+    metrics_count_the_job_behind_the_token(&svc).await;
+    openapi_lists_the_job_endpoints(&svc).await;
+}
+
+async fn health_names_the_backend(svc: &Service) {
     let health: Value = svc
         .http
         .get(svc.url("/health"))
@@ -543,8 +551,17 @@ async fn health_metrics_and_openapi() {
         .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["backend"]["name"], "docker");
-    let id = svc.submit(python_job("print(1)")).await;
-    svc.wait_finished(&id, PATIENCE).await;
+    assert!(
+        health["backends"]["local"]["capabilities"]["isolatesNetwork"]
+            .as_bool()
+            .unwrap(),
+        "{health}"
+    );
+}
+
+/// After one finished job: `/metrics` wants the token (its scheme in any case) and counts
+/// the job, its phases and the request that submitted it.
+async fn metrics_count_the_job_behind_the_token(svc: &Service) {
     assert_eq!(
         svc.http
             .get(svc.url("/metrics"))
@@ -554,12 +571,6 @@ async fn health_metrics_and_openapi() {
             .status(),
         401,
         "metrics without the token"
-    );
-    assert!(
-        health["backends"]["local"]["capabilities"]["isolatesNetwork"]
-            .as_bool()
-            .unwrap(),
-        "{health}"
     );
     // The scheme is case-insensitive.
     let lower = svc
@@ -589,6 +600,11 @@ async fn health_metrics_and_openapi() {
             "metrics lack {needle}:\n{metrics}"
         );
     }
+}
+
+/// The OpenAPI document lists the job endpoints, each with its 401, and a job's required
+/// strings; the Swagger UI is served beside it.
+async fn openapi_lists_the_job_endpoints(svc: &Service) {
     let spec: Value = svc
         .http
         .get(svc.url("/api/v2/openapi.json"))
@@ -622,14 +638,11 @@ async fn health_metrics_and_openapi() {
             );
         }
     }
+    let request = &spec["components"]["schemas"]["JobRequest"];
+    assert_eq!(request["properties"]["image"]["minLength"], 1, "{request}");
     assert_eq!(
-        spec["components"]["schemas"]["JobRequest"]["properties"]["image"]["minLength"], 1,
-        "{}",
-        spec["components"]["schemas"]["JobRequest"]
-    );
-    assert_eq!(
-        spec["components"]["schemas"]["JobRequest"]["properties"]["entrypoint"]["minLength"],
-        1
+        request["properties"]["entrypoint"]["minLength"], 1,
+        "{request}"
     );
     let docs = svc.http.get(svc.url("/api/v2/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);

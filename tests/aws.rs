@@ -173,7 +173,27 @@ async fn stop_terminates_and_a_restart_reattaches() {
     let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
     let id = s.svc.submit(job_on_s3(slow)).await;
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
-    // The runner's plan points at the dataset where it lies; nothing of it was staged.
+    plan_points_at_the_dataset_where_it_lies(&s, &id).await;
+    s.svc.kill9();
+    s.svc.spawn().await;
+    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
+    assert!(s.svc.logs(&id).await.contains("finished"));
+    let stored = s
+        .results
+        .get(&format!("brizo/{id}/outputs/done.txt").into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&stored[..], b"done");
+
+    stop_ends_the_batch_job_and_its_container(&s).await;
+}
+
+/// The runner's plan points at the dataset where it lies; nothing of it was staged.
+async fn plan_points_at_the_dataset_where_it_lies(s: &Setup, id: &str) {
     let staging = bucket(&s.moto, STAGING_BUCKET);
     let keys: Vec<String> = staging
         .list(None)
@@ -182,7 +202,7 @@ async fn stop_terminates_and_a_restart_reattaches() {
         .await;
     let plan_key = keys
         .iter()
-        .find(|k| k.contains(&id) && k.ends_with("plan.json"))
+        .find(|k| k.contains(id) && k.ends_with("plan.json"))
         .unwrap_or_else(|| panic!("no plan in {keys:?}"));
     let plan: serde_json::Value = serde_json::from_slice(
         &staging
@@ -211,25 +231,13 @@ async fn stop_terminates_and_a_restart_reattaches() {
     assert!(
         !keys
             .iter()
-            .any(|k| k.contains(&id) && k.contains("/in/") && k.contains("weather")),
+            .any(|k| k.contains(id) && k.contains("/in/") && k.contains("weather")),
         "the dataset was staged: {keys:?}"
     );
-    s.svc.kill9();
-    s.svc.spawn().await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
-    assert!(s.svc.logs(&id).await.contains("finished"));
-    let stored = s
-        .results
-        .get(&format!("brizo/{id}/outputs/done.txt").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(&stored[..], b"done");
+}
 
-    // Stop: TerminateJob ends the Batch job and its container.
+/// Stop: TerminateJob ends the Batch job and its container.
+async fn stop_ends_the_batch_job_and_its_container(s: &Setup) {
     let id = s
         .svc
         .submit(job_on_s3("import time\ntime.sleep(300)\n"))
@@ -275,7 +283,13 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
             .is_err()
     );
 
-    // Data the job would fetch itself is checked before anything is submitted.
+    fetched_data_is_checked_before_submission(&s).await;
+    data_that_changes_before_the_download_is_refused(&s).await;
+}
+
+/// Data the job would fetch itself is checked before anything is submitted: missing, or over
+/// the cap.
+async fn fetched_data_is_checked_before_submission(s: &Setup) {
     let id = s
         .svc
         .submit(job_on("print('never')", "s3://datasets/weather/absent.csv"))
@@ -310,9 +324,11 @@ async fn caps_and_missing_data_are_refused_with_their_reason() {
         job["exitCode"].is_null(),
         "a job that never ran has no exit code: {job}"
     );
+}
 
-    // Data that changes between submission and the runner's download: the runner refuses it,
-    // the algorithm never starts, and the job fails without an exit code (no work was done).
+/// Data that changes between submission and the runner's download: the runner refuses it,
+/// the algorithm never starts, and the job fails without an exit code (no work was done).
+async fn data_that_changes_before_the_download_is_refused(s: &Setup) {
     let data = bucket(&s.moto, "datasets");
     data.put(&"weather/changing.csv".into(), PutPayload::from_static(CSV))
         .await

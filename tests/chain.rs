@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::{DynProvider, Provider};
-use brizo::chain::agreement::{self, Refusal, Terms};
+use brizo::chain::agreement::{self, ConditionIds, Refusal, Terms};
+use brizo::chain::artifacts::Addresses;
 use brizo::chain::contracts::ConditionState;
 use brizo::chain::dev::{DEV_KEYS, DevChain, DevOptions};
 use brizo::chain::signing_provider;
@@ -119,61 +120,78 @@ async fn a_compute_agreement_is_checked_and_settled() {
     agreement::lock_reward(&consumer, a, &t).await.unwrap();
     assert_eq!(agreement::check(&provider, a, &t).await.unwrap(), Ok(ids));
 
-    // Someone else claiming the agreement, another dataset, another price: refused.
+    other_claims_are_refused(&provider, a, t, chain.accounts[4].address).await;
+    settlement_is_idempotent_and_pays_the_publisher(&provider, a, &t, &ids).await;
+}
+
+/// Someone else claiming the agreement, another dataset, another price: refused.
+async fn other_claims_are_refused(
+    provider: &DynProvider,
+    a: &Addresses,
+    t: Terms,
+    someone: Address,
+) {
     let mut other = t;
-    other.consumer = chain.accounts[4].address;
+    other.consumer = someone;
     assert_eq!(
-        agreement::check(&provider, a, &other).await.unwrap(),
+        agreement::check(provider, a, &other).await.unwrap(),
         Err(Refusal::NotTheConsumer)
     );
     let mut other = t;
     other.did = keccak256("another dataset");
     assert_eq!(
-        agreement::check(&provider, a, &other).await.unwrap(),
+        agreement::check(provider, a, &other).await.unwrap(),
         Err(Refusal::OtherDataset)
     );
     let mut other = t;
     other.price = U256::from(1u64);
     assert_eq!(
-        agreement::check(&provider, a, &other).await.unwrap(),
+        agreement::check(provider, a, &other).await.unwrap(),
         Err(Refusal::NotTheConsumer)
     );
+}
 
-    // Settlement is idempotent: a second attempt sends nothing.
+/// Settlement is idempotent: a second attempt sends nothing; the publisher is paid once.
+async fn settlement_is_idempotent_and_pays_the_publisher(
+    provider: &DynProvider,
+    a: &Addresses,
+    t: &Terms,
+    ids: &ConditionIds,
+) {
     assert!(
-        agreement::fulfill_compute(&provider, a, &t, &ids)
+        agreement::fulfill_compute(provider, a, t, ids)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        agreement::fulfill_compute(&provider, a, &t, &ids)
+        agreement::fulfill_compute(provider, a, t, ids)
             .await
             .unwrap()
             .is_none()
     );
-    let before = agreement::token_balance(&provider, a, t.publisher)
+    let before = agreement::token_balance(provider, a, t.publisher)
         .await
         .unwrap();
     assert!(
-        agreement::release_reward(&provider, a, &t, &ids)
+        agreement::release_reward(provider, a, t, ids)
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        agreement::release_reward(&provider, a, &t, &ids)
+        agreement::release_reward(provider, a, t, ids)
             .await
             .unwrap()
             .is_none()
     );
-    let after = agreement::token_balance(&provider, a, t.publisher)
+    let after = agreement::token_balance(provider, a, t.publisher)
         .await
         .unwrap();
     assert_eq!(after - before, t.price, "the publisher is paid the price");
     for id in [ids.lock, ids.compute, ids.escrow] {
         assert_eq!(
-            agreement::condition(&provider, a, id).await.unwrap().state,
+            agreement::condition(provider, a, id).await.unwrap().state,
             ConditionState::Fulfilled
         );
     }

@@ -196,11 +196,16 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         "{:?}",
         rig.gcs.signed_requests()
     );
-    // An operator finds brizo's jobs by label.
+    found_by_label_and_removed_with_its_job(&b, &run.run_id, &s.job_id).await;
+    only_the_refusals_a_test_asks_for(rig);
+}
+
+/// An operator finds brizo's jobs by label; removing the ended job deletes its Batch job too.
+async fn found_by_label_and_removed_with_its_job(b: &GcpBatchBackend, run_id: &str, job_id: &str) {
     let labelled = b
         .engine()
         .batch()
-        .jobs_labelled("brizo_run", &run.run_id)
+        .jobs_labelled("brizo_run", run_id)
         .await
         .unwrap();
     assert_eq!(labelled.len(), 1, "{labelled:?}");
@@ -208,11 +213,10 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
         labelled[0]
             .name
             .as_deref()
-            .is_some_and(|n| n.ends_with(&format!("/jobs/{}", run.run_id)))
+            .is_some_and(|n| n.ends_with(&format!("/jobs/{}", run_id)))
     );
-    b.remove(&s.job_id).await.unwrap();
-    // Removing the ended job deletes its Batch job too.
-    let left = b.engine().batch().get_job(&run.run_id).await.unwrap();
+    b.remove(job_id).await.unwrap();
+    let left = b.engine().batch().get_job(run_id).await.unwrap();
     assert!(
         left.as_ref().is_none_or(|j| j
             .status
@@ -220,7 +224,10 @@ async fn jobs_are_created_as_the_discovery_document_defines_with_the_limits_mapp
             .is_some_and(|s| s.state == "DELETION_IN_PROGRESS")),
         "{left:?}"
     );
-    // The only refusals on this shared stand-in are those a test asks for.
+}
+
+/// The only refusals on this shared stand-in are those a test asks for.
+fn only_the_refusals_a_test_asks_for(rig: &Rig) {
     let violations: Vec<String> = rig
         .batch
         .violations()
