@@ -22,7 +22,8 @@ make it one: only the dependencies that ask for them can. workspace-hack/Cargo.t
 `[package.metadata.several-versions]` names each such crate with the dependencies that split
 it; `check` fails on a split that is not listed, so an upgrade that brings a new one is seen
 (and held back, or listed with its reason), and on a listed one that is gone, so the list
-stays true.
+stays true. A release held back to keep a crate in one version is pinned in the hack's
+`[target.'cfg(any())'.dependencies]`: never built, it only holds Cargo.lock.
 
 The hack asks for each crate's locked version as a minimum (`1.2.2`, not `=1.2.2`), so that
 `cargo update` can move it; `check` then tells whether the move split anything.
@@ -164,8 +165,9 @@ def check_splits(found):
     for name in new:
         print(f"{name} is compiled in versions {', '.join(several[name])}; see what brings "
               f"each with `cargo tree -e normal,build -i {name}@VERSION`, then hold the "
-              "dependency back or list the split, with its reason, under "
-              "[package.metadata.several-versions] in workspace-hack/Cargo.toml",
+              "dependency back ([target.'cfg(any())'.dependencies]) or list the split, with "
+              "its reason, under [package.metadata.several-versions], both in "
+              "workspace-hack/Cargo.toml",
               file=sys.stderr)
     for name in gone:
         print(f"{name} is compiled in one version now: remove it from "
