@@ -89,8 +89,11 @@ results_url = "s3://results/brizo"
     Setup { moto, svc, results }
 }
 
+/// The dataset in the publisher's bucket, which jobs fetch where it lies.
+const S3_INPUT: &str = "s3://datasets/weather/daily.csv";
+
 fn job_on_s3(code: &str) -> serde_json::Value {
-    job_on(code, "s3://datasets/weather/daily.csv")
+    job_on(code, S3_INPUT)
 }
 
 #[tokio::test]
@@ -170,15 +173,9 @@ async fn s3_data_runs_on_batch_and_local_data_on_docker() {
 async fn stop_terminates_and_a_restart_reattaches() {
     let mut s = setup().await;
     // A job the service is killed under: the restarted service finds it on Batch again.
-    let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
-    let id = s.svc.submit(job_on_s3(slow)).await;
-    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    let id = weather::running_slow_job(&s.svc, S3_INPUT).await;
     plan_points_at_the_dataset_where_it_lies(&s, &id).await;
-    s.svc.kill9();
-    s.svc.spawn().await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
-    assert!(s.svc.logs(&id).await.contains("finished"));
+    weather::finished_across_a_restart(&mut s.svc, &id).await;
     let stored = s
         .results
         .get(&format!("brizo/{id}/outputs/done.txt").into())
@@ -266,16 +263,7 @@ async fn stop_ends_the_batch_job_and_its_container(s: &Setup) {
 #[tokio::test]
 async fn caps_and_missing_data_are_refused_with_their_reason() {
     let s = setup_with("max_output_mb = 1\n[inputs]\nmax_input_mb = 1").await;
-    let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
-    let id = s.svc.submit(job_on_s3(big)).await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "failed", "{job}");
-    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
-    let logs = s.svc.logs(&id).await;
-    assert!(
-        logs.contains("over the publisher's cap of 1048576 bytes"),
-        "{logs}"
-    );
+    let id = weather::output_over_the_cap_fails(&s.svc, S3_INPUT).await;
     assert!(
         s.results
             .get(&format!("brizo/{id}/outputs/big.bin").into())

@@ -125,11 +125,13 @@ results_url = "az://results/brizo"
     }
 }
 
+/// The dataset in the publisher's storage account, which jobs fetch where it lies.
+fn blob_input() -> String {
+    format!("az://{}/datasets/weather/daily.csv", azurite::ACCOUNT)
+}
+
 fn job_on_blob(code: &str) -> serde_json::Value {
-    job_on(
-        code,
-        &format!("az://{}/datasets/weather/daily.csv", azurite::ACCOUNT),
-    )
+    job_on(code, &blob_input())
 }
 
 #[tokio::test]
@@ -201,14 +203,8 @@ async fn blob_data_runs_on_batch_and_local_data_on_docker() {
 async fn stop_terminates_and_a_restart_reattaches() {
     let mut s = setup().await;
     // A job the service is killed under: the restarted service finds its task again.
-    let slow = "import time, pathlib\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
-    let id = s.svc.submit(job_on_blob(slow)).await;
-    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
-    s.svc.kill9();
-    s.svc.spawn().await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
-    assert!(s.svc.logs(&id).await.contains("finished"));
+    let id = weather::running_slow_job(&s.svc, &blob_input()).await;
+    weather::finished_across_a_restart(&mut s.svc, &id).await;
     let stored = s
         .azurite
         .get_blob("results", &format!("brizo/{id}/outputs/done.txt"))
@@ -249,16 +245,7 @@ async fn stop_terminates_and_a_restart_reattaches() {
 #[tokio::test]
 async fn caps_and_missing_blobs_are_refused_with_their_reason() {
     let s = setup_with("max_output_mb = 1").await;
-    let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
-    let id = s.svc.submit(job_on_blob(big)).await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "failed", "{job}");
-    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
-    let logs = s.svc.logs(&id).await;
-    assert!(
-        logs.contains("over the publisher's cap of 1048576 bytes"),
-        "{logs}"
-    );
+    let id = weather::output_over_the_cap_fails(&s.svc, &blob_input()).await;
     assert!(
         s.azurite
             .get_blob("results", &format!("brizo/{id}/outputs/big.bin"))

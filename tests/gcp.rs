@@ -23,6 +23,9 @@ use brizo_test_rigs::gcs::{self, Gcs};
 use common::Service;
 use common::weather::{self, CSV, SUMMARY, job_on};
 
+/// The dataset in the publisher's bucket, which jobs fetch where it lies.
+const GCS_INPUT: &str = "gs://datasets/weather/daily.csv";
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -89,10 +92,7 @@ results_url = "gs://results/brizo"
 #[tokio::test]
 async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job() {
     let s = setup_with("").await;
-    let id = s
-        .svc
-        .submit(job_on(SUMMARY, "gs://datasets/weather/daily.csv"))
-        .await;
+    let id = s.svc.submit(job_on(SUMMARY, GCS_INPUT)).await;
     let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
     assert_eq!(
         job["outcome"],
@@ -125,10 +125,7 @@ async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job
     // Stop: jobs.delete ends the Batch job and its container.
     let id = s
         .svc
-        .submit(job_on(
-            "import time\ntime.sleep(300)\n",
-            "gs://datasets/weather/daily.csv",
-        ))
+        .submit(job_on("import time\ntime.sleep(300)\n", GCS_INPUT))
         .await;
     s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
     let res = s
@@ -166,17 +163,8 @@ async fn gcs_data_runs_on_batch_local_data_on_docker_and_stop_ends_the_batch_job
 async fn a_restart_reattaches_and_caps_and_missing_objects_are_refused_with_their_reason() {
     let mut s = setup_with("max_output_mb = 1").await;
     // A job the service is killed under: the restarted service finds it on Batch again.
-    let slow = "import time, pathlib\ntime.sleep(5)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
-    let id = s
-        .svc
-        .submit(job_on(slow, "gs://datasets/weather/daily.csv"))
-        .await;
-    s.svc.wait_status(&id, 40, Duration::from_secs(120)).await;
-    s.svc.kill9();
-    s.svc.spawn().await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", s.svc.log());
-    assert!(s.svc.logs(&id).await.contains("finished"));
+    let id = weather::running_slow_job(&s.svc, GCS_INPUT).await;
+    weather::finished_across_a_restart(&mut s.svc, &id).await;
     assert_eq!(
         s.gcs
             .get("results", &format!("brizo/{id}/outputs/done.txt"))
@@ -192,22 +180,7 @@ async fn a_restart_reattaches_and_caps_and_missing_objects_are_refused_with_thei
     assert_eq!(creates, 1, "the restarted service made a second Batch job");
 
     // An output over the cap comes back as nothing, with the reason.
-    let big = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
-    let id = s
-        .svc
-        .submit(job_on(big, "gs://datasets/weather/daily.csv"))
-        .await;
-    let job = s.svc.wait_finished(&id, Duration::from_secs(180)).await;
-    assert_eq!(job["outcome"], "failed", "{job}");
-    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
-    assert!(
-        s.svc
-            .logs(&id)
-            .await
-            .contains("over the publisher's cap of 1048576 bytes"),
-        "{}",
-        s.svc.logs(&id).await
-    );
+    let id = weather::output_over_the_cap_fails(&s.svc, GCS_INPUT).await;
     assert!(
         s.gcs
             .get("results", &format!("brizo/{id}/outputs/big.bin"))

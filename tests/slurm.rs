@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use brizo_test_rigs::built_runner;
 use brizo_test_rigs::slurm::Slurm;
-use common::Service;
+use common::{Service, weather};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -172,14 +172,8 @@ async fn cluster_data_runs_on_slurm_with_logs_while_it_runs() {
 async fn stop_ends_the_container_and_a_restart_reattaches() {
     let mut svc = service("").await;
     let input = svc.dataset("cluster/weather/daily.csv", CSV);
-    let slow = "import time, pathlib\nprint('working', flush=True)\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
-    let id = svc.submit(job_on(slow, &input)).await;
-    svc.wait_status(&id, 40, PATIENCE).await;
-    svc.kill9();
-    svc.spawn().await;
-    let job = svc.wait_finished(&id, PATIENCE).await;
-    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.log());
-    assert!(svc.logs(&id).await.contains("finished"));
+    let id = weather::running_slow_job(&svc, &input).await;
+    let job = weather::finished_across_a_restart(&mut svc, &id).await;
     assert!(
         job["outputs"]
             .as_array()

@@ -57,3 +57,46 @@ pub async fn runs_local_data_on_docker(svc: &Service) {
     assert_eq!(job["outcome"], "succeeded", "{job}");
     assert_eq!(job["backend"], "local", "{job}");
 }
+
+/// Works six seconds, then writes `done.txt` and says `finished`: long enough to kill the
+/// service under it.
+pub const SLOW: &str = "import time, pathlib\nprint('working', flush=True)\ntime.sleep(6)\npathlib.Path('/data/outputs/done.txt').write_text('done')\nprint('finished', flush=True)\n";
+
+/// Writes 2 MiB, over a cap of `max_output_mb = 1`.
+pub const BIG: &str = "import pathlib\npathlib.Path('/data/outputs/big.bin').write_bytes(b'x' * (2 << 20))\nprint('wrote', flush=True)\n";
+
+/// Starts [`SLOW`] on `input` and waits until it runs; gives its id.
+pub async fn running_slow_job(svc: &Service, input: &str) -> String {
+    let id = svc.submit(job_on(SLOW, input)).await;
+    svc.wait_status(&id, 40, Duration::from_secs(120)).await;
+    id
+}
+
+/// Kills the service (`kill -9`) under a job that runs on the remote backend
+/// ([`running_slow_job`]): the restarted service finds it there again and finishes it, with
+/// its log intact. Gives the job's record; the caller checks `done.txt` in its results store.
+pub async fn finished_across_a_restart(svc: &mut Service, id: &str) -> Value {
+    svc.kill9();
+    svc.spawn().await;
+    let job = svc.wait_finished(id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.log());
+    let logs = svc.logs(id).await;
+    assert!(logs.contains("finished"), "{logs}");
+    job
+}
+
+/// An output over the publisher's cap (the service runs with `max_output_mb = 1`) fails the
+/// job with the reason in its log and no outputs listed. Gives its id; the caller checks
+/// that nothing reached its results store.
+pub async fn output_over_the_cap_fails(svc: &Service, input: &str) -> String {
+    let id = svc.submit(job_on(BIG, input)).await;
+    let job = svc.wait_finished(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["outcome"], "failed", "{job}");
+    assert!(job["outputs"].as_array().unwrap().is_empty(), "{job}");
+    let logs = svc.logs(&id).await;
+    assert!(
+        logs.contains("over the publisher's cap of 1048576 bytes"),
+        "{logs}"
+    );
+    id
+}
