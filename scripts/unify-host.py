@@ -10,8 +10,8 @@ sides, so the two units become one.
   scripts/unify-host.py generate   rebuild workspace-hack/Cargo.toml until no crate is built
                                    twice at one version (each round is a `cargo build`)
   scripts/unify-host.py check      fail, naming them, if any crate is (one `cargo check`), or
-                                   if a crate is compiled in several versions and the list
-                                   below does not say why
+                                   if a crate is compiled in several versions and
+                                   workspace-hack/Cargo.toml does not say why
 
 `check` reads `cargo check`'s units: a crate the host builds and the service only checks is
 one unit in a build exactly when both ask for the same features (its dependencies are crates
@@ -19,8 +19,8 @@ of the same list), so it needs no build of its own.
 
 A crate in two versions (digest 0.10 and 0.11) is two crates to cargo, and this hack cannot
 make it one: only the dependencies that ask for them can. workspace-hack/Cargo.toml's
-`[package.metadata.several-versions]` names each such crate with the dependencies that split
-it; `check` fails on a split that is not listed, so an upgrade that brings a new one is seen
+`[package.metadata.several-versions]` names each such crate with its versions and the
+dependencies that split it; `check` fails on a split that is not listed (a crate, or a version), so an upgrade that brings a new one is seen
 (and held back, or listed with its reason), and on a listed one that is gone, so the list
 stays true. A release held back to keep a crate in one version is pinned in the hack's
 `[target.'cfg(any())'.dependencies]`: never built, it only holds Cargo.lock.
@@ -66,13 +66,14 @@ def units(mode, *args):
 
 
 def compatible(version):
-    """The part of a version that cargo's caret requirement keeps: 1.2.3 -> 1, 0.10.7 -> 0.10."""
+    """The part of a version that cargo's caret requirement keeps: 1.2.3 -> 1, 0.10.7 -> 0.10,
+    0.0.4 -> 0.0.4."""
     parts = version.split("+")[0].split("-")[0].split(".")
     if parts[0] != "0":
         return parts[0]
     if parts[1] != "0":
         return "0." + parts[1]
-    return version
+    return ".".join(parts[:3])
 
 
 def twice(found):
@@ -143,40 +144,50 @@ def generate():
 
 
 def versions(found):
-    """name -> the versions of it a build compiles, where there are several."""
+    """name -> the versions of it (as `compatible` gives them) a build compiles, where there
+    are several."""
     seen = collections.defaultdict(set)
     for name, version in found:
-        seen[name].add(version)
-    return {name: sorted(v) for name, v in seen.items() if len(v) > 1}
+        seen[name].add(compatible(version))
+    order = lambda v: [int(p) for p in v.split(".")]  # noqa: E731
+    return {name: sorted(v, key=order) for name, v in seen.items() if len(v) > 1}
 
 
 def listed_splits():
-    """name -> why it is compiled in several versions, from workspace-hack/Cargo.toml."""
+    """name -> {versions, why}: the splits workspace-hack/Cargo.toml explains."""
     package = tomllib.loads(open(HACK).read())["package"]
     return package.get("metadata", {}).get("several-versions", {})
 
 
 def check_splits(found):
-    """Fails on a crate in several versions that the list does not explain, or on a listed
-    one that is compiled once now."""
+    """Fails on a crate in several versions that the list does not explain (a new crate, or a
+    listed one in other versions than the list's), or on a listed one compiled once now."""
     several, listed = versions(found), listed_splits()
-    new = sorted(set(several) - set(listed))
-    gone = sorted(set(listed) - set(several))
-    for name in new:
-        print(f"{name} is compiled in versions {', '.join(several[name])}; see what brings "
-              f"each with `cargo tree -e normal,build -i {name}@VERSION`, then hold the "
-              "dependency back ([target.'cfg(any())'.dependencies]) or list the split, with "
-              "its reason, under [package.metadata.several-versions], both in "
-              "workspace-hack/Cargo.toml",
-              file=sys.stderr)
-    for name in gone:
-        print(f"{name} is compiled in one version now: remove it from "
-              "[package.metadata.several-versions] in workspace-hack/Cargo.toml",
-              file=sys.stderr)
-    if new or gone:
+    wrong = []
+    for name in sorted(set(several) | set(listed)):
+        now, said = several.get(name), listed.get(name, {}).get("versions")
+        if now is not None and said is not None and set(now) == set(said):
+            continue
+        if now is None:
+            wrong.append(f"{name} is compiled in one version now: remove it from "
+                         "[package.metadata.several-versions]")
+        elif said is None:
+            wrong.append(f"{name} is compiled in versions {', '.join(now)}, and the list does "
+                         "not say why")
+        else:
+            wrong.append(f"{name} is compiled in versions {', '.join(now)}, and the list says "
+                         f"{', '.join(said)}")
+    for line in wrong:
+        print(line, file=sys.stderr)
+    if wrong:
+        print("see what brings each version with `cargo tree -e normal,build -i NAME@VERSION`; "
+              "then hold the dependency back ([target.'cfg(any())'.dependencies]), or drop a "
+              "stale line of the generated block, or list the split with its versions and "
+              "reason under [package.metadata.several-versions]: all in "
+              "workspace-hack/Cargo.toml", file=sys.stderr)
         return 1
     print(f"{len(several)} crates in several versions, each listed with what splits it: "
-          + ", ".join(sorted(several)))
+          + ", ".join(f"{n} ({'/'.join(v)})" for n, v in sorted(several.items())))
     return 0
 
 

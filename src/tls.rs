@@ -2,10 +2,11 @@
 //! transport, object_store's cloud stores): rustls on aws-lc-rs, installed once at start.
 //!
 //! aws-lc-rs is rustls' own default and the provider with post-quantum key exchange: the
-//! hybrid X25519MLKEM768 group comes first in its list, so a server that speaks it (S3, Azure
-//! and Google's front ends do) agrees a key a recording adversary cannot later recover with a
-//! quantum computer; servers that don't fall back to X25519. The ring provider, which brizo
-//! used for its faster build, has no such group (rustls 0.23.48 deprecated it for that).
+//! hybrid X25519MLKEM768 group comes first in its list, so a server that speaks it agrees a
+//! key a recording adversary cannot later recover with a quantum computer; with a server that
+//! does not, the handshake falls back to a classical group (X25519, whose key share the client
+//! sends beside the hybrid one, for most). The ring provider, which brizo used for its faster
+//! build, has no such group (rustls 0.23.48 deprecated it for that).
 //! reqwest is built without a provider of its own, and the process may link more than one, so
 //! the process names its provider before its first client: `main` calls [`install`] first
 //! thing.

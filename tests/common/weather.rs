@@ -74,14 +74,18 @@ pub async fn running_slow_job(svc: &Service, input: &str) -> String {
 
 /// Kills the service (`kill -9`) under a job that runs on the remote backend
 /// ([`running_slow_job`]): the restarted service finds it there again and finishes it, with
-/// its log intact. Gives the job's record; the caller checks `done.txt` in its results store.
+/// its log intact (what it printed before the kill and after). Gives the job's record; the
+/// caller checks `done.txt` in its results store.
 pub async fn finished_across_a_restart(svc: &mut Service, id: &str) -> Value {
     svc.kill9();
     svc.spawn().await;
     let job = svc.wait_finished(id, Duration::from_secs(180)).await;
     assert_eq!(job["outcome"], "succeeded", "{job}\n{}", svc.log());
     let logs = svc.logs(id).await;
-    assert!(logs.contains("finished"), "{logs}");
+    assert!(
+        logs.contains("working") && logs.contains("finished"),
+        "{logs}"
+    );
     job
 }
 

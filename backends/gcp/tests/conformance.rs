@@ -213,7 +213,7 @@ async fn found_by_label_and_removed_with_its_job(b: &GcpBatchBackend, run_id: &s
         labelled[0]
             .name
             .as_deref()
-            .is_some_and(|n| n.ends_with(&format!("/jobs/{}", run_id)))
+            .is_some_and(|n| n.ends_with(&format!("/jobs/{run_id}")))
     );
     b.remove(job_id).await.unwrap();
     let left = b.engine().batch().get_job(run_id).await.unwrap();
