@@ -119,23 +119,9 @@ async fn s3_data_runs_on_batch_and_local_data_on_docker() {
     assert!(logs.contains("rows 3 as uid 65534"), "{logs}");
 
     // The output is in the results bucket, with the size and hash the job reports.
-    let stored = s
-        .results
-        .get(&format!("brizo/{id}/outputs/summary.txt").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stored = common::stored(&s.results, &format!("brizo/{id}/outputs/summary.txt")).await;
     let reported = weather::assert_summary_stored(&job, &stored);
-    let log = s
-        .results
-        .get(&format!("brizo/{id}/logs/algorithm.log").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let log = common::stored(&s.results, &format!("brizo/{id}/logs/algorithm.log")).await;
     assert!(String::from_utf8_lossy(&log).contains("rows 3"));
 
     // The dataset went from its bucket straight into the job's container: the receipt's digest
@@ -176,14 +162,7 @@ async fn stop_terminates_and_a_restart_reattaches() {
     let id = weather::running_slow_job(&s.svc, S3_INPUT).await;
     plan_points_at_the_dataset_where_it_lies(&s, &id).await;
     weather::finished_across_a_restart(&mut s.svc, &id).await;
-    let stored = s
-        .results
-        .get(&format!("brizo/{id}/outputs/done.txt").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stored = common::stored(&s.results, &format!("brizo/{id}/outputs/done.txt")).await;
     assert_eq!(&stored[..], b"done");
 
     stop_ends_the_batch_job_and_its_container(&s).await;
@@ -201,16 +180,8 @@ async fn plan_points_at_the_dataset_where_it_lies(s: &Setup, id: &str) {
         .iter()
         .find(|k| k.contains(id) && k.ends_with("plan.json"))
         .unwrap_or_else(|| panic!("no plan in {keys:?}"));
-    let plan: serde_json::Value = serde_json::from_slice(
-        &staging
-            .get(&plan_key.as_str().into())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&common::stored(&staging, plan_key.as_str()).await).unwrap();
     let input = plan["files"]
         .as_array()
         .unwrap()

@@ -97,22 +97,33 @@ async fn s3_inputs_algorithm_and_results() {
     );
     assert!(svc.logs(&id).await.contains("rows 1"));
 
-    // Published to S3, and served back through the API from there.
-    let stored = results
-        .get(&format!("brizo/{id}/outputs/count.txt").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    results_are_served_from_s3_and_removed_with_the_job(&svc, &results, &id).await;
+
+    // A missing object fails data provisioning with the reason.
+    let mut body = python_job("print(1)");
+    body["inputs"] = json!([{"url": "s3://datasets/census/absent.csv"}]);
+    let id = svc.submit(body).await;
+    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], 31, "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("s3://datasets/census/absent.csv"),
+        "{job}"
+    );
+}
+
+/// The job's output and log are published to S3 and its output served back through the API
+/// from there; deleting the job deletes them too (with the reconcile loop's next turn).
+async fn results_are_served_from_s3_and_removed_with_the_job(
+    svc: &Service,
+    results: &Arc<dyn ObjectStore>,
+    id: &str,
+) {
+    let stored = common::stored(results.as_ref(), &format!("brizo/{id}/outputs/count.txt")).await;
     assert_eq!(&stored[..], b"1");
-    let log = results
-        .get(&format!("brizo/{id}/logs/algorithm.log").into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let log = common::stored(results.as_ref(), &format!("brizo/{id}/logs/algorithm.log")).await;
     assert!(String::from_utf8_lossy(&log).contains("rows 1"));
     let served = svc
         .get(&format!("/api/v2/jobs/{id}/outputs/count.txt"))
@@ -124,7 +135,6 @@ async fn s3_inputs_algorithm_and_results() {
         .unwrap();
     assert_eq!(served, "1");
 
-    // Deleting the job deletes its results there too (with the reconcile loop's next turn).
     assert_eq!(
         svc.delete(&format!("/api/v2/jobs/{id}"))
             .send()
@@ -145,20 +155,6 @@ async fn s3_inputs_algorithm_and_results() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    // A missing object fails data provisioning with the reason.
-    let mut body = python_job("print(1)");
-    body["inputs"] = json!([{"url": "s3://datasets/census/absent.csv"}]);
-    let id = svc.submit(body).await;
-    let job = svc.wait_finished(&id, Duration::from_secs(120)).await;
-    assert_eq!(job["status"], 31, "{job}");
-    assert!(
-        job["error"]
-            .as_str()
-            .unwrap()
-            .contains("s3://datasets/census/absent.csv"),
-        "{job}"
-    );
 }
 
 /// Azurite, the Azure Blob emulator (npm), on a free port with an in-memory store; stopped by

@@ -459,3 +459,16 @@ pub fn moto_bucket(endpoint: &str, name: &str) -> object_store::aws::AmazonS3 {
         .build()
         .unwrap()
 }
+
+/// The bytes of the object at `path` in `store` (a results or staging bucket a test reads
+/// back); panics when it is not there.
+pub async fn stored(store: &dyn object_store::ObjectStore, path: &str) -> bytes::Bytes {
+    use object_store::ObjectStoreExt as _;
+    store
+        .get(&path.into())
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .bytes()
+        .await
+        .unwrap()
+}
