@@ -96,49 +96,97 @@ async fn an_encrypted_job_leaves_only_ciphertext_that_the_consumer_opens_in_rust
     let leaked = files_containing(svc.data_dir(), marker.as_bytes());
     assert!(leaked.is_empty(), "plaintext log on disk: {leaked:?}");
 
-    // The receipt binds the ciphertext (anyone checks it) and the plaintext (the consumer).
+    let sealed = Sealed {
+        output: &sealed_output,
+        log: &sealed_log,
+        key: &key_file,
+    };
+    let receipt =
+        receipt_binds_ciphertext_and_plaintext(&svc, &id, &consumer, &sealed, &cipher, &expected)
+            .await;
+    the_consumer_opens_it_in_rust(&consumer, &sealed, &receipt, &results, &expected, &marker);
+    the_consumer_opens_it_in_python(&consumer, &sealed, &expected, &marker);
+}
+
+/// Where an encrypted job's results lie: the sealed output and log, and the content key
+/// sealed to the consumer.
+struct Sealed<'a> {
+    output: &'a Path,
+    log: &'a Path,
+    key: &'a Path,
+}
+
+/// The receipt binds the ciphertext (anyone checks it) and the plaintext (the consumer).
+async fn receipt_binds_ciphertext_and_plaintext(
+    svc: &Service,
+    id: &str,
+    consumer: &PrivateKeySigner,
+    sealed: &Sealed<'_>,
+    cipher: &[u8],
+    expected: &[u8],
+) -> serde_json::Value {
     let receipt = svc.get_json(&format!("/api/v2/jobs/{id}/receipt")).await;
     let out = &receipt["receipt"]["outputs"][0];
-    assert_eq!(out["sha256"], sha256(&cipher));
-    assert_eq!(out["plainSha256"], sha256(&expected));
+    assert_eq!(out["sha256"], sha256(cipher));
+    assert_eq!(out["plainSha256"], sha256(expected));
     assert_eq!(out["plainSize"], expected.len());
     let enc = &receipt["receipt"]["encryption"];
-    assert_eq!(enc["recipient"], public_hex(&consumer));
-    assert_eq!(enc["keySha256"], sha256(&std::fs::read(&key_file).unwrap()));
+    assert_eq!(enc["recipient"], public_hex(consumer));
+    assert_eq!(
+        enc["keySha256"],
+        sha256(&std::fs::read(sealed.key).unwrap())
+    );
     assert_eq!(
         receipt["receipt"]["logs"]["sha256"],
-        sha256(&std::fs::read(&sealed_log).unwrap())
+        sha256(&std::fs::read(sealed.log).unwrap())
     );
+    receipt
+}
 
-    // The consumer opens it in Rust...
-    let key = ContentKey::open(&std::fs::read(&key_file).unwrap(), &consumer.to_bytes().0).unwrap();
+/// The consumer opens it in Rust, and `brizo proof verify` accepts the plaintext as the
+/// consumer holds it; another key does not open it.
+fn the_consumer_opens_it_in_rust(
+    consumer: &PrivateKeySigner,
+    sealed: &Sealed<'_>,
+    receipt: &serde_json::Value,
+    results: &Path,
+    expected: &[u8],
+    marker: &str,
+) {
+    let key =
+        ContentKey::open(&std::fs::read(sealed.key).unwrap(), &consumer.to_bytes().0).unwrap();
     let opened = tempfile::tempdir().unwrap();
-    key.decrypt_file(&sealed_output, &opened.path().join("big.bin"))
+    key.decrypt_file(sealed.output, &opened.path().join("big.bin"))
         .unwrap();
     assert_eq!(
         std::fs::read(opened.path().join("big.bin")).unwrap(),
         expected
     );
     let log = key
-        .decrypt_bytes(&std::fs::read(&sealed_log).unwrap())
+        .decrypt_bytes(&std::fs::read(sealed.log).unwrap())
         .unwrap();
-    assert!(String::from_utf8_lossy(&log).contains(&marker));
-    // ...and `brizo proof verify` accepts the plaintext as the consumer holds it.
+    assert!(String::from_utf8_lossy(&log).contains(marker));
     let signed: brizo::proof::receipt::SignedReceipt =
         serde_json::from_value(receipt.clone()).unwrap();
     brizo::proof::verify::check_outputs(&signed, opened.path()).unwrap();
     brizo::proof::verify::check_outputs(&signed, &results.join("outputs")).unwrap();
-    // Another key does not open it.
     let stranger = PrivateKeySigner::random();
-    assert!(ContentKey::open(&std::fs::read(&key_file).unwrap(), &stranger.to_bytes().0).is_err());
+    assert!(ContentKey::open(&std::fs::read(sealed.key).unwrap(), &stranger.to_bytes().0).is_err());
+}
 
-    // ...and from Python, with eciespy, from the documented format alone.
+/// ...and from Python, with eciespy, from the documented format alone.
+fn the_consumer_opens_it_in_python(
+    consumer: &PrivateKeySigner,
+    sealed: &Sealed<'_>,
+    expected: &[u8],
+    marker: &str,
+) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/open_results.py");
-    for (file, check) in [(&sealed_output, true), (&sealed_log, false)] {
+    for (file, check) in [(sealed.output, true), (sealed.log, false)] {
         let out = Command::new("python3")
             .arg(&script)
             .arg(hex::encode(consumer.to_bytes()))
-            .arg(&key_file)
+            .arg(sealed.key)
             .arg(file)
             .output()
             .expect("python3 (scripts/test-deps.sh installs eciespy)");
@@ -150,7 +198,7 @@ async fn an_encrypted_job_leaves_only_ciphertext_that_the_consumer_opens_in_rust
         if check {
             assert_eq!(out.stdout, expected);
         } else {
-            assert!(String::from_utf8_lossy(&out.stdout).contains(&marker));
+            assert!(String::from_utf8_lossy(&out.stdout).contains(marker));
         }
     }
 }
