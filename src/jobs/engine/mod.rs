@@ -1,7 +1,8 @@
 //! The engine: accepts jobs (the request path, here) and drives every unfinished one
 //! through its phases apart from it. Three rooms:
 //! - [`scheduler`]: the reconcile loop, slots, wake-ups and retries; it decides which step a
-//!   job takes next and what a failed step means ([`policy`]);
+//!   job takes next and what a failed step means ([`policy`]); its slots are handed out in
+//!   the order the jobs' status reports ([`line`]);
 //! - [`run_steps`]: what happens up to the run's end (stage, start, follow, filter, publish);
 //! - [`after_run`]: what a finished job still needs (cleanup, settlement, results asset,
 //!   receipt, clearing a removed job).
@@ -15,6 +16,7 @@ mod after_run;
 mod approval;
 mod health;
 pub use health::Health;
+mod line;
 mod release;
 pub use approval::AlgorithmReview;
 mod policy;
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use brizo_backend_core::ComputeBackend;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -110,12 +112,12 @@ pub struct Engine {
     receipt_key: Mutex<Option<alloy::signers::local::PrivateKeySigner>>,
     /// Each job's own filesystem, when jobs get one ([`crate::jobs::disk`]).
     disk: Option<crate::jobs::disk::Quota>,
-    staging_slots: Arc<Semaphore>,
+    staging_slots: Arc<line::Line>,
     /// Held from the start of a job's staging until its run starts: the jobs staged ahead of
     /// the runs are bounded (each holds its disk, a loop device and its inputs on the host, and
     /// every mounted disk makes each container the engine starts or removes slower).
-    ahead_slots: Arc<Semaphore>,
-    run_slots: Arc<Semaphore>,
+    ahead_slots: Arc<line::Line>,
+    run_slots: Arc<line::Line>,
     wake: Notify,
     /// The latest round of health checks ([`health`]), `None` until the first.
     health: tokio::sync::watch::Sender<Option<Arc<Health>>>,
@@ -138,9 +140,9 @@ impl Engine {
             disk,
             metadata: crate::assets::metadata::MetadataStore::new(store.pool()),
             keeper,
-            staging_slots: Arc::new(Semaphore::new(config.max_staging_jobs)),
-            ahead_slots: Arc::new(Semaphore::new(config.max_staged_ahead())),
-            run_slots: Arc::new(Semaphore::new(config.max_running_jobs)),
+            staging_slots: line::Line::new(config.max_staging_jobs),
+            ahead_slots: line::Line::new(config.max_staged_ahead()),
+            run_slots: line::Line::new(config.max_running_jobs),
             store,
             backends,
             results,

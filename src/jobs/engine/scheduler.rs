@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 /// How long after the last trim the engine gives freed memory back again, once idle.
 const IDLE_TRIM_AFTER: Duration = Duration::from_secs(5);
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Engine;
 use super::approval::Gate;
+use super::line::Place;
 use super::policy::{Action, StepError, policy};
 use crate::jobs::model::{Job, Outcome, Phase, now_epoch};
 use crate::jobs::store::{StoreError, Transition};
@@ -31,8 +31,8 @@ pub(super) struct Retry {
 /// The slots a job's driver holds across its steps: its place ahead of the runs (from the
 /// start of its staging until its run starts) and its run slot.
 struct Slots {
-    ahead: Option<OwnedSemaphorePermit>,
-    run: Option<OwnedSemaphorePermit>,
+    ahead: Option<Place>,
+    run: Option<Place>,
 }
 
 impl Engine {
@@ -80,10 +80,10 @@ impl Engine {
         let mut queued = 0;
         // Runs that already go on (re-attached after a restart) take their slots before any
         // queued job can: otherwise new starts would overshoot max_running_jobs.
-        let mut permits: HashMap<String, OwnedSemaphorePermit> = HashMap::new();
+        let mut permits: HashMap<String, Place> = HashMap::new();
         for (id, _) in jobs.iter().filter(|(_, phase)| *phase == Phase::Running) {
             if !self.active.lock().unwrap().contains_key(id)
-                && let Ok(permit) = self.run_slots.clone().try_acquire_owned()
+                && let Some(permit) = self.run_slots.try_take()
             {
                 permits.insert(id.clone(), permit);
             }
@@ -118,12 +118,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn drive(
-        self: Arc<Self>,
-        id: String,
-        cancel: CancellationToken,
-        permit: Option<OwnedSemaphorePermit>,
-    ) {
+    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, permit: Option<Place>) {
         let result = self.drive_steps(&id, &cancel, permit).await;
         // A job held for the publisher is looked at again on the next tick.
         self.active.lock().unwrap().remove(&id);
@@ -286,7 +281,7 @@ impl Engine {
         &self,
         id: &str,
         cancel: &CancellationToken,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Place>,
     ) -> Result<(), StepError> {
         let mut slots = Slots {
             ahead: None,
@@ -367,9 +362,10 @@ impl Engine {
         match job.phase {
             Phase::Queued | Phase::Staging => self.stage_in_turn(job, cancel, slots).await?,
             Phase::Provisioned => {
+                // In line from when its staging ended, as its status counts.
                 if slots.run.is_none() {
                     tokio::select! {
-                        permit = self.run_slots.clone().acquire_owned() => slots.run = Some(permit.expect("semaphore open")),
+                        place = self.run_slots.take((job.ready_at(), &job.id)) => slots.run = Some(place),
                         _ = cancel.cancelled() => return Ok(()),
                     }
                 }
@@ -381,10 +377,7 @@ impl Engine {
             Phase::Running => {
                 // A job re-attached after a restart takes a slot when one is free, but
                 // never waits for one: its container already runs.
-                let _slot = slots
-                    .run
-                    .take()
-                    .or_else(|| self.run_slots.clone().try_acquire_owned().ok());
+                let _slot = slots.run.take().or_else(|| self.run_slots.try_take());
                 self.follow_run(job, cancel, started).await?;
             }
             Phase::Filtering => self.filter_outputs(job, started).await?,
@@ -408,14 +401,16 @@ impl Engine {
         // A stop while waiting for a slot ends the wait (the loop then finishes the job).
         // The place ahead of the runs first, kept until the run starts; then a
         // staging slot, for the staging only.
+        // Both in the order of submission, as the job's status counts its place.
+        let turn = (job.ready_at(), id);
         if slots.ahead.is_none() {
             tokio::select! {
-                ahead = self.ahead_slots.clone().acquire_owned() => slots.ahead = Some(ahead.expect("semaphore open")),
+                ahead = self.ahead_slots.take(turn) => slots.ahead = Some(ahead),
                 _ = cancel.cancelled() => return Ok(()),
             }
         }
         let _slot = tokio::select! {
-            slot = self.staging_slots.clone().acquire_owned() => slot.expect("semaphore open"),
+            slot = self.staging_slots.take(turn) => slot,
             _ = cancel.cancelled() => return Ok(()),
         };
         let mut job = job.clone();

@@ -754,6 +754,82 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
     }
 }
 
+/// Slots go in the order the status reports places, not in the order drivers happened to
+/// ask: a job the publisher approves late was submitted before the ones queued meanwhile,
+/// its status puts it first in line, and it is the one staged when an ahead slot frees.
+#[tokio::test]
+async fn slots_go_in_the_order_the_status_reports() {
+    use crate::jobs::model::{Holds, WaitReason};
+    let r = rig(MemoryBackend::scripted(|_| {}), |c| {
+        c.max_running_jobs = 1;
+        c.max_staging_jobs = 1;
+    })
+    .await;
+    let running = r.submit(600).await;
+    r.reaches(&running, Phase::Running).await;
+    let held = Holds {
+        approval: true,
+        release: false,
+    };
+    let approved = r
+        .engine
+        .submit_under("alice", request(600), None, held)
+        .await
+        .unwrap()
+        .id;
+    // Two wait staged for the run slot (all the ahead slots); the last waits to be staged.
+    let (b, c, d) = (
+        r.submit(600).await,
+        r.submit(600).await,
+        r.submit(600).await,
+    );
+    r.reaches(&b, Phase::Provisioned).await;
+    r.reaches(&c, Phase::Provisioned).await;
+    let place = |id: String| {
+        let engine = r.engine.clone();
+        async move {
+            let job = engine.get(&id, None).await.unwrap();
+            let w = engine.waiting(&job).await.unwrap().unwrap();
+            (w.reason, w.position)
+        }
+    };
+    assert_eq!(place(d.clone()).await, (WaitReason::StagingSlot, Some(1)));
+
+    // Approved now, it was submitted before d: first in line, and first staged.
+    r.engine.approve(&approved, "publisher").await.unwrap();
+    assert_eq!(
+        place(approved.clone()).await,
+        (WaitReason::StagingSlot, Some(1))
+    );
+    assert_eq!(place(d.clone()).await, (WaitReason::StagingSlot, Some(2)));
+    // Its driver gets in line behind d's (at the next reconcile pass), then a slot frees.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r.engine.ahead_slots.in_line() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the approved job never got in line"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    r.engine.stop(&running, None).await.unwrap();
+    r.reaches(&b, Phase::Running).await;
+    r.reaches(&approved, Phase::Provisioned).await;
+    let job = r.engine.get(&d, None).await.unwrap();
+    assert_eq!(job.phase, Phase::Queued, "d waits behind the approved job");
+
+    // And the runs start in that order.
+    for id in [&b, &c, &approved] {
+        r.reaches(id, Phase::Running).await;
+        r.engine.stop(id, None).await.unwrap();
+        r.ended(id).await;
+    }
+    r.reaches(&d, Phase::Running).await;
+    r.engine.stop(&d, None).await.unwrap();
+    r.ended(&d).await;
+    let starts = r.backend.starts.lock().unwrap().clone();
+    assert_eq!(starts, [running, b, c, approved, d]);
+}
+
 #[tokio::test]
 async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
     use crate::jobs::model::WaitReason;

@@ -31,8 +31,8 @@ impl Engine {
         if jobs.iter().all(Job::is_finished) {
             return Ok(found);
         }
-        // In the order slots are handed out: staging slots by submission, run slots by when
-        // staging ended (the slots are fair: first to ask, first served). Only the phases that
+        // In the order slots are handed out ([`super::line`]): staging slots by submission,
+        // run slots by when staging ended. Only the phases that
         // wait for a slot have a place, and only those asked about are read.
         let phases: Vec<Phase> = [Phase::Queued, Phase::Provisioned]
             .into_iter()
@@ -137,7 +137,7 @@ impl Engine {
             ),
             Phase::Provisioned => {
                 // The first `free` staged jobs have a slot (or are about to take one).
-                let free = self.run_slots.available_permits();
+                let free = self.run_slots.available();
                 match position {
                     Some(p) if p > free => waiting(
                         WaitReason::RunSlot,
