@@ -198,12 +198,19 @@ impl DockerBackend {
             }
             Err(e) => return Err(classify(e, &spec.job_id)),
         };
+        let Some(id) = image.id else {
+            return Err(BackendError::unavailable(format!(
+                "the engine named no id for the image {:?}",
+                spec.image
+            )));
+        };
+        // Made from the id just read, not the name: the container runs exactly the image its
+        // receipt names, even if the name is re-tagged between the look-up and the create.
+        let mut body = self.create_body(spec);
+        body.image = Some(id.clone());
         let options = CreateContainerOptionsBuilder::default().name(name).build();
-        match docker
-            .create_container(Some(options), self.create_body(spec))
-            .await
-        {
-            Ok(made) => Ok((made.id, image.id.unwrap_or_default(), true)),
+        match docker.create_container(Some(options), body).await {
+            Ok(made) => Ok((made.id, id, true)),
             // A concurrent start created it first: use that one.
             Err(e) if status_of(&e) == Some(409) => {
                 Ok(run_of(self.inspect(&spec.job_id).await?.ok_or_else(
@@ -388,7 +395,8 @@ impl ComputeBackend for DockerBackend {
         // (run id, image id, whether it still has to be started). Create is tried first: a
         // container made by an earlier attempt answers 409 and is read then. A container made
         // here is not inspected at all (create answers its id, the image was just looked up):
-        // each call less per job is throughput on a busy engine.
+        // each call less per job is throughput on a busy engine. The image look-up stays: the
+        // receipt binds the image's id, and the container is made from that id.
         let (run_id, image_digest, to_start) = self.create(&docker, spec, &name).await?;
         if to_start {
             self.start_created(&docker, spec, &name).await?;

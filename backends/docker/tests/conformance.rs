@@ -40,3 +40,26 @@ async fn the_engine_log_tells_an_oom_kill_from_a_stop() {
     assert!(!b.oom_logged(&stopped.job_id, None).await.unwrap());
     b.remove(&stopped.job_id).await.unwrap();
 }
+
+/// The receipt names the image's id that `start` answers; the container is made from that id,
+/// not from the name, so a name re-tagged between the look-up and the create cannot run in
+/// its place.
+#[tokio::test]
+async fn the_container_runs_the_image_id_start_names() {
+    use brizo_backend_core::ComputeBackend;
+    use brizo_backend_core::conformance::sh;
+
+    let b = backend().await;
+    let job = sh(IMAGE, "true");
+    let info = b.start(&job).await.unwrap();
+    assert!(info.image_digest.starts_with("sha256:"), "{info:?}");
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let made = docker.inspect_container(&info.run_id, None).await.unwrap();
+    assert_eq!(made.image.as_deref(), Some(info.image_digest.as_str()));
+    let config = made.config.unwrap();
+    assert_eq!(config.image.as_deref(), Some(info.image_digest.as_str()));
+    let named = docker.inspect_image(IMAGE).await.unwrap();
+    assert_eq!(named.id.as_deref(), Some(info.image_digest.as_str()));
+    b.wait(&job.job_id).await.unwrap();
+    b.remove(&job.job_id).await.unwrap();
+}
