@@ -136,22 +136,34 @@ async fn job_status(w: &World, id: &str) -> Value {
     w.svc.job(id).await
 }
 
+/// The whole story in one browser session, a step at a time: each step leaves what the
+/// next one looks at (the finished job is rerun, its image digest shown for approval).
 #[tokio::test]
 async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     let Some(d) = Driver::start().await else {
         return;
     };
     let w = world().await;
-    let base = w.svc.base.clone();
+    let cookie = signs_in(&d, &w).await;
+    let id = a_job_streams_its_log_and_finishes(&d, &w).await;
+    markup_in_an_image_name_is_text(&d, &w).await;
+    stops_from_the_page(&d, &w).await;
+    reruns_and_deletes_from_the_page(&d, &w, &id).await;
+    approves_from_the_page(&d, &w, &id).await;
+    shows_the_other_pages(&d, &w).await;
+    actions_need_the_session_and_this_origin(&w, &cookie).await;
+    d.close().await;
+}
 
-    // Nothing of the dashboard without a session.
+/// Nothing of the dashboard without a session; a wrong token is refused on the page, the
+/// right one opens the jobs page with a strict, HTTP-only session cookie.
+async fn signs_in(d: &Driver, w: &World) -> fantoccini::cookies::Cookie<'static> {
+    let base = &w.svc.base;
     let plain = reqwest::Client::new();
     for path in ["/ui/api/jobs", "/ui/api/backends", "/ui/static/app.js"] {
         let res = plain.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(res.status(), 401, "{path}");
     }
-
-    // Sign in.
     d.client.goto(&format!("{base}/ui")).await.unwrap();
     d.click("#token").await;
     d.client
@@ -184,9 +196,12 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         cookie.same_site().map(|s| s.to_string()).as_deref(),
         Some("Strict")
     );
+    cookie
+}
 
-    // A job appears, its log streams in while it runs, and it reaches "finished". A log line
-    // with markup shows as text.
+/// A job appears, its log streams in while it runs, and it reaches "finished" with its
+/// receipt verified. A log line with markup shows as text. Returns the job's id.
+async fn a_job_streams_its_log_and_finishes(d: &Driver, w: &World) -> String {
     let code = "import time\nprint('<script>window.pwned=1</script><b>bold</b>', flush=True)\nfor i in range(10):\n    print('line', i, flush=True)\n    time.sleep(1)\n";
     let id = w.svc.submit(common::python_job(code)).await;
     let row = format!("tr[data-job='{id}'] td.status");
@@ -196,7 +211,7 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     d.click(&format!("tr[data-job='{id}'] a")).await;
     d.wait_text("#log", |t| t.contains("line 1"), "the live log")
         .await;
-    let status = job_status(&w, &id).await;
+    let status = job_status(w, &id).await;
     assert_eq!(
         status["status"], 40,
         "the log streamed in before the job ended: {status}"
@@ -231,7 +246,12 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     .await;
     d.shot("job-finished").await;
 
-    // An image name with markup is text too.
+    id
+}
+
+/// An image name with markup is text too.
+async fn markup_in_an_image_name_is_text(d: &Driver, w: &World) {
+    let base = &w.svc.base;
     let marked = w
         .svc
         .post("/api/v2/jobs")
@@ -251,8 +271,10 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         .await;
     assert_eq!(image, "<img/src=x/onerror=window.pwned=2>");
     assert!(d.client.find(Locator::Css("td.image img")).await.is_err());
+}
 
-    // Stop from the page.
+async fn stops_from_the_page(d: &Driver, w: &World) {
+    let base = &w.svc.base;
     let long = w
         .svc
         .submit(common::python_job("import time\ntime.sleep(120)"))
@@ -267,13 +289,17 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     assert_eq!(stopped["outcome"], "stopped", "{stopped}");
     d.wait_text("#outcome", |t| t.contains("stopped"), "stopped on the page")
         .await;
+}
 
-    // Rerun a finished job from the page: the page goes to the new job, which runs.
+/// Rerun a finished job from the page: the page goes to the new job, which runs the same
+/// image; then delete it from the page (the browser's confirmation answered yes): it is gone.
+async fn reruns_and_deletes_from_the_page(d: &Driver, w: &World, id: &str) {
+    let base = &w.svc.base;
     d.client
         .goto(&format!("{base}/ui#/job/{id}"))
         .await
         .unwrap();
-    d.wait_text("h2", |t| t.contains(&id), "the finished job's page")
+    d.wait_text("h2", |t| t.contains(id), "the finished job's page")
         .await;
     d.click("#rerun").await;
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -296,12 +322,11 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     assert_eq!(rerun_done["outcome"], "succeeded", "{rerun_done}");
     assert_eq!(
         rerun_done["imageDigest"],
-        job_status(&w, &id).await["imageDigest"]
+        job_status(w, id).await["imageDigest"]
     );
     d.wait_text("#status", |t| t.starts_with("70"), "the rerun finished")
         .await;
 
-    // Delete it from the page (the browser's confirmation answered yes): it is gone.
     d.client
         .execute("window.confirm = () => true", vec![])
         .await
@@ -321,8 +346,12 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         assert!(std::time::Instant::now() < deadline, "not deleted");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
 
-    // An approval from the page lets a waiting job run.
+/// An approval from the page lets a waiting job run; the page shows the code and the
+/// image's digest (that of the job `ran`, the same image) before deciding.
+async fn approves_from_the_page(d: &Driver, w: &World, ran: &str) {
+    let base = &w.svc.base;
     let dataset = w.dataset(|t| t.requires_approval = true).await;
     let algorithm = w.algorithm().await;
     let consumer = w.consumer(3);
@@ -351,7 +380,7 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     )
     .await;
     // The image's digest is shown before deciding.
-    let digest = job_status(&w, &id).await["imageDigest"]
+    let digest = job_status(w, ran).await["imageDigest"]
         .as_str()
         .unwrap()
         .to_string();
@@ -365,8 +394,10 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
     d.click("#approve").await;
     let done = w.wait_finished(&consumer, &terms, &gated).await;
     assert_eq!(done["settlement"]["state"], "paid", "{done}");
+}
 
-    // The other pages.
+async fn shows_the_other_pages(d: &Driver, w: &World) {
+    let base = &w.svc.base;
     for (page, css) in [
         ("backends", "#backends"),
         ("assets", "#assets"),
@@ -389,8 +420,15 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         .wait_text("#backends", |t| t.contains("docker"), "the backends table")
         .await;
     assert!(backends.contains("ok"), "{backends}");
+}
 
-    // Actions need the session's CSRF token and this origin: a cross-site POST is refused.
+/// Actions need the session's CSRF token and this origin: a cross-site POST is refused.
+async fn actions_need_the_session_and_this_origin(
+    w: &World,
+    cookie: &fantoccini::cookies::Cookie<'static>,
+) {
+    let base = &w.svc.base;
+    let plain = reqwest::Client::new();
     let session = format!("brizo_ui={}", cookie.value());
     let other = w
         .svc
@@ -417,11 +455,10 @@ async fn the_dashboard_shows_and_steers_jobs_in_a_real_browser() {
         let res = req.send().await.unwrap();
         assert_eq!(res.status().as_u16(), expected, "{what}");
     }
-    assert_eq!(job_status(&w, &other).await["stopRequested"], false);
+    assert_eq!(job_status(w, &other).await["stopRequested"], false);
     let _ = w
         .svc
         .post(&format!("/api/v2/jobs/{other}/stop"))
         .send()
         .await;
-    d.close().await;
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,6 +32,22 @@ fn verify(receipt: &Value, dir: &Path, extra: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn a_receipt_verifies_and_every_change_is_named() {
     let svc = Service::start().await;
+    let (id, signed) = a_finished_jobs_receipt(&svc).await;
+    let dir = tempfile::tempdir().unwrap();
+    let got = Downloaded::of(&svc, &id, dir.path()).await;
+    let (ok, text) = verify(&signed, dir.path(), &got.args());
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok  hash") && text.contains("output(s)") && text.contains("the log matches"),
+        "{text}"
+    );
+    a_changed_field_or_signature_is_named(&signed, dir.path());
+    a_changed_output_or_log_is_named(&signed, dir.path(), &got);
+}
+
+/// A job that sums its input, run to the end: its id and its signed receipt, whose fields
+/// are checked against what ran.
+async fn a_finished_jobs_receipt(svc: &Service) -> (String, Value) {
     let data = svc.dataset("r/values.txt", "1 2 3\n");
     let mut body = python_job(
         "import pathlib\nv = pathlib.Path('/data/inputs/input/0').read_text().split()\nprint('n', len(v))\npathlib.Path('/data/outputs/out.txt').write_text(str(sum(map(int, v))))\n",
@@ -56,36 +72,48 @@ async fn a_receipt_verifies_and_every_change_is_named() {
     assert_eq!(r["limits"]["memoryMb"], 512);
     assert_eq!(r["network"], false);
     assert!(signed["anchor"].is_null(), "no chain, no anchor");
+    (id, signed)
+}
 
-    // What the verifier checks against: the outputs and the log as one would download them.
-    let dir = tempfile::tempdir().unwrap();
-    let outputs = dir.path().join("outputs");
-    std::fs::create_dir(&outputs).unwrap();
-    let got = svc
-        .get(&format!("/api/v2/jobs/{id}/outputs/out.txt"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    std::fs::write(outputs.join("out.txt"), &got).unwrap();
-    std::fs::write(dir.path().join("log.txt"), svc.logs(&id).await).unwrap();
-    let log = dir.path().join("log.txt");
-    let args = [
-        "--outputs",
-        outputs.to_str().unwrap(),
-        "--logs",
-        log.to_str().unwrap(),
-    ];
-    let (ok, text) = verify(&signed, dir.path(), &args);
-    assert!(ok, "{text}");
-    assert!(
-        text.contains("ok  hash") && text.contains("output(s)") && text.contains("the log matches"),
-        "{text}"
-    );
+/// What the verifier checks against: the outputs and the log as one would download them.
+struct Downloaded {
+    outputs: PathBuf,
+    log: PathBuf,
+    /// The one output's bytes, `out.txt`.
+    out: bytes::Bytes,
+}
 
-    // Any change to a field breaks the hash.
+impl Downloaded {
+    async fn of(svc: &Service, id: &str, dir: &Path) -> Self {
+        let outputs = dir.join("outputs");
+        std::fs::create_dir(&outputs).unwrap();
+        let out = svc
+            .get(&format!("/api/v2/jobs/{id}/outputs/out.txt"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write(outputs.join("out.txt"), &out).unwrap();
+        let log = dir.join("log.txt");
+        std::fs::write(&log, svc.logs(id).await).unwrap();
+        Self { outputs, log, out }
+    }
+
+    fn args(&self) -> [&str; 4] {
+        [
+            "--outputs",
+            self.outputs.to_str().unwrap(),
+            "--logs",
+            self.log.to_str().unwrap(),
+        ]
+    }
+}
+
+/// Any change to a field breaks the hash; a re-hashed receipt signed by someone else, or a
+/// signature that is not one, is named.
+fn a_changed_field_or_signature_is_named(signed: &Value, dir: &Path) {
     for (pointer, value) in [
         ("/receipt/exitCode", json!(1)),
         ("/receipt/outcome", json!("failed")),
@@ -95,43 +123,46 @@ async fn a_receipt_verifies_and_every_change_is_named() {
     ] {
         let mut tampered = signed.clone();
         *tampered.pointer_mut(pointer).unwrap() = value;
-        let (ok, text) = verify(&tampered, dir.path(), &[]);
+        let (ok, text) = verify(&tampered, dir, &[]);
         assert!(!ok && text.contains("hash mismatch"), "{pointer}: {text}");
     }
-    // A re-hashed receipt signed by someone else: the signature says so.
     let mut resigned = signed.clone();
     resigned["receipt"]["exitCode"] = json!(1);
     let receipt: brizo::proof::receipt::Receipt =
         serde_json::from_value(resigned["receipt"].clone()).unwrap();
     let forged =
         brizo::proof::receipt::sign(receipt, &alloy::signers::local::PrivateKeySigner::random());
-    let (ok, text) = verify(&serde_json::to_value(&forged).unwrap(), dir.path(), &[]);
+    let (ok, text) = verify(&serde_json::to_value(&forged).unwrap(), dir, &[]);
     assert!(!ok && text.contains("signature mismatch"), "{text}");
     let mut bad_signature = signed.clone();
     bad_signature["signature"] = json!(format!("0x{}", "11".repeat(65)));
-    let (ok, text) = verify(&bad_signature, dir.path(), &[]);
+    let (ok, text) = verify(&bad_signature, dir, &[]);
     assert!(!ok && text.contains("signature"), "{text}");
-    // A changed output byte, a missing or an extra output, a changed log.
+}
+
+/// A changed output byte, a missing or an extra output, a changed log.
+fn a_changed_output_or_log_is_named(signed: &Value, dir: &Path, got: &Downloaded) {
+    let (outputs, args) = (&got.outputs, got.args());
     std::fs::write(outputs.join("out.txt"), b"7").unwrap();
-    let (ok, text) = verify(&signed, dir.path(), &args);
+    let (ok, text) = verify(signed, dir, &args);
     assert!(
         !ok && text.contains("output out.txt: sha256 differs"),
         "{text}"
     );
-    std::fs::write(outputs.join("out.txt"), &got).unwrap();
+    std::fs::write(outputs.join("out.txt"), &got.out).unwrap();
     std::fs::write(outputs.join("extra.txt"), b"x").unwrap();
-    let (ok, text) = verify(&signed, dir.path(), &args);
+    let (ok, text) = verify(signed, dir, &args);
     assert!(
         !ok && text.contains("extra.txt is in the outputs folder but not in the receipt"),
         "{text}"
     );
     std::fs::remove_file(outputs.join("extra.txt")).unwrap();
     std::fs::remove_file(outputs.join("out.txt")).unwrap();
-    let (ok, text) = verify(&signed, dir.path(), &args);
+    let (ok, text) = verify(signed, dir, &args);
     assert!(!ok && text.contains("output out.txt is missing"), "{text}");
-    std::fs::write(outputs.join("out.txt"), &got).unwrap();
-    std::fs::write(&log, "forged log\n").unwrap();
-    let (ok, text) = verify(&signed, dir.path(), &args);
+    std::fs::write(outputs.join("out.txt"), &got.out).unwrap();
+    std::fs::write(&got.log, "forged log\n").unwrap();
+    let (ok, text) = verify(signed, dir, &args);
     assert!(!ok && text.contains("logs differ"), "{text}");
 }
 

@@ -272,8 +272,6 @@ fn containers_of_job(id: &str) -> Vec<String> {
 /// published algorithm through the v1 API, the job runs on Slurm, and the publisher is paid.
 #[tokio::test]
 async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
-    use alloy::primitives::U256;
-    use brizo::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
     use brizo::chain::dev::{DEV_KEYS, DevChain, DevOptions};
     use brizo::chain::signing_provider;
     use brizo::squid::{Algorithm, Consumer};
@@ -289,6 +287,60 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
         ("BRIZO_PROVIDER_KEY", DEV_KEYS[2]),
     ];
     let svc = service_with(&env, "").await;
+    let (dataset, algorithm) = publish_on_the_cluster(&svc, &chain).await;
+
+    let (consumer_chain, _) = signing_provider(&chain.url, DEV_KEYS[3]).unwrap();
+    let consumer = Consumer {
+        http: reqwest::Client::new(),
+        service: svc.base.clone(),
+        signer: DEV_KEYS[3].parse().unwrap(),
+        chain: consumer_chain,
+        addresses: chain.addresses.clone(),
+    };
+    let terms = consumer.order(&dataset, 0).await.unwrap();
+    let before = consumer.balance(terms.publisher).await.unwrap();
+    let job = consumer
+        .start(terms.agreement_id, &Algorithm::Did(algorithm))
+        .await
+        .unwrap();
+    let status = finished_and_settled(&svc, &consumer, &terms, &job).await;
+    assert_eq!(status["outcome"], "succeeded", "{status}\n{}", svc.log());
+    assert_eq!(status["settlement"]["state"], "paid", "{status}");
+    assert_eq!(
+        svc.job(&job).await["backend"],
+        "cluster",
+        "the v1 job did not run on Slurm"
+    );
+    assert_eq!(
+        &consumer
+            .download(status["resultsUrls"][0].as_str().unwrap(), &job)
+            .await
+            .unwrap()[..],
+        b"12"
+    );
+    assert_eq!(
+        consumer.balance(terms.publisher).await.unwrap() - before,
+        terms.price
+    );
+    // The Slurm job brizo submitted for it is in the cluster's records.
+    assert!(
+        slurm_job(&job).await.contains("JobState=COMPLETED"),
+        "{}",
+        slurm_job(&job).await
+    );
+}
+
+/// The publisher's dataset, whose file is on the cluster's storage, and its summing
+/// algorithm, both published on `chain`: their DIDs.
+async fn publish_on_the_cluster(
+    svc: &common::Service,
+    chain: &brizo::chain::dev::DevChain,
+) -> (String, String) {
+    use alloy::primitives::U256;
+    use brizo::assets::publish::{self, AlgorithmTerms, Asset, DatasetTerms};
+    use brizo::chain::dev::DEV_KEYS;
+    use brizo::chain::signing_provider;
+
     let (publisher_chain, _) = signing_provider(&chain.url, DEV_KEYS[2]).unwrap();
     let publisher: alloy::signers::local::PrivateKeySigner = DEV_KEYS[2].parse().unwrap();
     let (image, tag) = common::IMAGE.split_once(':').unwrap();
@@ -336,24 +388,20 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
     .await
     .unwrap();
 
-    let (consumer_chain, _) = signing_provider(&chain.url, DEV_KEYS[3]).unwrap();
-    let consumer = Consumer {
-        http: reqwest::Client::new(),
-        service: svc.base.clone(),
-        signer: DEV_KEYS[3].parse().unwrap(),
-        chain: consumer_chain,
-        addresses: chain.addresses.clone(),
-    };
-    let terms = consumer.order(&dataset, 0).await.unwrap();
-    let before = consumer.balance(terms.publisher).await.unwrap();
-    let job = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm))
-        .await
-        .unwrap();
+    (dataset, algorithm)
+}
+
+/// The v1 status of `job` once it finished and its agreement is settled.
+async fn finished_and_settled(
+    svc: &common::Service,
+    consumer: &brizo::squid::Consumer,
+    terms: &brizo::chain::agreement::Terms,
+    job: &str,
+) -> serde_json::Value {
     let deadline = Instant::now() + PATIENCE;
-    let status = loop {
+    loop {
         let status = consumer
-            .call(reqwest::Method::GET, terms.agreement_id, Some(&job))
+            .call(reqwest::Method::GET, terms.agreement_id, Some(job))
             .await
             .unwrap()[0]
             .clone();
@@ -366,29 +414,5 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
             svc.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(status["outcome"], "succeeded", "{status}\n{}", svc.log());
-    assert_eq!(status["settlement"]["state"], "paid", "{status}");
-    assert_eq!(
-        svc.job(&job).await["backend"],
-        "cluster",
-        "the v1 job did not run on Slurm"
-    );
-    assert_eq!(
-        &consumer
-            .download(status["resultsUrls"][0].as_str().unwrap(), &job)
-            .await
-            .unwrap()[..],
-        b"12"
-    );
-    assert_eq!(
-        consumer.balance(terms.publisher).await.unwrap() - before,
-        terms.price
-    );
-    // The Slurm job brizo submitted for it is in the cluster's records.
-    assert!(
-        slurm_job(&job).await.contains("JobState=COMPLETED"),
-        "{}",
-        slurm_job(&job).await
-    );
+    }
 }

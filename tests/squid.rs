@@ -20,7 +20,7 @@ use common::{IMAGE, Service};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use common::world::{PATIENCE, world, world_with};
+use common::world::{PATIENCE, World, world, world_with};
 
 async fn post_start(svc: &Service, body: &Value) -> (u16, Value) {
     let res = svc
@@ -48,45 +48,16 @@ fn start_body(consumer: &Consumer, agreement: &str, algorithm_did: &str) -> Valu
            "signature": consumer.sign(&format!("{address}{agreement}"))})
 }
 
+/// The whole v1 story of one agreement: the service's identity, the published assets, a
+/// job started with a Squid client, its results, the settlement, the receipt, and what the
+/// consumer (and another) can do with the job afterwards.
 #[tokio::test]
 async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     let w = world().await;
-    let info: Value = w
-        .svc
-        .http
-        .get(w.svc.url("/api/v1/brizo"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        info["provider-address"],
-        w.chain.accounts[2].address.to_string()
-    );
-    assert_eq!(
-        info["contracts"]["DIDRegistry"],
-        w.chain.addresses.get("DIDRegistry").unwrap().to_string()
-    );
-
+    the_service_names_its_provider_and_contracts(&w).await;
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;
-    // The DDO in the metadata store never shows where the data is.
-    let ddo: Value = w
-        .svc
-        .http
-        .get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{dataset}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        !ddo.to_string().contains("values.txt"),
-        "a file location leaked into the public DDO: {ddo}"
-    );
+    the_public_ddo_hides_where_the_data_is(&w, &dataset).await;
 
     let consumer = w.consumer(3);
     let terms = consumer.order(&dataset, 0).await.unwrap();
@@ -107,25 +78,87 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     assert_eq!(status["removed"], 0);
     assert_eq!(status["settlement"]["state"], "paid", "{status}");
 
-    // Results and the log, for this consumer only.
+    let results = results_and_log_go_to_the_consumer_only(&w, &consumer, &status, &job).await;
+    every_condition_is_fulfilled_and_the_publisher_paid(&w, &consumer, &terms, publisher_before)
+        .await;
+    let ran = (dataset.as_str(), algorithm.as_str());
+    the_receipt_is_anchored_and_verifies(&w, &consumer, &terms, &job, ran).await;
+    afterwards_the_job_is_the_consumers_alone(&w, &consumer, &terms, &job, &algorithm, &results)
+        .await;
+}
+
+async fn the_service_names_its_provider_and_contracts(w: &World) {
+    let info: Value = w
+        .svc
+        .http
+        .get(w.svc.url("/api/v1/brizo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["provider-address"],
+        w.chain.accounts[2].address.to_string()
+    );
+    assert_eq!(
+        info["contracts"]["DIDRegistry"],
+        w.chain.addresses.get("DIDRegistry").unwrap().to_string()
+    );
+}
+
+/// The DDO in the metadata store never shows where the data is.
+async fn the_public_ddo_hides_where_the_data_is(w: &World, dataset: &str) {
+    let ddo: Value = w
+        .svc
+        .http
+        .get(w.svc.url(&format!("/api/v1/aquarius/assets/ddo/{dataset}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !ddo.to_string().contains("values.txt"),
+        "a file location leaked into the public DDO: {ddo}"
+    );
+}
+
+/// Results and the log, for this consumer only; the results' URL.
+async fn results_and_log_go_to_the_consumer_only(
+    w: &World,
+    consumer: &Consumer,
+    status: &Value,
+    job: &str,
+) -> String {
     let url = status["resultsUrls"][0].as_str().unwrap();
-    assert_eq!(&consumer.download(url, &job).await.unwrap()[..], b"12");
+    assert_eq!(&consumer.download(url, job).await.unwrap()[..], b"12");
     let log = consumer
-        .download(status["algorithmLogUrl"].as_str().unwrap(), &job)
+        .download(status["algorithmLogUrl"].as_str().unwrap(), job)
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&log).contains("sum 12 of 1 file(s)"));
     let stranger = w.consumer(4);
     assert!(
-        stranger.download(url, &job).await.is_err(),
+        stranger.download(url, job).await.is_err(),
         "another consumer downloaded the results"
     );
     let res = w.svc.http.get(url).send().await.unwrap();
     assert_eq!(res.status(), 400, "unsigned download must be refused");
+    url.to_string()
+}
 
-    // Settlement on chain: every condition fulfilled, the publisher paid the price.
+/// Settlement on chain: every condition fulfilled, the publisher paid the price.
+async fn every_condition_is_fulfilled_and_the_publisher_paid(
+    w: &World,
+    consumer: &Consumer,
+    terms: &Terms,
+    publisher_before: U256,
+) {
     let provider = brizo::chain::provider(&w.chain.url).unwrap();
-    let ids = agreement::condition_ids(&provider, &w.chain.addresses, &terms)
+    let ids = agreement::condition_ids(&provider, &w.chain.addresses, terms)
         .await
         .unwrap();
     for id in [ids.lock, ids.compute, ids.escrow] {
@@ -141,12 +174,21 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
         consumer.balance(terms.publisher).await.unwrap() - publisher_before,
         terms.price
     );
+}
 
-    // The receipt: issued after settlement, anchored on chain, served to the consumer.
+/// The receipt: issued after settlement, anchored on chain, served to the consumer, naming
+/// the dataset and algorithm that `ran`; the anchor holds its hash and no other.
+async fn the_receipt_is_anchored_and_verifies(
+    w: &World,
+    consumer: &Consumer,
+    terms: &Terms,
+    job: &str,
+    (dataset, algorithm): (&str, &str),
+) {
     let deadline = Instant::now() + PATIENCE;
     let receipt_url = loop {
         let status = &consumer
-            .call(Method::GET, terms.agreement_id, Some(&job))
+            .call(Method::GET, terms.agreement_id, Some(job))
             .await
             .unwrap()[0];
         if let Some(url) = status["receiptUrl"].as_str().filter(|u| !u.is_empty()) {
@@ -156,18 +198,18 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let signed: Value =
-        serde_json::from_slice(&consumer.download(&receipt_url, &job).await.unwrap()).unwrap();
+        serde_json::from_slice(&consumer.download(&receipt_url, job).await.unwrap()).unwrap();
     let r = &signed["receipt"];
     assert_eq!(r["agreementId"], terms.agreement_id.to_string());
     assert_eq!(r["consumer"], consumer.address().to_string());
     assert_eq!(r["provider"], w.chain.accounts[2].address.to_string());
     assert_eq!(r["chainId"], w.chain.chain_id);
-    assert_eq!(r["inputs"][0]["did"], dataset.as_str());
+    assert_eq!(r["inputs"][0]["did"], dataset);
     assert!(
         r["inputs"][0]["source"].is_null(),
         "a dataset's file location leaked into its receipt"
     );
-    assert_eq!(r["algorithm"]["did"], algorithm.as_str());
+    assert_eq!(r["algorithm"]["did"], algorithm);
     assert_eq!(r["settlement"]["state"], "paid");
     assert!(
         r["settlement"]["computeTx"].is_string() && r["settlement"]["rewardTx"].is_string(),
@@ -203,14 +245,26 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("anchor mismatch"), "{err}");
+}
 
+/// One job per agreement; only its consumer lists, stops or deletes it; deleting it takes
+/// its results; a settled agreement runs nothing more.
+async fn afterwards_the_job_is_the_consumers_alone(
+    w: &World,
+    consumer: &Consumer,
+    terms: &Terms,
+    job: &str,
+    algorithm: &str,
+    results: &str,
+) {
+    let stranger = w.consumer(4);
     // One job per agreement: starting again answers the same job.
     assert_eq!(
         consumer
-            .start(terms.agreement_id, &Algorithm::Did(algorithm.clone()))
+            .start(terms.agreement_id, &Algorithm::Did(algorithm.to_string()))
             .await
             .unwrap(),
-        job
+        *job
     );
 
     // Listing without a job id; another consumer sees nothing of it.
@@ -224,21 +278,21 @@ async fn a_consumer_runs_a_published_algorithm_and_the_publisher_is_paid() {
     );
     for method in [Method::GET, Method::PUT, Method::DELETE] {
         let err = stranger
-            .call(method.clone(), terms.agreement_id, Some(&job))
+            .call(method.clone(), terms.agreement_id, Some(job))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("404"), "{method}: {err}");
     }
     // Delete: the job is marked removed and its results go.
     let after = consumer
-        .call(Method::DELETE, terms.agreement_id, Some(&job))
+        .call(Method::DELETE, terms.agreement_id, Some(job))
         .await
         .unwrap();
     assert_eq!(after[0]["removed"], 1);
-    assert!(consumer.download(url, &job).await.is_err());
+    assert!(consumer.download(results, job).await.is_err());
     // A settled agreement runs nothing more.
     let err = consumer
-        .start(terms.agreement_id, &Algorithm::Did(algorithm.clone()))
+        .start(terms.agreement_id, &Algorithm::Did(algorithm.to_string()))
         .await
         .unwrap_err();
     assert!(
