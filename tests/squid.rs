@@ -301,14 +301,14 @@ async fn afterwards_the_job_is_the_consumers_alone(
     );
 }
 
+/// A refused start request: what it is, its body, and the status and words of the answer.
+type Refusal = (&'static str, Value, u16, &'static str);
+
 #[tokio::test]
 async fn requests_are_refused_with_the_reason() {
     let w = world().await;
     let dataset = w.dataset(|_| {}).await;
     let algorithm = w.algorithm().await;
-    let untrusting = w
-        .dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))])
-        .await;
     let raw_ok = w
         .dataset(|d| {
             d.allow_raw_algorithm = true;
@@ -316,116 +316,22 @@ async fn requests_are_refused_with_the_reason() {
         })
         .await;
     let consumer = w.consumer(3);
-    let other = w.consumer(4);
     let paid = consumer.order(&dataset, 0).await.unwrap();
     let agreement = paid.agreement_id.to_string();
-
-    let mut cases: Vec<(&str, Value, u16, &str)> = vec![];
-    // Signed by someone else than the consumer it names.
-    let mut forged = start_body(&consumer, &agreement, &algorithm);
-    forged["signature"] = json!(other.sign(&format!("{}{agreement}", consumer.address())));
-    cases.push(("wrong signer", forged, 401, "signature"));
-    // A signature made for one agreement, replayed for another of the same consumer.
-    let second = consumer.order(&dataset, 0).await.unwrap();
-    let mut replayed = start_body(&consumer, &second.agreement_id.to_string(), &algorithm);
-    replayed["signature"] = start_body(&consumer, &agreement, &algorithm)["signature"].clone();
-    cases.push(("replayed signature", replayed, 401, "signature"));
-    // Another consumer, correctly signed, on someone else's agreement.
-    cases.push((
-        "other consumer",
-        start_body(&other, &agreement, &algorithm),
-        403,
-        "not the consumer",
-    ));
-    // Auth tokens: tampered, stale.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = |ts: u64| {
-        format!(
-            "{}-{ts}",
-            consumer.sign(&format!("Ocean Protocol Authentication\n{ts}"))
-        )
-    };
-    let mut tampered = start_body(&consumer, &agreement, &algorithm);
-    tampered["signature"] =
-        json!(token(now - 10).replace(&format!("-{}", now - 10), &format!("-{}", now - 5)));
-    cases.push(("tampered token", tampered, 401, "signature"));
-    let mut stale = start_body(&consumer, &agreement, &algorithm);
-    stale["signature"] = json!(token(now - 25 * 3600));
-    cases.push(("stale token", stale, 401, "expired"));
-    // A valid token is accepted as a signature (checked by the success below).
-    // Raw code on a dataset that does not allow it.
-    let mut raw = start_body(&consumer, &agreement, "");
-    raw.as_object_mut().unwrap().remove("algorithmDID");
-    raw["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
-    cases.push(("raw code not allowed", raw, 403, "raw algorithms"));
-    // Unknown agreement; malformed fields.
-    cases.push((
-        "unknown agreement",
-        start_body(&consumer, &format!("0x{}", "12".repeat(32)), &algorithm),
-        404,
-        "unknown agreement",
-    ));
-    cases.push(("missing signature", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": agreement, "algorithmDID": algorithm}), 400, "signature is required"));
-    cases.push(("bad address", json!({"consumerAddress": "0x123", "serviceAgreementId": agreement, "algorithmDID": algorithm, "signature": "0x00"}), 400, "not an Ethereum address"));
-    cases.push(("bad agreement id", json!({"consumerAddress": consumer.address().to_string(), "serviceAgreementId": "xyz", "algorithmDID": algorithm, "signature": "0x00"}), 400, "32 bytes"));
-
-    // Created but not paid.
-    let unpaid = Terms {
-        agreement_id: alloy::primitives::B256::from(rand::random::<[u8; 32]>()),
-        ..paid
-    };
-    let provider_address = w.chain.accounts[2].address;
-    agreement::create(
-        &consumer.chain,
-        &w.chain.addresses,
-        &unpaid,
-        provider_address,
-        [0, 0, 0],
-    )
-    .await
-    .unwrap();
-    cases.push((
-        "lock not fulfilled",
-        start_body(&consumer, &unpaid.agreement_id.to_string(), &algorithm),
-        403,
-        "not locked",
-    ));
-    // Expired: the compute condition times out after 2 blocks.
-    let expiring = consumer.order(&dataset, 2).await.unwrap();
-    let _: Value = consumer
-        .chain
-        .raw_request("anvil_mine".into(), (U256::from(5u64),))
-        .await
-        .unwrap();
-    cases.push((
-        "expired agreement",
-        start_body(&consumer, &expiring.agreement_id.to_string(), &algorithm),
-        403,
-        "expired",
-    ));
-    // An algorithm the dataset does not trust.
-    let untrusted = consumer.order(&untrusting, 0).await.unwrap();
-    cases.push((
-        "untrusted algorithm",
-        start_body(&consumer, &untrusted.agreement_id.to_string(), &algorithm),
-        403,
-        "not trusted",
-    ));
-    // Raw code allowed, but in an image the dataset does not support.
     let raw_order = consumer.order(&raw_ok, 0).await.unwrap();
+
+    let mut cases = signature_refusals(&w, &consumer, &dataset, &agreement, &algorithm).await;
+    cases.extend(malformed_refusals(&consumer, &agreement, &algorithm));
+    cases.extend(on_chain_refusals(&w, &consumer, &dataset, &paid, &algorithm).await);
     let mut wrong_image = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
     wrong_image.as_object_mut().unwrap().remove("algorithmDID");
     wrong_image["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "debian", "tag": "bookworm", "entrypoint": "python3 $ALGO"}});
     cases.push((
-        "unsupported image",
+        "raw code allowed, in an image the dataset does not support",
         wrong_image,
         403,
         "not one the dataset supports",
     ));
-
     for (name, body, status, needle) in cases {
         let (got, answer) = post_start(&w.svc, &body).await;
         assert_eq!(got, status, "{name}: {answer}");
@@ -449,11 +355,10 @@ async fn requests_are_refused_with_the_reason() {
         .unwrap();
     assert!(list.is_empty(), "{list:?}");
 
-    // The same agreement with a valid auth token and lower-case address is accepted; raw code
-    // runs where the dataset allows it.
+    // The same agreement with a valid auth token and a lower-case address is accepted.
     let mut with_token = start_body(&consumer, agreement.trim_start_matches("0x"), &algorithm);
     with_token["consumerAddress"] = json!(consumer.address().to_string().to_lowercase());
-    with_token["signature"] = json!(token(now));
+    with_token["signature"] = json!(auth_token(&consumer, now_secs()));
     with_token["algorithmDid"] = with_token
         .as_object_mut()
         .unwrap()
@@ -461,16 +366,158 @@ async fn requests_are_refused_with_the_reason() {
         .unwrap();
     let (got, answer) = post_start(&w.svc, &with_token).await;
     assert_eq!(got, 200, "{answer}");
-    let mut raw_run = start_body(&consumer, &raw_order.agreement_id.to_string(), "");
+    raw_code_runs_where_the_dataset_allows_it(&w, &consumer, &raw_order).await;
+    // The provider key never reaches the service's log.
+    assert!(
+        !w.svc.log().contains(DEV_KEYS[2].trim_start_matches("0x")),
+        "the provider key was logged"
+    );
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// squid-py's auth token for time `ts`: the signed message and the time.
+fn auth_token(consumer: &Consumer, ts: u64) -> String {
+    format!(
+        "{}-{ts}",
+        consumer.sign(&format!("Ocean Protocol Authentication\n{ts}"))
+    )
+}
+
+/// Signatures that do not prove the consumer asks (a valid auth token is accepted as a
+/// signature: checked by the success at the end of the test).
+async fn signature_refusals(
+    w: &World,
+    consumer: &Consumer,
+    dataset: &str,
+    agreement: &str,
+    algorithm: &str,
+) -> Vec<Refusal> {
+    let other = w.consumer(4);
+    let mut cases: Vec<Refusal> = vec![];
+    // Signed by someone else than the consumer it names.
+    let mut forged = start_body(consumer, agreement, algorithm);
+    forged["signature"] = json!(other.sign(&format!("{}{agreement}", consumer.address())));
+    cases.push(("wrong signer", forged, 401, "signature"));
+    // A signature made for one agreement, replayed for another of the same consumer.
+    let second = consumer.order(dataset, 0).await.unwrap();
+    let mut replayed = start_body(consumer, &second.agreement_id.to_string(), algorithm);
+    replayed["signature"] = start_body(consumer, agreement, algorithm)["signature"].clone();
+    cases.push(("replayed signature", replayed, 401, "signature"));
+    // Another consumer, correctly signed, on someone else's agreement.
+    cases.push((
+        "other consumer",
+        start_body(&other, agreement, algorithm),
+        403,
+        "not the consumer",
+    ));
+    // Auth tokens: tampered, stale.
+    let now = now_secs();
+    let mut tampered = start_body(consumer, agreement, algorithm);
+    tampered["signature"] = json!(
+        auth_token(consumer, now - 10).replace(&format!("-{}", now - 10), &format!("-{}", now - 5))
+    );
+    cases.push(("tampered token", tampered, 401, "signature"));
+    let mut stale = start_body(consumer, agreement, algorithm);
+    stale["signature"] = json!(auth_token(consumer, now - 25 * 3600));
+    cases.push(("stale token", stale, 401, "expired"));
+    cases
+}
+
+/// Raw code on a dataset that does not allow it; an unknown agreement; malformed fields.
+fn malformed_refusals(consumer: &Consumer, agreement: &str, algorithm: &str) -> Vec<Refusal> {
+    let mut raw = start_body(consumer, agreement, "");
+    raw.as_object_mut().unwrap().remove("algorithmDID");
+    raw["algorithmMeta"] = json!({"rawcode": "print(1)", "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
+    let address = consumer.address().to_string();
+    vec![
+        ("raw code not allowed", raw, 403, "raw algorithms"),
+        (
+            "unknown agreement",
+            start_body(consumer, &format!("0x{}", "12".repeat(32)), algorithm),
+            404,
+            "unknown agreement",
+        ),
+        (
+            "missing signature",
+            json!({"consumerAddress": address, "serviceAgreementId": agreement, "algorithmDID": algorithm}),
+            400,
+            "signature is required",
+        ),
+        (
+            "bad address",
+            json!({"consumerAddress": "0x123", "serviceAgreementId": agreement, "algorithmDID": algorithm, "signature": "0x00"}),
+            400,
+            "not an Ethereum address",
+        ),
+        (
+            "bad agreement id",
+            json!({"consumerAddress": address, "serviceAgreementId": "xyz", "algorithmDID": algorithm, "signature": "0x00"}),
+            400,
+            "32 bytes",
+        ),
+    ]
+}
+
+/// What the chain says against a start: an agreement created but not paid, one expired, a
+/// dataset that does not trust the algorithm.
+async fn on_chain_refusals(
+    w: &World,
+    consumer: &Consumer,
+    dataset: &str,
+    paid: &Terms,
+    algorithm: &str,
+) -> Vec<Refusal> {
+    let unpaid = Terms {
+        agreement_id: alloy::primitives::B256::from(rand::random::<[u8; 32]>()),
+        ..*paid
+    };
+    let provider_address = w.chain.accounts[2].address;
+    agreement::create(
+        &consumer.chain,
+        &w.chain.addresses,
+        &unpaid,
+        provider_address,
+        [0, 0, 0],
+    )
+    .await
+    .unwrap();
+    // The compute condition times out after 2 blocks.
+    let expiring = consumer.order(dataset, 2).await.unwrap();
+    let _: Value = consumer
+        .chain
+        .raw_request("anvil_mine".into(), (U256::from(5u64),))
+        .await
+        .unwrap();
+    let untrusting = w
+        .dataset(|d| d.trusted_algorithms = vec![format!("did:op:{}", "ab".repeat(32))])
+        .await;
+    let untrusted = consumer.order(&untrusting, 0).await.unwrap();
+    let start = |terms: &Terms| start_body(consumer, &terms.agreement_id.to_string(), algorithm);
+    vec![
+        ("lock not fulfilled", start(&unpaid), 403, "not locked"),
+        ("expired agreement", start(&expiring), 403, "expired"),
+        ("untrusted algorithm", start(&untrusted), 403, "not trusted"),
+    ]
+}
+
+/// Raw code runs where the dataset allows it; this dataset allows network access, and the
+/// container got one (it has none by default).
+async fn raw_code_runs_where_the_dataset_allows_it(w: &World, consumer: &Consumer, terms: &Terms) {
+    let mut raw_run = start_body(consumer, &terms.agreement_id.to_string(), "");
     raw_run.as_object_mut().unwrap().remove("algorithmDID");
     raw_run["algorithmMeta"] = json!({"rawcode": "import os\nprint('raw ran; nets', sorted(os.listdir('/sys/class/net')), flush=True)",
         "container": {"image": "brizo/python", "tag": "3.11-bookworm", "entrypoint": "python3 $ALGO"}});
     let (got, answer) = post_start(&w.svc, &raw_run).await;
     assert_eq!(got, 200, "{answer}");
     let job = answer["jobId"].as_str().unwrap();
-    let status = w.wait_finished(&consumer, &raw_order, job).await;
+    let status = w.wait_finished(consumer, terms, job).await;
     assert_eq!(status["outcome"], "succeeded", "{status}");
-    // This dataset allows network access: the container got one (it has none by default).
     let log = String::from_utf8_lossy(
         &consumer
             .download(status["algorithmLogUrl"].as_str().unwrap(), job)
@@ -479,11 +526,6 @@ async fn requests_are_refused_with_the_reason() {
     )
     .to_string();
     assert!(log.contains("raw ran") && log.contains("eth0"), "{log}");
-    // The provider key never reaches the service's log.
-    assert!(
-        !w.svc.log().contains(DEV_KEYS[2].trim_start_matches("0x")),
-        "the provider key was logged"
-    );
 }
 
 #[tokio::test]
@@ -695,68 +737,9 @@ async fn results_become_an_asset_owned_by_the_consumer() {
         .await
         .unwrap();
     w.wait_finished(&consumer, &terms, &job).await;
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        let status = consumer
-            .call(Method::GET, terms.agreement_id, Some(&job))
-            .await
-            .unwrap()
-            .remove(0);
-        if status["resultsDid"] != "" && status["receiptUrl"] != "" {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no results asset: {status}\n{}",
-            w.svc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = with_results_asset_and_receipt(&w, &consumer, &terms, &job).await;
     let results_did = status["resultsDid"].as_str().unwrap();
-    // Owned by the consumer on chain, its DDO in the metadata store with its provenance.
-    let provider = brizo::chain::provider(&w.chain.url).unwrap();
-    let registry = brizo::chain::contracts::DIDRegistry::new(
-        w.chain.addresses.get("DIDRegistry").unwrap(),
-        &provider,
-    );
-    let id = brizo::assets::did::parse(results_did).unwrap();
-    assert_eq!(
-        registry.getDIDOwner(id).call().await.unwrap(),
-        consumer.address()
-    );
-    // It resolves the Ocean way: DIDRegistry's event at the DID's last update names the DDO's URL.
-    let block = registry
-        .getBlockNumberUpdated(id)
-        .call()
-        .await
-        .unwrap()
-        .to::<u64>();
-    let filter = alloy::rpc::types::Filter::new()
-        .address(w.chain.addresses.get("DIDRegistry").unwrap())
-        .event_signature(<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
-        .topic1(id)
-        .from_block(block)
-        .to_block(block);
-    let logs = provider.get_logs(&filter).await.unwrap();
-    let event = logs[0]
-        .log_decode::<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered>()
-        .unwrap();
-    let ddo_url = event.inner.data._value.clone();
-    assert_eq!(
-        ddo_url,
-        w.svc
-            .url(&format!("/api/v1/aquarius/assets/ddo/{results_did}"))
-    );
-    let ddo: Value = w
-        .svc
-        .http
-        .get(&ddo_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ddo = owned_and_resolved_the_ocean_way(&w, &consumer, results_did).await;
     assert_eq!(ddo["id"], results_did);
     let provenance = &ddo["service"][0]["attributes"]["additionalInformation"]["provenance"];
     assert_eq!(provenance["sourceDatasets"][0], dataset.as_str());
@@ -791,6 +774,85 @@ async fn results_become_an_asset_owned_by_the_consumer() {
     assert!(stranger.download(url, &job).await.is_err());
 }
 
+/// The v1 status of `job` once its results asset and its receipt are there.
+async fn with_results_asset_and_receipt(
+    w: &World,
+    consumer: &Consumer,
+    terms: &Terms,
+    job: &str,
+) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = consumer
+            .call(Method::GET, terms.agreement_id, Some(job))
+            .await
+            .unwrap()
+            .remove(0);
+        if status["resultsDid"] != "" && status["receiptUrl"] != "" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no results asset: {status}\n{}",
+            w.svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The results asset is owned by the consumer on chain, and resolves the Ocean way:
+/// DIDRegistry's event at the DID's last update names the DDO's URL, in this metadata store.
+/// Its DDO.
+async fn owned_and_resolved_the_ocean_way(
+    w: &World,
+    consumer: &Consumer,
+    results_did: &str,
+) -> Value {
+    let provider = brizo::chain::provider(&w.chain.url).unwrap();
+    let registry = brizo::chain::contracts::DIDRegistry::new(
+        w.chain.addresses.get("DIDRegistry").unwrap(),
+        &provider,
+    );
+    let id = brizo::assets::did::parse(results_did).unwrap();
+    assert_eq!(
+        registry.getDIDOwner(id).call().await.unwrap(),
+        consumer.address()
+    );
+    let block = registry
+        .getBlockNumberUpdated(id)
+        .call()
+        .await
+        .unwrap()
+        .to::<u64>();
+    let filter = alloy::rpc::types::Filter::new()
+        .address(w.chain.addresses.get("DIDRegistry").unwrap())
+        .event_signature(<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered as alloy::sol_types::SolEvent>::SIGNATURE_HASH)
+        .topic1(id)
+        .from_block(block)
+        .to_block(block);
+    let logs = provider.get_logs(&filter).await.unwrap();
+    let event = logs[0]
+        .log_decode::<brizo::chain::contracts::DIDRegistry::DIDAttributeRegistered>()
+        .unwrap();
+    let ddo_url = event.inner.data._value.clone();
+    assert_eq!(
+        ddo_url,
+        w.svc
+            .url(&format!("/api/v1/aquarius/assets/ddo/{results_did}"))
+    );
+    let ddo: Value = w
+        .svc
+        .http
+        .get(&ddo_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ddo
+}
+
 /// A DDO as squid-py 0.9.3's `OceanAssets.create` writes it for `id` (its proof signed as
 /// squid-py signs it), the creator's address in lower case, as an account squid-py is given
 /// may have it.
@@ -811,61 +873,88 @@ fn squid_py_ddo(creator: &PrivateKeySigner, id: B256, endpoint: &str) -> Value {
     })
 }
 
-#[tokio::test]
-async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
-    let w = world().await;
-    let key = |i: usize| -> PrivateKeySigner { DEV_KEYS[i].parse().unwrap() };
-    let as_role = |i: usize| signing_provider(&w.chain.url, DEV_KEYS[i]).unwrap().0;
-    let endpoint = |id: B256| {
-        w.svc.url(&format!(
+/// The dev chain's roles as squid-py would act for them: registering a DID, posting its
+/// DDO to this service's metadata store.
+struct Registrar<'a> {
+    w: &'a World,
+}
+
+impl Registrar<'_> {
+    fn key(&self, i: usize) -> PrivateKeySigner {
+        DEV_KEYS[i].parse().unwrap()
+    }
+
+    fn as_role(&self, i: usize) -> alloy::providers::DynProvider {
+        signing_provider(&self.w.chain.url, DEV_KEYS[i]).unwrap().0
+    }
+
+    fn endpoint(&self, id: B256) -> String {
+        self.w.svc.url(&format!(
             "/api/v1/aquarius/assets/ddo/{}",
             brizo::assets::did::format(&id)
         ))
-    };
-    let fresh = || B256::from(rand::random::<[u8; 32]>());
-    // squid-py registers with the id as checksum and no providers, then posts the DDO.
-    let register = |i: usize, id: B256| {
-        let (chain, addresses, url) = (as_role(i), w.chain.addresses.clone(), endpoint(id));
-        async move {
-            agreement::register_did(&chain, &addresses, id, id, vec![], &url)
-                .await
-                .unwrap()
-        }
-    };
-    let svc = &w.svc;
-    let post = move |ddo: Value| async move {
+    }
+
+    /// squid-py registers with the id as checksum and no providers, then posts the DDO.
+    async fn register(&self, i: usize, id: B256) {
+        let url = self.endpoint(id);
+        agreement::register_did(
+            &self.as_role(i),
+            &self.w.chain.addresses,
+            id,
+            id,
+            vec![],
+            &url,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Posts a DDO signed squid-py style by role `signer`: the answer's status and body.
+    async fn post(&self, signer: usize, id: B256) -> (u16, Value) {
+        let ddo = squid_py_ddo(&self.key(signer), id, &self.endpoint(id));
+        self.post_ddo(&ddo).await
+    }
+
+    async fn post_ddo(&self, ddo: &Value) -> (u16, Value) {
+        let svc = &self.w.svc;
         let res = svc
             .http
             .post(svc.url("/api/v1/aquarius/assets/ddo"))
-            .json(&ddo)
+            .json(ddo)
             .send()
             .await
             .unwrap();
         (res.status().as_u16(), res.json::<Value>().await.unwrap())
-    };
+    }
+
+    async fn stored(&self, id: B256) -> reqwest::Response {
+        self.w.svc.http.get(self.endpoint(id)).send().await.unwrap()
+    }
+}
+
+fn fresh_id() -> B256 {
+    B256::from(rand::random::<[u8; 32]>())
+}
+
+#[tokio::test]
+async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
+    let w = world().await;
+    let r = Registrar { w: &w };
+    let svc = &w.svc;
 
     // Registered on chain by its creator, then posted squid-py style: stored.
-    let id = fresh();
-    register(4, id).await;
-    let ddo = squid_py_ddo(&key(4), id, &endpoint(id));
-    let (status, body) = post(ddo.clone()).await;
+    let id = fresh_id();
+    r.register(4, id).await;
+    let ddo = squid_py_ddo(&r.key(4), id, &r.endpoint(id));
+    let (status, body) = r.post_ddo(&ddo).await;
     assert_eq!(status, 201, "{body}\n{}", svc.log());
-    assert_eq!(
-        svc.http
-            .get(endpoint(id))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        ddo
-    );
+    assert_eq!(r.stored(id).await.json::<Value>().await.unwrap(), ddo);
 
     // Registered to someone else: refused, whoever signed.
-    let id = fresh();
-    register(4, id).await;
-    let (status, body) = post(squid_py_ddo(&key(5), id, &endpoint(id))).await;
+    let id = fresh_id();
+    r.register(4, id).await;
+    let (status, body) = r.post(5, id).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"]
@@ -874,14 +963,11 @@ async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
             .contains("owned on chain by"),
         "{body}"
     );
-    assert_eq!(
-        svc.http.get(endpoint(id)).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(r.stored(id).await.status(), 404);
 
     // Not registered at all: refused.
-    let id = fresh();
-    let (status, body) = post(squid_py_ddo(&key(4), id, &endpoint(id))).await;
+    let id = fresh_id();
+    let (status, body) = r.post(4, id).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("not registered"),
@@ -891,11 +977,11 @@ async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
     // squid-py's `create(owner_address=...)`: registered, handed over, then posted by the
     // registrant. Taken from a publisher this service serves (the provider by default) only.
     for (registrant, expected) in [(2, 201), (4, 403)] {
-        let id = fresh();
-        register(registrant, id).await;
+        let id = fresh_id();
+        r.register(registrant, id).await;
         let registry = brizo::chain::contracts::DIDRegistry::new(
             w.chain.addresses.get("DIDRegistry").unwrap(),
-            as_role(registrant),
+            r.as_role(registrant),
         );
         registry
             .transferDIDOwnership(id, w.chain.accounts[3].address)
@@ -905,7 +991,7 @@ async fn the_metadata_store_takes_a_ddo_only_from_its_dids_owner_on_chain() {
             .get_receipt()
             .await
             .unwrap();
-        let (status, body) = post(squid_py_ddo(&key(registrant), id, &endpoint(id))).await;
+        let (status, body) = r.post(registrant, id).await;
         assert_eq!(status, expected, "registrant {registrant}: {body}");
     }
 
