@@ -401,8 +401,9 @@ impl Engine {
         // A stop while waiting for a slot ends the wait (the loop then finishes the job).
         // The place ahead of the runs first, kept until the run starts; then a
         // staging slot, for the staging only.
-        // Both in the order of submission, as the job's status counts its place.
-        let turn = (job.ready_at(), id);
+        // Both in the order of submission, as the job's status counts its place (a job
+        // found staging after a restart keeps the place its submission gave it).
+        let turn = (job.date_created, id);
         if slots.ahead.is_none() {
             tokio::select! {
                 ahead = self.ahead_slots.take(turn) => slots.ahead = Some(ahead),
