@@ -29,6 +29,8 @@ use futures::stream::{BoxStream, StreamExt};
 pub const LABEL_JOB: &str = "brizo.job-id";
 pub const LABEL_INSTANCE: &str = "brizo.instance";
 pub const LABEL_BACKEND: &str = "brizo.backend";
+/// The image as the job named it: the container itself is made from the image's id.
+pub const LABEL_IMAGE: &str = "brizo.image";
 /// Ceiling of the engine's own log of a job container (json-file `max-size`).
 pub const ENGINE_LOG_MAX: &str = "64m";
 /// Exit code of a process ended by SIGKILL (128 + 9), which is what the OOM killer sends.
@@ -199,7 +201,7 @@ impl DockerBackend {
             Err(e) => return Err(classify(e, &spec.job_id)),
         };
         let Some(id) = image.id else {
-            return Err(BackendError::unavailable(format!(
+            return Err(BackendError::other(format!(
                 "the engine named no id for the image {:?}",
                 spec.image
             )));
@@ -218,6 +220,13 @@ impl DockerBackend {
                 )?))
             }
             Err(e) if status_of(&e) == Some(400) => Err(BackendError::invalid_spec(message_of(&e))),
+            // The image went between its look-up and the create (a re-tag, then a prune): the
+            // next attempt looks the name up again, and runs what it names now or says the
+            // image is missing.
+            Err(e) if status_of(&e) == Some(404) => Err(BackendError::unavailable(format!(
+                "the image {:?} ({id}) went before its container was made; looking it up again",
+                spec.image
+            ))),
             Err(e) => Err(classify(e, &spec.job_id)),
         }
     }
@@ -289,6 +298,7 @@ impl DockerBackend {
             (LABEL_JOB.to_string(), spec.job_id.clone()),
             (LABEL_INSTANCE.to_string(), self.instance.clone()),
             (LABEL_BACKEND.to_string(), self.name.clone()),
+            (LABEL_IMAGE.to_string(), spec.image.clone()),
         ]);
         ContainerCreateBody {
             image: Some(spec.image.clone()),

@@ -58,6 +58,14 @@ async fn the_container_runs_the_image_id_start_names() {
     assert_eq!(made.image.as_deref(), Some(info.image_digest.as_str()));
     let config = made.config.unwrap();
     assert_eq!(config.image.as_deref(), Some(info.image_digest.as_str()));
+    // The name it was asked by stays on the container, for whoever lists them.
+    let labels = config.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get(brizo_backend_docker::LABEL_IMAGE)
+            .map(String::as_str),
+        Some(IMAGE)
+    );
     let named = docker.inspect_image(IMAGE).await.unwrap();
     assert_eq!(named.id.as_deref(), Some(info.image_digest.as_str()));
     b.wait(&job.job_id).await.unwrap();

@@ -1,5 +1,6 @@
 //! A line for slots, served in the order the jobs' status reports: by when each job got in
-//! line for its slot ([`Job::ready_at`](crate::jobs::model::Job::ready_at)), then by id.
+//! line for its slot (its submission for a staging slot, the end of its staging for a run
+//! slot: [`Job::ready_at`](crate::jobs::model::Job::ready_at)), then by id.
 //!
 //! Why not tokio's semaphore: it serves waiters in the order their drivers happened to reach
 //! it, and a driver reaches it after reads of its own. A job approved by the publisher, or
@@ -249,6 +250,7 @@ mod tests {
         // The first in line leaves (its job stopped while it waited): the slot skips it.
         gone.task.abort();
         settle().await;
+        assert_eq!(line.in_line(), 1, "it left the line");
         drop(first);
         assert_eq!(next(&mut got).await, "next");
 

@@ -25,7 +25,7 @@ impl Engine {
     /// Phase 20: an empty workspace, the algorithm, the remote inputs. An input the job's
     /// backend fetches itself (S3 data next to AWS Batch) is not staged here: the run gets it
     /// straight from where it lies, and its digest comes from the backend after the run.
-    pub(super) async fn stage(&self, job: &Job, started: Instant) -> Result<(), StepError> {
+    pub(super) async fn stage(&self, job: &Job) -> Result<(), StepError> {
         let ws = Workspace::new(&self.config.jobs_dir(), &job.id);
         let blanks = self.config.blank_disks_dir();
         ws.create(
@@ -56,8 +56,12 @@ impl Engine {
         };
         // Digests are taken as the data is handed to the job, for its receipt.
         self.store.set_staged(&job.id, &staged).await?;
+        // From when staging began, across retries and restarts: the job's place in the run
+        // line is the moment it was staged ([`Job::ready_at`]), not its submission plus its
+        // last attempt's time.
         let mut timings = job.timings.clone();
-        timings.staging_ms = Some(started.elapsed().as_millis() as u64);
+        let began = job.date_created + timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+        timings.staging_ms = Some(((now_epoch() - began).max(0.0) * 1000.0) as u64);
         self.store
             .transition(
                 &job.id,

@@ -432,7 +432,7 @@ impl Engine {
         let left =
             Duration::from_secs_f64((began + job.timeout_secs as f64 - now_epoch()).max(0.0));
         tokio::select! {
-            staged = tokio::time::timeout(left, self.stage(&job, Instant::now())) => match staged {
+            staged = tokio::time::timeout(left, self.stage(&job)) => match staged {
                 Ok(staged) => staged?,
                 Err(_) => {
                     let reason = format!(

@@ -39,7 +39,11 @@ impl Engine {
             .filter(|p| jobs.iter().any(|j| j.phase == *p && !j.stop_requested))
             .collect();
         let mut queue = self.store.queue(&phases).await?;
-        queue.sort_by(|a, b| a.ready_at.total_cmp(&b.ready_at));
+        queue.sort_by(|a, b| {
+            a.ready_at
+                .total_cmp(&b.ready_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let place = |job: &Job| {
             queue
                 .iter()
