@@ -239,6 +239,50 @@ mod tests {
         assert_eq!(line.available(), 1);
     }
 
+    /// Many drivers on a multi-threaded runtime take, hold and give back slots, and many
+    /// leave while they wait (a stop, a timeout): never more holders than slots, and in the
+    /// end every slot is free and nobody is left in line.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_contention_and_cancellation_no_slot_is_lost_or_doubled() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const SLOTS: usize = 3;
+        let line = Line::new(SLOTS);
+        let holding = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = vec![];
+        for i in 0..300u64 {
+            let (line, holding, most) = (line.clone(), holding.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                let id = format!("job-{i}");
+                // Every third waiter gives up after a moment, whether or not its turn came.
+                let patience = Duration::from_micros(if i % 3 == 0 { 50 } else { 60_000_000 });
+                let at = (i % 17) as f64;
+                if let Ok(_place) = tokio::time::timeout(patience, line.take((at, &id))).await {
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    holding.fetch_sub(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        for (i, task) in tasks.into_iter().enumerate() {
+            // Some are aborted from outside, wherever they are.
+            if i % 7 == 0 {
+                task.abort();
+                let _ = task.await;
+            } else {
+                task.await.unwrap();
+            }
+        }
+        assert!(
+            most.load(Ordering::SeqCst) <= SLOTS,
+            "more holders than slots"
+        );
+        assert!(most.load(Ordering::SeqCst) >= 1);
+        assert_eq!(line.available(), SLOTS, "a slot was lost");
+        assert_eq!(line.in_line(), 0);
+    }
+
     #[tokio::test]
     async fn a_waiter_that_leaves_holds_no_place_and_loses_no_slot() {
         let line = Line::new(1);
