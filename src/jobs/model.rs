@@ -450,6 +450,12 @@ impl Job {
             .is_some_and(|a| a.state == ApprovalState::Pending)
     }
 
+    /// When its staging began (its submission plus the time it spent queued): staging's time
+    /// limit and its recorded duration count from here, across retries and restarts.
+    pub fn staging_began(&self) -> f64 {
+        self.date_created + self.timings.queued_ms.unwrap_or(0) as f64 / 1000.0
+    }
+
     /// When the job got in line for the slot its phase waits for: its submission, plus the
     /// time it spent queued and staging (a staged job waits for a run slot from there).
     pub fn ready_at(&self) -> f64 {

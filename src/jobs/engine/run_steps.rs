@@ -60,8 +60,7 @@ impl Engine {
         // line is the moment it was staged ([`Job::ready_at`]), not its submission plus its
         // last attempt's time.
         let mut timings = job.timings.clone();
-        let began = job.date_created + timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
-        timings.staging_ms = Some(((now_epoch() - began).max(0.0) * 1000.0) as u64);
+        timings.staging_ms = Some(((now_epoch() - job.staging_began()).max(0.0) * 1000.0) as u64);
         self.store
             .transition(
                 &job.id,

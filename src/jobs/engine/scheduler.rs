@@ -428,7 +428,7 @@ impl Engine {
         }
         // Staging has the job's own time limit, counted from when it began (so a
         // restart does not start it over), and a stop or removal ends it at once.
-        let began = job.date_created + job.timings.queued_ms.unwrap_or(0) as f64 / 1000.0;
+        let began = job.staging_began();
         let left =
             Duration::from_secs_f64((began + job.timeout_secs as f64 - now_epoch()).max(0.0));
         tokio::select! {
