@@ -303,7 +303,7 @@ async fn a_v1_job_on_cluster_data_runs_on_slurm_and_settles() {
         .start(terms.agreement_id, &Algorithm::Did(algorithm))
         .await
         .unwrap();
-    let status = finished_and_settled(&svc, &consumer, &terms, &job).await;
+    let status = common::world::settled(&svc, &consumer, &terms, &job).await;
     assert_eq!(status["outcome"], "succeeded", "{status}\n{}", svc.log());
     assert_eq!(status["settlement"]["state"], "paid", "{status}");
     assert_eq!(
@@ -389,30 +389,4 @@ async fn publish_on_the_cluster(
     .unwrap();
 
     (dataset, algorithm)
-}
-
-/// The v1 status of `job` once it finished and its agreement is settled.
-async fn finished_and_settled(
-    svc: &common::Service,
-    consumer: &brizo::squid::Consumer,
-    terms: &brizo::chain::agreement::Terms,
-    job: &str,
-) -> serde_json::Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = consumer
-            .call(reqwest::Method::GET, terms.agreement_id, Some(job))
-            .await
-            .unwrap()[0]
-            .clone();
-        if status["status"] == 70 && !status["settlement"].is_null() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} did not finish and settle: {status}\n{}",
-            svc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

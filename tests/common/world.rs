@@ -117,25 +117,30 @@ impl World {
     }
 
     pub async fn wait_finished(&self, consumer: &Consumer, terms: &Terms, job: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let list = consumer
-                .call(Method::GET, terms.agreement_id, Some(job))
-                .await
-                .unwrap();
-            let status = &list[0];
-            if status["status"] == 70 && !status["settlement"].is_null()
-                || matches!(status["status"].as_i64(), Some(31 | 32))
-                    && !status["settlement"].is_null()
-            {
-                return status.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {job} did not finish and settle: {status}\n{}",
-                self.svc.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        settled(&self.svc, consumer, terms, job).await
+    }
+}
+
+/// The v1 status of `job`, as its consumer polls it, once it ended and its agreement is
+/// settled; `svc`'s log is shown if it never is.
+pub async fn settled(svc: &Service, consumer: &Consumer, terms: &Terms, job: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let list = consumer
+            .call(Method::GET, terms.agreement_id, Some(job))
+            .await
+            .unwrap();
+        let status = &list[0];
+        if status["status"] == 70 && !status["settlement"].is_null()
+            || matches!(status["status"].as_i64(), Some(31 | 32)) && !status["settlement"].is_null()
+        {
+            return status.clone();
         }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not finish and settle: {status}\n{}",
+            svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
