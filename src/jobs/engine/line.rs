@@ -239,6 +239,22 @@ mod tests {
         assert_eq!(line.available(), 1);
     }
 
+    /// One holder counted in `0` while it lives.
+    struct Held(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Held {
+        fn count(holding: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+            holding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Self(holding.clone())
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Many drivers on a multi-threaded runtime take, hold and give back slots, and many
     /// leave while they wait (a stop, a timeout): never more holders than slots, and in the
     /// end every slot is free and nobody is left in line.
@@ -258,10 +274,10 @@ mod tests {
                 let patience = Duration::from_micros(if i % 3 == 0 { 50 } else { 60_000_000 });
                 let at = (i % 17) as f64;
                 if let Ok(_place) = tokio::time::timeout(patience, line.take((at, &id))).await {
-                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
+                    // Counted off when dropped, before its place is (an abort drops both).
+                    let _held = Held::count(&holding);
+                    most.fetch_max(holding.load(Ordering::SeqCst), Ordering::SeqCst);
                     tokio::task::yield_now().await;
-                    holding.fetch_sub(1, Ordering::SeqCst);
                 }
             }));
         }
