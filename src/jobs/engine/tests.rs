@@ -293,6 +293,12 @@ impl Rig {
         }
     }
 
+    /// What the job waits for now, as its status says.
+    async fn waiting(&self, id: &str) -> Option<crate::jobs::model::Waiting> {
+        let job = self.engine.get(id, None).await.unwrap();
+        self.engine.waiting(&job).await.unwrap()
+    }
+
     async fn reaches(&self, id: &str, phase: Phase) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.engine.get(id, None).await.unwrap().phase != phase {
@@ -636,26 +642,19 @@ async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
     r.reaches(&second, Phase::Provisioned).await;
     let third = r.submit(600).await;
     r.reaches(&third, Phase::Provisioned).await;
-    let wait = |id: String| {
-        let engine = r.engine.clone();
-        async move {
-            let job = engine.get(&id, None).await.unwrap();
-            engine.waiting(&job).await.unwrap()
-        }
-    };
     assert_eq!(
-        wait(running.clone()).await,
+        r.waiting(&running).await,
         None,
         "a running job waits for nothing"
     );
-    let w = wait(second.clone()).await.unwrap();
+    let w = r.waiting(&second).await.unwrap();
     assert_eq!(
         (w.reason, w.position),
         (WaitReason::RunSlot, Some(1)),
         "{w:?}"
     );
     assert!(w.text.contains("0 job(s) ahead"), "{}", w.text);
-    let w = wait(third.clone()).await.unwrap();
+    let w = r.waiting(&third).await.unwrap();
     assert_eq!(
         (w.reason, w.position),
         (WaitReason::RunSlot, Some(2)),
@@ -665,7 +664,7 @@ async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
     // The slot frees: the next one runs and the last moves up.
     r.engine.stop(&running, None).await.unwrap();
     r.reaches(&second, Phase::Running).await;
-    let w = wait(third.clone()).await.unwrap();
+    let w = r.waiting(&third).await.unwrap();
     assert_eq!(
         (w.reason, w.position),
         (WaitReason::RunSlot, Some(1)),
@@ -794,23 +793,16 @@ async fn slots_go_in_the_order_the_status_reports() {
     }
     staged.sort_by(|x, y| x.0.total_cmp(&y.0).then_with(|| x.1.cmp(&y.1)));
     let (b, c) = (staged[0].1.clone(), staged[1].1.clone());
-    let place = |id: String| {
-        let engine = r.engine.clone();
-        async move {
-            let job = engine.get(&id, None).await.unwrap();
-            let w = engine.waiting(&job).await.unwrap().unwrap();
-            (w.reason, w.position)
-        }
+    let place = async |id: &str| {
+        let w = r.waiting(id).await.unwrap();
+        (w.reason, w.position)
     };
-    assert_eq!(place(d.clone()).await, (WaitReason::StagingSlot, Some(1)));
+    assert_eq!(place(&d).await, (WaitReason::StagingSlot, Some(1)));
 
     // Approved now, it was submitted before d: first in line, and first staged.
     r.engine.approve(&approved, "publisher").await.unwrap();
-    assert_eq!(
-        place(approved.clone()).await,
-        (WaitReason::StagingSlot, Some(1))
-    );
-    assert_eq!(place(d.clone()).await, (WaitReason::StagingSlot, Some(2)));
+    assert_eq!(place(&approved).await, (WaitReason::StagingSlot, Some(1)));
+    assert_eq!(place(&d).await, (WaitReason::StagingSlot, Some(2)));
     // Its driver gets in line behind d's (at the next reconcile pass), then a slot frees.
     let deadline = Instant::now() + Duration::from_secs(30);
     while r.engine.ahead_slots.in_line() < 2 {
