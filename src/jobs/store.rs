@@ -240,9 +240,10 @@ impl JobStore {
     }
 
     /// How many jobs are ahead of `job` in its queue (the jobs of its phase that wait for the
-    /// same kind of slot and got in line before it), counted by SQLite: a poll of one queued
-    /// job among hundreds reads one number, not hundreds of entries.
-    pub async fn ahead_of(&self, job: &Job) -> Result<usize, StoreError> {
+    /// same kind of slot and got in line before it), but for those in `away` (out of line for
+    /// now: a retry's pause), counted by SQLite: a poll of one queued job among hundreds
+    /// reads one number, not hundreds of entries.
+    pub async fn ahead_of(&self, job: &Job, away: &[String]) -> Result<usize, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS ahead FROM (
                SELECT id, date_created
@@ -250,12 +251,14 @@ impl JobStore {
                        + coalesce(json_extract(timings, '$.stagingMs'), 0)) / 1000.0 AS ready_at
                FROM jobs
                WHERE status = ?1 AND status NOT IN (31, 32, 70) AND stop_requested = 0
-                 AND coalesce(json_extract(approval, '$.state') = 'pending', 0) = 0)
+                 AND coalesce(json_extract(approval, '$.state') = 'pending', 0) = 0
+                 AND id NOT IN (SELECT value FROM json_each(?4)))
              WHERE ready_at < ?2 OR (ready_at = ?2 AND id < ?3)",
         )
         .bind(job.phase.code())
         .bind(job.ready_at())
         .bind(&job.id)
+        .bind(serde_json::to_string(away).expect("ids serialize"))
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get::<i64, _>("ahead")? as usize)
@@ -839,13 +842,23 @@ mod tests {
             let Some(place) = in_line.iter().position(|q| q.id == job.id) else {
                 continue;
             };
-            assert_eq!(store.ahead_of(&job).await.unwrap(), place, "{}", job.id);
+            assert_eq!(
+                store.ahead_of(&job, &[]).await.unwrap(),
+                place,
+                "{}",
+                job.id
+            );
             checked += 1;
         }
         // approved (Queued, first in line), later (Queued, second), staged (Provisioned).
         assert_eq!(checked, 3);
         let later = store.get("later").await.unwrap().unwrap();
-        assert_eq!(store.ahead_of(&later).await.unwrap(), 1);
+        assert_eq!(store.ahead_of(&later, &[]).await.unwrap(), 1);
+        // A job out of line (a retry's pause) is not ahead of anyone; others are still counted.
+        let approved = ["approved".to_string()];
+        assert_eq!(store.ahead_of(&later, &approved).await.unwrap(), 0);
+        let elsewhere = ["staged".to_string(), "nobody".to_string()];
+        assert_eq!(store.ahead_of(&later, &elsewhere).await.unwrap(), 1);
     }
 
     /// A reconcile pass reads only what is in flight: both of its queries are answered from

@@ -1,7 +1,6 @@
 //! The scheduler: the reconcile loop, the staging and run slots, wake-ups and retries. It
 //! decides which step a job takes next; the steps themselves are the other rooms'.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,18 +19,23 @@ use crate::jobs::store::{StoreError, Transition};
 use crate::jobs::workspace::Workspace;
 
 /// A job whose last drive failed: when to try again, how often it was tried, and why it
-/// failed (the reason a job that runs out of time ends with).
-#[derive(Debug, Clone)]
+/// failed (the reason a job that runs out of time ends with). A job staged or staging keeps
+/// its place ahead of the runs meanwhile: its inputs stay on disk, and the bound on jobs
+/// staged ahead counts them.
 pub(super) struct Retry {
     pub at: Instant,
     pub attempts: u32,
     pub reason: String,
+    pub ahead: Option<Place>,
 }
 
 /// The slots a job's driver holds across its steps: its place ahead of the runs (from the
-/// start of its staging until its run starts) and its run slot.
+/// start of its staging until its run has started), its staging slot (taken for it when a
+/// restart finds it staging; otherwise held by the staging step alone) and its run slot.
+#[derive(Default)]
 struct Slots {
     ahead: Option<Place>,
+    staging: Option<Place>,
     run: Option<Place>,
 }
 
@@ -73,60 +77,86 @@ impl Engine {
         // are re-attached at the next start. (Cancelling their tokens would mean "stop the job".)
     }
 
-    async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
+    pub(super) async fn reconcile_once(self: &Arc<Self>) -> Result<(), StoreError> {
         // Finished jobs whose agreement is not settled yet (the chain was down) come too.
         let jobs = self.store.to_drive().await?;
         let now = Instant::now();
         let mut queued = 0;
-        // Runs that already go on (re-attached after a restart) take their slots before any
-        // queued job can: otherwise new starts would overshoot max_running_jobs.
-        let mut permits: HashMap<String, Place> = HashMap::new();
-        for (id, _) in jobs.iter().filter(|(_, phase)| *phase == Phase::Running) {
-            if !self.active.lock().unwrap().contains_key(id)
-                && let Some(permit) = self.run_slots.try_take()
-            {
-                permits.insert(id.clone(), permit);
-            }
-        }
+        let mut to_start = vec![];
         for (id, phase) in jobs {
             if matches!(phase, Phase::Queued | Phase::Provisioned) {
                 queued += 1;
             }
-            if self.active.lock().unwrap().contains_key(&id) {
-                continue;
+            let in_backoff = || {
+                let retries = self.retry_at.lock().unwrap();
+                retries.get(&id).is_some_and(|r| r.at > now)
+            };
+            if !self.active.lock().unwrap().contains_key(&id) && !in_backoff() {
+                to_start.push((id, phase));
             }
-            if self
-                .retry_at
-                .lock()
-                .unwrap()
-                .get(&id)
-                .is_some_and(|r| r.at > now)
-            {
-                continue;
-            }
+        }
+        // Jobs further along than queued ones (after a restart, or back from a retry) take
+        // the slots they held before any queued job's driver can: a run that goes on its run
+        // slot (or new starts would overshoot max_running_jobs), a job staged or staging its
+        // place ahead of the runs (or queued jobs would stage past the bound), and a job
+        // staging its staging slot (it stays first, as its status says).
+        let held: Vec<Slots> = to_start
+            .iter()
+            .map(|(id, phase)| self.slots_held(id, *phase))
+            .collect();
+        for ((id, _), slots) in to_start.into_iter().zip(held) {
             let token = CancellationToken::new();
             self.active
                 .lock()
                 .unwrap()
                 .insert(id.clone(), token.clone());
             let engine = self.clone();
-            let permit = permits.remove(&id);
-            tokio::spawn(async move { engine.drive(id, token, permit).await });
+            tokio::spawn(async move { engine.drive(id, token, slots).await });
         }
         metrics::gauge!("brizo_jobs_queued").set(queued as f64);
         metrics::gauge!("brizo_jobs_active").set(self.active.lock().unwrap().len() as f64);
         Ok(())
     }
 
-    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, permit: Option<Place>) {
-        let result = self.drive_steps(&id, &cancel, permit).await;
-        // A job held for the publisher is looked at again on the next tick.
-        self.active.lock().unwrap().remove(&id);
+    /// The slots a job gets before its driver starts, from what it held when its last
+    /// driver ended: its place ahead of the runs kept through a retry's pause, or, after a
+    /// restart, the slots its phase says it had, when they are free (they are, unless the
+    /// limits were lowered).
+    fn slots_held(&self, id: &str, phase: Phase) -> Slots {
+        let kept = self
+            .retry_at
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .and_then(|r| r.ahead.take());
+        match phase {
+            Phase::Running => Slots {
+                run: self.run_slots.try_take(),
+                ..Default::default()
+            },
+            Phase::Staging => Slots {
+                ahead: kept.or_else(|| self.ahead_slots.try_take()),
+                staging: self.staging_slots.try_take(),
+                ..Default::default()
+            },
+            Phase::Provisioned => Slots {
+                ahead: kept.or_else(|| self.ahead_slots.try_take()),
+                ..Default::default()
+            },
+            _ => Slots::default(),
+        }
+    }
+
+    async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, mut slots: Slots) {
+        let result = self.drive_steps(&id, &cancel, &mut slots).await;
+        // Kept through a retry's pause; every other slot goes back now.
+        let ahead = slots.ahead.take();
+        drop(slots);
         match result {
             Ok(()) => {
                 self.retry_at.lock().unwrap().remove(&id);
             }
-            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason),
+            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason, ahead),
             Err(StepError::Backend(e)) => {
                 let attempts = self
                     .retry_at
@@ -136,10 +166,10 @@ impl Engine {
                     .map(|r| r.attempts + 1)
                     .unwrap_or(1);
                 match policy(&e, attempts) {
-                    Action::Retry => self.retry_later(&id, &e.to_string()),
+                    Action::Retry => self.retry_later(&id, &e.to_string(), ahead),
                     Action::Fail(phase) => {
                         if let Err(failed) = self.give_up(&id, e.to_string(), phase).await {
-                            self.retry_later(&id, &failed.to_string());
+                            self.retry_later(&id, &failed.to_string(), None);
                         } else {
                             self.retry_at.lock().unwrap().remove(&id);
                         }
@@ -149,12 +179,16 @@ impl Engine {
             Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
             Err(StepError::Held) => {}
         }
+        // Only now, its retry recorded: a reconcile pass on another thread must not start a
+        // driver for it before the pause is known. A job held for the publisher is looked
+        // at again on the next tick.
+        self.active.lock().unwrap().remove(&id);
         // No wake-up for the loop here: every other unfinished job has its driver already
         // (waiting for a slot this one may just have freed), a retry waits for its time, and
         // a pass per ended drive read every job in flight for nothing.
     }
 
-    fn retry_later(&self, id: &str, reason: &str) {
+    fn retry_later(&self, id: &str, reason: &str, ahead: Option<Place>) {
         let mut retries = self.retry_at.lock().unwrap();
         let attempts = retries.get(id).map(|r| r.attempts + 1).unwrap_or(1);
         let delay = Duration::from_millis(
@@ -168,6 +202,7 @@ impl Engine {
             at: Instant::now() + delay,
             attempts,
             reason: reason.to_string(),
+            ahead,
         };
         retries.insert(id.to_string(), retry);
     }
@@ -281,17 +316,16 @@ impl Engine {
         &self,
         id: &str,
         cancel: &CancellationToken,
-        permit: Option<Place>,
+        slots: &mut Slots,
     ) -> Result<(), StepError> {
-        let mut slots = Slots {
-            ahead: None,
-            run: permit,
-        };
         loop {
             let Some(job) = self.store.get(id).await? else {
                 return Ok(());
             };
             if job.is_finished() {
+                // Its after-run steps hold no slot (a job that failed before its run held
+                // its place ahead of the runs until here).
+                *slots = Slots::default();
                 // One after-run step per turn, each re-reading the job: a removal can arrive
                 // meanwhile.
                 if self.after_run_step(&job).await? {
@@ -335,7 +369,7 @@ impl Engine {
             let phase = job.phase;
             // No step outlasts the job's bound: one that hangs (an engine that accepts the
             // connection and never answers) is cut there, and the next turn ends the job.
-            let step = self.run_step(&job, cancel, &mut slots, started);
+            let step = self.run_step(&job, cancel, slots, started);
             match tokio::time::timeout(left, step).await {
                 Ok(done) => done?,
                 Err(_) => {
@@ -369,10 +403,11 @@ impl Engine {
                         _ = cancel.cancelled() => return Ok(()),
                     }
                 }
-                // Its run slot taken, the job is no longer ahead of the runs: the next one
-                // may stage.
-                slots.ahead = None;
                 self.start_run(job, started).await?;
+                // Its run started, the job is no longer ahead of the runs: the next one may
+                // stage. (Not before: a start that failed leaves it staged, waiting to be
+                // tried again.)
+                slots.ahead = None;
             }
             Phase::Running => {
                 // A job re-attached after a restart takes a slot when one is free, but
@@ -410,9 +445,12 @@ impl Engine {
                 _ = cancel.cancelled() => return Ok(()),
             }
         }
-        let _slot = tokio::select! {
-            slot = self.staging_slots.take(turn) => slot,
-            _ = cancel.cancelled() => return Ok(()),
+        let _slot = match slots.staging.take() {
+            Some(slot) => slot,
+            None => tokio::select! {
+                slot = self.staging_slots.take(turn) => slot,
+                _ = cancel.cancelled() => return Ok(()),
+            },
         };
         let mut job = job.clone();
         if job.phase == Phase::Queued {

@@ -203,29 +203,65 @@ impl ComputeBackend for MemoryBackend {
     }
 }
 
-/// An engine on a scratch folder whose only backend is `backend`, its loop running until the
-/// returned token is cancelled (when the test's `Rig` drops).
+/// An engine on a data folder whose only backend is `backend`, its loop (once started)
+/// running until `shutdown` is cancelled, when the rig drops.
 struct Rig {
     engine: Arc<Engine>,
     backend: Arc<MemoryBackend>,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    /// The data folder, removed with the rig when it owns it.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Rig {
     fn drop(&mut self) {
         self.shutdown.cancel();
         // Job disks still mounted in the folder (a test that ends with a job under way).
-        crate::jobs::disk::detach_all_under(self._dir.path());
+        if let Some(dir) = &self.dir {
+            crate::jobs::disk::detach_all_under(dir.path());
+        }
     }
 }
 
 async fn rig(backend: Arc<MemoryBackend>, tweak: impl FnOnce(&mut Config)) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
+    rig_in(tempfile::tempdir().unwrap(), backend, tweak).await
+}
+
+/// A rig on `dir`, which may hold the jobs of an engine that stopped there.
+async fn rig_in(
+    dir: tempfile::TempDir,
+    backend: Arc<MemoryBackend>,
+    tweak: impl FnOnce(&mut Config),
+) -> Rig {
+    let r = idle_rig(dir, backend, tweak).await;
+    r.start();
+    r
+}
+
+/// A rig whose loop is not started yet: the engine as a process finds it when it starts.
+async fn idle_rig(
+    dir: tempfile::TempDir,
+    backend: Arc<MemoryBackend>,
+    tweak: impl FnOnce(&mut Config),
+) -> Rig {
+    Rig {
+        engine: engine_on(dir.path(), backend.clone(), tweak).await,
+        backend,
+        shutdown: CancellationToken::new(),
+        dir: Some(dir),
+    }
+}
+
+/// An engine on the data folder `dir` whose only backend is `backend`, its loop not started.
+async fn engine_on(
+    dir: &std::path::Path,
+    backend: Arc<MemoryBackend>,
+    tweak: impl FnOnce(&mut Config),
+) -> Arc<Engine> {
     let mut config = Config::load(
         None,
         Overrides {
-            data_dir: Some(dir.path().to_path_buf()),
+            data_dir: Some(dir.to_path_buf()),
             ..Default::default()
         },
     )
@@ -237,16 +273,8 @@ async fn rig(backend: Arc<MemoryBackend>, tweak: impl FnOnce(&mut Config)) -> Ri
     let store = JobStore::open(&config.database_path()).await.unwrap();
     let results = ResultsStore::open(&config.outputs.results_url).unwrap();
     let mut backends: BTreeMap<String, Arc<dyn ComputeBackend>> = BTreeMap::new();
-    backends.insert(config.backend.clone(), backend.clone());
-    let engine = Engine::new(Arc::new(config), store, backends, results, None);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(engine.clone().run(shutdown.clone()));
-    Rig {
-        engine,
-        backend,
-        shutdown,
-        _dir: dir,
-    }
+    backends.insert(config.backend.clone(), backend);
+    Engine::new(Arc::new(config), store, backends, results, None)
 }
 
 fn nix_uid() -> u32 {
@@ -267,12 +295,26 @@ fn request(timeout: u64) -> JobRequest {
 }
 
 impl Rig {
+    /// Starts the engine's loop, as the service does once it is up.
+    fn start(&self) {
+        tokio::spawn(self.engine.clone().run(self.shutdown.clone()));
+    }
+
     async fn submit(&self, timeout: u64) -> String {
         self.engine
             .submit("alice", request(timeout))
             .await
             .unwrap()
             .id
+    }
+
+    /// A job submitted once the one before it is in `phase`: jobs submitted at the same
+    /// moment are staged in the order their drivers get to a free slot, which a test that
+    /// names each job's place must not leave to chance.
+    async fn submit_to(&self, phase: Phase) -> String {
+        let id = self.submit(600).await;
+        self.reaches(&id, phase).await;
+        id
     }
 
     /// The job once it ended and its after-run steps are done (its receipt issued).
@@ -301,13 +343,68 @@ impl Rig {
 
     async fn reaches(&self, id: &str, phase: Phase) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.engine.get(id, None).await.unwrap().phase != phase {
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never reached {phase:?}"
-            );
+        loop {
+            let job = self.engine.get(id, None).await.unwrap();
+            if job.phase == phase {
+                return;
+            }
+            if Instant::now() > deadline {
+                let waits = self.engine.waiting(&job).await.unwrap();
+                let others: Vec<(String, Phase, bool)> = self
+                    .engine
+                    .unfinished()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|j| (j.id, j.phase, j.stop_requested))
+                    .collect();
+                let active: Vec<String> =
+                    self.engine.active.lock().unwrap().keys().cloned().collect();
+                eprintln!("unfinished {others:?}; drivers {active:?}");
+                panic!(
+                    "job {id} never reached {phase:?}: it is {:?} (error {:?}), waiting for {waits:?}; slots free: ahead {}, staging {}, run {}",
+                    job.phase,
+                    job.error,
+                    self.engine.ahead_slots.available(),
+                    self.engine.staging_slots.available(),
+                    self.engine.run_slots.available()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// The jobs `ids`, once as many are in each phase as `want` says, and still after `hold`
+/// more (however many reconcile ticks, 20 ms, go by); fails if they ever leave that state.
+async fn settled(
+    engine: &Engine,
+    ids: &[String],
+    want: [(Phase, usize); 3],
+    hold: Duration,
+) -> Vec<Job> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut held_since: Option<Instant> = None;
+    loop {
+        let mut jobs = vec![];
+        for id in ids {
+            jobs.push(engine.get(id, None).await.unwrap());
+        }
+        let count = |p: Phase| jobs.iter().filter(|j| j.phase == p).count();
+        let phases: Vec<Phase> = jobs.iter().map(|j| j.phase).collect();
+        if want.iter().all(|(p, n)| count(*p) == *n) {
+            let since = *held_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= hold {
+                return jobs;
+            }
+        } else {
+            assert!(held_since.is_none(), "phases {phases:?} after {want:?}");
+            assert!(
+                Instant::now() < deadline,
+                "phases {phases:?}, want {want:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -694,36 +791,6 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
     for _ in 0..5 {
         ids.push(r.submit(600).await);
     }
-    // The jobs, once as many are in each phase as `want` says, and still after `hold` more
-    // (however many reconcile ticks, 20 ms, go by).
-    let settled = |want: [(Phase, usize); 3], hold: Duration| {
-        let (engine, ids) = (r.engine.clone(), ids.clone());
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut held_since: Option<Instant> = None;
-            loop {
-                let mut jobs = vec![];
-                for id in &ids {
-                    jobs.push(engine.get(id, None).await.unwrap());
-                }
-                let count = |p: Phase| jobs.iter().filter(|j| j.phase == p).count();
-                let phases: Vec<Phase> = jobs.iter().map(|j| j.phase).collect();
-                if want.iter().all(|(p, n)| count(*p) == *n) {
-                    let since = *held_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= hold {
-                        return jobs;
-                    }
-                } else {
-                    assert!(held_since.is_none(), "phases {phases:?} after {want:?}");
-                    assert!(
-                        Instant::now() < deadline,
-                        "phases {phases:?}, want {want:?}"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
     // One runs, two wait staged (a run slot's and a staging slot's worth); the rest stay
     // queued.
     let want = [
@@ -731,7 +798,7 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
         (Phase::Provisioned, 2),
         (Phase::Queued, 2),
     ];
-    let jobs = settled(want, Duration::from_millis(500)).await;
+    let jobs = settled(&r.engine, &ids, want, Duration::from_millis(500)).await;
     for job in jobs.iter().filter(|j| j.phase == Phase::Queued) {
         let w = r.engine.waiting(job).await.unwrap().unwrap();
         assert_eq!(w.reason, WaitReason::StagingSlot, "{w:?}");
@@ -746,7 +813,7 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
         (Phase::Provisioned, 2),
         (Phase::Queued, 1),
     ];
-    settled(want, Duration::from_millis(300)).await;
+    settled(&r.engine, &ids, want, Duration::from_millis(300)).await;
     for id in ids.iter().filter(|id| **id != running.id) {
         r.engine.stop(id, None).await.unwrap();
         assert!(r.ended(id).await.is_finished());
@@ -777,22 +844,9 @@ async fn slots_go_in_the_order_the_status_reports() {
         .unwrap()
         .id;
     // Two wait staged for the run slot (all the ahead slots); the last waits to be staged.
-    let (b, c, d) = (
-        r.submit(600).await,
-        r.submit(600).await,
-        r.submit(600).await,
-    );
-    r.reaches(&b, Phase::Provisioned).await;
-    r.reaches(&c, Phase::Provisioned).await;
-    // The run line is by when staging ended (as their places say): b, then c, unless c's
-    // staging took no time at all and ties go by id.
-    let mut staged = vec![];
-    for id in [&b, &c] {
-        let job = r.engine.get(id, None).await.unwrap();
-        staged.push((job.ready_at(), job.id));
-    }
-    staged.sort_by(|x, y| x.0.total_cmp(&y.0).then_with(|| x.1.cmp(&y.1)));
-    let (b, c) = (staged[0].1.clone(), staged[1].1.clone());
+    let b = r.submit_to(Phase::Provisioned).await;
+    let c = r.submit_to(Phase::Provisioned).await;
+    let d = r.submit(600).await;
     let place = async |id: &str| {
         let w = r.waiting(id).await.unwrap();
         (w.reason, w.position)
@@ -857,4 +911,195 @@ async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
     };
     assert!(w.text.contains("engine is upgrading"), "{}", w.text);
     assert!(w.text.contains("trying again in"), "{}", w.text);
+}
+
+/// A job whose start failed waits out the pause staged, its inputs on disk: it keeps its
+/// place ahead of the runs (no queued job is staged in its stead, past the bound), and it
+/// is out of the run line meanwhile (the job behind it is first, and gets the next slot).
+/// Back from the pause, it takes the place its staging gave it.
+#[tokio::test]
+async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_run_line() {
+    use crate::jobs::model::WaitReason;
+    let r = rig(
+        MemoryBackend::scripted(|s| {
+            s.start_error = Some(Box::new(|| {
+                BackendError::unavailable("engine is upgrading")
+            }));
+            s.start_failures = Some(1);
+        }),
+        |c| {
+            c.max_running_jobs = 1;
+            c.max_staging_jobs = 1;
+            // The first retry comes 5 s later (twice this).
+            c.retry_backoff_ms = 2500;
+        },
+    )
+    .await;
+    let first = r.submit(600).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.waiting(&first).await.map(|w| w.reason) != Some(WaitReason::Retrying) {
+        assert!(Instant::now() < deadline, "the first start never failed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // b takes the run slot the pause left free; c is staged in b's place ahead; d waits,
+    // for the first job still holds its place ahead.
+    let b = r.submit_to(Phase::Running).await;
+    let c = r.submit_to(Phase::Provisioned).await;
+    let d = r.submit(600).await;
+    let ids = [first.clone(), b.clone(), c.clone(), d.clone()];
+    let want = [
+        (Phase::Running, 1),
+        (Phase::Provisioned, 2),
+        (Phase::Queued, 1),
+    ];
+    settled(&r.engine, &ids, want, Duration::from_millis(300)).await;
+    let place = async |id: &str| {
+        let w = r.waiting(id).await.unwrap();
+        (w.reason, w.position)
+    };
+    assert_eq!(place(&c).await, (WaitReason::RunSlot, Some(1)));
+    assert_eq!(place(&d).await, (WaitReason::StagingSlot, Some(1)));
+    assert_eq!(
+        place(&first).await,
+        (WaitReason::Retrying, None),
+        "the pause is over too soon for this test"
+    );
+
+    // Back from its pause, it is in line again, before c (it was staged first).
+    while r.engine.run_slots.in_line() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the first job never got back in line"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(place(&first).await, (WaitReason::RunSlot, Some(1)));
+    assert_eq!(place(&c).await, (WaitReason::RunSlot, Some(2)));
+    for id in [&b, &first, &c, &d] {
+        r.reaches(id, Phase::Running).await;
+        r.engine.stop(id, None).await.unwrap();
+        r.ended(id).await;
+    }
+    let starts = r.backend.starts.lock().unwrap().clone();
+    assert_eq!(starts, [b, first, c, d]);
+}
+
+/// A process that stops (a crash, a kill) and starts again keeps the bound on jobs staged
+/// ahead of the runs: the jobs it finds staged take their places before any queued job can.
+#[tokio::test]
+async fn a_restart_keeps_the_bound_on_jobs_staged_ahead() {
+    let limits = |c: &mut Config| {
+        c.max_running_jobs = 1;
+        c.max_staging_jobs = 1;
+    };
+    let backend = MemoryBackend::scripted(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    // One runs, two wait staged, two are queued; then the process ends where it stands:
+    // its runtime goes, and every task with it (the run goes on in the backend).
+    let (path, before) = (dir.path().to_path_buf(), backend.clone());
+    let ids = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Not the folder's owner: it stays, job disks and all, for the next start.
+            let r = Rig {
+                engine: engine_on(&path, before.clone(), limits).await,
+                backend: before,
+                shutdown: CancellationToken::new(),
+                dir: None,
+            };
+            r.start();
+            let ids = vec![
+                r.submit_to(Phase::Running).await,
+                r.submit_to(Phase::Provisioned).await,
+                r.submit_to(Phase::Provisioned).await,
+                r.submit(600).await,
+                r.submit(600).await,
+            ];
+            let want = [
+                (Phase::Running, 1),
+                (Phase::Provisioned, 2),
+                (Phase::Queued, 2),
+            ];
+            settled(&r.engine, &ids, want, Duration::from_millis(200)).await;
+            ids
+        })
+    })
+    .join()
+    .unwrap();
+
+    // Started again on the same folder: the run is followed again, the two staged jobs keep
+    // their places ahead, and the queued ones still wait.
+    let r = rig_in(dir, backend, limits).await;
+    let want = [
+        (Phase::Running, 1),
+        (Phase::Provisioned, 2),
+        (Phase::Queued, 2),
+    ];
+    let jobs = settled(&r.engine, &ids, want, Duration::from_millis(500)).await;
+    let running = jobs.iter().find(|j| j.phase == Phase::Running).unwrap();
+    assert_eq!(running.id, ids[0]);
+    for id in &ids {
+        r.reaches(id, Phase::Running).await;
+        r.engine.stop(id, None).await.unwrap();
+        r.ended(id).await;
+    }
+    let starts = r.backend.starts.lock().unwrap().clone();
+    assert_eq!(starts, ids, "each started once, in the order of its place");
+}
+
+/// A job the process finds staging when it starts keeps its staging slot: it is taken for
+/// it before any queued job's driver runs, even one submitted before it (the publisher
+/// approved it just before the stop), so it stays first, as its status says.
+#[tokio::test]
+async fn a_job_found_staging_at_a_start_keeps_its_slots() {
+    use crate::jobs::model::{Holds, WaitReason};
+    use crate::jobs::store::Transition;
+    let dir = tempfile::tempdir().unwrap();
+    let r = idle_rig(dir, MemoryBackend::scripted(|_| {}), |c| {
+        c.max_running_jobs = 1;
+        c.max_staging_jobs = 1;
+    })
+    .await;
+    let held = Holds {
+        approval: true,
+        release: false,
+    };
+    let approved = r
+        .engine
+        .submit_under("alice", request(600), None, held)
+        .await
+        .unwrap()
+        .id;
+    let staging = r.submit(600).await;
+    r.engine.approve(&approved, "publisher").await.unwrap();
+    r.engine
+        .store
+        .transition(&staging, Phase::Staging, Transition::default())
+        .await
+        .unwrap();
+
+    // The first pass: the slots are taken before it returns (this runtime runs one task at
+    // a time, so no driver has run yet).
+    r.engine.reconcile_once().await.unwrap();
+    assert_eq!(r.engine.staging_slots.available(), 0);
+    assert_eq!(r.engine.ahead_slots.available(), 1);
+    let w = r.waiting(&approved).await.unwrap();
+    assert_eq!((w.reason, w.position), (WaitReason::StagingSlot, Some(1)));
+    assert_eq!(
+        r.waiting(&staging).await.unwrap().reason,
+        WaitReason::Staging
+    );
+
+    r.start();
+    r.reaches(&staging, Phase::Running).await;
+    r.reaches(&approved, Phase::Provisioned).await;
+    let starts = r.backend.starts.lock().unwrap().clone();
+    assert_eq!(starts, std::slice::from_ref(&staging));
+    for id in [&approved, &staging] {
+        r.engine.stop(id, None).await.unwrap();
+        r.ended(id).await;
+    }
 }

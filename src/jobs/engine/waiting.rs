@@ -18,7 +18,7 @@ impl Engine {
             && !job.stop_requested
             && !job.approval_pending();
         let place = if in_line {
-            Some(self.store.ahead_of(job).await? + 1)
+            Some(self.store.ahead_of(job, &self.out_of_line()).await? + 1)
         } else {
             None
         };
@@ -44,10 +44,12 @@ impl Engine {
                 .total_cmp(&b.ready_at)
                 .then_with(|| a.id.cmp(&b.id))
         });
+        let away = self.out_of_line();
         let place = |job: &Job| {
             queue
                 .iter()
                 .filter(|q| q.phase == job.phase && !q.stop_requested && !q.pending_approval)
+                .filter(|q| q.id == job.id || !away.contains(&q.id))
                 .position(|q| q.id == job.id)
                 .map(|i| i + 1)
         };
@@ -57,6 +59,18 @@ impl Engine {
             }
         }
         Ok(found)
+    }
+
+    /// Jobs out of line for now: they wait out a retry's pause and take their place again
+    /// after it, so a slot freed meanwhile goes to the next in line, as its status said.
+    fn out_of_line(&self) -> Vec<String> {
+        let now = Instant::now();
+        let retries = self.retry_at.lock().unwrap();
+        retries
+            .iter()
+            .filter(|(_, r)| r.at > now)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn wait_of(&self, job: &Job, position: Option<usize>) -> Option<Waiting> {
