@@ -19,24 +19,27 @@ use crate::jobs::store::{StoreError, Transition};
 use crate::jobs::workspace::Workspace;
 
 /// A job whose last drive failed: when to try again, how often it was tried, and why it
-/// failed (the reason a job that runs out of time ends with). A job staged or staging keeps
-/// its place ahead of the runs meanwhile: its inputs stay on disk, and the bound on jobs
-/// staged ahead counts them.
+/// failed (the reason a job that runs out of time ends with). It keeps meanwhile what it
+/// still occupies (`kept`): a job staged or staging its place ahead of the runs (its inputs
+/// stay on disk, and the bound on jobs staged ahead counts them), a run under way its run
+/// slot (its container goes on). A job whose start failed gives its run slot back.
 pub(super) struct Retry {
     pub at: Instant,
     pub attempts: u32,
     pub reason: String,
-    pub ahead: Option<Place>,
+    kept: Slots,
 }
 
 /// The slots a job's driver holds across its steps: its place ahead of the runs (from the
 /// start of its staging until its run has started), its staging slot (taken for it when a
-/// restart finds it staging; otherwise held by the staging step alone) and its run slot.
+/// restart finds it staging; otherwise held by the staging step alone), its run slot while
+/// it waits to start, and the same slot once its run is under way (`running`).
 #[derive(Default)]
-struct Slots {
+pub(super) struct Slots {
     ahead: Option<Place>,
     staging: Option<Place>,
     run: Option<Place>,
+    running: Option<Place>,
 }
 
 impl Engine {
@@ -119,28 +122,34 @@ impl Engine {
     }
 
     /// The slots a job gets before its driver starts, from what it held when its last
-    /// driver ended: its place ahead of the runs kept through a retry's pause, or, after a
-    /// restart, the slots its phase says it had, when they are free (they are, unless the
-    /// limits were lowered).
+    /// driver ended: what it kept through a retry's pause, or, after a restart, the slots its
+    /// phase says it had, when they are free (they are, unless the limits were lowered).
     fn slots_held(&self, id: &str, phase: Phase) -> Slots {
         let kept = self
             .retry_at
             .lock()
             .unwrap()
             .get_mut(id)
-            .and_then(|r| r.ahead.take());
+            .map(|r| std::mem::take(&mut r.kept))
+            .unwrap_or_default();
         match phase {
             Phase::Running => Slots {
-                run: self.run_slots.try_take(),
+                running: kept.running.or_else(|| self.run_slots.try_take()),
                 ..Default::default()
             },
-            Phase::Staging => Slots {
-                ahead: kept.or_else(|| self.ahead_slots.try_take()),
-                staging: self.staging_slots.try_take(),
-                ..Default::default()
-            },
+            Phase::Staging => {
+                let ahead = kept.ahead.or_else(|| self.ahead_slots.try_take());
+                // The staging slot only with a place ahead: waiting for that place while
+                // holding a staging slot could hold up every job that has its place.
+                let staging = ahead.as_ref().and_then(|_| self.staging_slots.try_take());
+                Slots {
+                    ahead,
+                    staging,
+                    ..Default::default()
+                }
+            }
             Phase::Provisioned => Slots {
-                ahead: kept.or_else(|| self.ahead_slots.try_take()),
+                ahead: kept.ahead.or_else(|| self.ahead_slots.try_take()),
                 ..Default::default()
             },
             _ => Slots::default(),
@@ -150,13 +159,17 @@ impl Engine {
     async fn drive(self: Arc<Self>, id: String, cancel: CancellationToken, mut slots: Slots) {
         let result = self.drive_steps(&id, &cancel, &mut slots).await;
         // Kept through a retry's pause; every other slot goes back now.
-        let ahead = slots.ahead.take();
+        let kept = Slots {
+            ahead: slots.ahead.take(),
+            running: slots.running.take(),
+            ..Default::default()
+        };
         drop(slots);
         match result {
             Ok(()) => {
                 self.retry_at.lock().unwrap().remove(&id);
             }
-            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason, ahead),
+            Err(StepError::Retry(reason)) => self.retry_later(&id, &reason, kept),
             Err(StepError::Backend(e)) => {
                 let attempts = self
                     .retry_at
@@ -166,17 +179,17 @@ impl Engine {
                     .map(|r| r.attempts + 1)
                     .unwrap_or(1);
                 match policy(&e, attempts) {
-                    Action::Retry => self.retry_later(&id, &e.to_string(), ahead),
+                    Action::Retry => self.retry_later(&id, &e.to_string(), kept),
                     Action::Fail(phase) => {
                         if let Err(failed) = self.give_up(&id, e.to_string(), phase).await {
-                            self.retry_later(&id, &failed.to_string(), None);
+                            self.retry_later(&id, &failed.to_string(), kept);
                         } else {
                             self.retry_at.lock().unwrap().remove(&id);
                         }
                     }
                 }
             }
-            Err(StepError::Store(e)) => warn!(job = %id, "job store: {e}; will retry"),
+            Err(StepError::Store(e)) => self.retry_later(&id, &format!("job store: {e}"), kept),
             Err(StepError::Held) => {}
         }
         // Only now, its retry recorded: a reconcile pass on another thread must not start a
@@ -188,7 +201,7 @@ impl Engine {
         // a pass per ended drive read every job in flight for nothing.
     }
 
-    fn retry_later(&self, id: &str, reason: &str, ahead: Option<Place>) {
+    fn retry_later(&self, id: &str, reason: &str, kept: Slots) {
         let mut retries = self.retry_at.lock().unwrap();
         let attempts = retries.get(id).map(|r| r.attempts + 1).unwrap_or(1);
         let delay = Duration::from_millis(
@@ -202,7 +215,7 @@ impl Engine {
             at: Instant::now() + delay,
             attempts,
             reason: reason.to_string(),
-            ahead,
+            kept,
         };
         retries.insert(id.to_string(), retry);
     }
@@ -403,7 +416,11 @@ impl Engine {
                         _ = cancel.cancelled() => return Ok(()),
                     }
                 }
-                self.start_run(job, started).await?;
+                if let Err(e) = self.start_run(job, started).await {
+                    // No run slot is left idle for a job waiting to be tried again.
+                    slots.run = None;
+                    return Err(e);
+                }
                 // Its run started, the job is no longer ahead of the runs: the next one may
                 // stage. (Not before: a start that failed leaves it staged, waiting to be
                 // tried again.)
@@ -412,8 +429,11 @@ impl Engine {
             Phase::Running => {
                 // A job re-attached after a restart takes a slot when one is free, but
                 // never waits for one: its container already runs.
-                let _slot = slots.run.take().or_else(|| self.run_slots.try_take());
+                if slots.running.is_none() {
+                    slots.running = slots.run.take().or_else(|| self.run_slots.try_take());
+                }
                 self.follow_run(job, cancel, started).await?;
+                slots.running = None;
             }
             Phase::Filtering => self.filter_outputs(job, started).await?,
             Phase::Publishing => self.publish(job, started).await?,
@@ -440,6 +460,8 @@ impl Engine {
         // found staging after a restart keeps the place its submission gave it).
         let turn = (job.date_created, id);
         if slots.ahead.is_none() {
+            // Never a staging slot held while waiting for a place (see `slots_held`).
+            slots.staging = None;
             tokio::select! {
                 ahead = self.ahead_slots.take(turn) => slots.ahead = Some(ahead),
                 _ = cancel.cancelled() => return Ok(()),

@@ -930,8 +930,9 @@ async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_r
         |c| {
             c.max_running_jobs = 1;
             c.max_staging_jobs = 1;
-            // The first retry comes 5 s later (twice this).
-            c.retry_backoff_ms = 2500;
+            // The first retry comes 10 s later (twice this): time enough for the checks
+            // below on a loaded machine.
+            c.retry_backoff_ms = 5000;
         },
     )
     .await;
@@ -966,6 +967,7 @@ async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_r
     );
 
     // Back from its pause, it is in line again, before c (it was staged first).
+    let deadline = Instant::now() + Duration::from_secs(30);
     while r.engine.run_slots.in_line() < 2 {
         assert!(
             Instant::now() < deadline,
@@ -1102,4 +1104,78 @@ async fn a_job_found_staging_at_a_start_keeps_its_slots() {
         r.engine.stop(id, None).await.unwrap();
         r.ended(id).await;
     }
+}
+
+/// A run whose backend stops answering waits out a retry's pause with its container still
+/// going: it keeps its run slot meanwhile, so no other job starts past max_running_jobs.
+#[tokio::test]
+async fn a_run_waiting_to_be_followed_again_keeps_its_run_slot() {
+    use crate::jobs::model::WaitReason;
+    let backend = MemoryBackend::scripted(|_| {});
+    let r = rig(backend.clone(), |c| {
+        c.max_running_jobs = 1;
+        // A 2 s pause after the first failure.
+        c.retry_backoff_ms = 1000;
+    })
+    .await;
+    let running = r.submit_to(Phase::Running).await;
+    let next = r.submit_to(Phase::Provisioned).await;
+    backend.set(|s| s.away = Some(Box::new(|| BackendError::unavailable("daemon restarting"))));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.waiting(&running).await.map(|w| w.reason) != Some(WaitReason::Retrying) {
+        assert!(Instant::now() < deadline, "the run was never retried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ids = [running.clone(), next.clone()];
+    let want = [
+        (Phase::Running, 1),
+        (Phase::Provisioned, 1),
+        (Phase::Queued, 0),
+    ];
+    settled(&r.engine, &ids, want, Duration::from_millis(500)).await;
+    assert_eq!(r.engine.run_slots.available(), 0);
+    assert_eq!(
+        r.waiting(&running).await.map(|w| w.reason),
+        Some(WaitReason::Retrying),
+        "the pause is over too soon for this test"
+    );
+
+    // The engine back, the run is followed again; the next starts once it ends.
+    backend.set(|s| s.away = None);
+    r.engine.stop(&running, None).await.unwrap();
+    r.ended(&running).await;
+    r.reaches(&next, Phase::Running).await;
+    r.engine.stop(&next, None).await.unwrap();
+    r.ended(&next).await;
+    let starts = r.backend.starts.lock().unwrap().clone();
+    assert_eq!(starts, ids);
+}
+
+/// A job found staging when there is no place ahead of the runs for it (the limits were
+/// lowered across the restart) takes no staging slot either: holding one while waiting for
+/// a place would hold up the jobs that have theirs.
+#[tokio::test]
+async fn a_job_found_staging_without_a_place_ahead_takes_no_staging_slot() {
+    use crate::jobs::store::Transition;
+    let r = idle_rig(
+        tempfile::tempdir().unwrap(),
+        MemoryBackend::scripted(|_| {}),
+        |c| {
+            c.max_running_jobs = 1;
+            c.max_staging_jobs = 1;
+        },
+    )
+    .await;
+    // Three further along than two places ahead allow: two staged, then one staging.
+    for phase in [Phase::Provisioned, Phase::Provisioned, Phase::Staging] {
+        let id = r.submit(600).await;
+        r.engine
+            .store
+            .transition(&id, phase, Transition::default())
+            .await
+            .unwrap();
+    }
+    r.engine.reconcile_once().await.unwrap();
+    assert_eq!(r.engine.ahead_slots.available(), 0);
+    assert_eq!(r.engine.staging_slots.available(), 1);
 }

@@ -62,14 +62,14 @@ impl Engine {
     }
 
     /// Jobs out of line for now: they wait out a retry's pause and take their place again
-    /// after it, so a slot freed meanwhile goes to the next in line, as its status said.
+    /// when their next driver starts, so a slot freed meanwhile goes to the next in line, as
+    /// its status said.
     fn out_of_line(&self) -> Vec<String> {
-        let now = Instant::now();
-        let retries = self.retry_at.lock().unwrap();
-        retries
-            .iter()
-            .filter(|(_, r)| r.at > now)
-            .map(|(id, _)| id.clone())
+        let retried: Vec<String> = self.retry_at.lock().unwrap().keys().cloned().collect();
+        let active = self.active.lock().unwrap();
+        retried
+            .into_iter()
+            .filter(|id| !active.contains_key(id))
             .collect()
     }
 
