@@ -317,6 +317,19 @@ impl Rig {
         id
     }
 
+    /// A job held for the publisher's approval (its dataset asks for it).
+    async fn submit_held(&self) -> String {
+        let held = crate::jobs::model::Holds {
+            approval: true,
+            release: false,
+        };
+        self.engine
+            .submit_under("alice", request(600), None, held)
+            .await
+            .unwrap()
+            .id
+    }
+
     /// The job once it ended and its after-run steps are done (its receipt issued).
     async fn ended(&self, id: &str) -> Job {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -406,6 +419,12 @@ async fn settled(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One job runs at a time and one stages: two places ahead of the runs.
+fn one_at_a_time(c: &mut Config) {
+    c.max_running_jobs = 1;
+    c.max_staging_jobs = 1;
 }
 
 fn exits(code: i64) -> ExitInfo {
@@ -782,11 +801,7 @@ async fn an_unfinished_job_says_what_it_waits_for_and_its_place_in_the_queue() {
 #[tokio::test]
 async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
     use crate::jobs::model::WaitReason;
-    let r = rig(MemoryBackend::scripted(|_| {}), |c| {
-        c.max_running_jobs = 1;
-        c.max_staging_jobs = 1;
-    })
-    .await;
+    let r = rig(MemoryBackend::scripted(|_| {}), one_at_a_time).await;
     let mut ids = vec![];
     for _ in 0..5 {
         ids.push(r.submit(600).await);
@@ -825,24 +840,11 @@ async fn staging_runs_ahead_of_the_runs_by_a_bounded_number_of_jobs() {
 /// its status puts it first in line, and it is the one staged when an ahead slot frees.
 #[tokio::test]
 async fn slots_go_in_the_order_the_status_reports() {
-    use crate::jobs::model::{Holds, WaitReason};
-    let r = rig(MemoryBackend::scripted(|_| {}), |c| {
-        c.max_running_jobs = 1;
-        c.max_staging_jobs = 1;
-    })
-    .await;
+    use crate::jobs::model::WaitReason;
+    let r = rig(MemoryBackend::scripted(|_| {}), one_at_a_time).await;
     let running = r.submit(600).await;
     r.reaches(&running, Phase::Running).await;
-    let held = Holds {
-        approval: true,
-        release: false,
-    };
-    let approved = r
-        .engine
-        .submit_under("alice", request(600), None, held)
-        .await
-        .unwrap()
-        .id;
+    let approved = r.submit_held().await;
     // Two wait staged for the run slot (all the ahead slots); the last waits to be staged.
     let b = r.submit_to(Phase::Provisioned).await;
     let c = r.submit_to(Phase::Provisioned).await;
@@ -928,8 +930,7 @@ async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_r
             s.start_failures = Some(1);
         }),
         |c| {
-            c.max_running_jobs = 1;
-            c.max_staging_jobs = 1;
+            one_at_a_time(c);
             // The first retry comes 10 s later (twice this): time enough for the checks
             // below on a loaded machine.
             c.retry_backoff_ms = 5000;
@@ -990,10 +991,6 @@ async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_r
 /// ahead of the runs: the jobs it finds staged take their places before any queued job can.
 #[tokio::test]
 async fn a_restart_keeps_the_bound_on_jobs_staged_ahead() {
-    let limits = |c: &mut Config| {
-        c.max_running_jobs = 1;
-        c.max_staging_jobs = 1;
-    };
     let backend = MemoryBackend::scripted(|_| {});
     let dir = tempfile::tempdir().unwrap();
     // One runs, two wait staged, two are queued; then the process ends where it stands:
@@ -1007,7 +1004,7 @@ async fn a_restart_keeps_the_bound_on_jobs_staged_ahead() {
         runtime.block_on(async {
             // Not the folder's owner: it stays, job disks and all, for the next start.
             let r = Rig {
-                engine: engine_on(&path, before.clone(), limits).await,
+                engine: engine_on(&path, before.clone(), one_at_a_time).await,
                 backend: before,
                 shutdown: CancellationToken::new(),
                 dir: None,
@@ -1034,7 +1031,7 @@ async fn a_restart_keeps_the_bound_on_jobs_staged_ahead() {
 
     // Started again on the same folder: the run is followed again, the two staged jobs keep
     // their places ahead, and the queued ones still wait.
-    let r = rig_in(dir, backend, limits).await;
+    let r = rig_in(dir, backend, one_at_a_time).await;
     let want = [
         (Phase::Running, 1),
         (Phase::Provisioned, 2),
@@ -1057,24 +1054,11 @@ async fn a_restart_keeps_the_bound_on_jobs_staged_ahead() {
 /// approved it just before the stop), so it stays first, as its status says.
 #[tokio::test]
 async fn a_job_found_staging_at_a_start_keeps_its_slots() {
-    use crate::jobs::model::{Holds, WaitReason};
+    use crate::jobs::model::WaitReason;
     use crate::jobs::store::Transition;
     let dir = tempfile::tempdir().unwrap();
-    let r = idle_rig(dir, MemoryBackend::scripted(|_| {}), |c| {
-        c.max_running_jobs = 1;
-        c.max_staging_jobs = 1;
-    })
-    .await;
-    let held = Holds {
-        approval: true,
-        release: false,
-    };
-    let approved = r
-        .engine
-        .submit_under("alice", request(600), None, held)
-        .await
-        .unwrap()
-        .id;
+    let r = idle_rig(dir, MemoryBackend::scripted(|_| {}), one_at_a_time).await;
+    let approved = r.submit_held().await;
     let staging = r.submit(600).await;
     r.engine.approve(&approved, "publisher").await.unwrap();
     r.engine
@@ -1160,10 +1144,7 @@ async fn a_job_found_staging_without_a_place_ahead_takes_no_staging_slot() {
     let r = idle_rig(
         tempfile::tempdir().unwrap(),
         MemoryBackend::scripted(|_| {}),
-        |c| {
-            c.max_running_jobs = 1;
-            c.max_staging_jobs = 1;
-        },
+        one_at_a_time,
     )
     .await;
     // Three further along than two places ahead allow: two staged, then one staging.
