@@ -770,10 +770,9 @@ mod tests {
         assert_eq!(store.stop_requested("j1").await.unwrap(), (true, false));
     }
 
-    /// The queue's light read says what the whole records say: phase, stop, a pending
-    /// approval, and when each job got in line (created, plus its queued and staging time).
-    #[tokio::test]
-    async fn the_queue_agrees_with_the_whole_records() {
+    /// A store with a job of each kind the queue tells apart: stopped ("plain"), staged,
+    /// pending approval, approved, and finished.
+    async fn queue_store() -> (tempfile::TempDir, JobStore) {
         use crate::jobs::model::{Approval, ApprovalState};
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::open(&dir.path().join("jobs.db")).await.unwrap();
@@ -797,7 +796,14 @@ mod tests {
             store.insert(&j).await.unwrap();
         }
         store.request_stop("plain").await.unwrap();
+        (dir, store)
+    }
 
+    /// The queue's light read says what the whole records say: phase, stop, a pending
+    /// approval, and when each job got in line (created, plus its queued and staging time).
+    #[tokio::test]
+    async fn the_queue_agrees_with_the_whole_records() {
+        let (_dir, store) = queue_store().await;
         let queue = store
             .queue(&[Phase::Queued, Phase::Provisioned])
             .await
@@ -822,9 +828,13 @@ mod tests {
         assert_eq!(staged.len(), 1);
         assert_eq!(staged[0].id, "staged");
         assert!(store.queue(&[]).await.unwrap().is_empty());
+    }
 
-        // The count of the jobs ahead of one is its place in that queue, less one: stopped
-        // jobs and those pending approval hold no place.
+    /// The count of the jobs ahead of one is its place in the queue, less one: stopped jobs
+    /// and those pending approval hold no place, nor do the jobs it is told are away.
+    #[tokio::test]
+    async fn the_jobs_ahead_of_one_are_its_place_in_the_queue() {
+        let (_dir, store) = queue_store().await;
         let mut later = job("later");
         later.date_created = 9.0;
         store.insert(&later).await.unwrap();
