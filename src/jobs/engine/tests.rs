@@ -354,6 +354,28 @@ impl Rig {
         self.engine.waiting(&job).await.unwrap()
     }
 
+    /// What the job waits for, once its status gives `reason`.
+    async fn waits_for(
+        &self,
+        id: &str,
+        reason: crate::jobs::model::WaitReason,
+    ) -> crate::jobs::model::Waiting {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let job = self.engine.get(id, None).await.unwrap();
+            if let Some(w) = self.engine.waiting(&job).await.unwrap()
+                && w.reason == reason
+            {
+                return w;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never waiting for {reason:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     async fn reaches(&self, id: &str, phase: Phase) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -900,17 +922,7 @@ async fn a_job_whose_start_failed_says_why_and_when_it_is_tried_again() {
     )
     .await;
     let id = r.submit(600).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let w = loop {
-        let job = r.engine.get(&id, None).await.unwrap();
-        if let Some(w) = r.engine.waiting(&job).await.unwrap()
-            && w.reason == WaitReason::Retrying
-        {
-            break w;
-        }
-        assert!(Instant::now() < deadline, "never retrying: {job:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let w = r.waits_for(&id, WaitReason::Retrying).await;
     assert!(w.text.contains("engine is upgrading"), "{}", w.text);
     assert!(w.text.contains("trying again in"), "{}", w.text);
 }
@@ -938,11 +950,7 @@ async fn a_job_waiting_to_retry_its_start_keeps_its_place_ahead_and_leaves_the_r
     )
     .await;
     let first = r.submit(600).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while r.waiting(&first).await.map(|w| w.reason) != Some(WaitReason::Retrying) {
-        assert!(Instant::now() < deadline, "the first start never failed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    r.waits_for(&first, WaitReason::Retrying).await;
     // b takes the run slot the pause left free; c is staged in b's place ahead; d waits,
     // for the first job still holds its place ahead.
     let b = r.submit_to(Phase::Running).await;
@@ -1105,11 +1113,7 @@ async fn a_run_waiting_to_be_followed_again_keeps_its_run_slot() {
     let running = r.submit_to(Phase::Running).await;
     let next = r.submit_to(Phase::Provisioned).await;
     backend.set(|s| s.away = Some(Box::new(|| BackendError::unavailable("daemon restarting"))));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while r.waiting(&running).await.map(|w| w.reason) != Some(WaitReason::Retrying) {
-        assert!(Instant::now() < deadline, "the run was never retried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    r.waits_for(&running, WaitReason::Retrying).await;
     let ids = [running.clone(), next.clone()];
     let want = [
         (Phase::Running, 1),
